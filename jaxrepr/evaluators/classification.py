@@ -1,0 +1,47 @@
+"""Classification accuracy and cross-entropy of `method.predict` logits on a held-out split.
+
+Fields: split ('test'), batch_size (global; padded last batch, masked out).
+The data set is `config.data` (its module's `eval_arrays(cfg, split)`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrepr import config as config_lib, parallel
+from jaxrepr.data import pipeline
+
+
+class Evaluator:
+  def __init__(self, *, config, method, mesh, workdir, split: str = "test", batch_size: int = 512):
+    del workdir
+    parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
+    data = config_lib.data_module(config)
+    self._arrays = data.eval_arrays(config.data, split)
+    self._mesh, self._batch_size = mesh, batch_size
+
+    def sums(params, batch, rng):
+      logits = method.predict(params, batch, rng).astype(jnp.float32)
+      m = batch["mask"]
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+      return {"correct": ((logits.argmax(-1) == batch["label"]) * m).sum(),
+              "cross_entropy": (ce * m).sum(), "count": m.sum()}
+
+    self._sums = jax.jit(sums, out_shardings=parallel.replicated(mesh))
+
+  def run(self, params, rng, step) -> dict[str, float]:
+    del step
+    total = {"correct": 0.0, "cross_entropy": 0.0, "count": 0.0}
+    batches = pipeline.eval_batches(self._arrays, self._batch_size,
+                                    shard_index=jax.process_index(),
+                                    shard_count=jax.process_count())
+    for i, batch in enumerate(batches):
+      out = parallel.fetch(self._sums(params, parallel.to_global(batch, self._mesh),
+                                      jax.random.fold_in(rng, i)))
+      for k in total:
+        total[k] += float(np.asarray(out[k]))
+    return {"accuracy": total["correct"] / total["count"],
+            "cross_entropy": total["cross_entropy"] / total["count"]}

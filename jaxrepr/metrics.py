@@ -1,0 +1,125 @@
+"""Run outputs: metrics.jsonl, TensorBoard events, config.json, progress lines, non-finite guard.
+
+Only process 0 writes files; every process checks for non-finite values (they see the same
+replicated scalars) so all of them stop together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+
+class NonFiniteError(FloatingPointError):
+  """A training metric became NaN or infinite."""
+
+
+def check_finite(step: int, metrics: Mapping[str, float]) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    name = "loss" if "loss" in bad else sorted(bad)[0]
+    raise NonFiniteError(
+        f"non-finite {name}={bad[name]} at step {step} (all non-finite metrics: {bad}); "
+        "lower config.optim.lr, check the data, or enable config.optim.clip_norm")
+
+
+def to_floats(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
+  return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+
+class MetricWriter:
+  """Appends {'step': s, name: value, ...} lines to metrics.jsonl and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.tb_dir = os.path.join(workdir, "tensorboard")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # imported only on the writing process
+      self._tb = SummaryWriter(self.tb_dir, flush_secs=30)
+
+  def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    row.update({prefix + k: float(v) for k, v in scalars.items()})
+    with open(self.jsonl_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in scalars.items():
+      self._tb.add_scalar(prefix + k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """Fields whose value differs from the config.json an earlier run left in `workdir`."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json_best_effort())
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+  o, n = flat(old), flat(new)
+  return sorted(k for k in set(o) | set(n) if o.get(k) != n.get(k))
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}"
+
+
+class Progress:
+  """One line per report: step, chosen metrics, steps/s over the last interval, ETA.
+
+  Plain lines rather than a redrawn bar, so cluster logs stay readable.
+  """
+
+  # Trainer bookkeeping that the progress line leaves to metrics.jsonl / TensorBoard.
+  HIDDEN = ("lr", "grad_norm", "update_norm", "param_norm")
+
+  def __init__(self, total_steps: int, start_step: int, stream=None):
+    self.total = total_steps
+    self.stream = stream or sys.stdout
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+    self.enabled = jax.process_index() == 0
+
+  def report(self, step: int, metrics: Mapping[str, float]) -> float:
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    if self.enabled:
+      names = ["loss"] + sorted(k for k in metrics if k not in self.HIDDEN and k != "loss")
+      shown = " ".join(f"{k}={metrics[k]:.4g}" for k in names if k in metrics)
+      eta = _duration((self.total - step) / rate) if rate > 0 else "?"
+      print(f"step {step}/{self.total} {shown} | {rate:.2f} steps/s | ETA {eta}",
+            file=self.stream, flush=True)
+    return rate

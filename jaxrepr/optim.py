@@ -1,0 +1,66 @@
+"""Optax optimizers and learning-rate schedules from `config.optim`.
+
+Fields (all validated by `jaxrepr.config_check` before anything compiles):
+  name: 'adam' | 'adamw' | 'sgd'
+  lr: peak learning rate (> 0)
+  schedule: 'constant' | 'warmup_constant' | 'warmup_cosine'
+  warmup_steps: linear warm-up from `warmup_init_fraction * lr` to `lr`
+  warmup_init_fraction: start of the warm-up as a fraction of lr (LPN's reference code: 0.01)
+  end_lr_fraction: final lr of the cosine decay as a fraction of lr
+  weight_decay: decoupled weight decay (adamw; for sgd/adam it is added to the gradient)
+  b1, b2, eps: Adam moments; momentum for sgd is b1 (0 disables it)
+  clip_norm: global-norm gradient clipping (0 disables it)
+
+Gradient accumulation is not an optax wrapper here: `config.train.grad_accum` splits each step's
+batch into micro-batches inside the jitted step (see `jaxrepr/train_step.py`), so one optimizer
+step is still one trainer step, and checkpoints, schedules and logs count the same steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "warmup_constant", "warmup_cosine")
+
+
+def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  lr = cfg.lr
+  warmup = int(cfg.get("warmup_steps", 0))
+  init = lr * cfg.get("warmup_init_fraction", 0.0)
+  if cfg.schedule == "constant":
+    return optax.constant_schedule(lr)
+  if cfg.schedule == "warmup_constant":
+    return optax.join_schedules(
+        [optax.linear_schedule(init, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup])
+  if cfg.schedule == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=init, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=lr * cfg.get("end_lr_fraction", 0.0))
+  raise ValueError(f"config.optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  lr = schedule(cfg, total_steps)
+  wd = cfg.get("weight_decay", 0.0)
+  if cfg.name == "adamw":
+    opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
+  elif cfg.name == "adam":
+    opt = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
+                      optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+  elif cfg.name == "sgd":
+    opt = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
+                      optax.sgd(lr, momentum=cfg.b1 or None))
+  else:
+    raise ValueError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
+  if cfg.get("clip_norm", 0.0):
+    opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+  return opt
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, schedule="warmup_cosine", warmup_steps=100,
+      warmup_init_fraction=0.0, end_lr_fraction=0.0, weight_decay=1e-4,
+      b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0))

@@ -1,0 +1,207 @@
+"""The one canonical trainer: `train_and_evaluate(config, workdir)`.
+
+It validates the config, builds the mesh, the method, the data iterator, the optimizer and the
+train state, restores the latest checkpoint if there is one, and runs the jitted step with donated
+state, logging, evaluators and checkpoints. Multi-stage methods call it once per stage with their
+own sub-workdir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, optim, parallel
+from jaxrepr.methods.base import Method
+from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from a config before the first step (shared with launch/bench.py)."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  method: Method
+  data: Iterator[dict[str, np.ndarray]]
+  state: TrainState
+  train_step: Callable  # jitted, donates the state
+  train_rng: jax.Array
+  eval_rng: jax.Array
+
+  def next_batch(self) -> dict[str, jax.Array]:
+    return parallel.to_global(next(self.data), self.mesh)
+
+
+def _peek(data) -> dict[str, np.ndarray]:
+  saved = data.get_state()
+  batch = next(data)
+  data.set_state(saved)
+  return batch
+
+
+def build(config: ml_collections.ConfigDict) -> Run:
+  """Validates the config and builds the run; nothing here compiles the train step yet."""
+  config_lib.validate(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  t = config.train
+  parallel.check_batch_size(t.batch_size, mesh, "config.train.batch_size")
+  if t.grad_accum > 1:
+    parallel.check_batch_size(t.batch_size // t.grad_accum, mesh,
+                              "config.train.batch_size / config.train.grad_accum")
+  method = config_lib.method_module(config).build(config)
+  data = config_lib.data_module(config).train_iterator(
+      config.data, batch_size=t.batch_size, seed=config.seed,
+      shard_index=jax.process_index(), shard_count=jax.process_count())
+  init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
+  optimizer = optim.make_optimizer(config.optim, t.steps)
+  schedule = optim.schedule(config.optim, t.steps)
+  example = parallel.to_global(_peek(data), mesh)
+  replicated = parallel.replicated(mesh)
+  with jax.set_mesh(mesh):
+    params = jax.jit(method.init, out_shardings=replicated)(init_rng, example)
+    state = jax.jit(lambda p: create_state(p, optimizer), out_shardings=replicated)(params)
+    step_fn = jax.jit(make_train_step(method, optimizer, schedule, t.grad_accum),
+                      donate_argnums=(0,), out_shardings=(replicated, replicated))
+  return Run(config, mesh, method, data, state, step_fn, train_rng, eval_rng)
+
+
+def _build_evaluators(config, run: Run, workdir: str) -> dict[str, Any]:
+  evaluators = {}
+  for name, ev in config.evals.items():
+    kwargs = {k: v for k, v in ev.items() if k not in ("kind", "every")}
+    cls = config_lib.evaluator_class(name, ev)
+    evaluators[name] = cls(config=config, method=run.method, mesh=run.mesh, workdir=workdir,
+                           **kwargs)
+  return evaluators
+
+
+def _run_evals(evaluators, config, run: Run, step: int, writer, final: bool) -> dict[str, float]:
+  results = {}
+  for name, evaluator in evaluators.items():
+    every = config.evals[name].get("every", 0)
+    if final or (every and step % every == 0):
+      t0 = time.perf_counter()
+      with jax.set_mesh(run.mesh):
+        out = evaluator.run(run.state.params, jax.random.fold_in(run.eval_rng, step), step)
+      out = {f"{name}/{k}": float(v) for k, v in out.items()}
+      writer.write(step, out)
+      if jax.process_index() == 0:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in out.items())
+        print(f"eval step {step} ({time.perf_counter() - t0:.1f}s): {shown}", flush=True)
+      results.update(out)
+  return results
+
+
+def _preempted(guard: checkpoint.PreemptionGuard, step: int, log_every: int) -> bool:
+  if jax.process_count() == 1:
+    return guard.requested
+  if step % log_every:  # processes agree on the stop step only at log steps
+    return False
+  flags = multihost_utils.process_allgather(np.array(guard.requested))
+  return bool(np.any(flags))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary."""
+  run = build(config)
+  t = config.train
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  restored = ckpt.restore_latest(checkpoint.abstract_like(run.state)) if ckpt.all_steps() else None
+  main = jax.process_index() == 0
+  if restored is None:
+    start = 0
+    if main:
+      print(f"starting fresh in {workdir}", flush=True)
+  else:
+    start, run.state, data_state = restored
+    run.data.set_state(data_state)
+    if main:
+      print(f"resuming from step {start} in {workdir}", flush=True)
+      changed = metrics_lib.config_changes(workdir, config)
+      if changed:
+        print(f"warning: the config differs from the one this workdir was started with: {changed}",
+              flush=True)
+  metrics_lib.write_config(workdir, config)
+  if main:
+    note = f" ({run.method.param_count_note})" if run.method.param_count_note else ""
+    print(f"{config.method}: {param_count(run.state.params):,} parameters{note}; "
+          f"{run.mesh.devices.size} devices over {jax.process_count()} processes; "
+          f"global batch {t.batch_size}", flush=True)
+
+  writer = metrics_lib.MetricWriter(workdir)
+  evaluators = _build_evaluators(config, run, workdir)
+  progress = metrics_lib.Progress(t.steps, start)
+  last_logged: dict[str, float] = {}
+  pending = None  # (step, device metrics) of the step before, fetched after the next dispatch
+  stopped_by_signal = False
+  t_start = time.perf_counter()
+
+  def finish(step_and_metrics):
+    nonlocal last_logged
+    done, device_metrics = step_and_metrics
+    scalars = metrics_lib.to_floats(parallel.fetch(device_metrics))
+    metrics_lib.check_finite(done, scalars)
+    if done % t.log_every == 0 or done == t.steps:
+      rate = progress.report(done, scalars)
+      writer.write(done, dict(scalars, steps_per_second=rate), prefix="train/")
+      last_logged = scalars
+
+  with checkpoint.PreemptionGuard() as guard, jax.set_mesh(run.mesh):
+    step = start
+    while step < t.steps:
+      batch = run.next_batch()
+      run.state, device_metrics = run.train_step(run.state, batch, run.train_rng)
+      step += 1
+      if pending is not None:
+        finish(pending)
+      pending = (step, device_metrics)
+      if _preempted(guard, step, t.log_every):
+        finish(pending)
+        pending = None
+        ckpt.save(step, run.state, run.data.get_state(), force=True)
+        stopped_by_signal = True
+        if main:
+          print(f"SIGTERM: saved a checkpoint at step {step}; exiting", flush=True)
+        break
+      if step == t.steps:  # the final save and evaluations follow the loop
+        break
+      needs_eval = any(ev.get("every", 0) and step % ev.every == 0 for ev in config.evals.values())
+      if (t.checkpoint_every and step % t.checkpoint_every == 0) or needs_eval:
+        finish(pending)
+        pending = None
+        if t.checkpoint_every and step % t.checkpoint_every == 0:
+          ckpt.save(step, run.state, run.data.get_state())
+        _run_evals(evaluators, config, run, step, writer, final=False)
+    if pending is not None:
+      finish(pending)
+    results = {}
+    if not stopped_by_signal:
+      ckpt.save(step, run.state, run.data.get_state(), force=True)
+      results = _run_evals(evaluators, config, run, step, writer, final=True)
+  ckpt.close()
+  writer.close()
+  summary = {"step": step, "train": last_logged, "eval": results, "workdir": workdir,
+             "preempted": stopped_by_signal, "seconds": time.perf_counter() - t_start}
+  if main and not stopped_by_signal:
+    _print_summary(summary, writer)
+  return summary
+
+
+def _print_summary(summary: dict, writer: metrics_lib.MetricWriter) -> None:
+  lines = [f"done: {summary['step']} steps in {summary['seconds']:.1f}s"]
+  if summary["train"]:
+    lines.append("  train: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(summary["train"].items())
+                                        if not k.endswith("norm") and k != "lr"))
+  for k, v in sorted(summary["eval"].items()):
+    lines.append(f"  {k} = {v:.4g}")
+  lines.append(f"  outputs: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, "
+               f"config.json)")
+  print("\n".join(lines), flush=True)

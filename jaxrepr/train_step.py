@@ -1,0 +1,84 @@
+"""The train state and the one jitted train step.
+
+The step is a pure function `(state, batch, rng) -> (state, metrics)`: it folds the step number
+into the run's training key (DESIGN rule 5), computes the method's loss and gradients (averaged
+over `grad_accum` micro-batches when asked), applies the optax update, and returns scalar metrics:
+the method's own plus loss, learning rate and gradient / parameter / update norms.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrepr.methods.base import Batch, Method, Metrics
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps done so far
+  params: Any
+  opt_state: Any
+
+
+def create_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def _split_micro(batch: Batch, num_micro: int) -> Batch:
+  """(B, ...) -> (num_micro, B / num_micro, ...), micro-batch i = rows i, i + A, i + 2A, ...
+
+  Strided rows keep every micro-batch evenly spread over the devices that hold the batch, so the
+  split moves no data between devices.
+  """
+  def split(x):
+    b = x.shape[0]
+    return jnp.swapaxes(x.reshape((b // num_micro, num_micro) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def _loss_and_grads(method: Method, params: Any, batch: Batch, rng: jax.Array,
+                    num_micro: int) -> tuple[jax.Array, Metrics, Any]:
+  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+  if num_micro == 1:
+    (loss, metrics), grads = grad_fn(params, batch, rng)
+    return loss, metrics, grads
+
+  def body(carry, micro):
+    i, micro_batch = micro
+    (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+      lambda: grad_fn(params, jax.tree.map(lambda x: x[0], _split_micro(batch, num_micro)), rng)))
+  (loss, metrics), grads = zeros
+  total, _ = jax.lax.scan(body, (loss, metrics, grads),
+                          (jnp.arange(num_micro), _split_micro(batch, num_micro)))
+  return jax.tree.map(lambda x: x / num_micro, total)
+
+
+def make_train_step(method: Method, optimizer: optax.GradientTransformation,
+                    lr_schedule: Callable[[jax.Array], jax.Array],
+                    grad_accum: int = 1) -> Callable[[TrainState, Batch, jax.Array],
+                                                     tuple[TrainState, Metrics]]:
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    step_rng = jax.random.fold_in(rng, state.step)
+    loss, metrics, grads = _loss_and_grads(method, state.params, batch, step_rng, grad_accum)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics.update(
+        loss=loss, lr=lr_schedule(state.step),
+        grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
+        param_norm=optax.global_norm(params))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def param_count(params: Any) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,42 @@
+"""Train any jaxrepr experiment.
+
+    python launch/train.py --config=configs/lpn.py
+    python launch/train.py --config=configs/lpn.py:arc --config.train.steps=200000 --workdir=/runs/arc
+
+Without --workdir the run lives in runs/<config name>[_<variant>...], so re-running the same command
+resumes it. Multi-process runs: see the README ("Multi-host"); under SLURM or on a TPU VM the
+coordinator is found from the environment, or give --coordinator/--num_processes/--process_id.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>).")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+  from jaxrepr import config as config_lib, parallel, train
+
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  config_path = config_flags.get_config_filename(flags.FLAGS["config"])
+  workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
+  train.train_and_evaluate(_CONFIG.value, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
