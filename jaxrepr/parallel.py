@@ -32,9 +32,10 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
   if coordinator is not None:
     if num_processes is None or process_id is None:
       raise ValueError("--coordinator needs --num_processes and --process_id as well")
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-      # CPU collectives across processes need gloo; the default implementation is single-process.
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU collectives across processes need gloo (the default CPU client is single-process). The
+    # setting only concerns the CPU client, so it is harmless on GPU/TPU hosts; it must be set
+    # before any backend starts, hence no device query here.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return

@@ -73,8 +73,8 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformation,
     metrics = dict(metrics)
     metrics.update(
         loss=loss, lr=lr_schedule(state.step),
-        grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
-        param_norm=optax.global_norm(params))
+        grad_norm=optax.tree.norm(grads), update_norm=optax.tree.norm(updates),
+        param_norm=optax.tree.norm(params))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

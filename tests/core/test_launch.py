@@ -1,0 +1,82 @@
+"""launch/train.py as a user runs it: SIGKILL + rerun equals an uninterrupted run, SIGTERM saves
+and exits cleanly, a typo in an override stops before compiling."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests.core.helpers import REPO, train_cmd
+from tests.core.test_train import final_params, losses, small_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = os.path.join(REPO, "configs", "classifier.py") + ":mlp"
+OVERRIDES = ("--config.train.steps=300", "--config.train.batch_size=64", "--config.train.log_every=1",
+             "--config.train.checkpoint_every=7", "--config.evals.test.every=0")
+
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _wait_for_step(workdir, step, proc, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if os.path.exists(os.path.join(workdir, "metrics.jsonl")) and max(losses(workdir), default=0) >= step:
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"the run ended (rc={proc.returncode}) before step {step}")
+    time.sleep(0.05)
+  raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def _config():
+  return small_config(steps=300, batch_size=64, checkpoint_every=7)
+
+
+def test_sigkill_then_rerun_ends_equal_to_an_uninterrupted_run(tmp_path):
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run(train_cmd(CONFIG, straight, *OVERRIDES), check=True, env=_env(),
+                 capture_output=True)
+  proc = subprocess.Popen(train_cmd(CONFIG, killed, *OVERRIDES), env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  _wait_for_step(killed, random.Random().randint(20, 150), proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  rerun = subprocess.run(train_cmd(CONFIG, killed, *OVERRIDES), env=_env(), capture_output=True,
+                         text=True, check=True)
+  assert rerun.stdout.splitlines()[0].startswith("resuming from step ")
+  step_a, params_a = final_params(_config(), straight)
+  step_b, params_b = final_params(_config(), killed)
+  assert step_a == step_b == 300
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(train_cmd(CONFIG, workdir, *OVERRIDES), env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_step(workdir, 40, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  line = [l for l in out.splitlines() if l.startswith("SIGTERM")][0]
+  step = int(line.split("at step ")[1].split(";")[0])
+  assert 40 <= step < 300
+  assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+def test_override_typo_stops_before_compiling(tmp_path):
+  res = subprocess.run(train_cmd(CONFIG, str(tmp_path), "--config.trian.steps=5"), env=_env(),
+                       capture_output=True, text=True)
+  assert res.returncode != 0
+  assert "trian" in res.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
