@@ -1,0 +1,161 @@
+"""Benchmark the train step of any config: speed, compile time, memory, FLOPs and utilisation.
+
+    python launch/bench.py --config=configs/classifier.py
+    python launch/bench.py --config=configs/lpn.py:pattern --name=grad1 \
+        --config.model.train_latent.mode=gradient_ascent
+
+In one run it measures, for the config's real train step (same method, optimizer, batch and
+shardings as launch/train.py):
+  * compile seconds (lower + compile of the jitted step),
+  * median step time and steps/s over --steps timed steps after --warmup steps (the same batch is
+    reused so data loading is not timed),
+  * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
+    aliased/donated buffers) and the process's peak resident memory,
+  * FLOPs per step from `compiled.cost_analysis()`,
+  * the measured float32 matmul peak of this machine (median of timed square matmuls) and the
+    utilisation = achieved FLOP/s / that peak.
+Results are appended to --out/results.json (keyed by --name) and the markdown table
+--out/results.md is rewritten from all of them.
+"""
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_OUT = flags.DEFINE_string("out", "bench", "Directory for results.json and results.md.")
+_MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul for the peak.")
+flags.mark_flag_as_required("config")
+
+
+def matmul_peak_flops(n: int, dtype="float32", reps: int = 10) -> float:
+  """Median FLOP/s of an n x n @ n x n matmul on the default device: the machine's usable peak."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / float(np.median(times))
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  get = lambda k: int(getattr(m, k, 0) or 0)  # noqa: E731
+  peak = (get("argument_size_in_bytes") + get("output_size_in_bytes") + get("temp_size_in_bytes")
+          - get("alias_size_in_bytes"))
+  return {"peak_bytes": peak, "temp_bytes": get("temp_size_in_bytes"),
+          "argument_bytes": get("argument_size_in_bytes")}
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
+
+
+def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
+  import jax
+  import numpy as np
+
+  from jaxrepr import train
+  from jaxrepr.train_step import param_count
+
+  run = train.build(config)
+  batch = run.next_batch()
+  with jax.set_mesh(run.mesh):
+    t0 = time.perf_counter()
+    compiled = run.train_step.lower(run.state, batch, run.train_rng).compile()
+    compile_s = time.perf_counter() - t0
+    state = run.state
+    for _ in range(warmup):
+      state, metrics = compiled(state, batch, run.train_rng)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      state, metrics = compiled(state, batch, run.train_rng)
+      jax.block_until_ready((state, metrics))
+      times.append(time.perf_counter() - t0)
+  step_s = float(np.median(times))
+  flops = _flops(compiled)
+  peak = matmul_peak_flops(matmul_n)
+  devices = run.mesh.devices.size
+  return dict(
+      params=param_count(state.params), batch_size=config.train.batch_size, devices=devices,
+      device_kind=jax.devices()[0].device_kind, platform=jax.default_backend(),
+      host=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+      compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s,
+      step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
+      flops_per_step=flops, achieved_flops=flops / step_s,
+      matmul_peak_flops=peak * devices, utilisation=flops / step_s / (peak * devices),
+      peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]))
+
+
+def _fmt_bytes(b) -> str:
+  return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def write_table(results: dict, path: str) -> None:
+  rows = ["| name | device | batch | params | steps/s | step ms (median) | compile s | peak mem "
+          "(XLA) | peak RSS | GFLOP/step | util. vs f32 matmul |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for name, r in results.items():
+    rows.append(
+        f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
+        f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f} | {r['compile_s']:.1f} | "
+        f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
+        f"{r['flops_per_step'] / 1e9:.2f} | {100 * r['utilisation']:.1f}% |")
+  with open(path, "w") as f:
+    f.write("\n".join(rows) + "\n")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  from jaxrepr import config as config_lib
+
+  name = _NAME.value or config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
+  result = bench(_CONFIG.value, _STEPS.value, _WARMUP.value, _MATMUL_N.value)
+  os.makedirs(_OUT.value, exist_ok=True)
+  path = os.path.join(_OUT.value, "results.json")
+  results = json.load(open(path)) if os.path.exists(path) else {}
+  results[name] = result
+  with open(path, "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  write_table(results, os.path.join(_OUT.value, "results.md"))
+  print(f"{name}: {result['steps_per_s']:.2f} steps/s (median {1e3 * result['step_s']:.1f} ms), "
+        f"compile {result['compile_s']:.1f}s, peak {_fmt_bytes(result.get('peak_bytes', 0))} "
+        f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
+        f"{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
+        f"utilisation {100 * result['utilisation']:.1f}% of the measured "
+        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s f32 matmul peak")
+  print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}")
+
+
+if __name__ == "__main__":
+  app.run(main)
