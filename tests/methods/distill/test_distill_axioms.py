@@ -1,0 +1,210 @@
+"""The axiom checks can fail, meta-teachers meet their structural requirements, KL contracts."""
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrepr.methods.distill import axioms
+from jaxrepr.methods.distill import operators as ops
+
+SETTINGS = hypothesis.settings(max_examples=10, deadline=None, derandomize=True)
+P_NxV = axioms.random_distributions(np.random.default_rng(0), 16, 5)
+TEMPS = [0.25, 0.5, 1.0, 2.0, 5.0]
+
+
+def _rank_reversing(p, T):
+  return ops.power(p, T)[..., ::-1]
+
+
+def _non_monotone_entropy(p, T):
+  # Temperature goes up then back down to 1: entropy rises then falls, ranking and identity hold.
+  return ops.power(p, 1.0 + (T - 1.0) * np.exp(1.0 - T))
+
+
+def _support_mixture(p, T):
+  # Mixing with the uniform over supp(p) jumps when a zero entry becomes positive.
+  support = (p > 0).astype(p.dtype)
+  return p / T + (1.0 - 1.0 / T) * support / support.sum(-1, keepdims=True)
+
+
+def test_rank_reversal_is_caught_with_a_witness():
+  with jax.enable_x64(True):
+    result = axioms.check_ranking(_rank_reversing, P_NxV, TEMPS)
+  assert not result.passed and result.worst_violation > 0
+  p, out = result.witness["p"], result.witness["output"]
+  i, j = np.argmax(p), np.argmin(p)
+  assert p[i] > p[j] and out[i] <= out[j]
+  assert str(result).startswith("ranking: FAILED")
+
+
+def test_non_monotone_entropy_is_caught_while_other_axioms_hold():
+  temps = [1.0, 1.5, 2.0, 3.0, 5.0, 10.0]
+  with jax.enable_x64(True):
+    assert axioms.check_ranking(_non_monotone_entropy, P_NxV, temps)
+    assert axioms.check_identity(_non_monotone_entropy, P_NxV)
+    result = axioms.check_entropy_monotone(_non_monotone_entropy, P_NxV, temps)
+  assert not result.passed and result.worst_violation > 1e-3
+  assert result.witness["T_low"] >= 2.0  # the effective temperature turns down after T = 2
+
+
+def test_discontinuity_is_caught():
+  with jax.enable_x64(True):
+    p_NxV = np.array([[0.7, 0.3, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    result = axioms.check_continuity(_support_mixture, p_NxV, [2.0])
+    assert axioms.check_continuity(ops.mixture, p_NxV, [2.0])
+  assert not result.passed and result.worst_violation > 0.1
+  np.testing.assert_array_equal(result.witness["p"], p_NxV[0])
+  assert result.witness["l1_changes"][-1] > 0.1  # the change does not shrink with eps
+
+
+def test_identity_and_limit_violations_are_caught():
+  with jax.enable_x64(True):
+    assert not axioms.check_identity(lambda p, T: ops.power(p, 2.0 * T), P_NxV)
+    # A family that never sharpens fails the T -> 0 limit.
+    no_sharpening = lambda p, T: ops.mixture(p, jnp.maximum(T, 1.0))
+    assert not axioms.check_low_temperature_limit(no_sharpening, P_NxV)
+    assert not axioms.check_simplex(lambda p, T: 2.0 * ops.power(p, T), P_NxV, TEMPS)
+    assert not axioms.check_simplex(lambda p, T: ops.power(p, T) * jnp.nan, P_NxV, TEMPS)
+
+
+def test_check_family_rejects_temperatures_outside_the_domain():
+  with pytest.raises(ValueError, match="outside the domain of family 'mixture'"):
+    axioms.check_family(ops.FAMILIES["mixture"], P_NxV, temperatures=[0.5, 1.0])
+  with pytest.raises(ValueError, match="support must be"):
+    axioms.check_high_temperature_limit(ops.power, P_NxV, "supp")
+
+
+def test_kl_and_entropy_match_numpy():
+  rng = np.random.default_rng(3)
+  p_NxV, q_NxV = rng.dirichlet(np.ones(6), 8), rng.dirichlet(np.ones(6), 8)
+  p_NxV[:, 0] = 0.0
+  p_NxV /= p_NxV.sum(-1, keepdims=True)
+  with jax.enable_x64(True):
+    kl_N = axioms.kl(jnp.asarray(p_NxV), jnp.asarray(q_NxV))
+    h_N = axioms.entropy(jnp.asarray(p_NxV))
+    inf_kl = axioms.kl(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]))
+  pos = p_NxV > 0
+  ref_kl = np.sum(np.where(pos, p_NxV * np.log(np.where(pos, p_NxV / q_NxV, 1.0)), 0.0), -1)
+  np.testing.assert_allclose(kl_N, ref_kl, rtol=1e-12)
+  np.testing.assert_allclose(h_N, -np.sum(np.where(pos, p_NxV * np.log(np.where(pos, p_NxV, 1)),
+                                                   0.0), -1), rtol=1e-12)
+  assert float(inf_kl) == np.inf
+
+
+def _pair(seed, num_classes=6, n=16):
+  rng = np.random.default_rng(seed)
+  return rng.dirichlet(np.ones(num_classes), n), rng.dirichlet(0.3 * np.ones(num_classes), n)
+
+
+@pytest.mark.parametrize("name", sorted(ops.META_TEACHERS))
+@SETTINGS
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), alpha=st.floats(0.05, 1.0))
+def test_meta_teachers_structure_and_forward_contraction(name, seed, alpha):
+  meta = ops.META_TEACHERS[name]
+  p_NxV, q_NxV = _pair(seed)
+  with jax.enable_x64(True):
+    results = axioms.check_meta_teacher(meta, p_NxV, q_NxV, [alpha])
+    by_name = {r.name: r for r in results}
+    assert by_name["meta_simplex"] and by_name["meta_fixed_point"], axioms.failures(results)
+    if name != "geometric":
+      assert by_name["meta_anchoring"], axioms.failures(results)
+    rate = (1.0 - alpha) / 2 if name == "anchored_geometric" else 1.0 - alpha
+    result = axioms.check_contraction(meta, p_NxV, q_NxV, alpha, rate=rate)
+  assert result, str(result)
+
+
+@SETTINGS
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), alpha=st.floats(0.05, 1.0))
+def test_anchored_mixture_contracts_in_reverse_kl(seed, alpha):
+  p_NxV, q_NxV = _pair(seed)
+  with jax.enable_x64(True):
+    result = axioms.check_contraction(ops.anchored_mixture, p_NxV, q_NxV, alpha, "reverse")
+  assert result, str(result)
+
+
+def test_geometric_anchoring_fails_probability_domain_anchoring():
+  # Log-linear anchoring weights p_base in the log domain: where q_prev is tiny, t_i < alpha p_i.
+  p_NxV = np.array([[0.5, 0.5, 0.0]])
+  q_NxV = np.array([[1e-6, 0.5, 0.5 - 1e-6]])
+  with jax.enable_x64(True):
+    result = axioms.check_meta_anchoring(ops.geometric, p_NxV, q_NxV, 0.5)
+  assert not result.passed and result.worst_violation > 0.1
+
+
+def test_user_meta_teachers_that_break_requirements_are_caught():
+  p_NxV, q_NxV = _pair(7, num_classes=4)
+  towards_uniform = lambda p, q, a: a * p + (1 - a) * jnp.full_like(q, 0.25)
+  unnormalised = lambda p, q, a: a * p + q
+  too_little_anchor = lambda p, q, a: 0.5 * a * p + (1 - 0.5 * a) * q
+  with jax.enable_x64(True):
+    assert not axioms.check_meta_fixed_point(towards_uniform, p_NxV, 0.3)
+    assert not axioms.check_meta_simplex(unnormalised, p_NxV, q_NxV, 0.3)
+    assert not axioms.check_meta_anchoring(too_little_anchor, p_NxV, q_NxV, 0.3)
+    assert not axioms.check_contraction(too_little_anchor, p_NxV, q_NxV, 0.3)
+
+
+def test_alpha_zero_gives_no_contraction():
+  p_NxV, q_NxV = _pair(11)
+  with jax.enable_x64(True):
+    ratio_N = axioms.contraction_ratio(ops.anchored_mixture, p_NxV, q_NxV, 0.0)
+    qs_KxNxV = ops.realisable_recursion(ops.anchored_mixture, jnp.asarray(p_NxV),
+                                        jnp.asarray(q_NxV), 0.0, 5)
+    kl_KxN = axioms.kl(jnp.asarray(p_NxV)[None], qs_KxNxV)
+  np.testing.assert_allclose(ratio_N, 1.0, rtol=1e-12)
+  np.testing.assert_allclose(kl_KxN, np.broadcast_to(kl_KxN[0], kl_KxN.shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5])
+def test_realisable_recursion_converges_geometrically_to_the_base_teacher(alpha):
+  rng = np.random.default_rng(5)
+  p_NxV = jnp.asarray(rng.dirichlet(np.ones(5), 4))
+  num_gen = 30
+  with jax.enable_x64(True):
+    p_NxV = jnp.asarray(p_NxV, jnp.float64)
+    finals = []
+    for q0 in (rng.dirichlet(np.ones(5), 4), rng.dirichlet(0.2 * np.ones(5), 4)):
+      q0_NxV = jnp.asarray(q0, jnp.float64)
+      qs = np.asarray(ops.realisable_recursion(ops.anchored_mixture, p_NxV, q0_NxV, alpha, num_gen))
+      assert qs.shape == (num_gen + 1, 4, 5)
+      l1_KxN = np.abs(qs - np.asarray(p_NxV)[None]).sum(-1)
+      decay_K = (1.0 - alpha) ** np.arange(num_gen + 1)
+      np.testing.assert_allclose(l1_KxN, decay_K[:, None] * l1_KxN[0][None], rtol=1e-9,
+                                 atol=1e-12)
+      kl_KxN = np.asarray(axioms.kl(p_NxV[None], jnp.asarray(qs)))
+      assert np.all(kl_KxN <= decay_K[:, None] * kl_KxN[0][None] + 1e-15)
+      finals.append(qs[-1])
+  # The limit (the anchor) does not depend on the initial student.
+  np.testing.assert_allclose(finals[0], finals[1], atol=2 * (1.0 - alpha) ** num_gen)
+
+
+def test_noisy_recursion_stays_below_the_eps_over_alpha_floor():
+  rng = np.random.default_rng(2)
+  alpha, eps, num_gen = 0.3, 1e-2, 40
+  p_V = rng.dirichlet(np.ones(6))
+  q_V = rng.dirichlet(np.ones(6))
+  l1_0 = np.abs(q_V - p_V).sum()
+  for k in range(1, num_gen + 1):
+    with jax.enable_x64(True):
+      t_V = np.asarray(ops.anchored_mixture(jnp.asarray(p_V), jnp.asarray(q_V), alpha))
+    # An imperfect generation: move eps/2 of mass between two classes (L1 error eps).
+    i, j = np.argmax(t_V), np.argmin(t_V)
+    delta_V = np.zeros(6)
+    delta_V[i], delta_V[j] = -eps / 2, eps / 2
+    q_V = t_V + delta_V
+    bound = (1 - alpha) ** k * l1_0 + eps * (1 - (1 - alpha) ** k) / alpha
+    assert np.abs(q_V - p_V).sum() <= bound + 1e-6
+
+
+def test_aggregate_teachers():
+  p_MxNxV = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+  np.testing.assert_allclose(ops.aggregate_teachers(p_MxNxV, jnp.array([0.25, 0.75])),
+                             [[0.25, 0.75]])
+  with pytest.raises(ValueError, match="simplex"):
+    ops.aggregate_teachers(p_MxNxV, jnp.array([0.5, 0.6]))
+  with pytest.raises(ValueError, match="alpha must lie in"):
+    ops.anchored_mixture(p_MxNxV[0], p_MxNxV[1], 1.5)
+  with pytest.raises(KeyError, match="registered"):
+    ops.get_meta_teacher("ema")
