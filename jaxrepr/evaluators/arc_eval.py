@@ -1,0 +1,162 @@
+"""LPN on real ARC-AGI tasks (sheet lpn.md §6; the paper's Table 4 protocol).
+
+Per task the spec is all its "train" pairs; for every "test" input the latent is searched on the
+spec (fresh encoder samples per test input) and the best and second-best latents are decoded
+greedily as attempts 1 and 2. A test input is solved when an attempt equals the solution in shape
+and every cell; a task's credit is the mean over its test inputs; the score is the mean over tasks.
+
+Reported per search: top2 (pass@2, what the paper reports), top1, shape and pixel accuracy (of
+attempt 1, averaged the same way), the number of tasks, and the latent evaluations per test input.
+Files written into the workdir (process 0): `arc/<search>_step<N>_submission.json` in the Kaggle
+format ({task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}), `arc/<search>_step<N>.json` with
+per-task results, and PNG renderings of the first `render` tasks.
+
+Fields:
+  searches    {name: overrides of config.model.eval_latent} (default: the mean latent).
+  max_tasks   evaluate only the first n tasks (placeholder: all), for quick checks.
+  task_ids    comma-separated task ids to evaluate (placeholder: all).
+  split       'eval' (the data config's eval split) or 'train' (its training split, unaugmented,
+              restricted to config.data.task_ids when that is set: the overfit check).
+  max_spec    spec pairs are padded to this many (tasks with more keep their first max_spec).
+  batch_size  test inputs per jitted call (global; must divide by the device count).
+  render      number of tasks to render as PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from jaxrepr import config as config_lib, parallel
+from jaxrepr.data import arc, grids as grids_lib, pipeline
+from jaxrepr.evaluators._grid_metrics import attempts_metrics
+from jaxrepr.evaluators.lpn_loo import with_eval_latent
+
+
+def _items(tasks, max_rows, max_cols, max_spec):
+  """One item per (task, test input with a known output): padded spec + the test pair."""
+  items = []
+  for t in tasks:
+    a = arc.task_arrays(t, max_rows, max_cols)
+    m = min(len(a["spec_grids"]), max_spec)
+    spec = np.zeros((max_spec,) + a["spec_grids"].shape[1:], np.int32)
+    spec_shapes = np.ones((max_spec, 2, 2), np.int32)
+    spec[:m], spec_shapes[:m] = a["spec_grids"][:m], a["spec_shapes"][:m]
+    mask = np.arange(max_spec) < m
+    for k in range(len(a["test_grids"])):
+      items.append(dict(task=t.id, test_index=k, has_output=bool(a["test_has_output"][k]),
+                        arrays=dict(spec_grids=spec, spec_shapes=spec_shapes, spec_mask=mask,
+                                    test_grids=a["test_grids"][k],
+                                    test_shapes=a["test_shapes"][k])))
+  return items
+
+
+class Evaluator:
+  def __init__(self, *, config, method, mesh, workdir, searches=None, max_tasks=None,
+               task_ids=None, split: str = "eval", max_spec: int = 10, batch_size: int = 8,
+               render: int = 4):
+    del method
+    if config.method != "lpn":
+      raise ValueError(f"the arc_eval evaluator needs config.method='lpn', got {config.method!r}")
+    parallel.check_batch_size(batch_size, mesh, "arc_eval batch_size")
+    data_cfg = config.data
+    if split == "eval":
+      tasks = arc.load_eval_tasks(data_cfg)
+    elif split == "train":
+      tasks, _ = arc.load_train_tasks(data_cfg)
+    else:
+      raise ValueError(f"arc_eval split must be 'eval' or 'train', got {split!r}")
+    tasks = arc.select_ids(tasks, task_ids, f"config.evals.<arc_eval>.task_ids ({split} split)")
+    if max_tasks:
+      tasks = tasks[:max_tasks]
+    self._tasks = tasks
+    r, c = config.model.max_rows, config.model.max_cols
+    self._items = _items(tasks, r, c, max_spec)
+    self._mesh, self._batch_size, self._workdir, self._render = mesh, batch_size, workdir, render
+    searches = searches if searches is not None else {"mean": {"mode": "mean"}}
+    lpn = config_lib.method_module(config)
+    encoder, decoder = lpn.model.modules_from_config(config.model)
+    self._fns = {}
+    for name, overrides in dict(searches).items():
+      eval_cfg = with_eval_latent(config, overrides).model.eval_latent
+
+      def solve(params, b, rng, eval_cfg=eval_cfg):
+        def one(sg, ss, sm, tg, ts, key):
+          out = lpn.solve_task(encoder, decoder, params, sg, ss, sm, tg[None, ..., 0],
+                               ts[None, :, 0], key, eval_cfg)
+          return jax.tree.map(lambda v: v[0], out)
+        keys = jax.random.split(rng, b["test_grids"].shape[0])
+        out = jax.vmap(one)(b["spec_grids"], b["spec_shapes"], b["spec_mask"], b["test_grids"],
+                            b["test_shapes"], keys)
+        out.update(attempts_metrics(out, b["test_grids"][..., 1], b["test_shapes"][..., 1]))
+        return out
+
+      self._fns[name] = jax.jit(solve, out_shardings=parallel.replicated(mesh))
+
+  def _batches(self):
+    n, bs = len(self._items), self._batch_size
+    rows = range(bs)[pipeline.local_slice(bs, jax.process_index(), jax.process_count())]
+    for start in range(0, n, bs):
+      idx = [min(start + j, n - 1) for j in rows]  # the last batch repeats the last item
+      yield start, {k: np.stack([self._items[i]["arrays"][k] for i in idx])
+                    for k in self._items[0]["arrays"]}
+
+  def run(self, params, rng, step) -> dict[str, float]:
+    results = {}
+    for s, (name, fn) in enumerate(self._fns.items()):
+      per_item = []
+      for start, batch in self._batches():
+        out = parallel.fetch(fn(params, parallel.to_global(batch, self._mesh),
+                                jax.random.fold_in(jax.random.fold_in(rng, s), start)))
+        for j in range(min(self._batch_size, len(self._items) - start)):
+          per_item.append(jax.tree.map(lambda v: v[j], out))
+      results.update(self._score(name, per_item, step))
+    return results
+
+  def _score(self, name: str, per_item: list[dict], step: int) -> dict[str, float]:
+    credit: dict[str, list[dict]] = {}
+    submission: dict[str, list[dict]] = {}
+    for item, out in zip(self._items, per_item):
+      a1 = grids_lib.crop(out["grids"], *out["shapes"])
+      a2 = grids_lib.crop(out["grids_2"], *out["shapes_2"])
+      submission.setdefault(item["task"], []).append(
+          {"attempt_1": a1.tolist(), "attempt_2": a2.tolist()})
+      if item["has_output"]:
+        credit.setdefault(item["task"], []).append(
+            {k: float(out[k]) for k in ("exact", "top2", "shape", "pixel")}
+            | {"latent_evals": int(out["latent_evals"])})
+    per_task = {t: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]}
+                for t, vs in credit.items()}
+    mean = lambda k: float(np.mean([v[k] for v in per_task.values()])) if per_task else 0.0  # noqa: E731
+    summary = {f"{name}/top2": mean("top2"), f"{name}/top1": mean("exact"),
+               f"{name}/shape": mean("shape"), f"{name}/pixel": mean("pixel"),
+               f"{name}/tasks": float(len(per_task)),
+               f"{name}/latent_evals": mean("latent_evals")}
+    if jax.process_index() == 0:
+      self._write(name, step, submission, per_task, per_item, summary)
+    return summary
+
+  def _write(self, name, step, submission, per_task, per_item, summary) -> None:
+    out_dir = os.path.join(self._workdir, "arc")
+    os.makedirs(out_dir, exist_ok=True)
+    prefix = os.path.join(out_dir, f"{name}_step{step}")
+    with open(prefix + "_submission.json", "w") as f:
+      json.dump(submission, f)
+    with open(prefix + ".json", "w") as f:
+      json.dump({"summary": summary, "tasks": per_task}, f, indent=1)
+    from jaxrepr import viz
+
+    by_task: dict[str, list] = {}
+    for item, out in zip(self._items, per_item):
+      by_task.setdefault(item["task"], []).append((item, out))
+    for task in self._tasks[:self._render]:
+      tests = []
+      for item, out in by_task.get(task.id, []):
+        x, y = task.test[item["test_index"]]
+        tests.append(dict(input=x, output=y, solved=bool(out["top2"]) if y is not None else None,
+                          attempt_1=grids_lib.crop(out["grids"], *out["shapes"]),
+                          attempt_2=grids_lib.crop(out["grids_2"], *out["shapes_2"])))
+      viz.save_task_png(f"{prefix}_{task.id}.png", task.id, list(task.train), tests)

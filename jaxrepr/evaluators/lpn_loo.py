@@ -1,0 +1,116 @@
+"""LPN on generated tasks: each pair predicted from the other pairs of its task (sheet lpn.md §6).
+
+For every task of the data module's fixed test set (`eval_set`, e.g. the pattern task's 256 tasks)
+and every pair i, the other N-1 pairs are the spec; the latent is searched with each configured
+search and pair i's output is decoded greedily. Reported per search: exact match of attempt 1
+(`<search>/exact`, what the paper's Table 1 reports), top-2, shape and pixel accuracy.
+
+Fields:
+  searches     {name: overrides of config.model.eval_latent}, e.g.
+               {'grad100': {'mode': 'gradient_ascent', 'steps': 100}}. Default: the mean latent.
+  num_tasks    size of the test set (placeholder: the data config's default).
+  density      the pattern density of the test set (placeholder: the data config's), for OOD sets.
+  batch_size   tasks per jitted call (global; must divide by the device count).
+  latent_plot  for a 2-D latent, save latent_space_step<N>.png into the workdir: encoder means of
+               the test pairs by task, and the decoder's outputs over a grid of latents.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxrepr import config as config_lib, parallel
+from jaxrepr.data import pipeline
+from jaxrepr.evaluators._grid_metrics import attempts_metrics
+
+METRICS = ("exact", "top2", "shape", "pixel")
+
+
+def with_eval_latent(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """A copy of `config` whose model.eval_latent carries `overrides` (unknown fields are errors)."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    for k, v in dict(overrides).items():
+      if k not in cfg.model.eval_latent:
+        raise ValueError(f"search field {k!r} is not a field of config.model.eval_latent "
+                         f"({sorted(cfg.model.eval_latent)})")
+      cfg.model.eval_latent[k] = v
+  return cfg
+
+
+class Evaluator:
+  def __init__(self, *, config, method, mesh, workdir, searches=None, num_tasks=None,
+               density=None, batch_size: int = 64, latent_plot: bool = False):
+    del method  # one method per search is built below
+    data = config_lib.data_module(config)
+    if not hasattr(data, "eval_set"):
+      raise ValueError(f"config.data.name={config.data.name!r} has no fixed generated test set "
+                       "(eval_set); the lpn_loo evaluator needs one")
+    parallel.check_batch_size(batch_size, mesh, "lpn_loo batch_size")
+    self._arrays = data.eval_set(config.data, num_tasks=num_tasks, density=density)
+    self._mesh, self._batch_size, self._workdir = mesh, batch_size, workdir
+    self._config = config
+    self._latent_plot = latent_plot and config.model.latent_dim == 2
+    searches = searches if searches is not None else {"mean": {"mode": "mean"}}
+    lpn = config_lib.method_module(config)
+    self._fns = {}
+    for name, overrides in dict(searches).items():
+      predict = lpn.build(with_eval_latent(config, overrides)).predict
+
+      def sums(params, batch, rng, predict=predict):
+        pred = predict(params, batch, rng)
+        m = attempts_metrics(pred, batch["grids"][..., 1], batch["shapes"][..., 1])
+        w = jnp.broadcast_to(batch["mask"][:, None], m["exact"].shape)
+        out = {k: jnp.sum(v * w) for k, v in m.items()}
+        out["count"] = jnp.sum(w)
+        return out
+
+      self._fns[name] = jax.jit(sums, out_shardings=parallel.replicated(mesh))
+
+  def run(self, params, rng, step) -> dict[str, float]:
+    results = {}
+    for s, (name, fn) in enumerate(self._fns.items()):
+      total = {k: 0.0 for k in METRICS + ("count",)}
+      batches = pipeline.eval_batches(self._arrays, self._batch_size,
+                                      shard_index=jax.process_index(),
+                                      shard_count=jax.process_count())
+      for i, batch in enumerate(batches):
+        out = parallel.fetch(fn(params, parallel.to_global(batch, self._mesh),
+                                jax.random.fold_in(jax.random.fold_in(rng, s), i)))
+        for k in total:
+          total[k] += float(np.asarray(out[k]))
+      results.update({f"{name}/{k}": total[k] / total["count"] for k in METRICS})
+    if self._latent_plot and jax.process_index() == 0:
+      path = os.path.join(self._workdir, f"latent_space_step{step}.png")
+      save_latent_space(path, self._config, params, self._arrays, step)
+    return results
+
+
+def save_latent_space(path: str, config, params, arrays, step: int, num_tasks: int = 16,
+                      grid_points: int = 9, extent: float = 3.0) -> None:
+  """The 2-D latent space of programs: encoder means by task, decoder outputs on a latent grid."""
+  from jaxrepr import viz
+  from jaxrepr.methods.lpn import decode, model
+
+  encoder, decoder = model.modules_from_config(config.model)
+  grids = jnp.asarray(arrays["grids"][:num_tasks])
+  shapes = jnp.asarray(arrays["shapes"][:num_tasks])
+  t, n = grids.shape[:2]
+  mu, _ = jax.jit(encoder.apply)(params["encoder"], grids.reshape((t * n,) + grids.shape[2:]),
+                                 shapes.reshape((t * n, 2, 2)))
+  axis = np.linspace(-extent, extent, grid_points)
+  zz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)[:, ::-1]
+  # Rows of the mosaic follow z[1], columns z[0]: zz[i * G + j] = (axis[j], axis[i]).
+  x = jnp.broadcast_to(grids[0, 0, ..., 0], (len(zz),) + grids.shape[2:4])
+  xs = jnp.broadcast_to(shapes[0, 0, :, 0], (len(zz), 2))
+  out = jax.jit(lambda p, x, s, z: decode.greedy_decode(decoder, p, x, s, z))(
+      params["decoder"], x, xs, jnp.asarray(zz, jnp.float32))
+  decoded = np.asarray(out["grid"]).reshape(grid_points, grid_points, *grids.shape[2:4])
+  viz.save_latent_plot(path, np.asarray(mu), np.repeat(np.arange(t), n), decoded, extent,
+                       f"LPN latent space, step {step}")
