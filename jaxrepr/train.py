@@ -73,9 +73,12 @@ def build(config: ml_collections.ConfigDict) -> Run:
   return Run(config, mesh, method, data, state, step_fn, train_rng, eval_rng)
 
 
-def _build_evaluators(config, run: Run, workdir: str) -> dict[str, Any]:
+def build_evaluators(config, run: Run, workdir: str, names=None) -> dict[str, Any]:
+  """`config.evals` (or the named subset) -> {name: Evaluator}."""
   evaluators = {}
   for name, ev in config.evals.items():
+    if names is not None and name not in names:
+      continue
     kwargs = {k: v for k, v in ev.items() if k not in ("kind", "every")}
     cls = config_lib.evaluator_class(name, ev)
     evaluators[name] = cls(config=config, method=run.method, mesh=run.mesh, workdir=workdir,
@@ -137,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"global batch {t.batch_size}", flush=True)
 
   writer = metrics_lib.MetricWriter(workdir)
-  evaluators = _build_evaluators(config, run, workdir)
+  evaluators = build_evaluators(config, run, workdir)
   progress = metrics_lib.Progress(t.steps, start)
   last_logged: dict[str, float] = {}
   pending = None  # (step, device metrics) of the step before, fetched after the next dispatch

@@ -1,0 +1,83 @@
+"""Evaluate the latest checkpoint of a run with the config's evaluators.
+
+    python launch/eval.py --config=configs/lpn.py:arc_small --workdir=runs/lpn_arc_small \
+        --search=evolution --budget=200
+    python launch/eval.py --config=configs/lpn.py:pattern --workdir=runs/lpn_pattern \
+        --search=gradient_ascent --budget=301 --search_lr=0.1
+    # another task source: any ARC JSON directory (one task per file) or Kaggle challenges file
+    python launch/eval.py --config=configs/lpn.py:arc_small --workdir=runs/lpn_arc_small \
+        --config.data.source=path --config.data.eval_path=/data/my_arc_tasks
+
+--search/--budget replace the `searches` of every evaluator that has them with one search of that
+method and budget (in latent evaluations; see jaxrepr/methods/lpn/search.py for the cost of each
+method). Results are printed and written to <workdir>/eval_step<N>.json.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (default: runs/<config name>).")
+_EVALS = flags.DEFINE_list("evals", None, "Evaluators of config.evals to run (default: all).")
+_SEARCH = flags.DEFINE_string("search", None, "Search method (replaces the evaluators' searches).")
+_BUDGET = flags.DEFINE_integer("budget", None, "Search budget in latent evaluations.")
+_SEARCH_LR = flags.DEFINE_float("search_lr", None, "Learning rate of gradient-ascent search.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  import jax
+
+  from jaxrepr import checkpoint, config as config_lib, train
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
+  names = _EVALS.value or list(config.evals.keys())
+  unknown = [n for n in names if n not in config.evals]
+  if unknown:
+    raise app.UsageError(f"--evals {unknown} are not in config.evals ({list(config.evals)})")
+  if _SEARCH.value:
+    search = {"mode": _SEARCH.value}
+    if _BUDGET.value is not None:
+      search["budget"] = _BUDGET.value
+    if _SEARCH_LR.value is not None:
+      search["lr"] = _SEARCH_LR.value
+    label = _SEARCH.value + (f"_b{_BUDGET.value}" if _BUDGET.value is not None else "")
+    with config.unlocked():
+      for n in names:
+        config.evals[n].searches = {label: search}
+  run = train.build(config)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+  restored = ckpt.restore_latest(checkpoint.abstract_like(run.state))
+  if restored is None:
+    raise app.UsageError(f"no checkpoint to evaluate in {workdir}/checkpoints")
+  step, run.state, _ = restored
+  print(f"evaluating step {step} of {workdir}", flush=True)
+  results = {}
+  with jax.set_mesh(run.mesh):
+    for n, evaluator in train.build_evaluators(config, run, workdir, names).items():
+      out = evaluator.run(run.state.params, jax.random.fold_in(run.eval_rng, step), step)
+      results.update({f"{n}/{k}": float(v) for k, v in out.items()})
+  ckpt.close()
+  for k, v in sorted(results.items()):
+    print(f"  {k} = {v:.4g}")
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f"eval_step{step}.json")
+    with open(path, "w") as f:
+      json.dump({"step": step, "results": results}, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
