@@ -17,9 +17,11 @@ import jax.numpy as jnp
 def pair_metrics(pred_grid_xRxC: jax.Array, pred_shape_x2: jax.Array, true_grid_xRxC: jax.Array,
                  true_shape_x2: jax.Array) -> dict[str, jax.Array]:
   """Per-pair float metrics (leading axes kept): 'exact', 'shape', 'pixel'."""
+  lead = (1,) * (true_grid_xRxC.ndim - 2)
   r, c = true_grid_xRxC.shape[-2:]
-  inside = ((jnp.arange(r)[:, None] < true_shape_x2[..., 0, None, None])
-            & (jnp.arange(c)[None, :] < true_shape_x2[..., 1, None, None]))
+  rows = jnp.arange(r).reshape(lead + (r, 1))
+  cols = jnp.arange(c).reshape(lead + (1, c))
+  inside = ((rows < true_shape_x2[..., 0, None, None]) & (cols < true_shape_x2[..., 1, None, None]))
   shape_ok = jnp.all(pred_shape_x2 == true_shape_x2, axis=-1)
   same = (pred_grid_xRxC == true_grid_xRxC) & inside
   cells_ok = jnp.sum(same, axis=(-2, -1)) == jnp.sum(inside, axis=(-2, -1))

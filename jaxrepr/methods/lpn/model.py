@@ -1,0 +1,297 @@
+"""LPN encoder and decoder (method sheet §2; Macfarlane & Bonnet, arXiv 2411.08706, §3 and Table 13/16).
+
+Grids are int (..., R, C) with colours 0-9 zero-padded to R x C = max_rows x max_cols; shapes count
+rows/columns in [1, max]. Leading axes are flattened into one batch axis B by the callers.
+
+Encoder, sequence [CLS, R_in, R_out, C_in, C_out, g(0,0,in), g(0,0,out), g(0,1,in), ...]
+(T_enc = 5 + 2RC): colour + row + column + channel embeddings, non-causal attention over valid keys,
+h_CLS -> LayerNorm -> (mu, log sigma^2) with bias-free Dense layers.
+
+Decoder, sequence [R_in, C_in, x_0..x_{RC-1}, ctx, R_out, C_out, y_0..y_{RC-1}] (T = 5 + 2RC):
+ctx = W_ctx z; output cell (i, j) carries the position of the cell it predicts ("next-position
+embedding": (i, j+1), or (i+1, 0) at the last valid column). Input tokens see the input block and ctx;
+ctx and output tokens see the input block and, causally, the output block. Heads (each LayerNorm +
+bias-free Dense): rows from h(ctx), columns from h(R_out), cell k from the token before it; the
+row-boundary fix takes the logits of cell (r, 0), r >= 1, from the last valid cell of row r - 1.
+
+Masks hold on keys only (valid_k), not on queries as in the reference code: an invalid token never
+feeds a valid one, so every valid token's hidden state is the same, and no row is fully masked.
+
+Positions: `positions='learned'` (reference code: factorised row + column tables) or `'rope'` (paper's
+ARC model: 2-D RoPE on (row, col) in attention, no position tables). RoPE coordinates are
+index / (max - 1); special tokens (CLS, shapes, ctx) use index -1, a position of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepr.nn import transformer as tfm
+
+NUM_COLOURS = 10
+
+
+def _dtype(name: str) -> Any:
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def _embed(n: int, e: int, name: str) -> nn.Embed:
+  return nn.Embed(n, e, embedding_init=nn.initializers.normal(0.02), name=name)
+
+
+def cell_valid(shape_Bx2: jax.Array, max_rows: int, max_cols: int) -> jax.Array:
+  """(B, R*C) bool: raster cell k is inside the (rows, cols) shape."""
+  i = jnp.arange(max_rows * max_cols) // max_cols
+  j = jnp.arange(max_rows * max_cols) % max_cols
+  return (i[None, :] < shape_Bx2[:, 0:1]) & (j[None, :] < shape_Bx2[:, 1:2])
+
+
+class _Trunk(nn.Module):
+  """Shared options of the encoder and decoder."""
+  max_rows: int
+  max_cols: int
+  num_layers: int
+  num_heads: int
+  head_dim: int
+  mlp_factor: int
+  positions: str = "learned"
+  rope_max_freq: float = 10.0
+  dtype: str = "float32"
+  remat: bool = False
+
+  @property
+  def embed_dim(self) -> int:
+    return self.num_heads * self.head_dim
+
+  def _coords(self, rows: jax.Array, cols: jax.Array) -> jax.Array:
+    r = rows.astype(jnp.float32) / max(self.max_rows - 1, 1)
+    c = cols.astype(jnp.float32) / max(self.max_cols - 1, 1)
+    return jnp.stack([r, c], axis=-1)
+
+  def _angles(self, coords_BxTx2):
+    if self.positions == "rope":
+      return tfm.rope_angles(coords_BxTx2, self.head_dim, self.rope_max_freq)
+    return None
+
+
+class Encoder(_Trunk):
+  """q_phi(z | x, y): (grids (B, R, C, 2), shapes (B, 2, 2)) -> (mu, logvar), each (B, latent_dim)."""
+  latent_dim: int = 32
+
+  @nn.compact
+  def __call__(self, grids_BxRxCx2: jax.Array, shapes_Bx2x2: jax.Array):
+    b, r, c = grids_BxRxCx2.shape[:3]
+    e, dt = self.embed_dim, _dtype(self.dtype)
+    colour = _embed(NUM_COLOURS, e, "colour")(grids_BxRxCx2)                  # B R C 2 E
+    chan_2xE = _embed(2, e, "channel").embedding
+    cells = colour + chan_2xE[None, None, None, :, :]
+    if self.positions == "learned":
+      row_RxE = _embed(self.max_rows, e, "row").embedding
+      col_CxE = _embed(self.max_cols, e, "col").embedding
+      cells = cells + row_RxE[None, :, None, None, :] + col_CxE[None, None, :, None, :]
+    cells_BxGxE = cells.reshape(b, r * c * 2, e)
+    shape_row = _embed(self.max_rows, e, "shape_row")(shapes_Bx2x2[:, 0, :] - 1) + chan_2xE[None]
+    shape_col = _embed(self.max_cols, e, "shape_col")(shapes_Bx2x2[:, 1, :] - 1) + chan_2xE[None]
+    cls_1xE = self.param("cls", nn.initializers.normal(0.02), (1, e))
+    cls_Bx1xE = jnp.broadcast_to(cls_1xE[None], (b, 1, e))
+    x_BxTxE = jnp.concatenate([cls_Bx1xE, shape_row, shape_col, cells_BxGxE], axis=1).astype(dt)
+
+    in_valid = cell_valid(jnp.stack([shapes_Bx2x2[:, 0, 0], shapes_Bx2x2[:, 1, 0]], -1), r, c)
+    out_valid = cell_valid(jnp.stack([shapes_Bx2x2[:, 0, 1], shapes_Bx2x2[:, 1, 1]], -1), r, c)
+    grid_valid = jnp.stack([in_valid, out_valid], axis=-1).reshape(b, r * c * 2)
+    key_valid_BxT = jnp.concatenate([jnp.ones((b, 5), bool), grid_valid], axis=1)
+    mask_Bx1xT = key_valid_BxT[:, None, :]
+
+    angles = None
+    if self.positions == "rope":
+      ii = jnp.repeat(jnp.arange(r * c) // c, 2)
+      jj = jnp.repeat(jnp.arange(r * c) % c, 2)
+      rows = jnp.concatenate([-jnp.ones(5, jnp.int32), ii])
+      cols = jnp.concatenate([-jnp.ones(5, jnp.int32), jj])
+      angles = self._angles(self._coords(rows, cols)[None])
+    h_BxTxE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
+                                 dt, self.remat, name="transformer")(x_BxTxE, mask_Bx1xT, angles)
+    h_BxE = tfm.layer_norm(h_BxTxE[:, 0, :]).astype(jnp.float32)
+    mu_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="mu")(h_BxE)
+    logvar_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="logvar")(h_BxE)
+    return mu_BxZ, logvar_BxZ
+
+
+class Decoder(_Trunk):
+  """p_theta(y | x, z), teacher-forced (`__call__`) or incrementally (`prefill`, `step`)."""
+
+  @property
+  def prefix_len(self) -> int:          # [R_in, C_in, x_0..x_{RC-1}, ctx]
+    return 3 + self.max_rows * self.max_cols
+
+  @property
+  def seq_len(self) -> int:
+    return self.prefix_len + 2 + self.max_rows * self.max_cols
+
+  def setup(self):
+    e = self.embed_dim
+    self.colour = _embed(NUM_COLOURS, e, "colour")
+    self.io = _embed(2, e, "io")
+    self.shape_row = _embed(self.max_rows, e, "shape_row")
+    self.shape_col = _embed(self.max_cols, e, "shape_col")
+    if self.positions == "learned":
+      self.row = _embed(self.max_rows, e, "row")
+      self.col = _embed(self.max_cols, e, "col")
+    self.ctx = nn.Dense(e, use_bias=False, name="ctx")
+    self.transformer = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim,
+                                       self.mlp_factor, _dtype(self.dtype), self.remat)
+    self.row_head = nn.Dense(self.max_rows, use_bias=False, name="row_head")
+    self.col_head = nn.Dense(self.max_cols, use_bias=False, name="col_head")
+    self.grid_head = nn.Dense(NUM_COLOURS, use_bias=False, name="grid_head")
+
+  def _pos(self, rows, cols):
+    if self.positions == "learned":
+      return self.row(jnp.clip(rows, 0, self.max_rows - 1)) + self.col(
+          jnp.clip(cols, 0, self.max_cols - 1))
+    return jnp.zeros(jnp.shape(rows) + (self.embed_dim,), jnp.float32)   # RoPE acts in attention
+
+  def _next_pos(self, k, c_out):
+    """Row/column of the cell that output token k predicts; k (B, K), c_out (B, 1)."""
+    i, j = k // self.max_cols, k % self.max_cols
+    last = j >= c_out - 1
+    return jnp.where(last, i + 1, i), jnp.where(last, 0, j + 1)
+
+  def _out_cells(self, y_BxK, k_BxK, c_out_Bx1):
+    ni, nj = self._next_pos(k_BxK, c_out_Bx1)
+    return self.colour(y_BxK) + self._pos(ni, nj) + self.io.embedding[1][None, None], (ni, nj)
+
+  def _prefix_tokens(self, x_BxRxC, x_shape_Bx2, z_BxZ):
+    b, rc = x_BxRxC.shape[0], self.max_rows * self.max_cols
+    k = jnp.arange(rc)
+    ii, jj = k // self.max_cols, k % self.max_cols
+    io0 = self.io.embedding[0][None, None]
+    cells = self.colour(x_BxRxC.reshape(b, rc)) + self._pos(ii, jj)[None] + io0
+    shapes = jnp.stack([self.shape_row(x_shape_Bx2[:, 0] - 1),
+                        self.shape_col(x_shape_Bx2[:, 1] - 1)], axis=1) + io0
+    ctx = self.ctx(z_BxZ.astype(jnp.float32))[:, None, :]
+    tokens = jnp.concatenate([shapes, cells, ctx], axis=1)
+    key_valid = jnp.concatenate([jnp.ones((b, 2), bool), cell_valid(x_shape_Bx2, self.max_rows,
+                                                                    self.max_cols),
+                                 jnp.ones((b, 1), bool)], axis=1)
+    rows = jnp.concatenate([-jnp.ones(2, jnp.int32), ii, -jnp.ones(1, jnp.int32)])
+    cols = jnp.concatenate([-jnp.ones(2, jnp.int32), jj, -jnp.ones(1, jnp.int32)])
+    return tokens, key_valid, self._coords(rows, cols)[None]
+
+  def _struct_mask(self) -> np.ndarray:
+    """(T, T) bool: which tokens a token may attend to, before key validity."""
+    t, p = self.seq_len, self.prefix_len
+    q, k = np.arange(t)[:, None], np.arange(t)[None, :]
+    in_q, in_k, ctx = q < p - 1, k < p - 1, p - 1
+    return (in_q & (in_k | (k == ctx))) | (~in_q & (in_k | (k <= q)))
+
+  def _heads_rows(self, h):
+    return self.row_head(tfm.layer_norm(h).astype(jnp.float32))
+
+  def _heads_cols(self, h):
+    return self.col_head(tfm.layer_norm(h).astype(jnp.float32))
+
+  def _heads_grid(self, h):
+    return self.grid_head(tfm.layer_norm(h).astype(jnp.float32))
+
+  def __call__(self, x_BxRxC, x_shape_Bx2, z_BxZ, y_BxRxC, y_shape_Bx2):
+    """Teacher-forced logits: rows (B, max_rows), cols (B, max_cols), cells (B, R, C, 10)."""
+    b, r, c = x_BxRxC.shape
+    rc, dt = r * c, _dtype(self.dtype)
+    pre, pre_valid, pre_coords = self._prefix_tokens(x_BxRxC, x_shape_Bx2, z_BxZ)
+    io1 = self.io.embedding[1][None, None]
+    out_shapes = jnp.stack([self.shape_row(y_shape_Bx2[:, 0] - 1),
+                            self.shape_col(y_shape_Bx2[:, 1] - 1)], axis=1) + io1
+    k_BxK = jnp.broadcast_to(jnp.arange(rc)[None], (b, rc))
+    cells, (ni, nj) = self._out_cells(y_BxRxC.reshape(b, rc), k_BxK, y_shape_Bx2[:, 1:2])
+    x_BxTxE = jnp.concatenate([pre, out_shapes, cells], axis=1).astype(dt)
+    key_valid = jnp.concatenate([pre_valid, jnp.ones((b, 2), bool),
+                                 cell_valid(y_shape_Bx2, r, c)], axis=1)
+    mask_BxTxT = jnp.asarray(self._struct_mask())[None] & key_valid[:, None, :]
+    angles = None
+    if self.positions == "rope":
+      out_coords = jnp.concatenate([
+          jnp.broadcast_to(self._coords(-jnp.ones(2, jnp.int32), -jnp.ones(2, jnp.int32))[None],
+                           (b, 2, 2)), self._coords(ni, nj)], axis=1)
+      coords = jnp.concatenate([jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]),
+                                out_coords], axis=1)
+      angles = self._angles(coords)
+    h_BxTxE, _ = self.transformer(x_BxTxE, mask_BxTxT, angles)
+    p = self.prefix_len
+    row_logits = self._heads_rows(h_BxTxE[:, p - 1])
+    col_logits = self._heads_cols(h_BxTxE[:, p])
+    grid_BxKx10 = self._heads_grid(h_BxTxE[:, p + 1:p + 1 + rc])
+    return row_logits, col_logits, row_boundary_fix(grid_BxKx10, y_shape_Bx2[:, 1], r, c)
+
+  def prefill(self, x_BxRxC, x_shape_Bx2, z_BxZ):
+    """Runs [R_in, C_in, x, ctx] into a fresh cache; returns (row logits, decoding state)."""
+    b = x_BxRxC.shape[0]
+    pre, pre_valid, pre_coords = self._prefix_tokens(x_BxRxC, x_shape_Bx2, z_BxZ)
+    t, p = self.seq_len, self.prefix_len
+    cache = tfm.init_cache(self.num_layers, b, t, self.num_heads, self.head_dim,
+                           _dtype(self.dtype))
+    key_valid = jnp.concatenate([pre_valid, jnp.zeros((b, t - p), bool)], axis=1)
+    mask = jnp.asarray(self._struct_mask()[:p])[None] & key_valid[:, None, :]
+    angles = self._angles(jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]))
+    h, cache = self.transformer(pre.astype(_dtype(self.dtype)), mask, angles, cache,
+                                jnp.zeros((), jnp.int32))
+    return self._heads_rows(h[:, -1]), {"cache": cache, "key_valid": key_valid}
+
+  def step(self, state, token_BxE, coords_Bx2, index, valid_B, head: str):
+    """Feeds one output-block token at sequence `index`; returns (logits of `head`, state)."""
+    key_valid = jax.lax.dynamic_update_slice(state["key_valid"], valid_B[:, None],
+                                             (jnp.zeros((), jnp.int32), index))
+    causal = jnp.arange(self.seq_len)[None, :] <= index
+    mask = (key_valid & causal)[:, None, :]
+    angles = self._angles(coords_Bx2[:, None, :])
+    h, cache = self.transformer(token_BxE[:, None, :].astype(_dtype(self.dtype)), mask, angles,
+                                state["cache"], index)
+    heads = {"cols": self._heads_cols, "grid": self._heads_grid}
+    return heads[head](h[:, 0]), {"cache": cache, "key_valid": key_valid}
+
+  def shape_token(self, value_B, which: int):
+    """Embedding of the output row (which=0) or column (which=1) count token."""
+    table = self.shape_row if which == 0 else self.shape_col
+    return table(value_B - 1) + self.io.embedding[1][None]
+
+  def out_cell_token(self, y_B, k, c_out_B):
+    """Embedding and RoPE coordinates of output cell token k (scalar) holding colour y_B."""
+    b = y_B.shape[0]
+    k_Bx1 = jnp.full((b, 1), k, jnp.int32)
+    emb, (ni, nj) = self._out_cells(y_B[:, None], k_Bx1, c_out_B[:, None])
+    return emb[:, 0], self._coords(ni, nj)[:, 0]
+
+  def special_coords(self, b: int):
+    return jnp.broadcast_to(self._coords(-jnp.ones((), jnp.int32),
+                                         -jnp.ones((), jnp.int32))[None], (b, 2))
+
+
+def row_boundary_fix(grid_BxKx10: jax.Array, c_out_B: jax.Array, r: int, c: int) -> jax.Array:
+  """Logits of cell (i, 0), i >= 1, come from index (i-1)*C + C_out (reference
+  `_get_last_non_padded_logits`): the prediction made at the last valid cell of row i-1."""
+  b = grid_BxKx10.shape[0]
+  src_BxR = (jnp.arange(r)[None, :] - 1) * c + c_out_B[:, None]
+  src_BxR = jnp.where(jnp.arange(r)[None, :] == 0, 0, src_BxR)
+  first_BxRx10 = jnp.take_along_axis(grid_BxKx10, src_BxR[:, :, None], axis=1)
+  grid_BxRxCx10 = grid_BxKx10.reshape(b, r, c, NUM_COLOURS)
+  return grid_BxRxCx10.at[:, :, 0, :].set(first_BxRx10)
+
+
+def modules_from_config(model_cfg) -> tuple[Encoder, Decoder]:
+  """Encoder and Decoder built from `config.model` (see `default_model_config`)."""
+  common = dict(max_rows=model_cfg.max_rows, max_cols=model_cfg.max_cols,
+                positions=model_cfg.positions, rope_max_freq=model_cfg.rope_max_freq,
+                dtype=model_cfg.dtype, remat=model_cfg.remat)
+  if model_cfg.positions not in ("learned", "rope"):
+    raise ValueError(f"config.model.positions must be 'learned' or 'rope', got "
+                     f"{model_cfg.positions!r}")
+  enc, dec = model_cfg.encoder, model_cfg.decoder
+  encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,
+                    mlp_factor=enc.mlp_factor, latent_dim=model_cfg.latent_dim, **common)
+  decoder = Decoder(num_layers=dec.num_layers, num_heads=dec.num_heads, head_dim=dec.head_dim,
+                    mlp_factor=dec.mlp_factor, **common)
+  return encoder, decoder

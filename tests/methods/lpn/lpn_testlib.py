@@ -1,0 +1,30 @@
+"""Tiny LPN configurations and batches shared by the LPN tests."""
+
+import ml_collections
+import numpy as np
+
+from jaxrepr.methods import lpn
+
+
+def tiny_config(size: int = 3, positions: str = "learned") -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.model = lpn.default_model_config()
+  m = cfg.model
+  m.max_rows = m.max_cols = size
+  m.latent_dim = 4
+  m.positions = positions
+  for sub in (m.encoder, m.decoder):
+    sub.num_layers, sub.num_heads, sub.head_dim, sub.mlp_factor = 1, 2, 8, 1
+  return cfg
+
+
+def random_batch(b: int, n: int, size: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  shapes = rng.integers(1, size + 1, (b, n, 2, 2)).astype(np.int32)
+  grids = rng.integers(0, 10, (b, n, size, size, 2)).astype(np.int32)
+  ii = np.arange(size)[None, None, :, None, None]
+  jj = np.arange(size)[None, None, None, :, None]
+  rows = np.moveaxis(shapes[:, :, 0, :], -1, -1)[:, :, None, None, :]
+  cols = shapes[:, :, 1, :][:, :, None, None, :]
+  grids = np.where((ii < rows) & (jj < cols), grids, 0).astype(np.int32)   # zero padding
+  return {"grids": grids, "shapes": shapes}

@@ -1,0 +1,112 @@
+"""LPN model and leave-one-out loss: parameter count, the LOO property, shapes, finite gradients."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxrepr.methods import lpn
+from jaxrepr.methods.lpn import loss as loss_lib
+from jaxrepr.methods.lpn import model as model_lib
+from tests.methods.lpn.lpn_testlib import random_batch, tiny_config
+
+
+def test_pattern_architecture_param_count():
+  cfg = ml_collections.ConfigDict()
+  cfg.model = lpn.default_model_config()       # Table 13: enc/dec 2 x (6 x 16), mlp 1, d_z 32, 10x10
+  batch = random_batch(1, 2, 10)
+  shapes = jax.eval_shape(lpn.build(cfg).init, jax.random.key(0), batch)
+  assert sum(x.size for x in jax.tree.leaves(shapes)) == 243_360   # sheet §2 (paper: 973k = 4x)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_pair_never_influences_its_own_context(positions):
+  cfg = tiny_config(3, positions)
+  enc, dec = model_lib.modules_from_config(cfg.model)
+  batch = random_batch(2, 4, 3, seed=1)
+  params = lpn.build(cfg).init(jax.random.key(0), batch)
+  terms = lambda g, s, eg=None, es=None: loss_lib.loo_terms(
+      enc, dec, params, jnp.asarray(g), jnp.asarray(s), jax.random.key(5), cfg.model, eg, es)
+  base = terms(batch["grids"], batch["shapes"])
+  i = 2
+  g2, s2 = batch["grids"].copy(), batch["shapes"].copy()
+  g2[:, i] = (g2[:, i] + 3) % 10
+  s2[:, i] = np.array([[3, 2], [1, 3]])
+  changed = terms(g2, s2)
+  np.testing.assert_allclose(changed["context"][:, i], base["context"][:, i], rtol=0, atol=1e-6)
+  others = [j for j in range(4) if j != i]
+  assert np.all(np.abs(changed["context"][:, others] - base["context"][:, others]).max(-1) > 1e-4)
+  # Only pair i's encoder input changes: its own loss term is unchanged, the others' are not.
+  enc_only = terms(batch["grids"], batch["shapes"], g2, s2)
+  np.testing.assert_allclose(enc_only["nll"][:, i], base["nll"][:, i], rtol=1e-6, atol=1e-6)
+  assert np.all(np.abs(enc_only["nll"][:, others] - base["nll"][:, others]) > 1e-7)
+
+
+class LossShapesTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_loss_and_predict_shapes_finite(self):
+    cfg = tiny_config(3)
+    cfg.model.eval_latent.mode = "random_search"   # gradient ascent: test_lpn_decode_search.py
+    cfg.model.eval_latent.num_samples = 2
+    method = lpn.build(cfg)
+    batch = random_batch(2, 3, 3, seed=2)
+    params = method.init(jax.random.key(0), batch)
+    loss, metrics = self.variant(method.loss)(params, batch, jax.random.key(1))
+    chex.assert_shape(loss, ())
+    chex.assert_tree_all_finite((loss, metrics))
+    assert set(metrics) == {"loss", "nll", "kl", "cell_accuracy", "exact_match"}
+    assert 0.0 <= float(metrics["cell_accuracy"]) <= 1.0
+    out = self.variant(method.predict)(params, batch, jax.random.key(2))
+    chex.assert_shape([out["grids"], out["grids_2"]], (2, 3, 3, 3))
+    chex.assert_shape([out["shapes"], out["shapes_2"]], (2, 3, 2))
+    assert out["shapes"].min() >= 1 and out["shapes"].max() <= 3
+
+
+@pytest.mark.parametrize("mode,stop_gradient,positions", [
+    ("mean", True, "rope"), ("gradient_ascent", True, "learned"),
+    ("gradient_ascent", False, "learned"), ("random_search", True, "learned")])
+def test_gradient_finite_for_each_training_mode(mode, stop_gradient, positions):
+  cfg = tiny_config(3, positions)
+  cfg.model.train_latent.mode = mode
+  cfg.model.train_latent.stop_gradient = stop_gradient
+  cfg.model.train_latent.num_samples = 3
+  method = lpn.build(cfg)
+  batch = random_batch(2, 3, 3, seed=3)
+  params = method.init(jax.random.key(0), batch)
+  grads = jax.jit(jax.grad(lambda p: method.loss(p, batch, jax.random.key(1))[0]))(params)
+  chex.assert_tree_all_finite(grads)
+  enc_norm = sum(float(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads["encoder"]))
+  assert enc_norm > 0.0       # the encoder learns through the reparameterised latents
+
+
+def test_second_order_mode_changes_the_gradient():
+  cfg = tiny_config(3)
+  cfg.model.train_latent.mode = "gradient_ascent"
+  batch = random_batch(2, 3, 3, seed=4)
+  grads = {}
+  for sg in (True, False):
+    cfg.model.train_latent.stop_gradient = sg
+    method = lpn.build(cfg)
+    params = method.init(jax.random.key(0), batch)
+    grads[sg] = jax.jit(jax.grad(lambda p: method.loss(p, batch, jax.random.key(1))[0]))(params)
+  diff = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), grads[True], grads[False])
+  assert max(float(d) for d in jax.tree.leaves(diff)) > 1e-7
+
+
+def test_bad_batches_are_named():
+  method = lpn.build(tiny_config(3))
+  batch = random_batch(1, 3, 3)
+  params = method.init(jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="grids"):
+    method.loss(params, {"grids": batch["grids"][..., 0], "shapes": batch["shapes"]},
+                jax.random.key(0))
+  with pytest.raises(ValueError, match="N >= 2"):
+    method.loss(params, {"grids": batch["grids"][:, :1], "shapes": batch["shapes"][:, :1]},
+                jax.random.key(0))
+  cfg = tiny_config(3)
+  cfg.model.positions = "sinusoidal"
+  with pytest.raises(ValueError, match="positions"):
+    lpn.build(cfg)
