@@ -1,0 +1,160 @@
+"""NoProp: training without end-to-end back-propagation (Li, Teh, Pascanu 2025, arXiv 2503.24322 v1).
+
+Each DT block learns on its own to denoise a noisy label embedding; no gradient crosses blocks.
+`build(config) -> Method` reads `config.model` (see `default_model_config`):
+
+  variant            'dt' (discrete, Eq. 8) | 'ct' (continuous, Eq. 9) | 'fm' (flow matching, Eqs. 10-13)
+  num_classes        m
+  embedding          'onehot' (fixed identity) | 'learned' (dim `embed_dim`, orthogonal init) |
+                     'prototype' (image-sized, initialised from the init batch, see below)
+  embed_dim          d of the learned embedding (paper: 20)
+  num_blocks         T for DT (paper: 10)
+  eta                denoising weight (paper: DT 0.1, CT 1; unused by FM)
+  conv_features, hidden, head_hidden, dropout   Figure 6 widths (32, 64, 128), 256, 128, 0.2
+  norm               'batch' | 'layer' | 'none' (DT blocks; see model.py for what 'batch' means here)
+  cosine_offset, abar_min, abar_max   the DT cosine schedule (schedules.py)
+  block_schedule     'all' | 'sampled' | 'fixed' (loss.py); block_index: placeholder(int), 1-based,
+                     for 'fixed'
+  gamma_hidden, gamma_0, gamma_1   the CT learned schedule and its initial endpoints
+  sigma              FM path noise (paper: not given; 0 = the exact conditional path)
+  time_dim, time_scale   CT/FM time embedding
+  solver, inference_steps   CT/FM ODE solver ('euler' | 'heun') and step count (paper: 1000)
+  deterministic      DT inference without the sqrt(c_t) eps term
+
+Params: DT {'blocks': T stacked DTBlock trees (leading axis T), 'classifier', ['embed']};
+CT {'net', 'schedule', 'classifier', ['embed']}; FM {'net', ['classifier', 'embed']}.
+Stacking the identically shaped blocks gives one optimiser state, and block t's gradient lands only in
+slice t - 1 of every 'blocks' leaf.
+
+Prototype embeddings are initialised from the batch given to `init` (per class, the image with the
+smallest median distance to the others of its class). A caller that wants the paper's exact init over
+the whole training set can overwrite params['embed'] with `model.prototypes(train_images,
+train_labels, m)` after `init`.
+
+The back-prop baseline reuses `model.ImageEncoder` (the Figure 6 image branch) in the classifier
+method.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_dict
+
+from jaxrepr.methods.base import Method
+from jaxrepr.methods.noprop import inference, loss as loss_lib, model as model_lib, schedules
+
+VARIANTS = ("dt", "ct", "fm")
+
+
+def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
+  """Paper defaults (Table 3, Figure 6) for `variant`; fields the paper leaves open are documented."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
+  return ml_collections.ConfigDict({
+      "variant": variant,
+      "num_classes": 10,
+      "embedding": "onehot",
+      "embed_dim": 20,
+      "num_blocks": 10,
+      "eta": {"dt": 0.1, "ct": 1.0, "fm": 0.0}[variant],
+      "conv_features": (32, 64, 128),
+      "hidden": 256,
+      "head_hidden": 128,
+      "dropout": 0.2,
+      "norm": "batch",
+      "cosine_offset": 0.008,
+      "abar_min": 1e-4,
+      "abar_max": 0.99,
+      "block_schedule": "all",
+      "block_index": config_dict.placeholder(int),
+      "gamma_hidden": 64,
+      "gamma_0": -7.0,
+      "gamma_1": 7.0,
+      "sigma": 0.0,
+      "time_dim": 64,
+      "time_scale": 1000.0,
+      "solver": "euler",
+      "inference_steps": 1000,
+      "deterministic": False,
+  })
+
+
+def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
+  """Validates `config.model` and turns it into a static Spec; errors name the bad field."""
+  defaults = default_model_config(model_cfg.get("variant", "dt"))
+  cfg = {k: (model_cfg.get(k) if model_cfg.get(k) is not None or k == "block_index" else v)
+         for k, v in defaults.items()}
+  checks = {
+      "embedding": cfg["embedding"] in ("onehot", "learned", "prototype"),
+      "norm": cfg["norm"] in ("batch", "layer", "none"),
+      "block_schedule": cfg["block_schedule"] in ("all", "sampled", "fixed"),
+      "solver": cfg["solver"] in ("euler", "heun"),
+      "num_classes": cfg["num_classes"] >= 2,
+      "num_blocks": cfg["num_blocks"] >= 1,
+      "inference_steps": cfg["inference_steps"] >= 1,
+      "dropout": 0.0 <= cfg["dropout"] < 1.0,
+  }
+  for field, ok in checks.items():
+    if not ok:
+      raise ValueError(f"config.model.{field}={cfg[field]!r} is invalid")
+  if cfg["block_schedule"] == "fixed" and not (
+      cfg["block_index"] is not None and 1 <= cfg["block_index"] <= cfg["num_blocks"]):
+    raise ValueError(f"config.model.block_index={cfg['block_index']!r} must be in 1..num_blocks "
+                     "when block_schedule='fixed'")
+  sched = (schedules.discrete_schedule(cfg["num_blocks"], cfg["cosine_offset"], cfg["abar_min"],
+                                       cfg["abar_max"]) if cfg["variant"] == "dt" else None)
+  return loss_lib.Spec(
+      variant=cfg["variant"], num_classes=int(cfg["num_classes"]), embedding=cfg["embedding"],
+      embed_dim=int(cfg["embed_dim"]), num_blocks=int(cfg["num_blocks"]), eta=float(cfg["eta"]),
+      conv_features=tuple(int(f) for f in cfg["conv_features"]), hidden=int(cfg["hidden"]),
+      head_hidden=int(cfg["head_hidden"]), dropout=float(cfg["dropout"]), norm=cfg["norm"],
+      sched=sched, block_schedule=cfg["block_schedule"], block_index=cfg["block_index"],
+      gamma_hidden=int(cfg["gamma_hidden"]), gamma_0=float(cfg["gamma_0"]),
+      gamma_1=float(cfg["gamma_1"]), sigma=float(cfg["sigma"]), time_dim=int(cfg["time_dim"]),
+      time_scale=float(cfg["time_scale"]), solver=cfg["solver"],
+      inference_steps=int(cfg["inference_steps"]), deterministic=bool(cfg["deterministic"]))
+
+
+def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> dict:
+  loss_lib.check_batch(batch)
+  x = jnp.asarray(batch["image"])[:2]
+  k_embed, k_model, k_cls, k_sched = jax.random.split(rng, 4)
+  params = {}
+  embed = model_lib.init_embedding(k_embed, spec.embedding, spec.num_classes, spec.embed_dim,
+                                   jnp.asarray(batch["image"]), jnp.asarray(batch["label"]))
+  if embed is not None:
+    params["embed"] = embed
+  d = spec.num_classes if embed is None else embed.shape[1]
+  z = jnp.zeros((x.shape[0], d), jnp.float32)
+  if spec.variant == "dt":
+    block = spec.block(x.shape[1:])
+    keys = jax.random.split(k_model, spec.num_blocks)
+    params["blocks"] = jax.vmap(lambda k: block.init(k, z, x, train=False)["params"])(keys)
+  else:
+    t = jnp.zeros((x.shape[0],), jnp.float32)
+    params["net"] = spec.net(x.shape[1:]).init(k_model, z, x, t, train=False)["params"]
+  if spec.variant == "ct":
+    params["schedule"] = spec.gamma().init(k_sched, t)["params"]
+  if spec.variant != "fm" or embed is not None:
+    params["classifier"] = spec.classifier().init(k_cls, z)["params"]
+  return params
+
+
+def _note(spec: loss_lib.Spec) -> str:
+  if spec.variant != "dt":
+    return f"NoProp-{spec.variant.upper()} ({spec.embedding} embedding)"
+  weights = ", ".join(f"{w:.3g}" for w in spec.sched.weight[1:])
+  return (f"NoProp-DT, T={spec.num_blocks} blocks ({spec.embedding} embedding, "
+          f"{spec.block_schedule} blocks per step); SNR(t)-SNR(t-1) weights: {weights}")
+
+
+def build(config: ml_collections.ConfigDict) -> Method:
+  spec = make_spec(config.model)
+  return Method(init=functools.partial(init, spec),
+                loss=functools.partial(loss_lib.LOSSES[spec.variant], spec),
+                predict=functools.partial(inference.PREDICTORS[spec.variant], spec),
+                param_count_note=_note(spec))

@@ -1,0 +1,215 @@
+"""NoProp losses (Li, Teh, Pascanu 2025, arXiv 2503.24322 v1): DT Eq. 8 / Eq. 61, CT Eq. 9, FM Eqs. 10-13.
+
+All losses are plain means over the batch. Every denoising input z is sampled from q(z | y), never
+produced by another block, so no forward or backward pass crosses blocks.
+
+DT (Alg. 1). Per block t (1-based), with z_{t-1} ~ q(z_{t-1} | y) and uhat_t = softmax(f_t(z_{t-1}, x)) W:
+    D_t = (T/2) eta (SNR(t) - SNR(t-1)) mean_i |uhat_t - u_{y_i}|^2,
+    CE  = mean_i -log phat(y_i | z_T),  z_T ~ q(z_T | y)   (Linear + softmax classifier, Eq. 14),
+    KL  = mean_i KL(q(z_0|y_i) || N(0, I))                  (closed form, see schedules.kl_to_prior).
+`model.block_schedule` picks what one step optimises:
+    'all'     CE + KL + mean_t D_t   (Eq. 8 with the expectation over t computed exactly; every block
+              gets its own gradient in the same step, scaled by 1/T),
+    'sampled' CE + KL + D_t, t ~ U{1..T}  (Eq. 61; only block t is evaluated),
+    'fixed'   CE + KL + D_t, t = model.block_index  (the paper's sequential schedule, one stage per
+              block, run by composing the trainer per stage).
+The noise and dropout keys of block t are fold_in(key, t) in every mode, so 'sampled' computes exactly
+the term 'all' computes for that block.
+
+CT (Alg. 2): L = CE(z_1) + KL(z_0) + (eta/2) mean_i SNR'(t_i) |uhat(z_{t_i}, x, t_i) - u_{y_i}|^2,
+t_i ~ U(0, 1), SNR'(t) by autodiff through the learned gamma network.
+
+FM (Alg. 3): L = mean_i |v(z_t, x, t) - (u_y - z_0)|^2 with v = logits W (no softmax); with a learned
+W_Embed add the anchor mean_i -log phat(y_i | z_t + (1 - t) v) (Eqs. 12-13).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrepr.methods.noprop import model as model_lib
+from jaxrepr.methods.noprop import schedules
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Everything a NoProp loss or predictor needs besides params (static, hashable-free)."""
+  variant: str                       # 'dt' | 'ct' | 'fm'
+  num_classes: int
+  embedding: str                     # 'onehot' | 'learned' | 'prototype'
+  embed_dim: int
+  num_blocks: int                    # T (DT)
+  eta: float
+  conv_features: tuple[int, ...]
+  hidden: int
+  head_hidden: int
+  dropout: float
+  norm: str
+  sched: Optional[schedules.DiscreteSchedule]
+  block_schedule: str = "all"
+  block_index: Optional[int] = None
+  gamma_hidden: int = 64
+  gamma_0: float = -7.0
+  gamma_1: float = 7.0
+  sigma: float = 0.0
+  time_dim: int = 64
+  time_scale: float = 1000.0
+  solver: str = "euler"
+  inference_steps: int = 1000
+  deterministic: bool = False
+
+  def z_shape(self, image_shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+    return tuple(image_shape) if self.embedding == "prototype" else None
+
+  def block(self, image_shape: tuple[int, ...]) -> model_lib.DTBlock:
+    return model_lib.DTBlock(self.num_classes, self.conv_features, self.hidden, self.head_hidden,
+                             self.dropout, self.norm, self.z_shape(image_shape))
+
+  def net(self, image_shape: tuple[int, ...]) -> model_lib.CTFMNet:
+    return model_lib.CTFMNet(self.num_classes, self.conv_features, self.hidden, self.head_hidden,
+                             self.dropout, self.time_dim, self.time_scale, self.z_shape(image_shape))
+
+  def gamma(self) -> schedules.GammaNetwork:
+    return schedules.GammaNetwork(self.gamma_hidden, self.gamma_0, self.gamma_1)
+
+  def classifier(self) -> nn.Dense:
+    return nn.Dense(self.num_classes)
+
+
+def check_batch(batch: dict[str, Any]) -> None:
+  for key in ("image", "label"):
+    if key not in batch:
+      raise KeyError(f"NoProp needs batch[{key!r}]; the batch has keys {sorted(batch)}")
+  if batch["image"].ndim != 4:
+    raise ValueError(f"batch['image'] must be NHWC, got shape {batch['image'].shape}")
+
+
+def _cross_entropy(logits_BxM: jax.Array, labels_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+  ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_BxM, labels_B))
+  acc = jnp.mean((jnp.argmax(logits_BxM, -1) == labels_B).astype(jnp.float32))
+  return ce, acc
+
+
+def _sample_q(rng: jax.Array, u_BxD: jax.Array, abar: jax.Array) -> jax.Array:
+  """z ~ q(z | y) = N(sqrt(abar) u_y, (1 - abar) I); abar scalar or (B,)."""
+  abar_Bx1 = jnp.reshape(abar, (-1, 1)) if jnp.ndim(abar) else abar
+  eps_BxD = jax.random.normal(rng, u_BxD.shape, u_BxD.dtype)
+  return jnp.sqrt(abar_Bx1) * u_BxD + jnp.sqrt(1.0 - abar_Bx1) * eps_BxD
+
+
+def _ce_kl(spec: Spec, params: dict, u_BxD: jax.Array, labels_B: jax.Array, abar_end: jax.Array,
+           abar_0: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  z_end_BxD = _sample_q(rng, u_BxD, abar_end)
+  logits = spec.classifier().apply({"params": params["classifier"]}, z_end_BxD)
+  ce, acc = _cross_entropy(logits, labels_B)
+  kl = jnp.mean(schedules.kl_to_prior(u_BxD, abar_0))
+  return ce, kl, acc
+
+
+# ------------------------------------------------------------------------------------------------ DT
+def dt_block_term(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax.Array,
+                  t: jax.Array) -> jax.Array:
+  """D_t for block t (1-based, may be traced): evaluates block t only, on z_{t-1} ~ q(z_{t-1} | y)."""
+  x = batch["image"]
+  w_MxD = model_lib.embedding_matrix(params, spec.num_classes)
+  u_BxD = w_MxD[batch["label"]]
+  k_noise, k_drop = jax.random.split(rng)
+  abar = jnp.asarray(spec.sched.abar, jnp.float32)
+  weight = jnp.asarray(spec.sched.weight, jnp.float32)
+  z_BxD = _sample_q(jax.random.fold_in(k_noise, t), u_BxD, abar[t - 1])
+  params_t = jax.tree.map(lambda p: p[t - 1], params["blocks"])
+  logits_BxM = spec.block(x.shape[1:]).apply(
+      {"params": params_t}, z_BxD, x, train=True, rngs={"dropout": jax.random.fold_in(k_drop, t)})
+  uhat_BxD = jax.nn.softmax(logits_BxM, axis=-1) @ w_MxD
+  sq_B = jnp.sum(jnp.square(uhat_BxD - u_BxD), axis=-1)
+  return 0.5 * spec.num_blocks * spec.eta * weight[t] * jnp.mean(sq_B)
+
+
+def dt_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
+            rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  check_batch(batch)
+  k_block, k_ce, k_t = jax.random.split(rng, 3)
+  u_BxD = model_lib.embedding_matrix(params, spec.num_classes)[batch["label"]]
+  abar = spec.sched.abar
+  ce, kl, acc = _ce_kl(spec, params, u_BxD, batch["label"], jnp.float32(abar[-1]),
+                       jnp.float32(abar[0]), k_ce)
+  metrics = {"ce": ce, "kl": kl, "accuracy_zT": acc}
+  T = spec.num_blocks
+  if spec.block_schedule == "all":
+    ts = jnp.arange(1, T + 1)
+    terms_T = jax.vmap(lambda t: dt_block_term(spec, params, batch, k_block, t))(ts)
+    denoise = jnp.mean(terms_T)
+    metrics.update({f"denoise_t{i + 1}": terms_T[i] for i in range(T)})
+  else:
+    if spec.block_schedule == "sampled":
+      t = jax.random.randint(k_t, (), 1, T + 1)
+    else:  # 'fixed', validated at build time
+      t = jnp.int32(spec.block_index)
+    denoise = dt_block_term(spec, params, batch, k_block, t)
+    metrics["block"] = t.astype(jnp.float32)
+  metrics["denoise"] = denoise
+  loss = ce + kl + denoise
+  return loss, metrics
+
+
+# ------------------------------------------------------------------------------------------------ CT
+def ct_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
+            rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  check_batch(batch)
+  x, labels_B = batch["image"], batch["label"]
+  k_t, k_z, k_drop, k_ce = jax.random.split(rng, 4)
+  w_MxD = model_lib.embedding_matrix(params, spec.num_classes)
+  u_BxD = w_MxD[labels_B]
+  gamma_fn = lambda t: spec.gamma().apply({"params": params["schedule"]}, t)
+  snr_fn = lambda t: schedules.ct_snr(gamma_fn(t))
+  t_B = jax.random.uniform(k_t, labels_B.shape, jnp.float32)
+  abar_B = schedules.ct_abar(gamma_fn(t_B))
+  snr_prime_B = jax.vmap(jax.grad(snr_fn))(t_B)
+  z_BxD = _sample_q(k_z, u_BxD, abar_B)
+  logits_BxM = spec.net(x.shape[1:]).apply({"params": params["net"]}, z_BxD, x, t_B, train=True,
+                                           rngs={"dropout": k_drop})
+  uhat_BxD = jax.nn.softmax(logits_BxM, axis=-1) @ w_MxD
+  sq_B = jnp.sum(jnp.square(uhat_BxD - u_BxD), axis=-1)
+  denoise = 0.5 * spec.eta * jnp.mean(snr_prime_B * sq_B)
+  abar_1 = schedules.ct_abar(gamma_fn(jnp.ones((), jnp.float32)))
+  abar_0 = schedules.ct_abar(gamma_fn(jnp.zeros((), jnp.float32)))
+  ce, kl, acc = _ce_kl(spec, params, u_BxD, labels_B, abar_1, abar_0, k_ce)
+  metrics = {"ce": ce, "kl": kl, "denoise": denoise, "accuracy_z1": acc,
+             "snr_0": snr_fn(jnp.zeros((), jnp.float32)), "snr_1": snr_fn(jnp.ones((), jnp.float32))}
+  return ce + kl + denoise, metrics
+
+
+# ------------------------------------------------------------------------------------------------ FM
+def fm_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
+            rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  check_batch(batch)
+  x, labels_B = batch["image"], batch["label"]
+  k_t, k_z0, k_eps, k_drop = jax.random.split(rng, 4)
+  w_MxD = model_lib.embedding_matrix(params, spec.num_classes)
+  u_BxD = w_MxD[labels_B]
+  t_B = jax.random.uniform(k_t, labels_B.shape, jnp.float32)
+  z0_BxD = jax.random.normal(k_z0, u_BxD.shape, jnp.float32)
+  eps_BxD = jax.random.normal(k_eps, u_BxD.shape, jnp.float32)
+  zt_BxD = schedules.fm_interpolate(u_BxD, z0_BxD, t_B, eps_BxD, spec.sigma)
+  logits_BxM = spec.net(x.shape[1:]).apply({"params": params["net"]}, zt_BxD, x, t_B, train=True,
+                                           rngs={"dropout": k_drop})
+  v_BxD = logits_BxM @ w_MxD
+  flow = jnp.mean(jnp.sum(jnp.square(v_BxD - (u_BxD - z0_BxD)), axis=-1))
+  metrics = {"flow": flow}
+  loss = flow
+  if "classifier" in params:  # learned W_Embed: the anchor term keeps embeddings apart (Eqs. 12-13)
+    z1_BxD = zt_BxD + (1.0 - t_B)[:, None] * v_BxD
+    logits = spec.classifier().apply({"params": params["classifier"]}, z1_BxD)
+    ce, acc = _cross_entropy(logits, labels_B)
+    metrics.update({"ce": ce, "accuracy_z1": acc})
+    loss = loss + ce
+  return loss, metrics
+
+
+LOSSES = {"dt": dt_loss, "ct": ct_loss, "fm": fm_loss}
