@@ -1,0 +1,159 @@
+"""The Set Transformer paper's set tasks (Lee et al., ICML 2019): amortized MoG clustering and max
+regression, with the Set Transformer (reference or paper mode) or the DeepSets baseline.
+
+The task comes from `config.data.task` ('mog' or 'max', see `jaxrepr.data.sets`); the model's
+hyper-parameters from `config.model` (see `default_model_config`).
+
+Batches: either `{'example_id': int32 (B,)}` from `jaxrepr.data.sets.train_iterator`, in which case
+the sets are generated on device inside `loss`/`predict` from `fold_in(key(data seed), example_id)`
+(the step RNG passed by the trainer is not used for data, so the numbers depend only on the seed and
+the global example ids: one device and eight give the same loss, and a resumed run sees the same
+sets), or explicit padded sets `{'x': (B, n_max, d), 'mask': (B, n_max)}` (plus `'y': (B,)` for max
+regression) from a user's data.
+
+`predict` returns, for 'mog', the predicted mixtures {'pi', 'mu', 'sigma'} and per-set log-likelihoods
+'ll' (LL0), 'll1' (after one EM step) and, for generated sets, 'oracle_ll'; for 'max', {'max': (B,)}
+and, when targets are known, 'abs_error'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxrepr.data import sets
+from jaxrepr.methods.base import Batch, Method, Params
+from jaxrepr.methods.set_tasks import loss as loss_lib
+from jaxrepr.methods.set_tasks import model as model_lib
+from jaxrepr.nn.set_attention import MODES
+
+ARCHS = ("set_transformer", "deepsets")
+
+
+def default_model_config(task: str = "mog") -> ml_collections.ConfigDict:
+  """The reference code's sizes: run.py for 'mog' (423,172 params), the notebook for 'max' (37,953)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.arch = "set_transformer"
+  cfg.mode = "reference"
+  cfg.ln = ml_collections.config_dict.placeholder(bool)  # unset: reference off, paper pre-LN on
+  cfg.pma_rff = ml_collections.config_dict.placeholder(bool)  # unset: reference off, paper on
+  cfg.torch_init = ml_collections.config_dict.placeholder(bool)  # unset: mode == 'reference'
+  cfg.num_heads = 4
+  if task == "mog":
+    cfg.dim_hidden = 128
+    cfg.num_inds = 32
+    cfg.encoder = "isab"
+    cfg.num_decoder_sabs = 2  # run.py; the paper's supp. Table 4 has 1
+    cfg.head = "isotropic"  # run.py; the paper's head is 'diagonal' (1 + 2*2 outputs)
+  elif task == "max":
+    cfg.dim_hidden = 64
+    cfg.num_sabs = 2
+  else:
+    raise ValueError(f"task must be one of {sets.TASKS}, got {task!r}")
+  cfg.pooling = "max"  # DeepSets only
+  cfg.num_phi_layers = 4  # DeepSets only
+  return cfg
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  m = config.model
+  if m.arch not in ARCHS:
+    raise ValueError(f"config.model.arch must be one of {ARCHS}, got {m.arch!r}")
+  if m.mode not in MODES:
+    raise ValueError(f"config.model.mode must be one of {MODES}, got {m.mode!r}")
+  if m.dim_hidden % m.num_heads:
+    raise ValueError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
+                     f"config.model.num_heads={m.num_heads}")
+  if m.pooling not in model_lib.POOLINGS:
+    raise ValueError(f"config.model.pooling must be one of {model_lib.POOLINGS}, got {m.pooling!r}")
+  if config.data.task == "mog":
+    if m.arch == "set_transformer" and m.encoder not in model_lib.ENCODERS:
+      raise ValueError(f"config.model.encoder must be one of {model_lib.ENCODERS}, got "
+                       f"{m.encoder!r}")
+    loss_lib.head_width(config.data.dim, m.head)  # raises on a bad config.model.head
+
+
+def _make_model(config: ml_collections.ConfigDict) -> nn.Module:
+  m, d = config.model, config.data
+  attn = dict(num_heads=m.num_heads, mode=m.mode, ln=m.get("ln"), pma_rff=m.get("pma_rff"),
+              torch_init=m.get("torch_init"))
+  if d.task == "mog":
+    width = loss_lib.head_width(d.dim, m.head)
+    if m.arch == "deepsets":
+      return model_lib.DeepSets(m.dim_hidden, m.num_phi_layers, m.pooling,
+                                d.num_components * width)
+    return model_lib.MoGClusterer(d.num_components, width, m.dim_hidden, num_inds=m.num_inds,
+                                  encoder=m.encoder, num_decoder_sabs=m.num_decoder_sabs, **attn)
+  if m.arch == "deepsets":
+    return model_lib.DeepSets(m.dim_hidden, m.num_phi_layers, m.pooling, 1)
+  return model_lib.MaxRegressor(m.dim_hidden, num_sabs=m.num_sabs, **attn)
+
+
+def build(config: ml_collections.ConfigDict) -> Method:
+  sets.validate(config.data)
+  _validate(config)
+  task, data_cfg = config.data.task, config.data
+  model = _make_model(config)
+  root = sets.generation_key(config)
+  in_dim = data_cfg.dim if task == "mog" else 1
+  head = config.model.get("head", "isotropic")
+
+  def materialize(batch: Batch) -> dict[str, jax.Array]:
+    if "x" in batch:
+      if "mask" not in batch:
+        raise ValueError("a batch with explicit sets 'x' needs a boolean 'mask' (B, n_max)")
+      return dict(batch)
+    if "example_id" not in batch:
+      raise ValueError(f"set_tasks batches need 'example_id' or 'x' and 'mask'; got "
+                       f"{sorted(batch)}")
+    return sets.generate(data_cfg, root, batch["example_id"])
+
+  def apply(params: Params, data: dict[str, jax.Array]) -> jax.Array:
+    out = model.apply(params, data["x"], data["mask"])
+    if task == "mog" and config.model.arch == "deepsets":
+      out = out.reshape(out.shape[0], data_cfg.num_components, -1)
+    elif task == "max" and config.model.arch == "deepsets":
+      out = out[:, 0]
+    return out
+
+  def init(rng: jax.Array, batch: Batch) -> Params:
+    del batch  # shapes come from the config: sets are padded to data.max_size
+    x = jnp.zeros((1, data_cfg.max_size, in_dim), jnp.float32)
+    return model.init(rng, x, jnp.ones((1, data_cfg.max_size), bool))
+
+  def loss(params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    del rng  # no stochastic layers; data randomness comes from the example ids (module docstring)
+    data = materialize(batch)
+    out = apply(params, data)
+    if task == "mog":
+      return loss_lib.mog_loss(out, data, head)
+    return loss_lib.max_regression_loss(out, data["y"])
+
+  def predict(params: Params, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+    del rng
+    data = materialize(batch)
+    out = apply(params, data)
+    if task == "max":
+      pred = {"max": out}
+      if "y" in data:
+        pred["abs_error"] = jnp.abs(out - data["y"])
+      return pred
+    x, mask = data["x"], data["mask"]
+    pred = loss_lib.mog_head(out, x.shape[-1], head)
+    ll = lambda p, eps=1e-10: loss_lib.per_set_mean(
+        loss_lib.mog_log_likelihood(x, p["pi"], p["mu"], p["sigma"], eps), mask)
+    pred["num_points"] = jnp.sum(mask.astype(jnp.int32), axis=1)
+    pred["ll"] = ll(pred)
+    pred["ll1"] = ll(loss_lib.em_step(x, mask, pred["pi"], pred["mu"], pred["sigma"],
+                                      head == "isotropic"))
+    if "pi" in data:
+      pred["oracle_ll"] = ll(data, 0.0)
+    return pred
+
+  note = (f"{config.model.arch} ({config.model.mode} mode) for set task {task!r}; the reference "
+          "code's sizes give 423,172 params (MoG) and 37,953 (max regression)")
+  return Method(init=init, loss=loss, predict=predict, param_count_note=note)
