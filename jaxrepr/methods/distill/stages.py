@@ -1,0 +1,300 @@
+"""Multi-stage distillation runs composed from the canonical trainer: `run(config, workdir)`.
+
+Stage 0 trains the teacher (method 'classifier') in `workdir/teacher` (or reuses
+`config.stages.teacher_workdir`). Every later stage is one `train.train_and_evaluate` call of method
+'distill' in its own `workdir/stage_k`, so each stage checkpoints and resumes on its own; a stage
+that finished writes `stage_k/summary.json`, and a rerun reads it instead of training again.
+
+config.stages.kind:
+  'compress'   multi-stage compression (Flouro & Chadwick, arXiv 2601.03195, claims ii-iii; method
+               sheet sec. 2, "Multi-stage compression"): n = `num_stages` students along a homotopy
+               path, stage k distilled from stage k-1. `compress='sparsity'`: the teacher's
+               architecture, warm-started from stage k-1 and magnitude-pruned to kernel sparsity
+               s_k = final_sparsity * k / n (`sparsity_schedule='linear'`: equal steps in s, as
+               in the sheet's O(1/n) oracle) or 1 - (1 - final_sparsity)^(k / n) ('geometric':
+               every stage keeps the same fraction of the remaining weights).
+               `compress='width'`: fresh students whose hidden widths (and CNN channels) are the
+               teacher's times final_width_factor^(k / n) (a geometric path). n = 1 is one-shot
+               compression to the final size.
+  'recursive'  recursive anchored meta-distillation (arXiv 2601.13100; sheet sec. 3): generation
+               0 is a student far from the base teacher p* (q0='soft': fitted to P_{T0}(p*) with
+               an unsoftened student, so q_0 ~ P_{T0}(p*); q0='labels': trained on hard labels);
+               generation k >= 1 distils the meta-teacher t_k = G(p*, q_{k-1}, alpha) (default
+               G: alpha p* + (1 - alpha) q_{k-1}), warm-started from q_{k-1} if `warm_start`.
+               The contraction theorem (sheet sec. 3) needs realisability; a student that cannot
+               represent t_k (a capacity-limited one) adds a per-generation error eps whose
+               floor is eps / alpha.
+
+Every student stage is evaluated by the 'distill' evaluator against the original teacher / base
+teacher (KL(p_teacher || q_k) at T = 1, accuracy). `workdir/report.json` holds one row per stage
+and `workdir/report.png` plots accuracy and KL per stage (with the (1 - alpha)^k KL_0 bound for
+recursive runs). Stage training steps are `config.train.steps` (per stage); the teacher's are
+`config.stages.teacher_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from jaxrepr import train
+from jaxrepr.methods.distill import student as student_lib
+
+KINDS = ("compress", "recursive")
+
+
+def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  return c
+
+
+def _eval_section(config, kind: str, reference: str | None) -> ml_collections.ConfigDict:
+  test = config.evals.get("test", ml_collections.ConfigDict())
+  section = dict(kind=kind, every=0, split=test.get("split", "test"),
+                 batch_size=test.get("batch_size", 512))
+  if reference is not None:
+    section["reference_workdir"] = reference
+  return ml_collections.ConfigDict(dict(test=section))
+
+
+def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The stage-0 config: the classifier method on the same data and optimizer."""
+  c = _copy(config)
+  c.method = "classifier"
+  c.model = ml_collections.ConfigDict(config.stages.teacher_model.to_dict())
+  c.train.steps = config.stages.teacher_steps
+  c.evals = _eval_section(config, "classification", None)
+  return c
+
+
+def _student_config(config, reference: str, **model_fields) -> ml_collections.ConfigDict:
+  c = _copy(config)
+  c.method = "distill"
+  for key, value in model_fields.items():
+    c.model[key] = value
+  c.evals = _eval_section(config, "distill", reference)
+  return c
+
+
+def scaled_model(model_cfg: ml_collections.ConfigDict, factor: float) -> ml_collections.ConfigDict:
+  """The same architecture with every hidden width and channel count times `factor` (>= 1)."""
+  c = ml_collections.ConfigDict(model_cfg.to_dict())
+  c.hidden = tuple(max(1, int(round(h * factor))) for h in model_cfg.hidden)
+  if "channels" in model_cfg:
+    c.channels = tuple(max(1, int(round(ch * factor))) for ch in model_cfg.channels)
+  return c
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """Stages after the teacher: [{name, workdir, config, info}], in training order."""
+  s = config.stages
+  if s.kind not in KINDS:
+    raise ValueError(f"config.stages.kind={s.kind!r} is not one of {KINDS}")
+  teacher_dir = s.teacher_workdir or os.path.join(workdir, "teacher")
+  stages = []
+  if s.kind == "compress":
+    n = s.num_stages
+    if n < 1:
+      raise ValueError(f"config.stages.num_stages={n!r}: must be >= 1")
+    previous = teacher_dir
+    for k in range(1, n + 1):
+      stage_dir = os.path.join(workdir, f"stage_{k}")
+      if s.compress == "sparsity":
+        if not 0.0 < s.final_sparsity < 1.0:
+          raise ValueError(f"config.stages.final_sparsity={s.final_sparsity!r}: must be in (0, 1)")
+        if s.sparsity_schedule == "linear":
+          sparsity = s.final_sparsity * k / n
+        elif s.sparsity_schedule == "geometric":  # equal ratios of kept weights per stage
+          sparsity = 1.0 - (1.0 - s.final_sparsity) ** (k / n)
+        else:
+          raise ValueError(f"config.stages.sparsity_schedule={s.sparsity_schedule!r} is not "
+                           "'linear' or 'geometric'")
+        info = dict(sparsity=sparsity)
+        cfg = _student_config(config, teacher_dir, student=s.teacher_model.to_dict(),
+                              source="teacher", teacher_workdir=previous, init_workdir=previous,
+                              sparsity=sparsity)
+      elif s.compress == "width":
+        if not 0.0 < s.final_width_factor <= 1.0:
+          raise ValueError(f"config.stages.final_width_factor={s.final_width_factor!r}: must be "
+                           "in (0, 1]")
+        factor = s.final_width_factor ** (k / n)
+        student = scaled_model(s.teacher_model, factor)
+        info = dict(width_factor=factor, hidden=list(student.hidden))
+        cfg = _student_config(config, teacher_dir, student=student.to_dict(), source="teacher",
+                              teacher_workdir=previous, sparsity=0.0)
+      else:
+        raise ValueError(f"config.stages.compress={s.compress!r} is not 'sparsity' or 'width'")
+      stages.append(dict(name=f"stage_{k}", workdir=stage_dir, config=cfg, info=info))
+      previous = stage_dir
+  else:
+    if s.generations < 1:
+      raise ValueError(f"config.stages.generations={s.generations!r}: must be >= 1")
+    if s.q0 == "soft":
+      q0_fields = dict(source="teacher", temperature=s.q0_temperature, soften_student=False,
+                       kd_weight=1.0, ce_weight=0.0)
+    elif s.q0 == "labels":
+      q0_fields = dict(source="teacher", temperature=1.0, kd_weight=0.0, ce_weight=1.0)
+    else:
+      raise ValueError(f"config.stages.q0={s.q0!r} is not 'soft' or 'labels'")
+    q0_cfg = _student_config(config, teacher_dir, teacher_workdir=teacher_dir, **q0_fields)
+    stages.append(dict(name="stage_0", workdir=os.path.join(workdir, "stage_0"), config=q0_cfg,
+                       info=dict(generation=0, q0=s.q0)))
+    for k in range(1, s.generations + 1):
+      previous = stages[-1]["workdir"]
+      cfg = _student_config(config, teacher_dir, source="meta", teacher_workdir=teacher_dir,
+                            previous_workdir=previous, alpha=s.alpha,
+                            init_workdir=previous if s.warm_start else None)
+      stages.append(dict(name=f"stage_{k}", workdir=os.path.join(workdir, f"stage_{k}"),
+                         config=cfg, info=dict(generation=k, alpha=s.alpha)))
+  return stages
+
+
+def _run_stage(name: str, stage_dir: str, config, info: dict) -> dict | None:
+  """Trains one stage unless its summary exists; None if it stopped early (preempted)."""
+  path = os.path.join(stage_dir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  print(f"== {name}: {stage_dir}", flush=True)
+  summary = train.train_and_evaluate(config, stage_dir)
+  if summary["preempted"]:
+    return None
+  frozen = student_lib.load_frozen(stage_dir)
+  total = sum(int(w.size) for w in jax.tree.leaves(frozen.params))
+  row = dict(name=name, workdir=stage_dir, step=summary["step"], params=total,
+             nonzero_params=student_lib.count_nonzero(frozen.params),
+             kernel_sparsity=student_lib.kernel_sparsity(frozen.params),
+             eval={k.split("/", 1)[1]: v for k, v in summary["eval"].items()}, **info)
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      json.dump(row, f, indent=2)
+    os.replace(path + ".tmp", path)  # a kill mid-write must not leave a half summary behind
+  return row
+
+
+def _last_eval(workdir: str) -> dict[str, float]:
+  """The last 'test/...' metrics a trainer run wrote to metrics.jsonl ({} if none)."""
+  path, out = os.path.join(workdir, "metrics.jsonl"), {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        row = json.loads(line)
+        found = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("test/")}
+        out = found or out
+  return out
+
+
+def _table(rows: list[dict], recursive: bool) -> str:
+  head = "| stage | params (nonzero) | sparsity | accuracy | KL(teacher || student) |"
+  sep = "|---|---|---|---|---|"
+  if recursive:
+    head += " ratio | 1 - alpha | (1-alpha)^k KL_0 |"
+    sep += "---|---|---|"
+  lines = [head, sep]
+  for r in rows:
+    e = r["eval"]
+    kl = e.get("kl_reference", 0.0)
+    line = (f"| {r['name']} | {r['nonzero_params']:,} | {r['kernel_sparsity']:.3f} | "
+            f"{e.get('accuracy', float('nan')):.4f} | {kl:.4g} |")
+    if recursive:
+      ratio = r.get("ratio")
+      if "bound" in r:
+        line += (f" {'-' if ratio is None else f'{ratio:.3f}'} | {r['rate']:.3g} | "
+                 f"{r['bound']:.4g} |")
+      else:
+        line += " - | - | - |"
+    lines.append(line)
+  return "\n".join(lines)
+
+
+def _plot(rows: list[dict], recursive: bool, alpha: float | None, path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  students = [r for r in rows if r["name"] != "teacher"]
+  xs = list(range(len(students))) if recursive else list(range(1, len(students) + 1))
+  fig, (ax_acc, ax_kl) = plt.subplots(1, 2, figsize=(10, 4))
+  ax_acc.plot(xs, [r["eval"]["accuracy"] for r in students], "o-", label="student")
+  teacher = [r for r in rows if r["name"] == "teacher"]
+  if teacher and "accuracy" in teacher[0]["eval"]:
+    ax_acc.axhline(teacher[0]["eval"]["accuracy"], color="gray", ls="--", label="teacher")
+  ax_acc.set_xlabel("generation k" if recursive else "stage")
+  ax_acc.set_ylabel("test accuracy")
+  ax_acc.legend()
+  kls = [max(r["eval"]["kl_reference"], 1e-12) for r in students]
+  ax_kl.semilogy(xs, kls, "o-", label="KL(p_teacher || q_k)")
+  if recursive:
+    ax_kl.semilogy(xs, [max(r["bound"], 1e-12) for r in students], "k--",
+                   label=f"(1 - alpha)^k KL_0, alpha = {alpha:g}")
+  ax_kl.set_xlabel("generation k" if recursive else "stage")
+  ax_kl.set_ylabel("KL on held-out data (nats)")
+  ax_kl.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes, or reads) every stage; writes report.json / report.png; returns the report.
+
+  The report has `rows` (one per stage: accuracy, KL to the teacher, sizes; recursive runs add the
+  per-generation ratio KL_k / KL_{k-1}, the rate 1 - alpha and the bound (1 - alpha)^k KL_0),
+  `table` (markdown) and `complete` (False when a stage was preempted; rerun to continue).
+  """
+  s = config.stages
+  stages = plan(config, workdir)  # validates the stage fields before any training
+  rows = []
+  if not s.teacher_workdir:
+    teacher_dir = os.path.join(workdir, "teacher")
+    row = _run_stage("teacher", teacher_dir, teacher_config(config), {})
+  else:
+    teacher_dir = s.teacher_workdir
+    path = os.path.join(teacher_dir, "summary.json")
+    row = json.load(open(path)) if os.path.exists(path) else None
+    if row is None:  # a plain classifier workdir: describe it from its checkpoint and metrics
+      frozen = student_lib.load_frozen(teacher_dir)
+      row = dict(name="teacher", workdir=teacher_dir, step=frozen.step,
+                 eval=_last_eval(teacher_dir),
+                 params=sum(int(w.size) for w in jax.tree.leaves(frozen.params)),
+                 nonzero_params=student_lib.count_nonzero(frozen.params),
+                 kernel_sparsity=student_lib.kernel_sparsity(frozen.params))
+  complete = row is not None
+  if complete:
+    rows.append(dict(row, name="teacher"))
+    for stage in stages:
+      row = _run_stage(stage["name"], stage["workdir"], stage["config"], stage["info"])
+      if row is None:
+        complete = False
+        break
+      rows.append(row)
+  recursive = s.kind == "recursive"
+  if recursive and complete:
+    kl0 = rows[1]["eval"]["kl_reference"]
+    for k, r in enumerate(rows[1:]):
+      r["rate"] = 1.0 - s.alpha
+      r["bound"] = (1.0 - s.alpha) ** k * kl0
+      if k > 0:
+        prev = rows[k]["eval"]["kl_reference"]
+        r["ratio"] = r["eval"]["kl_reference"] / prev if prev > 0 else None
+  report = dict(kind=s.kind, complete=complete, rows=rows,
+                alpha=s.alpha if recursive else None,
+                table=_table(rows, recursive) if complete else "")
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+      json.dump(report, f, indent=2)
+    if complete:
+      _plot(rows, recursive, s.alpha if recursive else None, os.path.join(workdir, "report.png"))
+      print(report["table"], flush=True)
+      print(f"report: {os.path.join(workdir, 'report.json')}, plot: "
+            f"{os.path.join(workdir, 'report.png')}", flush=True)
+    else:
+      print("stopped before every stage finished; rerun the same command to continue", flush=True)
+  return report
