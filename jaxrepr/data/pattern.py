@@ -18,6 +18,8 @@ Data config fields (`config.data`):
   grid_rows, grid_cols: R x C of every input and output grid (10 x 10).
   pattern_size: P, side of the square pattern (4); must be <= min(R, C).
   density: probability that a pattern cell is non-zero in training tasks (1.0).
+  colours: pattern cells take colours uniform in 1..colours (9, the paper's; fewer colours make
+    fewer distinct programs, which the CPU-sized default config uses).
   num_pairs: N, pairs per task (4).
   max_rows, max_cols: padded size of the batch arrays; placeholders default to grid_rows/grid_cols.
   eval_density: density of the fixed test set; placeholder, defaults to `density` (set 0.75 or 1.0
@@ -45,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.grid_cols = 10
   c.pattern_size = 4
   c.density = 1.0
+  c.colours = 9
   c.num_pairs = 4
   c.max_rows = config_dict.placeholder(int)
   c.max_cols = config_dict.placeholder(int)
@@ -76,18 +79,20 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
     d = cfg.get(field)
     if d is not None and not 0.0 <= d <= 1.0:
       raise ValueError(f"config.data.{field}={d} must be in [0, 1]")
+  if not 1 <= cfg.get("colours", 9) <= 9:
+    raise ValueError(f"config.data.colours={cfg.colours} must be in 1..9")
   if cfg.num_pairs < 1:
     raise ValueError(f"config.data.num_pairs={cfg.num_pairs} must be >= 1")
 
 
 def make_task(rng: np.random.Generator, *, grid_rows: int, grid_cols: int, pattern_size: int,
               density: float, num_pairs: int, max_rows: int | None = None,
-              max_cols: int | None = None) -> dict[str, np.ndarray]:
+              max_cols: int | None = None, colours: int = 9) -> dict[str, np.ndarray]:
   """One pattern task: {'grids': int32 (N, max_rows, max_cols, 2), 'shapes': int32 (N, 2, 2)}."""
   max_rows = max_rows or grid_rows
   max_cols = max_cols or grid_cols
   p = pattern_size
-  colours_PxP = rng.integers(1, 10, size=(p, p))
+  colours_PxP = rng.integers(1, colours + 1, size=(p, p))
   pattern_PxP = np.where(rng.random((p, p)) < density, colours_PxP, 0).astype(np.int32)
   r_N = rng.integers(0, grid_rows - p + 1, size=num_pairs)
   c_N = rng.integers(0, grid_cols - p + 1, size=num_pairs)
@@ -106,7 +111,8 @@ def make_task(rng: np.random.Generator, *, grid_rows: int, grid_cols: int, patte
 def _task_kwargs(cfg: ml_collections.ConfigDict, density: float) -> dict:
   rows, cols = _padded_size(cfg)
   return dict(grid_rows=cfg.grid_rows, grid_cols=cfg.grid_cols, pattern_size=cfg.pattern_size,
-              density=density, num_pairs=cfg.num_pairs, max_rows=rows, max_cols=cols)
+              density=density, num_pairs=cfg.num_pairs, max_rows=rows, max_cols=cols,
+              colours=cfg.get("colours", 9))
 
 
 def train_iterator(data_cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,

@@ -1,0 +1,50 @@
+"""LPN through the framework: 1 vs 8 devices, the evaluators' outputs, the training modes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxrepr import train
+from tests.core.helpers import load_config
+from tests.core.test_train import losses
+
+
+def tiny(arg="tiny", steps=4):
+  config = load_config("lpn", arg)
+  config.train.update(dict(steps=steps, batch_size=16, log_every=1, checkpoint_every=0))
+  return config
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  out = {}
+  for n in (1, 8):
+    config = tiny("tiny,grad1")
+    config.evals = {}
+    config.num_devices = n
+    train.train_and_evaluate(config, str(tmp_path / str(n)))
+    out[n] = losses(tmp_path / str(n))
+  steps = sorted(out[1])
+  assert steps == [1, 2, 3, 4]
+  np.testing.assert_allclose([out[8][s] for s in steps], [out[1][s] for s in steps], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path):
+  config = tiny("arc_small,tiny", steps=2)
+  config.num_devices = 1  # 30x30 sequences: keep the batch (and memory) small
+  config.train.batch_size = 2
+  config.evals.arc_eval.update(dict(max_tasks=2, render=1, batch_size=2))
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["eval"]["arc_eval/mean/tasks"] == 2
+  for search in ("mean", "grad2"):
+    assert 0.0 <= summary["eval"][f"arc_eval/{search}/top2"] <= 1.0
+    sub = json.load(open(tmp_path / "arc" / f"{search}_step2_submission.json"))
+    assert len(sub) == 2
+    for attempts in sub.values():
+      for a in attempts:
+        grid = np.asarray(a["attempt_1"])
+        assert grid.ndim == 2 and grid.min() >= 0 and grid.max() <= 9
+  pngs = [f for f in os.listdir(tmp_path / "arc") if f.endswith(".png")]
+  assert len(pngs) == 2  # one task rendered per search
