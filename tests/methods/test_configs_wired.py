@@ -40,6 +40,7 @@ def test_noprop_configs_train_and_evaluate(tmp_path, arg):
     assert "test/cross_entropy" not in results
 
 
+@pytest.mark.heavy
 def test_set_clustering_config_reports_ll_against_the_oracle(tmp_path):
   _, results = _train("set_clustering", "tiny", tmp_path)
   # The oracle of the reference generator is about -1.47 per point (paper: -1.4726), noisy on 8

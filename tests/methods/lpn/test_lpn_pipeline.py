@@ -30,7 +30,7 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   np.testing.assert_allclose([out[8][s] for s in steps], [out[1][s] for s in steps], rtol=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path):
   config = tiny("arc_small,tiny", steps=2)
   config.num_devices = 1  # 30x30 sequences: keep the batch (and memory) small

@@ -197,6 +197,7 @@ def test_bad_config_and_batch_raise_clear_errors():
 
 
 # ---------------------------------------------------------------------------- a short training run
+@pytest.mark.heavy
 def test_short_dt_training_on_digits_beats_chance():
   cfg = ml_collections.ConfigDict({"dataset": "digits"})
   train, test = images.load(cfg, "train"), images.load(cfg, "test")

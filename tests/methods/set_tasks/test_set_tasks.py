@@ -140,6 +140,7 @@ def test_iterator_shards_and_resumes():
       sets.EVAL_ID_OFFSET
 
 
+@pytest.mark.heavy
 def test_eight_devices_give_the_one_device_loss():
   if jax.device_count() < 8:
     pytest.skip("needs 8 (simulated) devices")
@@ -156,6 +157,7 @@ def test_eight_devices_give_the_one_device_loss():
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-5)
 
 
+@pytest.mark.heavy
 class MethodVariantsTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -198,6 +200,7 @@ def test_clear_errors():
     m.loss(m.init(jax.random.key(0), None), {"points": jnp.zeros((2, 3))}, jax.random.key(0))
 
 
+@pytest.mark.heavy
 def test_short_fit_beats_predicting_the_mean():
   c = _config("max", dim_hidden=16, num_heads=2)
   m = set_tasks.build(c)
