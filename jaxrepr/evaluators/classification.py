@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxrepr import config as config_lib, parallel
-from jaxrepr.data import pipeline
+from jaxrepr.evaluators._batched import sum_over_batches
 
 
 class Evaluator:
@@ -34,14 +33,6 @@ class Evaluator:
 
   def run(self, params, rng, step) -> dict[str, float]:
     del step
-    total = {"correct": 0.0, "cross_entropy": 0.0, "count": 0.0}
-    batches = pipeline.eval_batches(self._arrays, self._batch_size,
-                                    shard_index=jax.process_index(),
-                                    shard_count=jax.process_count())
-    for i, batch in enumerate(batches):
-      out = parallel.fetch(self._sums(params, parallel.to_global(batch, self._mesh),
-                                      jax.random.fold_in(rng, i)))
-      for k in total:
-        total[k] += float(np.asarray(out[k]))
+    total = sum_over_batches(self._sums, params, self._arrays, self._batch_size, self._mesh, rng)
     return {"accuracy": total["correct"] / total["count"],
             "cross_entropy": total["cross_entropy"] / total["count"]}

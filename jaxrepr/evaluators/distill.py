@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrepr import config as config_lib, parallel
-from jaxrepr.data import pipeline
+from jaxrepr.evaluators._batched import sum_over_batches
 from jaxrepr.methods.classifier import model as classifier_model
 from jaxrepr.methods.distill import student as student_lib
-
-_SUMS = ("correct", "reference_correct", "agree", "kl", "l1", "cross_entropy", "count")
-
 
 class Evaluator:
   def __init__(self, *, config, method, mesh, workdir, split: str = "test", batch_size: int = 512,
@@ -68,15 +64,7 @@ class Evaluator:
 
   def run(self, params, rng, step) -> dict[str, float]:
     del step
-    total = dict.fromkeys(_SUMS, 0.0)
-    batches = pipeline.eval_batches(self._arrays, self._batch_size,
-                                    shard_index=jax.process_index(),
-                                    shard_count=jax.process_count())
-    for i, batch in enumerate(batches):
-      out = parallel.fetch(self._sums(params, parallel.to_global(batch, self._mesh),
-                                      jax.random.fold_in(rng, i)))
-      for k in total:
-        total[k] += float(np.asarray(out[k]))
+    total = sum_over_batches(self._sums, params, self._arrays, self._batch_size, self._mesh, rng)
     n = total["count"]
     return {"accuracy": total["correct"] / n, "kl_reference": total["kl"] / n,
             "l1_reference": total["l1"] / n, "agreement": total["agree"] / n,

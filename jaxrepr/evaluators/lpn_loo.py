@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from jaxrepr import config as config_lib, parallel
-from jaxrepr.data import pipeline
+from jaxrepr.evaluators._batched import sum_over_batches
 from jaxrepr.evaluators._grid_metrics import attempts_metrics
 
 METRICS = ("exact", "top2", "shape", "pixel")
@@ -76,15 +76,8 @@ class Evaluator:
   def run(self, params, rng, step) -> dict[str, float]:
     results = {}
     for s, (name, fn) in enumerate(self._fns.items()):
-      total = {k: 0.0 for k in METRICS + ("count",)}
-      batches = pipeline.eval_batches(self._arrays, self._batch_size,
-                                      shard_index=jax.process_index(),
-                                      shard_count=jax.process_count())
-      for i, batch in enumerate(batches):
-        out = parallel.fetch(fn(params, parallel.to_global(batch, self._mesh),
-                                jax.random.fold_in(jax.random.fold_in(rng, s), i)))
-        for k in total:
-          total[k] += float(np.asarray(out[k]))
+      total = sum_over_batches(fn, params, self._arrays, self._batch_size, self._mesh,
+                               jax.random.fold_in(rng, s))
       results.update({f"{name}/{k}": total[k] / total["count"] for k in METRICS})
     if self._latent_plot and jax.process_index() == 0:
       path = os.path.join(self._workdir, f"latent_space_step{step}.png")

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxrepr import config as config_lib, parallel
-from jaxrepr.data import pipeline
+from jaxrepr.evaluators._batched import sum_over_batches
 
 
 class Evaluator:
@@ -55,23 +55,12 @@ class Evaluator:
 
     self._sums = jax.jit(sums, out_shardings=parallel.replicated(mesh))
 
-  def _one_pass(self, params, rng) -> dict[str, float]:
-    total: dict[str, float] = {}
-    batches = pipeline.eval_batches(self._arrays, self._batch_size,
-                                    shard_index=jax.process_index(),
-                                    shard_count=jax.process_count())
-    for i, batch in enumerate(batches):
-      out = parallel.fetch(self._sums(params, parallel.to_global(batch, self._mesh),
-                                      jax.random.fold_in(rng, i)))
-      for k, v in out.items():
-        total[k] = total.get(k, 0.0) + float(np.asarray(v))
-    return total
-
   def run(self, params, rng, step) -> dict[str, float]:
     del step
     accuracies, ces = [], []
     for r in range(self._runs):
-      total = self._one_pass(params, jax.random.fold_in(rng, r))
+      total = sum_over_batches(self._sums, params, self._arrays, self._batch_size, self._mesh,
+                               jax.random.fold_in(rng, r))
       accuracies.append(total["correct"] / total["count"])
       if self._with_ce:
         ces.append(total["cross_entropy"] / total["count"])
