@@ -11,7 +11,8 @@ shardings as launch/train.py):
     reused so data loading is not timed),
   * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
     aliased/donated buffers) and the process's peak resident memory,
-  * FLOPs per step from `compiled.cost_analysis()`,
+  * FLOPs per step from `compiled.cost_analysis()` (for a config with a blocked `model.attention`,
+    counted on the same step with the plain attention, as loop bodies are counted once),
   * the measured float32 matmul peak of this machine (median of timed square matmuls) and the
     utilisation = achieved FLOP/s / that peak.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
@@ -76,6 +77,24 @@ def _flops(compiled) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
+def _plain_attention_flops(config, batch) -> float:
+  """FLOPs of the same step with `model.attention='xla'` (the same arithmetic).
+
+  XLA's cost analysis counts the body of a loop once, so the blocked attention's loops over
+  blocks would hide most of the attention FLOPs; the plain form has no loops to undercount.
+  """
+  import jax
+
+  from jaxrepr import train
+
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    plain.model.attention = "xla"
+  run = train.build(plain)
+  with jax.set_mesh(run.mesh):
+    return _flops(run.train_step.lower(run.state, batch, run.train_rng).compile())
+
+
 def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
   import jax
   import numpy as np
@@ -101,6 +120,8 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
   flops = _flops(compiled)
+  if config.get("model") and config.model.get("attention", "xla") != "xla":
+    flops = _plain_attention_flops(config, batch)
   peak = matmul_peak_flops(matmul_n)
   devices = run.mesh.devices.size
   return dict(

@@ -3,7 +3,9 @@
 - `layer_norm`: LayerNorm without scale or bias (no parameters), computed in float32.
 - `Attention`: multi-head attention without biases. The caller passes an explicit boolean mask
   broadcastable to (B, T, S) (one mask shared by all heads, so no per-head T x S mask is built);
-  logits and softmax are in float32, the value product in the compute dtype.
+  logits and softmax are in float32, the value product in the compute dtype. The core is
+  `attention.dot_product_attention`: `'blocked'` (default; memory-efficient, recomputes the
+  probabilities block by block in the backward pass) or `'xla'` (the plain form).
 - Optional 2-D rotary position embedding (`rope_angles`): half of each head's dimensions rotate with
   the row coordinate, half with the column coordinate.
 - Optional key/value cache: an explicit pytree `{'k', 'v'}` of shape (B, S, H, D) per layer that the
@@ -22,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxrepr.nn import attention as attention_lib
 
 Cache = dict[str, jax.Array]
 
@@ -72,6 +76,7 @@ class Attention(nn.Module):
   num_heads: int
   head_dim: int
   dtype: Any = jnp.float32
+  implementation: str = "blocked"
 
   @nn.compact
   def __call__(self, x_BxTxE: jax.Array, mask_BxTxS: jax.Array,
@@ -97,13 +102,9 @@ class Attention(nn.Module):
       new_cache = {"k": k_BxSxHxD, "v": v_BxSxHxD}
     else:
       k_BxSxHxD, v_BxSxHxD = k_BxTxHxD, v_BxTxHxD
-    scale = 1.0 / np.sqrt(self.head_dim)
-    logits_BxHxTxS = jnp.einsum("bthd,bshd->bhts", q_BxTxHxD, k_BxSxHxD,
-                                preferred_element_type=jnp.float32) * scale
-    neg = jnp.finfo(jnp.float32).min
-    logits_BxHxTxS = jnp.where(mask_BxTxS[:, None, :, :], logits_BxHxTxS, neg)
-    probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(self.dtype)
-    out_BxTxHxD = jnp.einsum("bhts,bshd->bthd", probs_BxHxTxS, v_BxSxHxD.astype(self.dtype))
+    out_BxTxHxD = attention_lib.dot_product_attention(
+        q_BxTxHxD, k_BxSxHxD.astype(self.dtype), v_BxSxHxD.astype(self.dtype), mask_BxTxS,
+        self.implementation)
     out_BxTxE = nn.DenseGeneral(e, axis=(-2, -1), use_bias=False, dtype=self.dtype,
                                 name="out")(out_BxTxHxD)
     return out_BxTxE, new_cache
@@ -129,10 +130,12 @@ class Block(nn.Module):
   head_dim: int
   mlp_factor: int
   dtype: Any = jnp.float32
+  attention: str = "blocked"
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):
-    h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, name="attn")(
+    h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, self.attention,
+                             name="attn")(
         layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index)
     x_BxTxE = x_BxTxE + h
     x_BxTxE = x_BxTxE + Mlp(self.mlp_factor, self.dtype, name="mlp")(layer_norm(x_BxTxE))
@@ -152,6 +155,7 @@ class Transformer(nn.Module):
   mlp_factor: int
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "blocked"
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):
@@ -159,7 +163,7 @@ class Transformer(nn.Module):
     new_cache = []
     for layer in range(self.num_layers):
       x_BxTxE, layer_cache = block_cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
-                                       name=f"block_{layer}")(
+                                       self.attention, name=f"block_{layer}")(
           x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index)
       new_cache.append(layer_cache)
     return x_BxTxE, (new_cache if cache is not None else None)

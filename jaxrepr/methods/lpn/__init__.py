@@ -37,6 +37,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg.kl_coeff = 1e-4                # beta; 1e-3 for latent_dim 2 (Table 14)
   cfg.dtype = "float32"              # compute dtype; params stay float32
   cfg.remat = False                  # recompute block activations in the backward pass
+  cfg.attention = "blocked"          # 'blocked' (memory-efficient) or 'xla'; same numbers (nn/attention.py)
   cfg.train_latent = ml_collections.ConfigDict(dict(
       mode="mean",                   # 'mean' | 'gradient_ascent' | 'random_search'
       steps=1, lr=0.1, num_samples=5, scale=0.5,

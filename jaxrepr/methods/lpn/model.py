@@ -63,6 +63,7 @@ class _Trunk(nn.Module):
   rope_max_freq: float = 10.0
   dtype: str = "float32"
   remat: bool = False
+  attention: str = "blocked"
 
   @property
   def embed_dim(self) -> int:
@@ -115,7 +116,7 @@ class Encoder(_Trunk):
       cols = jnp.concatenate([-jnp.ones(5, jnp.int32), jj])
       angles = self._angles(self._coords(rows, cols)[None])
     h_BxTxE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
-                                 dt, self.remat, name="transformer")(x_BxTxE, mask_Bx1xT, angles)
+                                 dt, self.remat, self.attention, name="transformer")(x_BxTxE, mask_Bx1xT, angles)
     h_BxE = tfm.layer_norm(h_BxTxE[:, 0, :]).astype(jnp.float32)
     mu_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="mu")(h_BxE)
     logvar_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="logvar")(h_BxE)
@@ -144,7 +145,8 @@ class Decoder(_Trunk):
       self.col = _embed(self.max_cols, e, "col")
     self.ctx = nn.Dense(e, use_bias=False, name="ctx")
     self.transformer = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim,
-                                       self.mlp_factor, _dtype(self.dtype), self.remat)
+                                       self.mlp_factor, _dtype(self.dtype), self.remat,
+                                       self.attention)
     self.row_head = nn.Dense(self.max_rows, use_bias=False, name="row_head")
     self.col_head = nn.Dense(self.max_cols, use_bias=False, name="col_head")
     self.grid_head = nn.Dense(NUM_COLOURS, use_bias=False, name="grid_head")
@@ -285,10 +287,13 @@ def modules_from_config(model_cfg) -> tuple[Encoder, Decoder]:
   """Encoder and Decoder built from `config.model` (see `default_model_config`)."""
   common = dict(max_rows=model_cfg.max_rows, max_cols=model_cfg.max_cols,
                 positions=model_cfg.positions, rope_max_freq=model_cfg.rope_max_freq,
-                dtype=model_cfg.dtype, remat=model_cfg.remat)
+                dtype=model_cfg.dtype, remat=model_cfg.remat, attention=model_cfg.attention)
   if model_cfg.positions not in ("learned", "rope"):
     raise ValueError(f"config.model.positions must be 'learned' or 'rope', got "
                      f"{model_cfg.positions!r}")
+  if model_cfg.attention not in tfm.attention_lib.IMPLEMENTATIONS:
+    raise ValueError(f"config.model.attention must be one of {tfm.attention_lib.IMPLEMENTATIONS}, "
+                     f"got {model_cfg.attention!r}")
   enc, dec = model_cfg.encoder, model_cfg.decoder
   encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,
                     mlp_factor=enc.mlp_factor, latent_dim=model_cfg.latent_dim, **common)

@@ -1,0 +1,81 @@
+"""The blocked attention core equals the plain one (values and gradients) and saves memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrepr.nn import attention
+
+
+def _inputs(b, t, s, h, d, shared_mask, dtype=jnp.float32, seed=0):
+  ks = jax.random.split(jax.random.key(seed), 5)
+  q = jax.random.normal(ks[0], (b, t, h, d), dtype)
+  k = jax.random.normal(ks[1], (b, s, h, d), dtype)
+  v = jax.random.normal(ks[2], (b, s, h, d), dtype)
+  mask = jax.random.uniform(ks[3], (b, 1 if shared_mask else t, s)) > 0.4
+  if not shared_mask:
+    mask = mask.at[:, 0].set(False)          # a fully masked query row
+  w = jax.random.normal(ks[4], (b, t, h, d))
+  return q, k, v, mask, w
+
+
+def _loss(impl, mask, w, block_bytes):
+  def f(q, k, v):
+    out = attention.dot_product_attention(q, k, v, mask, impl, block_bytes)
+    return jnp.sum(jnp.sin(out.astype(jnp.float32)) * w)
+  return f
+
+
+@pytest.mark.parametrize("b,t,s,shared,block_bytes", [
+    (4, 7, 7, True, 2 ** 21),          # one block holds everything
+    (4, 7, 9, False, 2 ** 21),         # per-query mask with a fully masked row
+    (6, 13, 11, False, 3 * 11 * 4 * 5),  # 5 queries per block: T padded to 15
+    (6, 13, 11, True, 3 * 11 * 4 * 2),   # several blocks of sequences and of queries
+    (6, 1, 11, False, 2 ** 21),        # one query (incremental decoding)
+])
+def test_blocked_matches_xla_values_and_gradients(b, t, s, shared, block_bytes):
+  q, k, v, mask, w = _inputs(b, t, s, 3, 8, shared)
+  out_x = attention.dot_product_attention(q, k, v, mask, "xla")
+  out_b = jax.jit(lambda *a: attention.dot_product_attention(*a, mask, "blocked", block_bytes))(
+      q, k, v)
+  np.testing.assert_allclose(out_b, out_x, atol=2e-6)
+  g_x = jax.grad(_loss("xla", mask, w, block_bytes), (0, 1, 2))(q, k, v)
+  g_b = jax.jit(jax.grad(_loss("blocked", mask, w, block_bytes), (0, 1, 2)))(q, k, v)
+  for gb, gx in zip(g_b, g_x):
+    np.testing.assert_allclose(gb, gx, atol=5e-6)
+
+
+def test_blocked_bfloat16_close_to_xla():
+  q, k, v, mask, w = _inputs(4, 7, 7, 2, 8, False, jnp.bfloat16)
+  out_x = attention.dot_product_attention(q, k, v, mask, "xla").astype(jnp.float32)
+  out_b = attention.dot_product_attention(q, k, v, mask, "blocked").astype(jnp.float32)
+  assert out_b.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out_b)))
+  np.testing.assert_allclose(out_b, out_x, atol=3e-2)
+
+
+def test_block_sizes_fit_the_budget_and_divide_the_batch():
+  for b, t, s, h, budget in [(512, 205, 205, 6, 2 ** 23), (7, 1805, 1805, 8, 2 ** 23),
+                             (12, 3, 3, 1, 100)]:
+    seqs, q_block = attention.block_sizes(b, t, s, h, budget)
+    assert b % seqs == 0 and 1 <= q_block <= t
+    assert seqs * q_block * h * s * 4 <= max(budget, h * s * 4)
+
+
+def test_blocked_backward_needs_less_memory():
+  q, k, v, mask, w = _inputs(32, 128, 128, 4, 8, True)
+  temp = {}
+  for impl in ("xla", "blocked"):
+    grad = jax.jit(jax.grad(_loss(impl, mask, w, 2 ** 18), (0, 1, 2)))
+    temp[impl] = grad.lower(q, k, v).compile().memory_analysis().temp_size_in_bytes
+  probs_bytes = 32 * 4 * 128 * 128 * 4
+  assert temp["xla"] >= probs_bytes            # keeps (B, H, T, S) probabilities
+  assert temp["blocked"] < temp["xla"] / 4
+
+
+def test_bad_implementation_and_mask_are_named():
+  q, k, v, mask, _ = _inputs(2, 3, 3, 1, 4, True)
+  with pytest.raises(ValueError, match="implementation"):
+    attention.dot_product_attention(q, k, v, mask, "flash")
+  with pytest.raises(ValueError, match="mask"):
+    attention.dot_product_attention(q, k, v, jnp.ones((2, 2, 3), bool))
