@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
+  # jax.profiler trace of `profile_steps` steps from step `profile_start` (after compilation),
+  # written to <workdir>/tensorboard/plugins/profile/ (TensorBoard) and as a Perfetto trace.
+  c.profile_steps = 0
+  c.profile_start = 5
   return c
 
 
@@ -104,6 +108,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, "must be >= 0 (0 disables clipping)")
   _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")
   _require(0 <= o.b2 < 1, "optim.b2", o.b2, "must be in [0, 1)")
+  _require(config.get("profile_steps", 0) >= 0, "profile_steps", config.get("profile_steps"),
+           "must be >= 0 (0 disables profiling)")
+  _require(config.get("profile_start", 0) >= 0, "profile_start", config.get("profile_start"),
+           "must be >= 0")
   if config.num_devices is not None:
     _require(config.num_devices >= 1, "num_devices", config.num_devices, "must be >= 1")
   for name, ev in config.evals.items():

@@ -19,6 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, optim, parallel
+from jaxrepr import profiling
 from jaxrepr.methods.base import Method
 from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
 
@@ -157,12 +158,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write(done, dict(scalars, steps_per_second=rate), prefix="train/")
       last_logged = scalars
 
+  profiler = profiling.StepProfiler(workdir, start + config.get("profile_start", 0),
+                                   config.get("profile_steps", 0), main)
   with checkpoint.PreemptionGuard() as guard, jax.set_mesh(run.mesh):
     step = start
     while step < t.steps:
+      profiler.before_step(step)
       batch = run.next_batch()
       run.state, device_metrics = run.train_step(run.state, batch, run.train_rng)
       step += 1
+      profiler.after_step(step, run.state)
       if pending is not None:
         finish(pending)
       pending = (step, device_metrics)
@@ -185,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         _run_evals(evaluators, config, run, step, writer, final=False)
     if pending is not None:
       finish(pending)
+    profiler.stop(run.state)
     results = {}
     if not stopped_by_signal:
       ckpt.save(step, run.state, run.data.get_state(), force=True)

@@ -67,6 +67,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     ("data.name", "nope", r"config.data.name='nope'"),
     ("train.grad_accum", 3, r"config.train.grad_accum=3: must divide train.batch_size=64"),
     ("optim.name", "lion", r"config.optim.name='lion'"),
+    ("profile_steps", -1, r"config.profile_steps=-1: must be >= 0"),
 ])
 def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message):
   config = small_config()
@@ -132,3 +133,17 @@ def read_tensorboard_tags(path):
     tags.update(v.tag for v in event.summary.value)
     pos += 12 + length + 4
   return tags
+
+
+def test_profile_steps_write_a_trace_of_those_steps(tmp_path, capsys):
+  config = small_config(steps=8)
+  config.profile_start, config.profile_steps = 3, 2
+  train.train_and_evaluate(config, str(tmp_path))
+  assert "profile of steps 3-4 written to" in capsys.readouterr().out
+  traces = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "tensorboard" / "plugins")
+            for f in files]
+  assert any(t.endswith(".xplane.pb") for t in traces)
+  assert any(t.endswith("perfetto_trace.json.gz") for t in traces)
+  pd = jax.profiler.ProfileData.from_file(next(t for t in traces if t.endswith(".xplane.pb")))
+  names = {e.name for plane in pd.planes for line in plane.lines for e in line.events}
+  assert any("train_step" in n for n in names)   # the jitted step ran inside the trace
