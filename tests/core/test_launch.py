@@ -2,6 +2,7 @@
 and exits cleanly, a typo in an override stops before compiling."""
 
 import os
+import json
 import random
 import signal
 import subprocess
@@ -80,3 +81,63 @@ def test_override_typo_stops_before_compiling(tmp_path):
   assert res.returncode != 0
   assert "trian" in res.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_slurm_template_checkpoints_and_requeues_at_the_time_limit(tmp_path):
+  """launch/slurm_gpu.sbatch under stand-ins for srun (runs the task) and scontrol (records)."""
+  import sys
+
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text('#!/bin/bash\nshift\nexec "$@"\n')       # drops --kill-on-bad-exit
+  (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.log\n')
+  for f in ("srun", "scontrol"):
+    os.chmod(bin_dir / f, 0o755)
+  workdir = str(tmp_path / "run")
+  env = dict(_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=sys.executable,
+             SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1")
+  proc = subprocess.Popen(["bash", os.path.join(REPO, "launch", "slurm_gpu.sbatch"), CONFIG, workdir,
+                           *OVERRIDES], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  _wait_for_step(workdir, 30, proc)
+  proc.send_signal(signal.SIGUSR1)                 # what --signal=B:USR1@600 delivers
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  step = int([l for l in out.splitlines() if l.startswith("SIGTERM")][0].split("at step ")[1]
+             .split(";")[0])
+  assert 30 <= step < 300
+  assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+  assert open(tmp_path / "scontrol.log").read().split() == ["requeue", "4242"]
+
+
+def test_tpu_template_creates_copies_installs_and_launches_on_all_workers(tmp_path):
+  """launch/tpu_pod.sh with a stand-in gcloud that records each call (no cloud access here)."""
+  import sys
+
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "gcloud.log"
+  # `describe` fails (no slice yet), everything else succeeds.
+  (bin_dir / "gcloud").write_text(
+      f"#!{sys.executable}\nimport json, sys\n"
+      f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+      f"sys.exit(1 if 'describe' in sys.argv else 0)\n")
+  os.chmod(bin_dir / "gcloud", 0o755)
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PROJECT="my-project",
+             BUCKET="my-bucket")
+  subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), "configs/lpn.py:arc,rope",
+                  "--config.train.steps=10"], env=env, cwd=REPO, check=True, capture_output=True)
+  calls = [json.loads(line) for line in open(log).read().splitlines()]
+  assert [c[:7] for c in calls] == [["compute", "tpus", "tpu-vm", "--project", "my-project",
+                                     "--zone", "us-central2-b"]] * 5
+  assert [c[7] for c in calls] == ["describe", "create", "scp", "ssh", "ssh"]
+  calls = [" ".join(c) for c in calls]
+  assert "--accelerator-type v4-32" in calls[1]
+  assert "--worker=all" in calls[2] and "--worker=all" in calls[3]
+  assert "pip install -q -e .[tpu]" in calls[3].replace("'", "")
+  assert "gcsfuse --implicit-dirs my-bucket /mnt/my-bucket" in calls[3]
+  launch = calls[4]
+  assert "--worker=all" in launch and "JAXREPR_DISTRIBUTED=1" in launch
+  assert "--config='configs/lpn.py:arc,rope'" in launch
+  assert "--workdir='/mnt/my-bucket/runs/lpn_arc_rope'" in launch
+  assert "--config.train.steps=10" in launch
