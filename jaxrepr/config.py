@@ -28,6 +28,9 @@ from ml_collections import config_dict
 from jaxrepr import optim
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = ""
@@ -40,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
+  # Compute dtype of the models: 'float32' or 'bfloat16' (mixed precision: parameters, optimizer
+  # state, softmax, normalisation statistics and losses stay float32).
+  c.precision = "float32"
   # jax.profiler trace of `profile_steps` steps from step `profile_start` (after compilation),
   # written to <workdir>/tensorboard/plugins/profile/ (TensorBoard) and as a Perfetto trace.
   c.profile_steps = 0
@@ -112,6 +118,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be >= 0 (0 disables profiling)")
   _require(config.get("profile_start", 0) >= 0, "profile_start", config.get("profile_start"),
            "must be >= 0")
+  _require(config.get("precision", "float32") in PRECISIONS, "precision", config.get("precision"),
+           f"must be one of {PRECISIONS}")
   if config.num_devices is not None:
     _require(config.num_devices >= 1, "num_devices", config.num_devices, "must be >= 1")
   for name, ev in config.evals.items():

@@ -28,7 +28,7 @@ def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> tuple[jax.Array
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
-  model = make_model(config.model)
+  model = make_model(config.model, config.get("precision", "float32"))
 
   def init(rng, batch):
     return model.init(rng, batch["image"].astype(jnp.float32), False)["params"]

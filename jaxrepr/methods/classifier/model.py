@@ -5,7 +5,7 @@ NoProp's back-prop baseline and the distillation teachers/students are instances
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -16,14 +16,17 @@ class MLP(nn.Module):
   hidden: Sequence[int]
   num_classes: int
   dropout: float = 0.0
+  dtype: Any = jnp.float32          # compute dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool, return_features: bool = False):
+    """Logits; with `return_features`, (logits, penultimate features) (same params, same logits)."""
     h_BxD = x_BxHxWxC.reshape((x_BxHxWxC.shape[0], -1))
     for width in self.hidden:
-      h_BxD = nn.relu(nn.Dense(width)(h_BxD))
+      h_BxD = nn.relu(nn.Dense(width, dtype=self.dtype)(h_BxD))
       h_BxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxD)
-    return nn.Dense(self.num_classes)(h_BxD)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype)(h_BxD).astype(jnp.float32)
+    return (logits, h_BxD) if return_features else logits
 
 
 class CNN(nn.Module):
@@ -33,23 +36,26 @@ class CNN(nn.Module):
   hidden: Sequence[int]
   num_classes: int
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool, return_features: bool = False):
     h = x_BxHxWxC
     for ch in self.channels:
-      h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME")(h))
+      h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(h))
       if h.shape[1] > 2 and h.shape[2] > 2:
         h = nn.max_pool(h, (2, 2), strides=(2, 2))
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return MLP(self.hidden, self.num_classes, self.dropout)(h, train)
+    return MLP(self.hidden, self.num_classes, self.dropout, self.dtype)(h, train, return_features)
 
 
-def make_model(cfg) -> nn.Module:
+def make_model(cfg, precision: str = "float32") -> nn.Module:
+  """The model of `config.model`, computing in `precision` (`config.precision`)."""
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[precision]
   if cfg.arch == "mlp":
-    return MLP(tuple(cfg.hidden), cfg.num_classes, cfg.dropout)
+    return MLP(tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
   if cfg.arch == "cnn":
-    return CNN(tuple(cfg.channels), tuple(cfg.hidden), cfg.num_classes, cfg.dropout)
+    return CNN(tuple(cfg.channels), tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
   raise ValueError(f"config.model.arch={cfg.arch!r} is not one of ('mlp', 'cnn')")
 
 

@@ -35,7 +35,6 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg.positions = "learned"          # 'learned' (reference code) or 'rope' (paper, Table 16)
   cfg.rope_max_freq = 10.0
   cfg.kl_coeff = 1e-4                # beta; 1e-3 for latent_dim 2 (Table 14)
-  cfg.dtype = "float32"              # compute dtype; params stay float32
   cfg.remat = False                  # recompute block activations in the backward pass
   cfg.attention = "blocked"          # 'blocked' (memory-efficient) or 'xla'; same numbers (nn/attention.py)
   cfg.train_latent = ml_collections.ConfigDict(dict(
@@ -92,7 +91,7 @@ def solve_task(encoder, decoder, params, spec_grids, spec_shapes, spec_mask, tes
 def build(config: ml_collections.ConfigDict) -> Method:
   """The LPN `Method` for `config.model`."""
   model_cfg = config.model
-  encoder, decoder = model_lib.modules_from_config(model_cfg)
+  encoder, decoder = model_lib.modules_from_config(model_cfg, config.precision)
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
     raise ValueError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
                      f"{model_cfg.eval_latent.mode!r}")

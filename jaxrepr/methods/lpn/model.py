@@ -283,11 +283,12 @@ def row_boundary_fix(grid_BxKx10: jax.Array, c_out_B: jax.Array, r: int, c: int)
   return grid_BxRxCx10.at[:, :, 0, :].set(first_BxRx10)
 
 
-def modules_from_config(model_cfg) -> tuple[Encoder, Decoder]:
-  """Encoder and Decoder built from `config.model` (see `default_model_config`)."""
+def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder, Decoder]:
+  """Encoder and Decoder built from `config.model` (see `default_model_config`) computing in
+  `precision` (`config.precision`; parameters stay float32)."""
   common = dict(max_rows=model_cfg.max_rows, max_cols=model_cfg.max_cols,
                 positions=model_cfg.positions, rope_max_freq=model_cfg.rope_max_freq,
-                dtype=model_cfg.dtype, remat=model_cfg.remat, attention=model_cfg.attention)
+                dtype=precision, remat=model_cfg.remat, attention=model_cfg.attention)
   if model_cfg.positions not in ("learned", "rope"):
     raise ValueError(f"config.model.positions must be 'learned' or 'rope', got "
                      f"{model_cfg.positions!r}")
