@@ -43,6 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
+  # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
+  # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
+  c.sharding = ml_collections.ConfigDict(dict(fsdp_min_bytes=2 ** 20))
   # Compute dtype of the models: 'float32' or 'bfloat16' (mixed precision: parameters, optimizer
   # state, softmax, normalisation statistics and losses stay float32).
   c.precision = "float32"
@@ -120,6 +124,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be >= 0")
   _require(config.get("precision", "float32") in PRECISIONS, "precision", config.get("precision"),
            f"must be one of {PRECISIONS}")
+  _require(config.mesh.fsdp >= 1, "mesh.fsdp", config.mesh.fsdp, "must be >= 1")
+  _require(config.sharding.fsdp_min_bytes >= 0, "sharding.fsdp_min_bytes",
+           config.sharding.fsdp_min_bytes, "must be >= 0")
   if config.num_devices is not None:
     _require(config.num_devices >= 1, "num_devices", config.num_devices, "must be >= 1")
   for name, ev in config.evals.items():

@@ -1,8 +1,12 @@
 """Devices, meshes and the host-to-device boundary.
 
-One mesh axis, `data`, spans every device of every process. Batches are sharded along their
-leading axis on `P('data')`; parameters and optimizer state are replicated (`P()`). Host-local
-numpy batches become global `jax.Array`s in exactly one place, `to_global`.
+The mesh has two axes, `data` x `fsdp`, spanning every device of every process (`fsdp` = 1 by
+default, i.e. pure data parallelism). Batches are sharded along their leading axis over both axes
+(`P(('data', 'fsdp'))`). Parameters and optimizer state are replicated (`P()`), except that with
+`config.mesh.fsdp` > 1 every leaf of at least `config.sharding.fsdp_min_bytes` is split along its
+largest axis divisible by the fsdp size (fully sharded data parallelism, `fsdp_shardings`); XLA
+inserts the all-gathers and reduce-scatters. Host-local numpy batches become global `jax.Array`s
+in exactly one place, `to_global`.
 
 Multi-process runs (several GPU hosts, a TPU pod slice, or two local CPU processes in the tests)
 use JAX's own runtime: `initialize_distributed` calls `jax.distributed.initialize`, which reads the
@@ -19,6 +23,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -47,19 +53,46 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     jax.distributed.initialize()
 
 
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over all devices (or the first `num_devices` of them, for tests)."""
+def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mesh:
+  """A (`data`, `fsdp`) mesh over all devices (or the first `num_devices`, for tests)."""
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
       raise ValueError(f"asked for {num_devices} devices, only {len(devices)} are visible")
     devices = devices[:num_devices]
-  return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
+  return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def fsdp_spec(shape: tuple[int, ...], itemsize: int, fsdp: int, min_bytes: int) -> P:
+  """P() for small leaves; otherwise the largest axis divisible by `fsdp` goes to the fsdp axis."""
+  if fsdp == 1 or int(np.prod(shape)) * itemsize < min_bytes:
+    return P()
+  candidates = [(dim, i) for i, dim in enumerate(shape) if dim % fsdp == 0]
+  if not candidates:
+    return P()
+  axis = max(candidates)[1]
+  return P(*([None] * axis + [FSDP_AXIS]))
+
+
+def fsdp_shardings(abstract_tree: Any, mesh: jax.sharding.Mesh, min_bytes: int) -> Any:
+  """A NamedSharding per leaf of a pytree of shapes (parameters, optimizer state) by `fsdp_spec`."""
+  fsdp = mesh.shape[FSDP_AXIS]
+  return jax.tree.map(
+      lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), np.dtype(x.dtype).itemsize, fsdp,
+                                              min_bytes)), abstract_tree)
+
+
+def bytes_per_device(tree: Any) -> int:
+  """Bytes of a pytree of arrays held by one device (the first addressable shard of each leaf)."""
+  return int(sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree)
+                 if hasattr(x, "addressable_shards")))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

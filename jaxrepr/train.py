@@ -51,7 +51,7 @@ def _peek(data) -> dict[str, np.ndarray]:
 def build(config: ml_collections.ConfigDict) -> Run:
   """Validates the config and builds the run; nothing here compiles the train step yet."""
   config_lib.validate(config)
-  mesh = parallel.make_mesh(config.num_devices)
+  mesh = parallel.make_mesh(config.num_devices, config.mesh.fsdp)
   t = config.train
   parallel.check_batch_size(t.batch_size, mesh, "config.train.batch_size")
   if t.grad_accum > 1:
@@ -66,11 +66,16 @@ def build(config: ml_collections.ConfigDict) -> Run:
   schedule = optim.schedule(config.optim, t.steps)
   example = parallel.to_global(_peek(data), mesh)
   replicated = parallel.replicated(mesh)
+  min_bytes = config.sharding.fsdp_min_bytes
   with jax.set_mesh(mesh):
-    params = jax.jit(method.init, out_shardings=replicated)(init_rng, example)
-    state = jax.jit(lambda p: create_state(p, optimizer), out_shardings=replicated)(params)
+    param_shardings = parallel.fsdp_shardings(jax.eval_shape(method.init, init_rng, example), mesh,
+                                              min_bytes)
+    params = jax.jit(method.init, out_shardings=param_shardings)(init_rng, example)
+    new_state = lambda p: create_state(p, optimizer)  # noqa: E731
+    state_shardings = parallel.fsdp_shardings(jax.eval_shape(new_state, params), mesh, min_bytes)
+    state = jax.jit(new_state, out_shardings=state_shardings)(params)
     step_fn = jax.jit(make_train_step(method, optimizer, schedule, t.grad_accum),
-                      donate_argnums=(0,), out_shardings=(replicated, replicated))
+                      donate_argnums=(0,), out_shardings=(state_shardings, replicated))
   return Run(config, mesh, method, data, state, step_fn, train_rng, eval_rng)
 
 

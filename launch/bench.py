@@ -11,6 +11,8 @@ shardings as launch/train.py):
     reused so data loading is not timed),
   * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
     aliased/donated buffers) and the process's peak resident memory,
+  * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
+    `--config.mesh.fsdp`),
   * FLOPs per step from `compiled.cost_analysis()` (for a config with a blocked `model.attention`,
     counted on the same step with the plain attention, as loop bodies are counted once),
   * the measured float32 matmul peak of this machine (median of timed square matmuls) and the
@@ -99,7 +101,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
   import jax
   import numpy as np
 
-  from jaxrepr import train
+  from jaxrepr import parallel, train
   from jaxrepr.train_step import param_count
 
   run = train.build(config)
@@ -126,6 +128,9 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
   devices = run.mesh.devices.size
   return dict(
       params=param_count(state.params), batch_size=config.train.batch_size, devices=devices,
+      fsdp=int(run.mesh.shape["fsdp"]),
+      param_bytes_per_device=parallel.bytes_per_device(state.params),
+      state_bytes_per_device=parallel.bytes_per_device(state),
       device_kind=jax.devices()[0].device_kind, platform=jax.default_backend(),
       host=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
       compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s,
@@ -141,12 +146,16 @@ def _fmt_bytes(b) -> str:
 
 
 def write_table(results: dict, path: str) -> None:
-  rows = ["| name | device | batch | params | steps/s | step ms (median) | compile s | peak mem "
-          "(XLA) | peak RSS | GFLOP/step | util. vs f32 matmul |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+  rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median) | "
+          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs f32 matmul |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
+    fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
+    per_device = (_fmt_bytes(r["param_bytes_per_device"]) + fsdp
+                  if "param_bytes_per_device" in r else "")
     rows.append(
         f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
+        f"{per_device} | "
         f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f} | {r['compile_s']:.1f} | "
         f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
         f"{r['flops_per_step'] / 1e9:.2f} | {100 * r['utilisation']:.1f}% |")
