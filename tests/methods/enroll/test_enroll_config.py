@@ -1,0 +1,101 @@
+"""configs/enroll.py trains through the canonical trainer with its three evaluators (tiny variant),
+the evaluator writes its PNG and JSON, and its arithmetic holds on a known predictor."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrepr import config as config_lib, parallel, train
+from jaxrepr.evaluators import enroll_eval
+from tests.core.helpers import load_config
+
+
+def _classifier(workdir):
+  """A 2-step digits CNN: enough for a real encoder checkpoint."""
+  config = load_config("classifier", "tiny")
+  config.num_devices = 1
+  config.train.update(dict(steps=2, checkpoint_every=0, log_every=1))
+  config.evals.test.every = 0
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir)
+
+
+def _train_tiny(config, work):
+  summary = train.train_and_evaluate(config, str(work))
+  assert summary["step"] == config.train.steps
+  results = summary["eval"]
+  tags = [name for name in config.evals]
+  for tag in tags:
+    assert os.path.getsize(work / f"enroll_{tag}_step2.png") > 1000
+    with open(work / f"enroll_{tag}_step2.json") as f:
+      cells = json.load(f)["cells"]
+    assert {c["method"] for c in cells} == {"set", "nn", "knn", "oracle"}
+    assert sum(c["episodes"] for c in cells if c["method"] == "set") == 16  # 4 cells x 4
+    for method in ("set", "nn", "knn", "oracle"):
+      assert 0.0 <= results[f"{tag}/{method}_accuracy"] <= 1.0
+      assert math.isfinite(results[f"{tag}/{method}_f1"])
+    # the model was trained on 8-d embeddings and ran unchanged on the 5-d source (and on the
+    # real source's 128-d CNN features)
+    assert results[f"{tag}/set_skipped"] == 0.0
+  return results
+
+
+def test_tiny_config_trains_and_writes_the_plots(tmp_path):
+  config = load_config("enroll", "tiny,noreal")
+  config.num_devices = 1
+  _train_tiny(config, tmp_path)
+
+
+@pytest.mark.heavy
+def test_tiny_config_with_a_real_image_encoder(tmp_path):
+  config = load_config("enroll", "tiny")
+  config.num_devices = 1
+  config.evals.real.source.workdir = _classifier(tmp_path / "encoder")
+  _train_tiny(config, tmp_path / "enroll")
+
+
+class _FixedPredictor:
+  def __init__(self, predict):
+    self.predict = predict
+
+
+def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims():
+  config = load_config("enroll", "tiny,noreal")
+  mesh = parallel.make_mesh(1)
+  perfect = _FixedPredictor(lambda params, ep, rng: {
+      "logit": jnp.where(ep["label"] == 1, 1.0, -1.0)})
+  fields = {k: v for k, v in config.evals.same.items() if k not in ("kind", "every")}
+  ev = enroll_eval.Evaluator(config=config, method=perfect, mesh=mesh, workdir="", **fields)
+  with jax.set_mesh(mesh):
+    out = ev.run(None, jax.random.key(0), 0)
+  assert out["set_accuracy"] == out["set_f1"] == out["set_auc"] == 1.0
+  assert out["set_eer"] == 0.0
+  assert all(out[f"set_acc_{b}"] == 1.0 for b in ("nid2", "nid4", "w1", "w3"))
+  # equal-sized buckets: the overall accuracy is their mean
+  np.testing.assert_allclose(out["nn_accuracy"], (out["nn_acc_nid2"] + out["nn_acc_nid4"]) / 2)
+  raw = load_config("enroll", "tiny,noreal,raw")
+  fields = {k: v for k, v in raw.evals.shifted.items() if k not in ("kind", "every")}
+  ev = enroll_eval.Evaluator(config=raw, method=perfect, mesh=mesh, workdir="", **fields)
+  with jax.set_mesh(mesh):
+    out = ev.run(None, jax.random.key(0), 0)
+  assert out["set_skipped"] == 1.0 and "set_accuracy" not in out and "nn_accuracy" in out
+  with pytest.raises(ValueError, match="more than that many"):
+    enroll_eval.Evaluator(config=config, method=perfect, mesh=mesh, workdir="",
+                          **dict(fields, n_ids=(2, 30)))
+
+
+def test_config_variants_validate():
+  for arg in ("", "extra", "raw", "absolute", "scaled", "isab", "noreal", "tiny"):
+    config = load_config("enroll", arg)
+    config_lib.validate(config)
+  default = load_config("enroll")
+  assert default.evals.same.source.split == "test" and default.data.source.split == "train"
+  assert default.evals.shifted.source.dim != default.data.source.dim
+  assert default.evals.real.source.kind == "encoder"
+  with pytest.raises(ValueError, match="unknown variants"):
+    load_config("enroll", "huge")
