@@ -27,7 +27,10 @@ Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
   arc_small    the `arc` pipeline at a size this CPU can run end to end (a 2+2-layer model,
                a few hundred steps, 40 evaluation tasks): a pipeline check, not a result.
   overfit      decoder validation (paper Fig. 6): train on one real ARC training task's pairs
-               (`--config.data.task_ids=007bbfb7`) and evaluate on that task.
+               (`--config.data.task_ids=007bbfb7`, grids padded to 10x10) and evaluate on that
+               task. Measured here: 007bbfb7 (3x3 -> 9x9) and 017c7c7b (6x3 -> 9x3) both reach
+               100% top-1 (training exact match 1.0 from about step 150 of batch 16, 0.5-1 s per
+               step on 2 cores; runs of 214 and 300 steps).
   grad0, grad1, grad5, grad1ss, sample25
                training latent: mean [Grad 0], k gradient steps [Grad k], gradient through the
                update [Grad 1 **], 25 random samples [Sample 25].
