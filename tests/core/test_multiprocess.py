@@ -44,3 +44,54 @@ def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path):
   assert sorted(got) == list(range(1, 21))
   np.testing.assert_allclose([got[s] for s in range(1, 21)], [expected[s] for s in range(1, 21)],
                              rtol=2e-5)
+
+
+def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_path):
+  """LPN pattern config on 2 processes x 4 devices: SIGKILL one mid-run, restart both, and the run
+  resumes from its last checkpoint and ends with the losses of an uninterrupted run."""
+  import signal
+  import time
+
+  from tests.core.helpers import load_config
+
+  config_path = os.path.join(REPO, "configs", "lpn.py") + ":pattern,tiny"
+  overrides = ("--config.train.steps=12", "--config.train.checkpoint_every=4",
+               "--config.train.log_every=1", "--config.evals.test.num_tasks=8")
+  straight = str(tmp_path / "straight")
+  config = load_config("lpn", "pattern,tiny")
+  config.train.update(dict(steps=12, checkpoint_every=4, log_every=1))
+  config.evals.test.num_tasks = 8
+  train.train_and_evaluate(config, straight)          # 8 devices in this process
+
+  multi = str(tmp_path / "multi")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+
+  def start():
+    port = _free_port()
+    return [subprocess.Popen(
+        train_cmd(config_path, multi, *overrides, f"--coordinator=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+  procs = start()
+  deadline = time.time() + 300
+  while max(losses(multi), default=0) < 6 if os.path.exists(os.path.join(multi, "metrics.jsonl")) \
+      else True:
+    assert time.time() < deadline and all(p.poll() is None for p in procs), "no progress"
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGKILL)                 # one host dies ...
+  procs[1].wait()
+  procs[0].send_signal(signal.SIGKILL)                 # ... and the job is torn down
+  procs[0].wait()
+  procs = start()                                      # both restart with the same command
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  starts = [l for l in outs[0][0].splitlines() if l.startswith(("resuming from", "starting fresh"))]
+  assert starts and starts[0].startswith("resuming from step "), outs[0][0][:500]
+  resumed_at = int(starts[0].split("resuming from step ")[1].split()[0])
+  assert resumed_at in (4, 8)
+  expected, got = losses(straight), losses(multi)
+  assert max(got) == 12
+  steps = range(resumed_at + 1, 13)
+  np.testing.assert_allclose([got[s] for s in steps], [expected[s] for s in steps], rtol=2e-5)
