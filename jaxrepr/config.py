@@ -124,6 +124,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be >= 0")
   _require(config.get("precision", "float32") in PRECISIONS, "precision", config.get("precision"),
            f"must be one of {PRECISIONS}")
+  supported = getattr(method_module(config), "PRECISIONS", ("float32",))
+  _require(config.get("precision", "float32") in supported, "precision", config.get("precision"),
+           f"method {config.method!r} supports {supported}")
   _require(config.mesh.fsdp >= 1, "mesh.fsdp", config.mesh.fsdp, "must be >= 1")
   _require(config.sharding.fsdp_min_bytes >= 0, "sharding.fsdp_min_bytes",
            config.sharding.fsdp_min_bytes, "must be >= 0")

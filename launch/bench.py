@@ -121,6 +121,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
   flops = _flops(compiled)
   if config.get("model") and config.model.get("attention", "xla") != "xla":
     flops = _plain_attention_flops(config, batch)
@@ -137,7 +138,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
       flops_per_step=flops, achieved_flops=flops / step_s,
       matmul_peak_flops=peak * devices, utilisation=flops / step_s / (peak * devices),
-      peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      peak_rss_bytes=peak_rss,
       **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]))
 
 

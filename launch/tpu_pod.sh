@@ -10,9 +10,12 @@
 #  2. copies this checkout to every worker and installs it with the TPU extra,
 #  3. mounts gs://BUCKET on every worker with gcsfuse (all hosts must see one workdir: Orbax writes
 #     checkpoints collectively, and a rerun resumes from them),
-#  4. starts launch/train.py on all workers at once; jax.distributed finds the coordinator and the
-#     process index from the TPU VM's metadata. Logs stream back; process 0 writes metrics.
+#  4. starts launch/train.py on all workers at once, detached (nohup), so the run survives the SSH
+#     session; jax.distributed finds the coordinator and the process index from the TPU VM's
+#     metadata. Process 0 writes metrics; each worker logs to ~/jaxrepr_train.log. Follow it with
+#       gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=0 --command 'tail -f ~/jaxrepr_train.log'
 # Re-running the same command resumes the run from its last checkpoint (e.g. after a preemption).
+# Python 3.11 comes from uv (the base image's Python is 3.10; jax needs 3.11 or later).
 # Delete the slice afterwards: gcloud compute tpus tpu-vm delete "$TPU" --zone "$ZONE"
 
 set -euo pipefail
@@ -44,10 +47,14 @@ tar czf /tmp/jaxrepr_src.tgz --exclude=.venv --exclude=runs --exclude=.git .
     curl -s https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null
     sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse
   fi
-  python3 -m venv --help > /dev/null 2>&1 || sudo apt-get install -y -qq python3-venv
   sudo mkdir -p /mnt/${BUCKET} && sudo chown \$USER /mnt/${BUCKET}
-  mountpoint -q /mnt/${BUCKET} || gcsfuse --implicit-dirs ${BUCKET} /mnt/${BUCKET}
-  cd ~/jaxrepr && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]'"
+  # Orbax finalises a checkpoint by renaming its directory: allow directory renames.
+  mountpoint -q /mnt/${BUCKET} || gcsfuse --implicit-dirs --rename-dir-limit=200000 ${BUCKET} /mnt/${BUCKET}
+  command -v ~/.local/bin/uv > /dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh
+  cd ~/jaxrepr && ~/.local/bin/uv venv -q --allow-existing --python 3.11 .venv
+  ~/.local/bin/uv pip install -q --python .venv/bin/python -e '.[tpu]'"
+EXTRA=$(printf '%q ' "$@")
 "${GC[@]}" ssh "${TPU}" --worker=all --command "
-  cd ~/jaxrepr && JAXREPR_DISTRIBUTED=1 .venv/bin/python launch/train.py --config='${CONFIG}' \
-      --workdir='${WORKDIR}' $*"
+  cd ~/jaxrepr && JAXREPR_DISTRIBUTED=1 nohup .venv/bin/python launch/train.py \
+      --config='${CONFIG}' --workdir='${WORKDIR}' ${EXTRA} > ~/jaxrepr_train.log 2>&1 &"
+echo "started ${CONFIG} on ${TPU}; workdir gs://${BUCKET}/runs/${NAME}"

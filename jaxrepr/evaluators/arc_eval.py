@@ -78,7 +78,8 @@ class Evaluator:
     self._mesh, self._batch_size, self._workdir, self._render = mesh, batch_size, workdir, render
     searches = searches if searches is not None else {"mean": {"mode": "mean"}}
     lpn = config_lib.method_module(config)
-    encoder, decoder = lpn.model.modules_from_config(config.model, config.precision)
+    encoder, decoder = lpn.model.modules_from_config(
+        config.model, config.get("precision", "float32"))
     self._fns = {}
     for name, overrides in dict(searches).items():
       eval_cfg = with_eval_latent(config, overrides).model.eval_latent

@@ -91,7 +91,7 @@ def save_latent_space(path: str, config, params, arrays, step: int, num_tasks: i
   from jaxrepr import viz
   from jaxrepr.methods.lpn import decode, model
 
-  encoder, decoder = model.modules_from_config(config.model, config.precision)
+  encoder, decoder = model.modules_from_config(config.model, config.get("precision", "float32"))
   grids = jnp.asarray(arrays["grids"][:num_tasks])
   shapes = jnp.asarray(arrays["shapes"][:num_tasks])
   t, n = grids.shape[:2]

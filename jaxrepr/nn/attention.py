@@ -12,7 +12,9 @@ finite uniform average instead of NaN.
   q, k, v, the output and the per-row softmax max and sum, recomputing probabilities block by block in the
   backward pass. Peak memory is O(B T H D + block) instead of O(B H T S), and on CPUs, where the
   (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). The two agree
-  to float32 rounding (tests/nn/test_attention.py).
+  to float32 rounding (tests/nn/test_attention.py). Reverse mode of any order works (JAX
+  differentiates the custom rules themselves; LPN's Grad k ** needs it); forward mode (jax.jvp,
+  jax.hessian) does not, as for every custom_vjp: use `'xla'` for that.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLEMENTATIONS = ("blocked", "xla")
+IMPLEMENTATIONS = ("auto", "blocked", "xla")
 _LOG2E = float(np.log2(np.e))
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 
 def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
-                          mask: jax.Array, implementation: str = "blocked",
+                          mask: jax.Array, implementation: str = "auto",
                           block_bytes: int = 2 ** 23) -> jax.Array:
-  """Multi-head attention output (B, T, H, D) in the dtype of v (see module docstring)."""
+  """Multi-head attention output (B, T, H, D) in the dtype of v (see module docstring).
+
+  `'auto'` is `'blocked'` on CPU, where the plain form is bound by memory traffic, and `'xla'` on
+  GPU/TPU, where the sequential block loops would leave the accelerator idle.
+  """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
                      f"{implementation!r}")
+  if implementation == "auto":
+    implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
   b, t, h, d = q_BxTxHxD.shape
   s = k_BxSxHxD.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]) if mask.ndim == 3 else None
@@ -55,6 +63,7 @@ def block_sizes(b: int, t: int, s: int, h: int, block_bytes: int) -> tuple[int, 
   """
   per_query = h * s * 4
   q_block = int(min(t, max(1, block_bytes // per_query)))
+  q_block = -(-t // -(-t // q_block))     # the same number of blocks, with the least padding
   per_seq = per_query * q_block
   seqs = max(1, min(b, block_bytes // per_seq))
   while b % seqs:

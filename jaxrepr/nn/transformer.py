@@ -4,8 +4,9 @@
 - `Attention`: multi-head attention without biases. The caller passes an explicit boolean mask
   broadcastable to (B, T, S) (one mask shared by all heads, so no per-head T x S mask is built);
   logits and softmax are in float32, the value product in the compute dtype. The core is
-  `attention.dot_product_attention`: `'blocked'` (default; memory-efficient, recomputes the
-  probabilities block by block in the backward pass) or `'xla'` (the plain form).
+  `attention.dot_product_attention`: `'blocked'` (memory-efficient, recomputes the probabilities
+  block by block in the backward pass), `'xla'` (the plain form) or `'auto'` (the default:
+  blocked on CPU, xla on GPU/TPU).
 - Optional 2-D rotary position embedding (`rope_angles`): half of each head's dimensions rotate with
   the row coordinate, half with the column coordinate.
 - Optional key/value cache: an explicit pytree `{'k', 'v'}` of shape (B, S, H, D) per layer that the
@@ -76,7 +77,7 @@ class Attention(nn.Module):
   num_heads: int
   head_dim: int
   dtype: Any = jnp.float32
-  implementation: str = "blocked"
+  implementation: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxTxE: jax.Array, mask_BxTxS: jax.Array,
@@ -130,7 +131,7 @@ class Block(nn.Module):
   head_dim: int
   mlp_factor: int
   dtype: Any = jnp.float32
-  attention: str = "blocked"
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):
@@ -155,7 +156,7 @@ class Transformer(nn.Module):
   mlp_factor: int
   dtype: Any = jnp.float32
   remat: bool = False
-  attention: str = "blocked"
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):

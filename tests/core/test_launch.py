@@ -89,9 +89,13 @@ def test_slurm_template_checkpoints_and_requeues_at_the_time_limit(tmp_path):
 
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  (bin_dir / "srun").write_text('#!/bin/bash\nshift\nexec "$@"\n')       # drops --kill-on-bad-exit
+  # srun runs the task (dropping --kill-on-bad-exit) and records its pid; scancel --signal=TERM
+  # signals that task, as SLURM signals a job's steps; scontrol records what it is asked.
+  (bin_dir / "srun").write_text(f'#!/bin/bash\nshift\necho $$ > {tmp_path}/task.pid\nexec "$@"\n')
+  (bin_dir / "scancel").write_text(
+      f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel.log\nkill -TERM $(cat {tmp_path}/task.pid)\n')
   (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.log\n')
-  for f in ("srun", "scontrol"):
+  for f in ("srun", "scancel", "scontrol"):
     os.chmod(bin_dir / f, 0o755)
   workdir = str(tmp_path / "run")
   env = dict(_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=sys.executable,
@@ -107,6 +111,7 @@ def test_slurm_template_checkpoints_and_requeues_at_the_time_limit(tmp_path):
              .split(";")[0])
   assert 30 <= step < 300
   assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+  assert open(tmp_path / "scancel.log").read().split() == ["--signal=TERM", "4242"]
   assert open(tmp_path / "scontrol.log").read().split() == ["requeue", "4242"]
 
 
@@ -134,10 +139,11 @@ def test_tpu_template_creates_copies_installs_and_launches_on_all_workers(tmp_pa
   calls = [" ".join(c) for c in calls]
   assert "--accelerator-type v4-32" in calls[1]
   assert "--worker=all" in calls[2] and "--worker=all" in calls[3]
-  assert "pip install -q -e .[tpu]" in calls[3].replace("'", "")
-  assert "gcsfuse --implicit-dirs my-bucket /mnt/my-bucket" in calls[3]
+  assert "uv venv -q --allow-existing --python 3.11 .venv" in calls[3]
+  assert "pip install -q --python .venv/bin/python -e .[tpu]" in calls[3].replace("'", "")
+  assert "gcsfuse --implicit-dirs --rename-dir-limit=200000 my-bucket /mnt/my-bucket" in calls[3]
   launch = calls[4]
-  assert "--worker=all" in launch and "JAXREPR_DISTRIBUTED=1" in launch
+  assert "--worker=all" in launch and "JAXREPR_DISTRIBUTED=1 nohup" in launch
   assert "--config='configs/lpn.py:arc,rope'" in launch
   assert "--workdir='/mnt/my-bucket/runs/lpn_arc_rope'" in launch
   assert "--config.train.steps=10" in launch

@@ -41,6 +41,13 @@ def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol):
   assert bf16[-1] < bf16[0]
 
 
+def test_precision_a_method_does_not_implement_is_refused(tmp_path):
+  config = load_config("noprop", "tiny")
+  config.precision = "bfloat16"
+  with pytest.raises(ValueError, match=r"config.precision='bfloat16': method 'noprop' supports"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_unknown_precision_is_refused(tmp_path):
   config = small_config()
   config.precision = "float16"

@@ -49,9 +49,24 @@ def test_blocked_matches_xla_values_and_gradients(b, t, s, shared, block_bytes):
 def test_blocked_bfloat16_close_to_xla():
   q, k, v, mask, w = _inputs(4, 7, 7, 2, 8, False, jnp.bfloat16)
   out_x = attention.dot_product_attention(q, k, v, mask, "xla").astype(jnp.float32)
-  out_b = attention.dot_product_attention(q, k, v, mask, "blocked").astype(jnp.float32)
-  assert out_b.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out_b)))
+  out_b = attention.dot_product_attention(q, k, v, mask, "blocked")
+  assert out_b.dtype == jnp.bfloat16
+  out_b = out_b.astype(jnp.float32)
+  assert bool(jnp.all(jnp.isfinite(out_b)))
   np.testing.assert_allclose(out_b, out_x, atol=3e-2)
+
+
+def test_blocked_second_order_gradients_match_xla():
+  """Gradients of gradients (LPN's Grad k ** differentiates through a latent gradient step)."""
+  q, k, v, mask, w = _inputs(6, 13, 11, 3, 8, False)
+
+  def outer(impl):
+    inner = _loss(impl, mask, w, 3 * 11 * 4 * 5)
+    return lambda q, k, v: jnp.sum(jnp.square(jax.grad(inner, 0)(q, k, v)))
+  g_x = jax.grad(outer("xla"), (0, 1, 2))(q, k, v)
+  g_b = jax.jit(jax.grad(outer("blocked"), (0, 1, 2)))(q, k, v)
+  for gb, gx in zip(g_b, g_x):
+    np.testing.assert_allclose(gb, gx, atol=2e-5, rtol=1e-4)
 
 
 def test_block_sizes_fit_the_budget_and_divide_the_batch():

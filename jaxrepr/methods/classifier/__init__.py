@@ -13,6 +13,8 @@ import optax
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.classifier.model import logits_fn, make_model
 
+PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
+
 
 def default_model_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(

@@ -21,6 +21,8 @@ from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
 from jaxrepr.methods.lpn import search as search_lib
 
+PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
+
 
 def default_model_config() -> ml_collections.ConfigDict:
   """Pattern-task model of the paper's Table 13 with Grad 0 training and Grad 0 inference."""
@@ -36,7 +38,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg.rope_max_freq = 10.0
   cfg.kl_coeff = 1e-4                # beta; 1e-3 for latent_dim 2 (Table 14)
   cfg.remat = False                  # recompute block activations in the backward pass
-  cfg.attention = "blocked"          # 'blocked' (memory-efficient) or 'xla'; same numbers (nn/attention.py)
+  cfg.attention = "auto"             # 'blocked' | 'xla' | 'auto' (blocked on CPU); nn/attention.py
   cfg.train_latent = ml_collections.ConfigDict(dict(
       mode="mean",                   # 'mean' | 'gradient_ascent' | 'random_search'
       steps=1, lr=0.1, num_samples=5, scale=0.5,
@@ -91,7 +93,7 @@ def solve_task(encoder, decoder, params, spec_grids, spec_shapes, spec_mask, tes
 def build(config: ml_collections.ConfigDict) -> Method:
   """The LPN `Method` for `config.model`."""
   model_cfg = config.model
-  encoder, decoder = model_lib.modules_from_config(model_cfg, config.precision)
+  encoder, decoder = model_lib.modules_from_config(model_cfg, config.get("precision", "float32"))
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
     raise ValueError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
                      f"{model_cfg.eval_latent.mode!r}")

@@ -63,7 +63,7 @@ class _Trunk(nn.Module):
   rope_max_freq: float = 10.0
   dtype: str = "float32"
   remat: bool = False
-  attention: str = "blocked"
+  attention: str = "auto"
 
   @property
   def embed_dim(self) -> int:
