@@ -14,11 +14,13 @@ of the chosen training split (digits 1,124, mnist5k 3,125, fashion_mnist 46,875 
 What a run shows: `test/accuracy` (mean over `inference_runs` stochastic inference passes, Eq. 3 for
 DT, the ODE for CT/FM) and, for DT/CT, `test/cross_entropy`; the train log shows the loss terms
 (per-block denoising terms denoise_t<k> for DT).
-Measured on a 2-core CPU shared with other jobs (load ~7), NoProp-DT one-hot on digits:
-  * default `block_schedule='all'` (all T = 10 blocks every step): 0.25 steps/s, so the 1,124 steps
-    take about 75 minutes (not run to the end here);
+Measured on a 2-core CPU, NoProp-DT one-hot on digits:
+  * default `block_schedule='all'` (all T = 10 blocks every step): about 0.7 steps/s (1.4 s per step
+    with the blocks unrolled; 6.4 s when they were vmapped, as XLA's CPU backend runs a vmapped
+    convolution as a slow grouped one), so the 1,124 steps take about 27 minutes;
   * `--config.model.block_schedule=sampled --config.train.steps=600` (one random block per step,
-    Eq. 61): about 10 steps/s; test/accuracy 0.92 after 600 steps, about 95 s in all. For the paper's
+    Eq. 61): about 10 steps/s; test/accuracy 0.92 after 600 steps, about 95 s in all (measured
+    under load ~7). For the paper's
     budget per block (100 epochs for each of the T blocks) use `--config.train.steps=11240`.
   * `:backprop --config.train.steps=300`: about 18 steps/s; test/accuracy 0.98 in 27 s.
 Paper Table 1 (MNIST test %, for reference only, different data): back-prop 99.46, DT one-hot 99.47,

@@ -63,16 +63,48 @@ def others_index(n: int) -> np.ndarray:
   return np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32)
 
 
-def _loo_spec_score(decoder, dparams, grids, shapes):
-  """score_{-i}(z_i) for all i at once: (B, N, Z) -> (B, N), summed over the other pairs."""
+def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False):
+  """score_{-i}(z_i) for all i: (B, N, Z) -> (B, N), summed over the other pairs.
+
+  Returns (score, value_and_grad): `value_and_grad(z)` gives the scores and each latent's own
+  gradient. All B x N x (N-1) decodes run at once, or with `per_position` one LOO position i at a
+  time (lax.map over i; each latent's gradient involves only its own position, so this is the
+  same arithmetic with about 1/N of the activation memory; used where no gradient flows through
+  the search).
+  """
   n = grids.shape[1]
   idx = others_index(n)
   spec_g, spec_s = grids[:, idx], shapes[:, idx]             # (B, N, N-1, ...)
 
+  def score_at(z_BxZ, g_BxMx, s_BxMx):                       # one position: M = N-1 pairs
+    z_rep = jnp.broadcast_to(z_BxZ[:, None, :], g_BxMx.shape[:2] + z_BxZ.shape[-1:])
+    return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep)[0], axis=1)
+
+  def by_position(fn, z_BxNxZ):
+    out = jax.lax.map(lambda a: fn(*a), (jnp.swapaxes(z_BxNxZ, 0, 1), jnp.swapaxes(spec_g, 0, 1),
+                                         jnp.swapaxes(spec_s, 0, 1)))
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
+
   def score(z_BxNxZ):
+    if per_position:
+      return by_position(score_at, z_BxNxZ)
     z_rep = jnp.broadcast_to(z_BxNxZ[:, :, None, :], spec_g.shape[:3] + z_BxNxZ.shape[-1:])
     return jnp.sum(pair_scores(decoder, dparams, spec_g, spec_s, z_rep)[0], axis=2)
-  return score
+
+  def value_and_grad(z_BxNxZ):
+    if per_position:
+      return by_position(lambda z, g, s_: _scores_and_grad(score_at, z, g, s_), z_BxNxZ)
+    return _scores_and_grad(score, z_BxNxZ)
+  return score, value_and_grad
+
+
+def _scores_and_grad(score_fn, z, *args):
+  """(score_fn(z, *args), gradient of its sum w.r.t. z): each latent's own gradient."""
+  def total(zz):
+    v = score_fn(zz, *args)
+    return jnp.sum(v), v
+  (_, v), grad = jax.value_and_grad(total, has_aux=True)(z)
+  return v, grad
 
 
 def latent_adam(lr: float) -> optax.GradientTransformation:
@@ -87,22 +119,22 @@ def clip_per_latent(g_xZ: jax.Array, max_norm: float = 1.0) -> jax.Array:
 
 
 def gradient_ascent(score_fn, z0, steps: int, lr: float, stop_gradient: bool = True,
-                    score_last: bool = True):
+                    score_last: bool = True, value_and_grad_fn=None):
   """Runs `steps` Adam steps on -score from z0 (..., Z).
 
   score_fn maps (..., Z) -> (...) with independent entries, so the gradient of its sum is each
   latent's own gradient. Returns visited latents (K+1, ..., Z) and their scores (K+1, ...) (the last
   score is -inf when `score_last` is False, which saves one forward pass). With `stop_gradient` the
-  moves carry no derivative (the caller differentiates through z0 only).
+  moves carry no derivative (the caller differentiates through z0 only). `value_and_grad_fn`
+  (z -> (scores, per-latent gradients)) replaces the default gradient of the summed scores.
   """
   opt = latent_adam(lr)
   state = opt.init(z0)
-  def total(zz):
-    s = score_fn(zz)
-    return jnp.sum(s), s
+  if value_and_grad_fn is None:
+    value_and_grad_fn = lambda zz: _scores_and_grad(score_fn, zz)  # noqa: E731
   z, visited, scores = z0, [z0], []
   for _ in range(steps):
-    (_, s), g = jax.value_and_grad(total, has_aux=True)(z)
+    s, g = value_and_grad_fn(z)
     g = clip_per_latent(g)
     if stop_gradient:
       g = jax.lax.stop_gradient(g)
@@ -128,18 +160,20 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     return z0_BxNxZ
   if mode == "gradient_ascent":
     if lat_cfg.stop_gradient:
-      score = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids, shapes)
+      score, value_and_grad = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids,
+                                              shapes, per_position=True)
       z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
       visited, scores = gradient_ascent(score, z0_sg, lat_cfg.steps, lat_cfg.lr, True,
-                                        lat_cfg.select == "best")
+                                        lat_cfg.select == "best", value_and_grad)
       chosen = select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
       return z0_BxNxZ + jax.lax.stop_gradient(chosen - z0_sg)
-    score = _loo_spec_score(decoder, dparams, grids, shapes)
+    score, _ = _loo_spec_score(decoder, dparams, grids, shapes)
     visited, scores = gradient_ascent(score, z0_BxNxZ, lat_cfg.steps, lat_cfg.lr, False,
                                       lat_cfg.select == "best")
     return select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
   if mode == "random_search":
-    score = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids, shapes)
+    score, _ = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids, shapes,
+                               per_position=True)
     z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
     eps_SxBxNxZ = jax.random.normal(rng, (lat_cfg.num_samples,) + z0_sg.shape)
     offsets = jnp.concatenate([jnp.zeros_like(eps_SxBxNxZ[:1]), lat_cfg.scale * eps_SxBxNxZ])
