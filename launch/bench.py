@@ -13,8 +13,9 @@ shardings as launch/train.py):
     aliased/donated buffers) and the process's peak resident memory,
   * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
     `--config.mesh.fsdp`),
-  * FLOPs per step from `compiled.cost_analysis()` (for a config with a blocked `model.attention`,
-    counted on the same step with the plain attention, as loop bodies are counted once),
+  * FLOPs per step from `compiled.cost_analysis()` (one device's partition times the devices; for a config with the blocked attention or
+    LPN's per-position search, counted on the same step without those loops, as XLA counts a loop
+    body once),
   * the measured float32 matmul peak of this machine (median of timed square matmuls) and the
     utilisation = achieved FLOP/s / that peak.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
@@ -80,10 +81,11 @@ def _flops(compiled) -> float:
 
 
 def _plain_attention_flops(config, batch) -> float:
-  """FLOPs of the same step with `model.attention='xla'` (the same arithmetic).
+  """FLOPs of the same step without its memory-saving loops (the same arithmetic).
 
-  XLA's cost analysis counts the body of a loop once, so the blocked attention's loops over
-  blocks would hide most of the attention FLOPs; the plain form has no loops to undercount.
+  XLA's cost analysis counts the body of a loop once, so the blocked attention's loops over blocks
+  (`model.attention`) and LPN's loop over leave-one-out positions (`train_latent.per_position`)
+  would hide most of the FLOPs; the plain forms have no loops to undercount.
   """
   import jax
 
@@ -92,6 +94,8 @@ def _plain_attention_flops(config, batch) -> float:
   plain = config.copy_and_resolve_references()
   with plain.unlocked():
     plain.model.attention = "xla"
+    if "train_latent" in plain.model:
+      plain.model.train_latent.per_position = False
   run = train.build(plain)
   with jax.set_mesh(run.mesh):
     return _flops(run.train_step.lower(run.state, batch, run.train_rng).compile())
@@ -123,10 +127,14 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
   step_s = float(np.median(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
   flops = _flops(compiled)
-  if config.get("model") and config.model.get("attention", "xla") != "xla":
+  if config.get("model") and (config.model.get("attention", "xla") != "xla" or config.model.get(
+      "train_latent", {}).get("per_position", False)):
     flops = _plain_attention_flops(config, batch)
   peak = matmul_peak_flops(matmul_n)
   devices = run.mesh.devices.size
+  flops *= devices  # cost analysis counts one device's partition of the step
+  # Simulated CPU devices share the host's cores, which the one measured matmul already uses.
+  peak_devices = 1 if jax.default_backend() == "cpu" else devices
   return dict(
       params=param_count(state.params), batch_size=config.train.batch_size, devices=devices,
       fsdp=int(run.mesh.shape["fsdp"]),
@@ -137,13 +145,15 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s,
       step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
       flops_per_step=flops, achieved_flops=flops / step_s,
-      matmul_peak_flops=peak * devices, utilisation=flops / step_s / (peak * devices),
+      matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
       **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]))
 
 
 def _fmt_bytes(b) -> str:
-  return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+  if b >= 2**30:
+    return f"{b / 2**30:.2f} GiB"
+  return f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
 def write_table(results: dict, path: str) -> None:

@@ -43,7 +43,8 @@ def default_model_config() -> ml_collections.ConfigDict:
       mode="mean",                   # 'mean' | 'gradient_ascent' | 'random_search'
       steps=1, lr=0.1, num_samples=5, scale=0.5,
       stop_gradient=True,            # False: gradient through the latent update [Grad k **]
-      select="best"))                # 'best' of visited (reference code) | 'last' (paper Alg. 2)
+      select="best",                 # 'best' of visited (reference code) | 'last' (paper Alg. 2)
+      per_position=True))            # search one LOO position at a time (less memory, same numbers)
   cfg.eval_latent = ml_collections.ConfigDict(dict(
       mode="mean",                   # one of search.METHODS
       steps=0, lr=0.1, num_samples=0, scale=0.5, generations=0, population=8,

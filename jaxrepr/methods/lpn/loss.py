@@ -161,7 +161,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
   if mode == "gradient_ascent":
     if lat_cfg.stop_gradient:
       score, value_and_grad = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids,
-                                              shapes, per_position=True)
+                                              shapes, lat_cfg.get("per_position", True))
       z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
       visited, scores = gradient_ascent(score, z0_sg, lat_cfg.steps, lat_cfg.lr, True,
                                         lat_cfg.select == "best", value_and_grad)
@@ -173,7 +173,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     return select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
   if mode == "random_search":
     score, _ = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids, shapes,
-                               per_position=True)
+                               lat_cfg.get("per_position", True))
     z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
     eps_SxBxNxZ = jax.random.normal(rng, (lat_cfg.num_samples,) + z0_sg.shape)
     offsets = jnp.concatenate([jnp.zeros_like(eps_SxBxNxZ[:1]), lat_cfg.scale * eps_SxBxNxZ])
