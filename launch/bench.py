@@ -3,6 +3,7 @@
     python launch/bench.py --config=configs/classifier.py
     python launch/bench.py --config=configs/lpn.py:pattern --name=grad1 \
         --config.model.train_latent.mode=gradient_ascent
+    python launch/bench.py --suite=gpu      # one short call on a GPU node (see GPU_SUITE)
 
 In one run it measures, for the config's real train step (same method, optimizer, batch and
 shardings as launch/train.py):
@@ -13,11 +14,14 @@ shardings as launch/train.py):
     aliased/donated buffers) and the process's peak resident memory,
   * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
     `--config.mesh.fsdp`),
-  * FLOPs per step from `compiled.cost_analysis()` (one device's partition times the devices; for a config with the blocked attention or
-    LPN's per-position search, counted on the same step without those loops, as XLA counts a loop
-    body once),
-  * the measured float32 matmul peak of this machine (median of timed square matmuls) and the
-    utilisation = achieved FLOP/s / that peak.
+  * FLOPs per step from `compiled.cost_analysis()` (one device's partition times the devices; for
+    a config with the blocked attention or LPN's per-position search, counted on the same step
+    without those loops, as XLA counts a loop body once),
+  * the measured matmul peak of this machine in the step's compute dtype (`config.precision`;
+    median of timed square matmuls) and the utilisation = achieved FLOP/s / that peak.
+`--suite=gpu` runs GPU_SUITE instead of --config: the LPN pattern step (Grad 0 and Grad 1, batch
+128) in bfloat16 and the NoProp-DT step (float32: NoProp has no bfloat16 path yet), a few timed
+steps each, so that the whole suite fits one short call; rows are named with the device kind.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
 --out/results.md is rewritten from all of them.
 """
@@ -36,15 +40,44 @@ from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
+_SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "Run a fixed list of benchmarks instead.")
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _OUT = flags.DEFINE_string("out", "bench", "Directory for results.json and results.md.")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul for the peak.")
-flags.mark_flag_as_required("config")
+flags.register_validator("config", lambda c: c is not None or flags.FLAGS.suite is not None,
+                         "give --config or --suite")
+
+# (row name, config file, variant, overrides): what `--suite=gpu` runs.
+GPU_SUITE = (
+    ("lpn_pattern_grad0_b128_bf16", "lpn.py", "pattern,grad0", {"precision": "bfloat16"}),
+    ("lpn_pattern_grad1_b128_bf16", "lpn.py", "pattern,grad1", {"precision": "bfloat16"}),
+    ("noprop_dt_all_blocks_mnist5k", "noprop.py", "dt,mnist5k", {}),
+    ("noprop_dt_one_block_mnist5k", "noprop.py", "dt,mnist5k",
+     {"model.block_schedule": "sampled"}),
+)
 
 
-def matmul_peak_flops(n: int, dtype="float32", reps: int = 10) -> float:
+def suite_config(file: str, variant: str, overrides: dict):
+  """A config from configs/<file>:<variant> with dotted-key overrides."""
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", file)
+  spec = importlib.util.spec_from_file_location(f"bench_{file[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant)
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def matmul_peak_flops(n: int, dtype: str = "float32", reps: int = 10) -> float:
   """Median FLOP/s of an n x n @ n x n matmul on the default device: the machine's usable peak."""
   import jax
   import jax.numpy as jnp
@@ -130,7 +163,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
   if config.get("model") and (config.model.get("attention", "xla") != "xla" or config.model.get(
       "train_latent", {}).get("per_position", False)):
     flops = _plain_attention_flops(config, batch)
-  peak = matmul_peak_flops(matmul_n)
+  peak = matmul_peak_flops(matmul_n, config.get("precision", "float32"))
   devices = run.mesh.devices.size
   flops *= devices  # cost analysis counts one device's partition of the step
   # Simulated CPU devices share the host's cores, which the one measured matmul already uses.
@@ -147,6 +180,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       flops_per_step=flops, achieved_flops=flops / step_s,
       matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
+      precision=config.get("precision", "float32"),
       **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]))
 
 
@@ -158,7 +192,7 @@ def _fmt_bytes(b) -> str:
 
 def write_table(results: dict, path: str) -> None:
   rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median) | "
-          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs f32 matmul |",
+          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
     fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
@@ -180,8 +214,20 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from jaxrepr import config as config_lib
 
-  name = _NAME.value or config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
-  result = bench(_CONFIG.value, _STEPS.value, _WARMUP.value, _MATMUL_N.value)
+  if _SUITE.value:
+    import jax
+
+    kind = jax.devices()[0].device_kind.replace(" ", "_")
+    runs = [(f"{name}_{kind}", suite_config(file, variant, overrides))
+            for name, file, variant, overrides in GPU_SUITE]
+  else:
+    runs = [(_NAME.value or config_lib.config_name(
+        config_flags.get_config_filename(flags.FLAGS["config"])), _CONFIG.value)]
+  for name, config in runs:
+    _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value))
+
+
+def _record(name: str, result: dict) -> None:
   os.makedirs(_OUT.value, exist_ok=True)
   path = os.path.join(_OUT.value, "results.json")
   results = json.load(open(path)) if os.path.exists(path) else {}
@@ -194,8 +240,8 @@ def main(argv):
         f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
         f"{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
         f"utilisation {100 * result['utilisation']:.1f}% of the measured "
-        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s f32 matmul peak")
-  print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}")
+        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak")
+  print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -147,3 +147,21 @@ def test_tpu_template_creates_copies_installs_and_launches_on_all_workers(tmp_pa
   assert "--config='configs/lpn.py:arc,rope'" in launch
   assert "--workdir='/mnt/my-bucket/runs/lpn_arc_rope'" in launch
   assert "--config.train.steps=10" in launch
+
+
+def test_gpu_bench_suite_configs_are_valid():
+  """Every entry of `launch/bench.py --suite=gpu` builds a config that passes validation."""
+  import importlib.util
+
+  from jaxrepr import config as config_lib
+
+  spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "launch", "bench.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  names = set()
+  for name, file, variant, overrides in bench.GPU_SUITE:
+    config = bench.suite_config(file, variant, overrides)
+    config_lib.validate(config)
+    assert config.train.batch_size == 128 or file == "noprop.py"
+    names.add(name)
+  assert {"lpn_pattern_grad0_b128_bf16", "lpn_pattern_grad1_b128_bf16"} <= names
