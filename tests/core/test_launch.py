@@ -165,3 +165,20 @@ def test_gpu_bench_suite_configs_are_valid():
     assert config.train.batch_size == 128 or file == "noprop.py"
     names.add(name)
   assert {"lpn_pattern_grad0_b128_bf16", "lpn_pattern_grad1_b128_bf16"} <= names
+
+
+def test_plot_runs_draws_the_metric_of_each_run_and_names_a_missing_one(tmp_path):
+  import sys
+
+  for name, scale in (("a", 1.0), ("b", 2.0)):
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "metrics.jsonl", "w") as f:
+      for step in range(1, 6):
+        f.write(json.dumps({"step": step, "train/loss": scale / step}) + "\n")
+  out = tmp_path / "curves.png"
+  cmd = [sys.executable, os.path.join(REPO, "launch", "plot_runs.py"),
+         f"--runs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=float32,bfloat16", f"--out={out}"]
+  subprocess.run(cmd, check=True, capture_output=True)
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  bad = subprocess.run(cmd + ["--metric=test/accuracy"], capture_output=True, text=True)
+  assert bad.returncode != 0 and "has no 'test/accuracy'" in bad.stderr
