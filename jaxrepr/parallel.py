@@ -127,5 +127,15 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def fetch(tree: Any) -> Any:
-  """A fully replicated (or fully addressable) pytree of arrays -> numpy, on every process."""
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+  """A pytree of arrays -> numpy, whole, on every process.
+
+  Replicated or fully addressable arrays are copied; arrays whose shards live on other processes
+  (FSDP parameters in a multi-process run) are all-gathered first.
+  """
+  from jax.experimental import multihost_utils
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(one, tree)

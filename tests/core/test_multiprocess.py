@@ -25,15 +25,20 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path):
+@pytest.mark.parametrize("fsdp", [1, 8])
+def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path, fsdp):
+  """fsdp=8: parameters and optimizer state sharded across both processes' devices."""
   single = tmp_path / "single"
-  train.train_and_evaluate(small_config(), str(single))  # this process has 8 CPU devices
+  config = small_config()
+  config.mesh.fsdp, config.sharding.fsdp_min_bytes = fsdp, 4096
+  train.train_and_evaluate(config, str(single))  # this process has 8 CPU devices
 
   multi = str(tmp_path / "multi")
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  sharding = (f"--config.mesh.fsdp={fsdp}", "--config.sharding.fsdp_min_bytes=4096")
   procs = [subprocess.Popen(
-      train_cmd(CONFIG, multi, *OVERRIDES, f"--coordinator=127.0.0.1:{port}",
+      train_cmd(CONFIG, multi, *OVERRIDES, *sharding, f"--coordinator=127.0.0.1:{port}",
                 "--num_processes=2", f"--process_id={i}"),
       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
