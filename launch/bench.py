@@ -103,7 +103,8 @@ def _memory(compiled) -> dict:
   peak = (get("argument_size_in_bytes") + get("output_size_in_bytes") + get("temp_size_in_bytes")
           - get("alias_size_in_bytes"))
   return {"peak_bytes": peak, "temp_bytes": get("temp_size_in_bytes"),
-          "argument_bytes": get("argument_size_in_bytes")}
+          "argument_bytes": get("argument_size_in_bytes"),
+          "donated_bytes": get("alias_size_in_bytes")}   # state buffers reused in place
 
 
 def _flops(compiled) -> float:
@@ -237,6 +238,8 @@ def _record(name: str, result: dict) -> None:
   write_table(results, os.path.join(_OUT.value, "results.md"))
   print(f"{name}: {result['steps_per_s']:.2f} steps/s (median {1e3 * result['step_s']:.1f} ms), "
         f"compile {result['compile_s']:.1f}s, peak {_fmt_bytes(result.get('peak_bytes', 0))} "
+        f"(state {_fmt_bytes(result['state_bytes_per_device'])}, donated "
+        f"{_fmt_bytes(result.get('donated_bytes', 0))}) "
         f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
         f"{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
         f"utilisation {100 * result['utilisation']:.1f}% of the measured "
