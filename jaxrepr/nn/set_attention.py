@@ -262,3 +262,24 @@ class PMA(_Block):
     seeds_1xKxD = self._learned_points("S", self.num_seeds)
     seeds_BxKxD = jnp.broadcast_to(seeds_1xKxD, (B,) + seeds_1xKxD.shape[1:])
     return self._mab("mab")(seeds_BxKxD, x_BxNxD, mask_BxN)
+
+
+ENCODERS = ("isab", "sab")
+
+
+def set_encoder(x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array], *, encoder: str,
+                num_blocks: int, dim_hidden: int, num_inds: int, name: str = "enc",
+                **common) -> jax.Array:
+  """`num_blocks` ISAB (with `num_inds` inducing points) or SAB blocks named <name>_<i>.
+
+  Call it from a parent's `nn.compact` method: the blocks become the parent's submodules.
+  """
+  if encoder not in ENCODERS:
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+  h_BxNxH = x_BxNxD
+  for i in range(num_blocks):
+    if encoder == "isab":
+      h_BxNxH = ISAB(dim_hidden, num_inds=num_inds, name=f"{name}_{i}", **common)(h_BxNxH, mask_BxN)
+    else:
+      h_BxNxH = SAB(dim_hidden, name=f"{name}_{i}", **common)(h_BxNxH, mask_BxN)
+  return h_BxNxH

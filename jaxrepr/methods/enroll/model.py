@@ -12,9 +12,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 
-from jaxrepr.nn.set_attention import ISAB, PMA, SAB, Linear
-
-ENCODERS = ("sab", "isab")
+from jaxrepr.nn.set_attention import ENCODERS, PMA, Linear, set_encoder  # noqa: F401
 
 
 class EnrollTransformer(nn.Module):
@@ -31,16 +29,9 @@ class EnrollTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxNxF: jax.Array, mask_BxN: jax.Array) -> jax.Array:
-    if self.encoder not in ENCODERS:
-      raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
     common = dict(num_heads=self.num_heads, mode=self.mode, ln=self.ln)
-    h_BxNxH = x_BxNxF
-    for i in range(self.num_blocks):
-      if self.encoder == "isab":
-        h_BxNxH = ISAB(self.dim_hidden, num_inds=self.num_inds, name=f"enc_{i}", **common)(
-            h_BxNxH, mask_BxN)
-      else:
-        h_BxNxH = SAB(self.dim_hidden, name=f"enc_{i}", **common)(h_BxNxH, mask_BxN)
+    h_BxNxH = set_encoder(x_BxNxF, mask_BxN, encoder=self.encoder, num_blocks=self.num_blocks,
+                          dim_hidden=self.dim_hidden, num_inds=self.num_inds, **common)
     z_Bx1xH = PMA(self.dim_hidden, num_seeds=1, rff=self.pma_rff, name="pma", **common)(
         h_BxNxH, mask_BxN)
     if self.mode == "paper":  # the paper-mode blocks are pre-LN: normalise the pooled output

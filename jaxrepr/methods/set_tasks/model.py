@@ -21,9 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrepr.nn.set_attention import ISAB, PMA, SAB, Linear
-
-ENCODERS = ("isab", "sab")
+from jaxrepr.nn.set_attention import ENCODERS, PMA, SAB, Linear, set_encoder  # noqa: F401
 POOLINGS = ("max", "mean", "sum")
 
 
@@ -44,16 +42,9 @@ class MoGClusterer(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
-    if self.encoder not in ENCODERS:
-      raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
     common = dict(num_heads=self.num_heads, mode=self.mode, ln=self.ln, torch_init=self.torch_init)
-    h_BxNxH = x_BxNxD
-    for i in range(2):
-      if self.encoder == "isab":
-        h_BxNxH = ISAB(self.dim_hidden, num_inds=self.num_inds, name=f"enc_{i}", **common)(
-            h_BxNxH, mask_BxN)
-      else:
-        h_BxNxH = SAB(self.dim_hidden, name=f"enc_{i}", **common)(h_BxNxH, mask_BxN)
+    h_BxNxH = set_encoder(x_BxNxD, mask_BxN, encoder=self.encoder, num_blocks=2,
+                          dim_hidden=self.dim_hidden, num_inds=self.num_inds, **common)
     z_BxKxH = PMA(self.dim_hidden, num_seeds=self.num_components, rff=self.pma_rff, name="pma",
                   **common)(h_BxNxH, mask_BxN)
     for i in range(self.num_decoder_sabs):
