@@ -1,9 +1,9 @@
 """Distillation on scikit-learn digits: multi-stage compression and recursive meta-distillation.
 
-    python launch/distill.py --config=configs/distill.py:multistage
-    python launch/distill.py --config=configs/distill.py:oneshot
-    python launch/distill.py --config=configs/distill.py:recursive
-    python launch/distill.py --config=configs/distill.py:recursive,small --config.stages.alpha=0.2
+    python launch/train.py --config=configs/distill.py:multistage
+    python launch/train.py --config=configs/distill.py:oneshot
+    python launch/train.py --config=configs/distill.py:recursive
+    python launch/train.py --config=configs/distill.py:recursive,small --config.stages.alpha=0.2
 
 Every run trains the teacher (an MLP classifier, 64-128-10) in <workdir>/teacher, then one trainer
 run per stage in <workdir>/stage_k, and writes <workdir>/report.json and report.png. Rerunning the

@@ -1,4 +1,5 @@
-"""The one canonical trainer: `train_and_evaluate(config, workdir)`.
+"""The one canonical trainer: `train_and_evaluate(config, workdir)`, and `run_experiment`, what
+launch/train.py calls (one trainer run, or a method's multi-stage experiment).
 
 It validates the config, builds the mesh, the method, the data iterator, the optimizer and the
 train state, restores the latest checkpoint if there is one, and runs the jitted step with donated
@@ -9,6 +10,7 @@ own sub-workdir.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -207,6 +209,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if main and not stopped_by_signal:
     _print_summary(summary, writer)
   return summary
+
+
+def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs what `config` describes in `workdir`: one `train_and_evaluate`, or, when the config has a
+  `stages` section, the method's multi-stage experiment `jaxrepr.methods.<method>.run_stages`
+  (e.g. distillation: teacher, then one trainer run per stage in its own sub-workdir)."""
+  if config.get("stages") is None:
+    return train_and_evaluate(config, workdir)
+  module = importlib.import_module(f"jaxrepr.methods.{config.method}")
+  if not hasattr(module, "run_stages"):
+    raise ValueError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
+                     f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")
+  return module.run_stages(config, workdir)
 
 
 def _print_summary(summary: dict, writer: metrics_lib.MetricWriter) -> None:

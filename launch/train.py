@@ -4,7 +4,8 @@
     python launch/train.py --config=configs/lpn.py:arc --config.train.steps=200000 --workdir=/runs/arc
 
 Without --workdir the run lives in runs/<config name>[_<variant>...], so re-running the same command
-resumes it. Multi-process runs: see the README ("Multi-host"); under SLURM or on a TPU VM the
+resumes it. A config with a `stages` section (configs/distill.py) runs the method's whole multi-stage
+experiment, one trainer run per stage in <workdir>/<stage>. Multi-process runs: see the README ("Multi-host"); under SLURM or on a TPU VM the
 coordinator is found from the environment, or give --coordinator/--num_processes/--process_id.
 """
 
@@ -35,7 +36,7 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
-  train.train_and_evaluate(_CONFIG.value, workdir)
+  train.run_experiment(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

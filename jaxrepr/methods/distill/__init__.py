@@ -5,7 +5,8 @@ Meta-Distillation" (arXiv 2601.13100). `operators` holds the operator families a
 operators (pure, jittable); `axioms` holds the axioms as executable checks and the KL / contraction
 measurements. `student` holds frozen-checkpoint loading, magnitude-pruning masks and the KD loss;
 `build(config)` below is the method the trainer runs for one distillation stage; `stages.run`
-composes the trainer into teacher -> multi-stage compression or recursive generations.
+(`run_stages`, what launch/train.py calls for a config with a `stages` section) composes the
+trainer into teacher -> multi-stage compression or recursive generations.
 
 Method 'distill', one stage (config.model: see `default_model_config`):
   loss = kd_weight * T^2 * mean_B KL(F_T(t) || softmax(z_s / T)) + ce_weight * CE(z_s, y)
@@ -216,3 +217,9 @@ def build(config: ml_collections.ConfigDict) -> Method:
 
   note = f"kernel sparsity {cfg.sparsity:g} under a fixed magnitude mask" if masks else ""
   return Method(init=init, loss=loss, predict=predict, param_count_note=note)
+
+
+def run_stages(config: ml_collections.ConfigDict, workdir: str):
+  """The whole experiment of a config with `stages`: teacher, then every stage (`stages.run`)."""
+  from jaxrepr.methods.distill import stages  # stages imports the trainer, which imports methods
+  return stages.run(config, workdir)
