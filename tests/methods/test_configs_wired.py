@@ -30,7 +30,7 @@ def _train(name, arg, workdir):
 
 
 @pytest.mark.parametrize("arg", ["dt,tiny", "ct,learned,tiny", "fm,prototype,tiny",
-                                 "backprop,tiny"])
+                                 "backprop,tiny", "classifier,tiny"])
 def test_noprop_configs_train_and_evaluate(tmp_path, arg):
   _, results = _train("noprop", arg, tmp_path)
   assert 0.0 <= results["test/accuracy"] <= 1.0

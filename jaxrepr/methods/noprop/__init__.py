@@ -4,6 +4,7 @@ Each DT block learns on its own to denoise a noisy label embedding; no gradient 
 `build(config) -> Method` reads `config.model` (see `default_model_config`):
 
   variant            'dt' (discrete, Eq. 8) | 'ct' (continuous, Eq. 9) | 'fm' (flow matching, Eqs. 10-13)
+                     | 'backprop' (the paper's baseline: the T DT blocks chained, trained end to end)
   num_classes        m
   embedding          'onehot' (fixed identity) | 'learned' (dim `embed_dim`, orthogonal init) |
                      'prototype' (image-sized, initialised from the init batch, see below)
@@ -20,8 +21,10 @@ Each DT block learns on its own to denoise a noisy label embedding; no gradient 
   time_dim, time_scale   CT/FM time embedding
   solver, inference_steps   CT/FM ODE solver ('euler' | 'heun') and step count (paper: 1000)
   deterministic      DT inference without the sqrt(c_t) eps term
+  chain_alpha_init   back-prop baseline: the initial mixing weight alpha_t = tanh(w_t)
 
 Params: DT {'blocks': T stacked DTBlock trees (leading axis T), 'classifier', ['embed']};
+back-prop baseline {'blocks', 'mix' (T,), 'classifier', ['embed']};
 CT {'net', 'schedule', 'classifier', ['embed']}; FM {'net', ['classifier', 'embed']}.
 Stacking the identically shaped blocks gives one optimiser state, and block t's gradient lands only in
 slice t - 1 of every 'blocks' leaf.
@@ -47,7 +50,7 @@ from ml_collections import config_dict
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.noprop import inference, loss as loss_lib, model as model_lib, schedules
 
-VARIANTS = ("dt", "ct", "fm")
+VARIANTS = ("dt", "ct", "fm", "backprop")
 
 
 def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
@@ -60,7 +63,7 @@ def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
       "embedding": "onehot",
       "embed_dim": 20,
       "num_blocks": 10,
-      "eta": {"dt": 0.1, "ct": 1.0, "fm": 0.0}[variant],
+      "eta": {"dt": 0.1, "ct": 1.0, "fm": 0.0, "backprop": 0.0}[variant],
       "conv_features": (32, 64, 128),
       "hidden": 256,
       "head_hidden": 128,
@@ -80,6 +83,7 @@ def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
       "solver": "euler",
       "inference_steps": 1000,
       "deterministic": False,
+      "chain_alpha_init": 0.5,
   })
 
 
@@ -97,6 +101,7 @@ def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
       "num_blocks": cfg["num_blocks"] >= 1,
       "inference_steps": cfg["inference_steps"] >= 1,
       "dropout": 0.0 <= cfg["dropout"] < 1.0,
+      "chain_alpha_init": 0.0 < cfg["chain_alpha_init"] < 1.0,
   }
   for field, ok in checks.items():
     if not ok:
@@ -107,6 +112,9 @@ def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
                      "when block_schedule='fixed'")
   sched = (schedules.discrete_schedule(cfg["num_blocks"], cfg["cosine_offset"], cfg["abar_min"],
                                        cfg["abar_max"]) if cfg["variant"] == "dt" else None)
+  if cfg["variant"] == "backprop" and cfg["block_schedule"] != "all":
+    raise ValueError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
+                     f"blocks are one chained network), got {cfg['block_schedule']!r}")
   return loss_lib.Spec(
       variant=cfg["variant"], num_classes=int(cfg["num_classes"]), embedding=cfg["embedding"],
       embed_dim=int(cfg["embed_dim"]), num_blocks=int(cfg["num_blocks"]), eta=float(cfg["eta"]),
@@ -116,7 +124,8 @@ def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
       gamma_hidden=int(cfg["gamma_hidden"]), gamma_0=float(cfg["gamma_0"]),
       gamma_1=float(cfg["gamma_1"]), sigma=float(cfg["sigma"]), time_dim=int(cfg["time_dim"]),
       time_scale=float(cfg["time_scale"]), solver=cfg["solver"],
-      inference_steps=int(cfg["inference_steps"]), deterministic=bool(cfg["deterministic"]))
+      inference_steps=int(cfg["inference_steps"]), deterministic=bool(cfg["deterministic"]),
+      chain_alpha_init=float(cfg["chain_alpha_init"]))
 
 
 def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> dict:
@@ -130,10 +139,12 @@ def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> di
     params["embed"] = embed
   d = spec.num_classes if embed is None else embed.shape[1]
   z = jnp.zeros((x.shape[0], d), jnp.float32)
-  if spec.variant == "dt":
+  if spec.variant in ("dt", "backprop"):
     block = spec.block(x.shape[1:])
     keys = jax.random.split(k_model, spec.num_blocks)
     params["blocks"] = jax.vmap(lambda k: block.init(k, z, x, train=False)["params"])(keys)
+  if spec.variant == "backprop":
+    params["mix"] = jnp.full((spec.num_blocks,), jnp.arctanh(spec.chain_alpha_init), jnp.float32)
   else:
     t = jnp.zeros((x.shape[0],), jnp.float32)
     params["net"] = spec.net(x.shape[1:]).init(k_model, z, x, t, train=False)["params"]
@@ -145,6 +156,9 @@ def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> di
 
 
 def _note(spec: loss_lib.Spec) -> str:
+  if spec.variant == "backprop":
+    return (f"back-prop baseline: T={spec.num_blocks} DT blocks chained and trained end to end "
+            f"({spec.embedding} embedding)")
   if spec.variant != "dt":
     return f"NoProp-{spec.variant.upper()} ({spec.embedding} embedding)"
   weights = ", ".join(f"{w:.3g}" for w in spec.sched.weight[1:])

@@ -12,6 +12,7 @@ CT: the paper simulates 1000 steps without giving the discretisation. We integra
       dz/dt = s'_t uhat + sigma'_t (z - s_t uhat) / sigma_t,
   from z_0 ~ N(0, I) at t = 0 to t = 1 with `model.solver` ('euler' | 'heun') and
   `model.inference_steps` steps; logits = classifier(z_1).
+Back-prop baseline: the chained blocks of loss.chain_logits, logits = classifier(z_T).
 FM: dz/dt = v(z, x, t) from t = 0 to 1 with the same solvers; the prediction is the class whose
   embedding is nearest to z_1 (paper §2.3.2), returned as logits = -|z_1 - u_c|^2.
 """
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxrepr.methods.noprop import model as model_lib
 from jaxrepr.methods.noprop import schedules
-from jaxrepr.methods.noprop.loss import Spec, check_batch
+from jaxrepr.methods.noprop.loss import Spec, chain_logits, check_batch
 
 
 def _out(logits_BxM: jax.Array) -> dict[str, jax.Array]:
@@ -124,4 +125,11 @@ def fm_predict(spec: Spec, params: dict, batch: dict[str, jax.Array],
   return _out(nearest_embedding_logits(z1_BxD, w_MxD))
 
 
-PREDICTORS = {"dt": dt_predict, "ct": ct_predict, "fm": fm_predict}
+def backprop_predict(spec: Spec, params: dict, batch: dict[str, jax.Array],
+                     rng: jax.Array) -> dict[str, jax.Array]:
+  """The chained back-prop baseline (loss.chain_logits) without dropout, from z_0 ~ N(0, I)."""
+  check_batch(batch)
+  return _out(chain_logits(spec, params, batch, rng, train=False))
+
+
+PREDICTORS = {"dt": dt_predict, "ct": ct_predict, "fm": fm_predict, "backprop": backprop_predict}

@@ -63,6 +63,7 @@ class Spec:
   solver: str = "euler"
   inference_steps: int = 1000
   deterministic: bool = False
+  chain_alpha_init: float = 0.5
 
   def z_shape(self, image_shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
     return tuple(image_shape) if self.embedding == "prototype" else None
@@ -113,22 +114,43 @@ def _ce_kl(spec: Spec, params: dict, u_BxD: jax.Array, labels_B: jax.Array, abar
 
 
 # ------------------------------------------------------------------------------------------------ DT
-def dt_block_term(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax.Array,
-                  t: jax.Array) -> jax.Array:
-  """D_t for block t (1-based, may be traced): evaluates block t only, on z_{t-1} ~ q(z_{t-1} | y)."""
+def _block_term(spec: Spec, params_t: dict, w_MxD: jax.Array, batch: dict[str, jax.Array],
+                rng: jax.Array, t: jax.Array) -> jax.Array:
+  """D_t of block t with that block's params and W_Embed given separately."""
   x = batch["image"]
-  w_MxD = model_lib.embedding_matrix(params, spec.num_classes)
   u_BxD = w_MxD[batch["label"]]
   k_noise, k_drop = jax.random.split(rng)
   abar = jnp.asarray(spec.sched.abar, jnp.float32)
   weight = jnp.asarray(spec.sched.weight, jnp.float32)
   z_BxD = _sample_q(jax.random.fold_in(k_noise, t), u_BxD, abar[t - 1])
-  params_t = jax.tree.map(lambda p: p[t - 1], params["blocks"])
   logits_BxM = spec.block(x.shape[1:]).apply(
       {"params": params_t}, z_BxD, x, train=True, rngs={"dropout": jax.random.fold_in(k_drop, t)})
   uhat_BxD = jax.nn.softmax(logits_BxM, axis=-1) @ w_MxD
   sq_B = jnp.sum(jnp.square(uhat_BxD - u_BxD), axis=-1)
   return 0.5 * spec.num_blocks * spec.eta * weight[t] * jnp.mean(sq_B)
+
+
+def dt_block_term(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax.Array,
+                  t: jax.Array) -> jax.Array:
+  """D_t for block t (1-based, may be traced): evaluates block t only, on z_{t-1} ~ q(z_{t-1} | y)."""
+  params_t = jax.tree.map(lambda p: p[t - 1], params["blocks"])
+  return _block_term(spec, params_t, model_lib.embedding_matrix(params, spec.num_classes), batch,
+                     rng, t)
+
+
+def dt_block_terms(spec: Spec, params: dict, batch: dict[str, jax.Array],
+                   rng: jax.Array) -> jax.Array:
+  """(D_1, ..., D_T), all blocks unrolled with static indices.
+
+  Under jax.vmap (per-block kernels become one grouped convolution: 4.5x slower on a 2-core CPU)
+  or lax.scan (convolutions inside a loop body: ~40x slower, though it holds one block's
+  activations) XLA's CPU backend picks slow convolution kernels. The price of unrolling: XLA keeps
+  every block's activations live in one step (peak ~T times one block's, measured; a data
+  dependency forcing block t+1 to wait for block t's gradient cut it by only ~20%), whereas
+  `block_schedule='sampled'` holds one block's.
+  """
+  return jnp.stack([dt_block_term(spec, params, batch, rng, jnp.int32(t))
+                    for t in range(1, spec.num_blocks + 1)])
 
 
 def dt_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
@@ -142,11 +164,7 @@ def dt_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
   metrics = {"ce": ce, "kl": kl, "accuracy_zT": acc}
   T = spec.num_blocks
   if spec.block_schedule == "all":
-    # The T blocks unrolled with static indices: under jax.vmap (per-block kernels become one
-    # grouped convolution) or lax.map (convolutions inside a loop body), XLA's CPU backend picks
-    # convolution kernels that made the step ~60x slower than one block.
-    terms_T = jnp.stack([dt_block_term(spec, params, batch, k_block, jnp.int32(t))
-                         for t in range(1, T + 1)])
+    terms_T = dt_block_terms(spec, params, batch, k_block)
     denoise = jnp.mean(terms_T)
     metrics.update({f"denoise_t{i + 1}": terms_T[i] for i in range(T)})
   else:
@@ -215,4 +233,39 @@ def fm_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
   return loss, metrics
 
 
-LOSSES = {"dt": dt_loss, "ct": ct_loss, "fm": fm_loss}
+# ---------------------------------------------------------------------------- back-prop baseline
+def chain_logits(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax.Array, *,
+                 train: bool) -> jax.Array:
+  """The paper's back-propagation baseline (§4, "Backprop"; method sheet §7): the T DT blocks
+  chained and trained end to end,
+      z_0 ~ N(0, I),  z_t = (1 - alpha_t) z_{t-1} + alpha_t uhat_t(z_{t-1}, x),  alpha_t = tanh(w_t),
+  logits = classifier(z_T). The paper gives no init for w_t: alpha_t starts at
+  `model.chain_alpha_init` (0.5). Blocks unrolled as in `dt_block_terms`; every block's activations
+  are live for the backward pass, which is the memory NoProp-DT avoids.
+  """
+  x = batch["image"]
+  w_MxD = model_lib.embedding_matrix(params, spec.num_classes)
+  k_z0, k_drop = jax.random.split(rng)
+  z_BxD = jax.random.normal(k_z0, (x.shape[0], w_MxD.shape[1]), jnp.float32)
+  alpha_T = jnp.tanh(params["mix"])
+  block = spec.block(x.shape[1:])
+  for t in range(1, spec.num_blocks + 1):
+    params_t = jax.tree.map(lambda p: p[t - 1], params["blocks"])
+    rngs = {"dropout": jax.random.fold_in(k_drop, t)} if train else {}
+    logits_BxM = block.apply({"params": params_t}, z_BxD, x, train=train,
+                             mask_B=None if train else batch.get("mask"), rngs=rngs)
+    uhat_BxD = jax.nn.softmax(logits_BxM, axis=-1) @ w_MxD
+    z_BxD = (1.0 - alpha_T[t - 1]) * z_BxD + alpha_T[t - 1] * uhat_BxD
+  return spec.classifier().apply({"params": params["classifier"]}, z_BxD)
+
+
+def backprop_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
+                  rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Cross-entropy of the chained network (the paper does not state the baseline's loss; CE is the
+  choice here, method sheet §7)."""
+  check_batch(batch)
+  ce, acc = _cross_entropy(chain_logits(spec, params, batch, rng, train=True), batch["label"])
+  return ce, {"ce": ce, "accuracy": acc, "alpha_mean": jnp.mean(jnp.tanh(params["mix"]))}
+
+
+LOSSES = {"dt": dt_loss, "ct": ct_loss, "fm": fm_loss, "backprop": backprop_loss}

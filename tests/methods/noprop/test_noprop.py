@@ -140,6 +140,23 @@ def test_one_block_per_step_computes_only_that_block():
     noprop.build(_config("dt", block_schedule="fixed"))
 
 
+def test_backprop_baseline_chains_the_blocks_end_to_end():
+  method = noprop.build(_config("backprop"))
+  batch, rng = _digits(), jax.random.key(1)
+  params = jax.jit(method.init)(jax.random.key(0), batch)
+  np.testing.assert_allclose(np.tanh(params["mix"]), 0.5, rtol=1e-6)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, batch, rng)
+  assert np.isfinite(float(loss)) and set(metrics) >= {"ce", "accuracy"}
+  # Unlike NoProp, the end-to-end loss reaches every block (and the mixing weights).
+  for leaf in jax.tree.leaves(grads["blocks"]):
+    assert all(np.any(np.asarray(leaf)[t] != 0) for t in range(3))
+  assert np.all(np.asarray(grads["mix"]) != 0)
+  out = jax.jit(method.predict)(params, dict(batch, mask=jnp.ones((8,))), jax.random.key(2))
+  chex.assert_shape(out["logits"], (8, 10))
+  with pytest.raises(ValueError, match="block_schedule"):
+    noprop.build(_config("backprop", block_schedule="sampled"))
+
+
 # ------------------------------------------------------------------------------ shapes and errors
 def _check_outputs(params, loss, metrics, out, variant, embedding):
   d = {"onehot": 10, "learned": 20, "prototype": 64}[embedding]
