@@ -24,6 +24,15 @@ class StepProfiler:
     self.enabled = enabled and steps > 0
     self.active = False
 
+  def __enter__(self) -> "StepProfiler":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    """A run that raised (a NaN metric, a bad batch) still closes its trace."""
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
   def before_step(self, step: int) -> None:
     if self.enabled and not self.active and step == self.start:
       jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)

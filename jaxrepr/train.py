@@ -167,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   profiler = profiling.StepProfiler(workdir, start + config.get("profile_start", 0),
                                    config.get("profile_steps", 0), main)
-  with checkpoint.PreemptionGuard() as guard, jax.set_mesh(run.mesh):
+  with checkpoint.PreemptionGuard() as guard, jax.set_mesh(run.mesh), profiler:
     step = start
     while step < t.steps:
       profiler.before_step(step)

@@ -87,8 +87,11 @@ def test_batch_that_does_not_divide_by_the_devices_is_refused(tmp_path):
 def test_non_finite_loss_stops_the_run_naming_step_and_metric(tmp_path):
   config = small_config(steps=50)
   config.optim.update(name="sgd", lr=1e12, schedule="constant", clip_norm=0.0, b1=0.0)
+  config.profile_start, config.profile_steps = 0, 1000  # the trace is open when the run stops
   with pytest.raises(FloatingPointError, match=r"non-finite \w+=\S+ at step \d+"):
     train.train_and_evaluate(config, str(tmp_path))
+  jax.profiler.start_trace(str(tmp_path / "again"))  # raises if the run left its trace running
+  jax.profiler.stop_trace()
 
 
 def test_corrupted_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, capsys):
