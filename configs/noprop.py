@@ -22,7 +22,8 @@ Measured on a 2-core CPU, NoProp-DT one-hot on digits:
     Eq. 61): about 10 steps/s; test/accuracy 0.92 after 600 steps, about 95 s in all (measured
     under load ~7). For the paper's
     budget per block (100 epochs for each of the T blocks) use `--config.train.steps=11240`.
-  * `:backprop --config.train.steps=300`: about 18 steps/s; test/accuracy 0.98 in 27 s.
+  * `:classifier --config.train.steps=300` (one network, not the paper's chain): about 18 steps/s;
+    test/accuracy 0.98 in 27 s.
 Paper Table 1 (MNIST test %, for reference only, different data): back-prop 99.46, DT one-hot 99.47,
 DT prototype 99.54, CT one-hot 97.84, FM one-hot 99.21.
 

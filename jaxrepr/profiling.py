@@ -30,8 +30,11 @@ class StepProfiler:
   def __exit__(self, *exc) -> None:
     """A run that raised (a NaN metric, a bad batch) still closes its trace."""
     if self.active:
-      jax.profiler.stop_trace()
       self.active = False
+      try:
+        jax.profiler.stop_trace()
+      except Exception as e:  # never hide the error that ended the run
+        print(f"could not close the profiler trace: {e}", flush=True)
 
   def before_step(self, step: int) -> None:
     if self.enabled and not self.active and step == self.start:

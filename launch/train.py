@@ -4,9 +4,10 @@
     python launch/train.py --config=configs/lpn.py:arc --config.train.steps=200000 --workdir=/runs/arc
 
 Without --workdir the run lives in runs/<config name>[_<variant>...], so re-running the same command
-resumes it. A config with a `stages` section (configs/distill.py) runs the method's whole multi-stage
-experiment, one trainer run per stage in <workdir>/<stage>. Multi-process runs: see the README ("Multi-host"); under SLURM or on a TPU VM the
-coordinator is found from the environment, or give --coordinator/--num_processes/--process_id.
+resumes it. A config with a `stages` section (configs/distill.py) runs the method's whole
+multi-stage experiment, one trainer run per stage in <workdir>/<stage>. Multi-process runs: see the
+README ("Multi-host"); under SLURM or on a TPU VM the coordinator is found from the environment, or
+give --coordinator/--num_processes/--process_id.
 """
 
 import os

@@ -78,6 +78,16 @@ def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message
   assert not (tmp_path / "checkpoints").exists()  # stopped before building anything
 
 
+def test_stages_on_a_method_without_a_multi_stage_runner_are_refused(tmp_path):
+  config = small_config(steps=2)
+  config.stages = {"kind": "compress"}
+  with pytest.raises(ValueError, match="no multi-stage runner"):
+    train.run_experiment(config, str(tmp_path))
+  config.method = "clasifier"
+  with pytest.raises(ValueError, match="'clasifier' is not a jaxrepr method"):
+    train.run_experiment(config, str(tmp_path))
+
+
 def test_batch_that_does_not_divide_by_the_devices_is_refused(tmp_path):
   config = small_config(batch_size=60)
   with pytest.raises(ValueError, match="does not divide by the 8 devices"):

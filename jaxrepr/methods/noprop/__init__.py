@@ -106,15 +106,15 @@ def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
   for field, ok in checks.items():
     if not ok:
       raise ValueError(f"config.model.{field}={cfg[field]!r} is invalid")
+  if cfg["variant"] == "backprop" and cfg["block_schedule"] != "all":
+    raise ValueError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
+                     f"blocks are one chained network), got {cfg['block_schedule']!r}")
   if cfg["block_schedule"] == "fixed" and not (
       cfg["block_index"] is not None and 1 <= cfg["block_index"] <= cfg["num_blocks"]):
     raise ValueError(f"config.model.block_index={cfg['block_index']!r} must be in 1..num_blocks "
                      "when block_schedule='fixed'")
   sched = (schedules.discrete_schedule(cfg["num_blocks"], cfg["cosine_offset"], cfg["abar_min"],
                                        cfg["abar_max"]) if cfg["variant"] == "dt" else None)
-  if cfg["variant"] == "backprop" and cfg["block_schedule"] != "all":
-    raise ValueError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
-                     f"blocks are one chained network), got {cfg['block_schedule']!r}")
   return loss_lib.Spec(
       variant=cfg["variant"], num_classes=int(cfg["num_classes"]), embedding=cfg["embedding"],
       embed_dim=int(cfg["embed_dim"]), num_blocks=int(cfg["num_blocks"]), eta=float(cfg["eta"]),
@@ -144,8 +144,9 @@ def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> di
     keys = jax.random.split(k_model, spec.num_blocks)
     params["blocks"] = jax.vmap(lambda k: block.init(k, z, x, train=False)["params"])(keys)
   if spec.variant == "backprop":
+    # AdamW's weight decay also pulls w_t (so alpha_t) towards 0; the paper does not say.
     params["mix"] = jnp.full((spec.num_blocks,), jnp.arctanh(spec.chain_alpha_init), jnp.float32)
-  else:
+  if spec.variant in ("ct", "fm"):
     t = jnp.zeros((x.shape[0],), jnp.float32)
     params["net"] = spec.net(x.shape[1:]).init(k_model, z, x, t, train=False)["params"]
   if spec.variant == "ct":

@@ -40,7 +40,7 @@ from jaxrepr.methods.noprop import schedules
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """Everything a NoProp loss or predictor needs besides params (static, hashable-free)."""
-  variant: str                       # 'dt' | 'ct' | 'fm'
+  variant: str                       # 'dt' | 'ct' | 'fm' | 'backprop'
   num_classes: int
   embedding: str                     # 'onehot' | 'learned' | 'prototype'
   embed_dim: int
@@ -241,7 +241,8 @@ def chain_logits(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax
       z_0 ~ N(0, I),  z_t = (1 - alpha_t) z_{t-1} + alpha_t uhat_t(z_{t-1}, x),  alpha_t = tanh(w_t),
   logits = classifier(z_T). The paper gives no init for w_t: alpha_t starts at
   `model.chain_alpha_init` (0.5). Blocks unrolled as in `dt_block_terms`; every block's activations
-  are live for the backward pass, which is the memory NoProp-DT avoids.
+  are live for the backward pass, which NoProp-DT avoids when it trains one block per step
+  (`block_schedule='sampled'`; its all-blocks step also holds every block under XLA, see there).
   """
   x = batch["image"]
   w_MxD = model_lib.embedding_matrix(params, spec.num_classes)

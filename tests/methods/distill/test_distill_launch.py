@@ -71,13 +71,15 @@ def test_recursive_killed_mid_generation_resumes_to_the_uninterrupted_result(tea
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   _run("tiny,recursive", straight, use_teacher)
 
-  proc = subprocess.Popen(train_cmd(f"{CONFIG}:tiny,recursive", killed, *FAST, use_teacher),
-                          env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  with open(tmp_path / "killed.err", "w") as err:  # a file: a full pipe would block the child
+    proc = subprocess.Popen(train_cmd(f"{CONFIG}:tiny,recursive", killed, *FAST, use_teacher),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+  tail = lambda: (tmp_path / "killed.err").read_text()[-2000:]
   generation_1 = os.path.join(killed, "stage_1")
   deadline = time.time() + 300
   while _last_step(generation_1) < 40:  # past the step-30 checkpoint, before the end (60)
-    assert proc.poll() is None, f"ended (rc={proc.returncode}) before generation 1 step 40"
-    assert time.time() < deadline, "generation 1 did not reach step 40 in 300 s"
+    assert proc.poll() is None, f"ended (rc={proc.returncode}) before generation 1 step 40: {tail()}"
+    assert time.time() < deadline, f"generation 1 did not reach step 40 in 300 s: {tail()}"
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -85,6 +87,7 @@ def test_recursive_killed_mid_generation_resumes_to_the_uninterrupted_result(tea
 
   out = _run("tiny,recursive", killed, use_teacher)
   assert "== stage_0" not in out  # the finished generation is read, not retrained
+  assert "== stage_1" in out, f"generation 1 finished before the kill landed:\n{out}"
   assert "resuming from step" in out.split("== stage_1")[1].split("== stage_2")[0]
   rows, expected = _report(killed)["rows"], _report(straight)["rows"]
   assert [r["name"] for r in rows] == ["teacher", "stage_0", "stage_1", "stage_2"]

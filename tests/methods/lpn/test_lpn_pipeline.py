@@ -33,7 +33,7 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
 @pytest.mark.heavy
 def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path):
   config = tiny("arc_small,tiny", steps=2)
-  config.num_devices = 1  # 30x30 sequences: keep the batch (and memory) small
+  config.num_devices = 1  # 15x15 grids: keep the batch (and memory) small
   config.train.batch_size = 2
   config.evals.arc_eval.update(dict(max_tasks=2, render=1, batch_size=2))
   summary = train.train_and_evaluate(config, str(tmp_path))

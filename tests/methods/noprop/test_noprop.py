@@ -140,6 +140,41 @@ def test_one_block_per_step_computes_only_that_block():
     noprop.build(_config("dt", block_schedule="fixed"))
 
 
+def test_params_hold_exactly_what_each_variant_uses():
+  batch = _digits()
+  want = {"dt": {"blocks", "classifier"}, "backprop": {"blocks", "mix", "classifier"},
+          "ct": {"net", "schedule", "classifier"}, "fm": {"net"}}
+  for variant, keys in want.items():
+    for embedding, extra in (("onehot", set()), ("learned", {"embed", "classifier"})):
+      params = jax.eval_shape(noprop.build(_config(variant, embedding=embedding)).init,
+                              jax.random.key(0), batch)
+      assert set(params) == keys | extra, (variant, embedding, sorted(params))
+
+
+def test_backprop_chain_equals_a_hand_written_recurrence():
+  spec = noprop.make_spec(_config("backprop", embedding="learned").model)
+  method = noprop.build(_config("backprop", embedding="learned"))
+  batch, rng = _digits(), jax.random.key(4)
+  params = jax.jit(method.init)(jax.random.key(0), batch)
+  params = dict(params, mix=jnp.asarray([0.3, -0.2, 1.1]))  # distinct alphas, one negative
+  got = loss_lib.chain_logits(spec, params, batch, rng, train=False)
+  w = np.asarray(params["embed"], np.float64)
+  k_z0, _ = jax.random.split(rng)
+  z = np.asarray(jax.random.normal(k_z0, (8, w.shape[1])), np.float64)
+  block = spec.block(batch["image"].shape[1:])
+  for t in range(3):
+    p_t = jax.tree.map(lambda p: p[t], params["blocks"])
+    logits = np.asarray(block.apply({"params": p_t}, jnp.asarray(z, jnp.float32), batch["image"],
+                                    train=False), np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    alpha = np.tanh(float(params["mix"][t]))
+    z = (1 - alpha) * z + alpha * probs @ w
+  c = params["classifier"]
+  want = z @ np.asarray(c["kernel"], np.float64) + np.asarray(c["bias"], np.float64)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
 def test_backprop_baseline_chains_the_blocks_end_to_end():
   method = noprop.build(_config("backprop"))
   batch, rng = _digits(), jax.random.key(1)
@@ -162,7 +197,7 @@ def _check_outputs(params, loss, metrics, out, variant, embedding):
   d = {"onehot": 10, "learned": 20, "prototype": 64}[embedding]
   if "embed" in params:
     chex.assert_shape(params["embed"], (10, d))
-  if variant == "dt":
+  if variant in ("dt", "backprop"):
     chex.assert_tree_shape_prefix(params["blocks"], (2,))
   chex.assert_shape(loss, ())
   chex.assert_tree_all_finite((loss, metrics))
@@ -175,7 +210,7 @@ class ShapesTest(parameterized.TestCase):
   """Every variant under jit and without jit (learned embedding: the case with the most parts)."""
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters("dt", "ct", "fm")
+  @parameterized.parameters("dt", "ct", "fm", "backprop")
   def test_loss_and_predict_are_finite(self, variant):
     method = noprop.build(_config(variant, embedding="learned", num_blocks=2))
     batch = _digits()
@@ -185,7 +220,7 @@ class ShapesTest(parameterized.TestCase):
     _check_outputs(params, loss, metrics, out, variant, "learned")
 
 
-@pytest.mark.parametrize("variant", ["dt", "ct", "fm"])
+@pytest.mark.parametrize("variant", ["dt", "ct", "fm", "backprop"])
 @pytest.mark.parametrize("embedding", ["onehot", "prototype"])
 def test_each_embedding_is_finite(variant, embedding):
   method = noprop.build(_config(variant, embedding=embedding, num_blocks=2))
