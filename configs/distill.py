@@ -29,7 +29,8 @@ measured with seed 0, 400 steps per stage, T = 2):
                97% sparsity 0.501 accuracy, 4 geometric stages 0.826; :recursive alpha 0.5 ratios
                0.53-0.67 against the bound 0.5 (README).
   :fashion_mnist  full Fashion-MNIST (Debian's dataset-fashion-mnist IDX files, or
-               --config.data.data_dir): results in the README.
+               --config.data.data_dir; teacher 0.867): one-shot 0.576 accuracy, 4 geometric
+               stages 0.796; :recursive alpha 0.5 ratios 0.44-0.46 (meets the bound; README).
   :tiny        a few steps of tiny MLPs, for tests.
 """
 
