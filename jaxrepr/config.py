@@ -19,6 +19,8 @@ Shared fields:
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
 from types import ModuleType
 
@@ -143,3 +145,15 @@ def config_name(config_path: str) -> str:
   path, _, arg = config_path.partition(":")
   stem = path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py")
   return "_".join([stem] + [a for a in arg.replace(",", " ").split() if a])
+
+
+def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path`, as `--config=path:arg` loads it (used by
+  configs that specialise another one, and by tests)."""
+  stem = os.path.basename(path).removesuffix(".py")
+  spec = importlib.util.spec_from_file_location(f"jaxrepr_config_{stem}", path)
+  if spec is None or not os.path.exists(path):
+    raise FileNotFoundError(f"no config file {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

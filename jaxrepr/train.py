@@ -10,7 +10,6 @@ own sub-workdir.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -217,10 +216,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   (e.g. distillation: teacher, then one trainer run per stage in its own sub-workdir)."""
   if config.get("stages") is None:
     return train_and_evaluate(config, workdir)
-  try:
-    module = importlib.import_module(f"jaxrepr.methods.{config.method}")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"config.method={config.method!r} is not a jaxrepr method") from e
+  module = config_lib.method_module(config)  # an unknown method: an error naming the choices
   if not hasattr(module, "run_stages"):
     raise ValueError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
                      f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")

@@ -84,7 +84,7 @@ def test_stages_on_a_method_without_a_multi_stage_runner_are_refused(tmp_path):
   with pytest.raises(ValueError, match="no multi-stage runner"):
     train.run_experiment(config, str(tmp_path))
   config.method = "clasifier"
-  with pytest.raises(ValueError, match="'clasifier' is not a jaxrepr method"):
+  with pytest.raises(ValueError, match="config.method='clasifier' is not a module"):
     train.run_experiment(config, str(tmp_path))
 
 
