@@ -135,3 +135,11 @@ def test_set_eval_weights_sets_by_their_size():
   bad = load_config("noprop", "tiny")
   with pytest.raises(ValueError, match="config.data.name must be 'sets'"):
     set_eval.Evaluator(config=bad, method=None, mesh=mesh, workdir="")
+
+
+@pytest.mark.parametrize("variant", ["dt", "ct", "fm"])
+def test_noprop_method_configs_equal_the_noprop_variants(variant):
+  for arg in (None, "mnist5k,learned"):
+    got = load_config(f"noprop_{variant}", arg)
+    want = load_config("noprop", ",".join([variant] + ([arg] if arg else [])))
+    assert got.to_dict() == want.to_dict()
