@@ -138,10 +138,10 @@ def _arc(config, small: bool):
     m.encoder.update(_layers(2, 4, 16, 2))
     m.decoder.update(_layers(2, 4, 16, 2))
     config.train.update(dict(steps=300, batch_size=16, log_every=25, checkpoint_every=100))
-    config.evals.arc_eval.update(dict(
-        batch_size=8, render=4,
-        searches={"mean": {"mode": "mean"},
-                  "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2}}))
+    config.evals.arc_eval.update(dict(batch_size=8, render=4))
+    # Assigned, not updated: update() would merge these into the full config's searches.
+    config.evals.arc_eval.searches = {
+        "mean": {"mode": "mean"}, "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2}}
 
 
 def _overfit(config):
@@ -207,4 +207,5 @@ def get_config(arg: str | None = None):
         ev.searches = {"mean": {"mode": "mean"}, "grad2": {"mode": "gradient_ascent", "steps": 2}}
       else:
         ev.update(dict(max_tasks=2, render=1, batch_size=8))
+        ev.searches = {"mean": {"mode": "mean"}, "grad2": {"mode": "gradient_ascent", "steps": 2}}
   return config

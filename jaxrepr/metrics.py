@@ -89,7 +89,8 @@ def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]
   return sorted(k for k in set(o) | set(n) if o.get(k) != n.get(k))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+  """h:mm:ss."""
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
@@ -119,7 +120,7 @@ class Progress:
     if self.enabled:
       names = ["loss"] + sorted(k for k in metrics if k not in self.HIDDEN and k != "loss")
       shown = " ".join(f"{k}={metrics[k]:.4g}" for k in names if k in metrics)
-      eta = _duration((self.total - step) / rate) if rate > 0 else "?"
+      eta = duration((self.total - step) / rate) if rate > 0 else "?"
       print(f"step {step}/{self.total} {shown} | {rate:.2f} steps/s | ETA {eta}",
             file=self.stream, flush=True)
     return rate

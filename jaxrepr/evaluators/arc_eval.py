@@ -9,7 +9,8 @@ Reported per search: top2 (pass@2, what the paper reports), top1, shape and pixe
 attempt 1, averaged the same way), the number of tasks, and the latent evaluations per test input.
 Files written into the workdir (process 0): `arc/<search>_step<N>_submission.json` in the Kaggle
 format ({task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}), `arc/<search>_step<N>.json` with
-per-task results, and PNG renderings of the first `render` tasks.
+per-task results, and PNG renderings of the first `render` tasks. A progress line (test inputs
+done, elapsed, ETA) is printed every 30 s of a search and at its end.
 
 Fields:
   searches    {name: overrides of config.model.eval_latent} (default: the mean latent).
@@ -26,14 +27,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import numpy as np
 
-from jaxrepr import config as config_lib, parallel
+from jaxrepr import config as config_lib, metrics as metrics_lib, parallel
 from jaxrepr.data import arc, grids as grids_lib, pipeline
 from jaxrepr.evaluators._grid_metrics import attempts_metrics
 from jaxrepr.evaluators.lpn_loo import with_eval_latent
+
+
+PROGRESS_SECONDS = 30  # a progress line at most this often (and at the end of each search)
 
 
 def _items(tasks, max_rows, max_cols, max_spec):
@@ -107,13 +112,21 @@ class Evaluator:
 
   def run(self, params, rng, step) -> dict[str, float]:
     results = {}
+    n = len(self._items)
     for s, (name, fn) in enumerate(self._fns.items()):
       per_item = []
+      t_start = t_last = time.perf_counter()
       for start, batch in self._batches():
         out = parallel.fetch(fn(params, parallel.to_global(batch, self._mesh),
                                 jax.random.fold_in(jax.random.fold_in(rng, s), start)))
-        for j in range(min(self._batch_size, len(self._items) - start)):
+        for j in range(min(self._batch_size, n - start)):
           per_item.append(jax.tree.map(lambda v: v[j], out))
+        now, done = time.perf_counter(), len(per_item)
+        if jax.process_index() == 0 and (now - t_last > PROGRESS_SECONDS or done == n):
+          t_last = now
+          eta = metrics_lib.duration((now - t_start) / done * (n - done))
+          print(f"arc_eval {name}: {done}/{n} test inputs of {len(self._tasks)} tasks | "
+                f"{metrics_lib.duration(now - t_start)} elapsed | ETA {eta}", flush=True)
       results.update(self._score(name, per_item, step))
     return results
 
