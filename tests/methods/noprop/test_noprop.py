@@ -180,6 +180,10 @@ def test_backprop_baseline_chains_the_blocks_end_to_end():
   batch, rng = _digits(), jax.random.key(1)
   params = jax.jit(method.init)(jax.random.key(0), batch)
   np.testing.assert_allclose(np.tanh(params["mix"]), 0.5, rtol=1e-6)
+  # The classifier starts at zero (no gradient reaches the blocks at step 0): move it first.
+  kernel = params["classifier"]["kernel"]
+  params = dict(params, classifier=dict(params["classifier"],
+                                        kernel=jax.random.normal(jax.random.key(9), kernel.shape)))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, batch, rng)
   assert np.isfinite(float(loss)) and set(metrics) >= {"ce", "accuracy"}
   # Unlike NoProp, the end-to-end loss reaches every block (and the mixing weights).
