@@ -30,6 +30,8 @@ Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
   arc_small    the `arc` pipeline at a size this CPU can run end to end (a 2+2-layer model, grids
                up to 15x15, 300 steps of 16; evaluated on the 189 ARC-AGI-1 evaluation tasks
                that fit 15x15, top-2 and a submission JSON): a pipeline check, not a result.
+               Measured here: top-2 0% (mean and 5 gradient steps), output shape right 73.8% ->
+               77.3%, pixel accuracy 24.8% -> 26.6% (training 11 min, evaluation 15 min).
   overfit      decoder validation (paper Fig. 6): train on one real ARC training task's pairs
                (`--config.data.task_ids=007bbfb7`, grids padded to 10x10) and evaluate on that
                task. Measured here: 007bbfb7 (3x3 -> 9x9) and 017c7c7b (6x3 -> 9x3) both reach
