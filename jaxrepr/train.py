@@ -166,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   profiler = profiling.StepProfiler(workdir, start + config.get("profile_start", 0),
                                    config.get("profile_steps", 0), main)
-  with checkpoint.PreemptionGuard() as guard, jax.set_mesh(run.mesh), profiler:
+  with jax.set_mesh(run.mesh), checkpoint.PreemptionGuard() as guard, profiler:
     step = start
     while step < t.steps:
       profiler.before_step(step)
@@ -197,9 +197,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if pending is not None:
       finish(pending)
     profiler.stop(run.state)
-    results = {}
     if not stopped_by_signal:
       ckpt.save(step, run.state, run.data.get_state(), force=True)
+      ckpt.wait()  # on disk before the guard is lifted below
+      if guard.requested:
+        stopped_by_signal = True
+        if main:
+          print(f"SIGTERM: saved the final checkpoint at step {step}; exiting before the final "
+                "evaluation", flush=True)
+  # The final evaluations run without the guard: a SIGTERM now ends the process at once (a long
+  # evaluation would outlast a preemption's grace period), and a rerun resumes at the final
+  # checkpoint and evaluates again.
+  results = {}
+  if not stopped_by_signal:
+    with jax.set_mesh(run.mesh):
       results = _run_evals(evaluators, config, run, step, writer, final=True)
   ckpt.close()
   writer.close()

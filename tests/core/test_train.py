@@ -4,6 +4,7 @@ checkpoint fallback, outputs."""
 import json
 import os
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -76,6 +77,26 @@ def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()  # stopped before building anything
+
+
+def test_final_evaluation_runs_without_the_sigterm_guard(tmp_path, monkeypatch):
+  # A long final evaluation must not swallow a preemption's SIGTERM: the final checkpoint is on
+  # disk and the default handler is back, so the signal ends the process and a rerun evaluates.
+  seen = {}
+  real = train._run_evals
+
+  def spy(evaluators, config, run, step, writer, final):
+    seen[final] = signal.getsignal(signal.SIGTERM)
+    return real(evaluators, config, run, step, writer, final)
+
+  monkeypatch.setattr(train, "_run_evals", spy)
+  config = small_config(steps=4)
+  config.evals.test.every = 2
+  before = signal.getsignal(signal.SIGTERM)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert seen[False] is not before  # intermediate evaluations: the guard records SIGTERM
+  assert seen[True] is before       # final evaluation: the process's own handler
+  assert 4 in checkpoint.Checkpointer(str(tmp_path / "checkpoints"), 3).all_steps()
 
 
 def test_stages_on_a_method_without_a_multi_stage_runner_are_refused(tmp_path):
