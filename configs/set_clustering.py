@@ -13,10 +13,10 @@ decay, so the lr here stays constant at 1e-3 (the one deviation from run.py).
 What a run shows: `test/ll` (LL0 per data point on 100 fixed batches of 10 evaluation sets),
 `test/ll1` (after one EM step), `test/oracle` (the generating mixture) and `test/gap` = oracle - ll.
 Paper (supp. Table 5): ISAB(32)+PMA LL0 -1.4963 +- 0.0064 against an oracle of -1.4726.
-Measured on a 2-core CPU shared with other jobs (load ~7): about 5 steps/s at the paper's sizes
-after a ~12 s compile (40 steps: test/ll -4.0 against an oracle of -1.49), so the 50k steps take
-about 3 hours; `--config.train.steps=5000` (~17 minutes) is a feasible first look. One evaluation
-(100 batches of 10 sets of 300-599 points) takes about 20 s.
+Measured on a 2-core CPU: 8.9 steps/s at the paper's sizes after a 6 s compile (launch/bench.py,
+idle machine), so the 50k steps take about 1.6 hours; `--config.train.steps=3000` (10 minutes with
+other jobs running) reaches test/ll -1.859 (ll1 -1.572) against an oracle of -1.482. One evaluation
+(100 batches of 10 sets of 300-599 points) takes 5-20 s.
 
 Variants (comma-separated):
   paper      the paper's choices where they differ from run.py: per-head sqrt(d_head) scaling,
