@@ -151,6 +151,13 @@ def test_params_hold_exactly_what_each_variant_uses():
       assert set(params) == keys | extra, (variant, embedding, sorted(params))
 
 
+def test_classifier_starts_at_zero_for_noprop_and_random_for_the_chain():
+  batch = _digits()
+  for variant, zero in (("dt", True), ("ct", True), ("backprop", False)):
+    params = jax.jit(noprop.build(_config(variant)).init)(jax.random.key(0), batch)
+    assert bool(np.all(np.asarray(params["classifier"]["kernel"]) == 0)) == zero, variant
+
+
 def test_backprop_chain_equals_a_hand_written_recurrence():
   spec = noprop.make_spec(_config("backprop", embedding="learned").model)
   method = noprop.build(_config("backprop", embedding="learned"))
@@ -180,10 +187,6 @@ def test_backprop_baseline_chains_the_blocks_end_to_end():
   batch, rng = _digits(), jax.random.key(1)
   params = jax.jit(method.init)(jax.random.key(0), batch)
   np.testing.assert_allclose(np.tanh(params["mix"]), 0.5, rtol=1e-6)
-  # The classifier starts at zero (no gradient reaches the blocks at step 0): move it first.
-  kernel = params["classifier"]["kernel"]
-  params = dict(params, classifier=dict(params["classifier"],
-                                        kernel=jax.random.normal(jax.random.key(9), kernel.shape)))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, batch, rng)
   assert np.isfinite(float(loss)) and set(metrics) >= {"ce", "accuracy"}
   # Unlike NoProp, the end-to-end loss reaches every block (and the mixing weights).
