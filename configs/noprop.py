@@ -25,8 +25,8 @@ Measured on a 2-core CPU, NoProp-DT one-hot on digits:
   * `:classifier --config.train.steps=300` (one network, not the paper's chain): about 18 steps/s;
     test/accuracy 0.98 in 27 s.
 MNIST-5k, 160 steps of 128 (5 epochs), seed 0: `:backprop,mnist5k` (the paper's chained
-baseline) 83.6% test accuracy, `:dt,mnist5k` 95.8% (README table; the chain takes ~6 minutes on
-an idle 2-core CPU, DT all blocks the same).
+baseline) 83.6% test accuracy, `:dt,mnist5k` 95.8% (README table; both steps cost 146 GFLOP, DT
+all blocks 2.4 s per step in launch/bench.py on an idle 2-core CPU).
 Paper Table 1 (MNIST test %, for reference only, different data): back-prop 99.46, DT one-hot 99.47,
 DT prototype 99.54, CT one-hot 97.84, FM one-hot 99.21.
 
