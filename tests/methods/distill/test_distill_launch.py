@@ -37,15 +37,6 @@ def _report(workdir):
     return json.load(f)
 
 
-def _last_step(stage_dir):
-  path = os.path.join(stage_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    steps = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
-  return max(steps, default=0)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
   """The tiny teacher, trained once by the first stage of a multi-stage run through launch/train.py."""
@@ -67,25 +58,28 @@ def test_multistage_through_launch_train_runs_teacher_and_every_stage(teacher):
 
 def test_recursive_killed_mid_generation_resumes_to_the_uninterrupted_result(teacher, tmp_path):
   teacher_dir = os.path.join(teacher[0], "teacher")
-  use_teacher = f"--config.stages.teacher_workdir={teacher_dir}"
+  # 200 steps per generation: a wide window between the step-30 checkpoint and the end.
+  use_teacher = (f"--config.stages.teacher_workdir={teacher_dir}", "--config.train.steps=200")
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  _run("tiny,recursive", straight, use_teacher)
+  _run("tiny,recursive", straight, *use_teacher)
 
   with open(tmp_path / "killed.err", "w") as err:  # a file: a full pipe would block the child
-    proc = subprocess.Popen(train_cmd(f"{CONFIG}:tiny,recursive", killed, *FAST, use_teacher),
+    proc = subprocess.Popen(train_cmd(f"{CONFIG}:tiny,recursive", killed, *FAST, *use_teacher),
                             env=_env(), stdout=subprocess.DEVNULL, stderr=err)
   tail = lambda: (tmp_path / "killed.err").read_text()[-2000:]
   generation_1 = os.path.join(killed, "stage_1")
   deadline = time.time() + 300
-  while _last_step(generation_1) < 40:  # past the step-30 checkpoint, before the end (60)
-    assert proc.poll() is None, f"ended (rc={proc.returncode}) before generation 1 step 40: {tail()}"
-    assert time.time() < deadline, f"generation 1 did not reach step 40 in 300 s: {tail()}"
-    time.sleep(0.05)
+  # Kill once the step-30 checkpoint is committed (Orbax renames its temporary directory to "30"
+  # when the asynchronous save is complete), well before the end of the generation.
+  while not os.path.isdir(os.path.join(generation_1, "checkpoints", "30")):
+    assert proc.poll() is None, f"ended (rc={proc.returncode}) before generation 1 step 30: {tail()}"
+    assert time.time() < deadline, f"generation 1 saved no step-30 checkpoint in 300 s: {tail()}"
+    time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(os.path.join(killed, "report.json"))
 
-  out = _run("tiny,recursive", killed, use_teacher)
+  out = _run("tiny,recursive", killed, *use_teacher)
   assert "== stage_0" not in out  # the finished generation is read, not retrained
   assert "== stage_1" in out, f"generation 1 finished before the kill landed:\n{out}"
   assert "resuming from step" in out.split("== stage_1")[1].split("== stage_2")[0]
