@@ -63,6 +63,21 @@ class MetricWriter:
       self._tb.close()
 
 
+def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of `metric` in <workdir>/metrics.jsonl, sorted by step; an error names a
+  missing file or metric (and lists the metrics the file has)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist (is {workdir} a run directory?)")
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  points = sorted((r["step"], r[metric]) for r in rows if metric in r)
+  if not points:
+    names = sorted({k for r in rows for k in r if k != "step"})
+    raise ValueError(f"{path} has no {metric!r}; it has {names}")
+  return [p[0] for p in points], [p[1] for p in points]
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

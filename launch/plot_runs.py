@@ -6,7 +6,6 @@
         --metric=test/accuracy --out=curves.png   # one panel per metric
 """
 
-import json
 import os
 import sys
 
@@ -14,25 +13,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from jaxrepr.metrics import read_metric  # noqa: E402
+
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs (each with a metrics.jsonl).")
 _LABELS = flags.DEFINE_list("labels", None, "Legend labels (default: the workdir names).")
 _METRICS = flags.DEFINE_multi_string("metric", ["train/loss"], "Metric(s) to plot.")
 _TITLE = flags.DEFINE_string("title", "", "Figure title.")
 _OUT = flags.DEFINE_string("out", "runs.png", "Output PNG.")
 flags.mark_flag_as_required("runs")
-
-
-def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
-  """(steps, values) of `metric` in <workdir>/metrics.jsonl; an error names a missing file/metric."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist (is {workdir} a run directory?)")
-  rows = [json.loads(line) for line in open(path) if line.strip()]
-  points = sorted((r["step"], r[metric]) for r in rows if metric in r)
-  if not points:
-    names = sorted({k for r in rows for k in r if k != "step"})
-    raise ValueError(f"{path} has no {metric!r}; it has {names}")
-  return [p[0] for p in points], [p[1] for p in points]
 
 
 def main(argv):

@@ -182,3 +182,29 @@ def test_plot_runs_draws_the_metric_of_each_run_and_names_a_missing_one(tmp_path
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   bad = subprocess.run(cmd + ["--metric=test/accuracy"], capture_output=True, text=True)
   assert bad.returncode != 0 and "has no 'test/accuracy'" in bad.stderr
+
+
+def test_summarize_runs_gives_mean_and_std_over_seeds_and_names_an_unfinished_run(tmp_path):
+  import statistics
+  import sys
+
+  finals = {"dt_s0": 0.95, "dt_s1": 0.93, "dt_s2": 0.97, "backprop_s0": 0.84}
+  for name, final in finals.items():
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "metrics.jsonl", "w") as f:
+      f.write(json.dumps({"step": 80, "test/accuracy": 0.1, "train/loss": 2.0}) + "\n")
+      f.write(json.dumps({"step": 160, "train/loss": 1.0}) + "\n")   # accuracy not logged here
+      f.write(json.dumps({"step": 160, "test/accuracy": final}) + "\n")
+  (tmp_path / "ct_s0").mkdir()
+  (tmp_path / "ct_s0" / "metrics.jsonl").write_text(json.dumps({"step": 5, "train/loss": 3.0}))
+  cmd = [sys.executable, os.path.join(REPO, "launch", "summarize_runs.py"),
+         f"--runs={tmp_path}/*", "--scale=100", "--digits=3"]
+  out = subprocess.run(cmd + ["--skip_incomplete"], check=True, capture_output=True, text=True)
+  rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.stdout.splitlines()}
+  dt = [100 * finals[f"dt_s{s}"] for s in range(3)]
+  assert rows["dt"][1] == f"{statistics.mean(dt):.3f} +- {statistics.stdev(dt):.3f}"
+  assert rows["dt"][2] == "3"
+  assert rows["backprop"][1] == "84.000" and rows["backprop"][2] == "1"
+  assert "ct" not in rows and "ct_s0" in out.stderr
+  strict = subprocess.run(cmd, capture_output=True, text=True)
+  assert strict.returncode != 0 and "has no 'test/accuracy'" in strict.stderr
