@@ -20,7 +20,7 @@ shardings as launch/train.py):
   * the measured matmul peak of this machine in the step's compute dtype (`config.precision`;
     median of timed square matmuls) and the utilisation = achieved FLOP/s / that peak.
 `--suite=gpu` runs GPU_SUITE instead of --config: the LPN pattern step (Grad 0 and Grad 1, batch
-128) in bfloat16 and the NoProp-DT step (float32: NoProp has no bfloat16 path yet), a few timed
+128) and the NoProp-DT step (all blocks and one block per step), all in bfloat16, a few timed
 steps each, so that the whole suite fits one short call; rows are named with the device kind.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
 --out/results.md is rewritten from all of them.
@@ -53,9 +53,9 @@ flags.register_validator("config", lambda c: c is not None or flags.FLAGS.suite 
 GPU_SUITE = (
     ("lpn_pattern_grad0_b128_bf16", "lpn.py", "pattern,grad0", {"precision": "bfloat16"}),
     ("lpn_pattern_grad1_b128_bf16", "lpn.py", "pattern,grad1", {"precision": "bfloat16"}),
-    ("noprop_dt_all_blocks_mnist5k", "noprop.py", "dt,mnist5k", {}),
-    ("noprop_dt_one_block_mnist5k", "noprop.py", "dt,mnist5k",
-     {"model.block_schedule": "sampled"}),
+    ("noprop_dt_all_blocks_mnist5k_bf16", "noprop.py", "dt,mnist5k", {"precision": "bfloat16"}),
+    ("noprop_dt_one_block_mnist5k_bf16", "noprop.py", "dt,mnist5k",
+     {"model.block_schedule": "sampled", "precision": "bfloat16"}),
 )
 
 

@@ -34,6 +34,10 @@ smallest median distance to the others of its class). A caller that wants the pa
 the whole training set can overwrite params['embed'] with `model.prototypes(train_images,
 train_labels, m)` after `init`.
 
+`config.precision='bfloat16'` runs the convolutions and Dense layers in bfloat16 with float32
+parameters; normalisation statistics, logits, losses, the classifier on z_T, the CT schedule network
+and the inference state stay float32 (model.py).
+
 The back-prop baseline reuses `model.ImageEncoder` (the Figure 6 image branch) in the classifier
 method.
 """
@@ -51,6 +55,7 @@ from jaxrepr.methods.base import Method
 from jaxrepr.methods.noprop import inference, loss as loss_lib, model as model_lib, schedules
 
 VARIANTS = ("dt", "ct", "fm", "backprop")
+PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
 
 
 def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
@@ -87,7 +92,7 @@ def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
   })
 
 
-def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
+def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") -> loss_lib.Spec:
   """Validates `config.model` and turns it into a static Spec; errors name the bad field."""
   defaults = default_model_config(model_cfg.get("variant", "dt"))
   cfg = {k: (model_cfg.get(k) if model_cfg.get(k) is not None or k == "block_index" else v)
@@ -125,7 +130,7 @@ def make_spec(model_cfg: ml_collections.ConfigDict) -> loss_lib.Spec:
       gamma_1=float(cfg["gamma_1"]), sigma=float(cfg["sigma"]), time_dim=int(cfg["time_dim"]),
       time_scale=float(cfg["time_scale"]), solver=cfg["solver"],
       inference_steps=int(cfg["inference_steps"]), deterministic=bool(cfg["deterministic"]),
-      chain_alpha_init=float(cfg["chain_alpha_init"]))
+      chain_alpha_init=float(cfg["chain_alpha_init"]), precision=precision)
 
 
 def init(spec: loss_lib.Spec, rng: jax.Array, batch: dict[str, jax.Array]) -> dict:
@@ -168,7 +173,7 @@ def _note(spec: loss_lib.Spec) -> str:
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
-  spec = make_spec(config.model)
+  spec = make_spec(config.model, config.get("precision", "float32"))
   return Method(init=functools.partial(init, spec),
                 loss=functools.partial(loss_lib.LOSSES[spec.variant], spec),
                 predict=functools.partial(inference.PREDICTORS[spec.variant], spec),

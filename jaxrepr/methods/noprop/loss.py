@@ -64,17 +64,23 @@ class Spec:
   inference_steps: int = 1000
   deterministic: bool = False
   chain_alpha_init: float = 0.5
+  precision: str = "float32"         # compute dtype of the blocks / network (config.precision)
+
+  def compute_dtype(self):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[self.precision]
 
   def z_shape(self, image_shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
     return tuple(image_shape) if self.embedding == "prototype" else None
 
   def block(self, image_shape: tuple[int, ...]) -> model_lib.DTBlock:
     return model_lib.DTBlock(self.num_classes, self.conv_features, self.hidden, self.head_hidden,
-                             self.dropout, self.norm, self.z_shape(image_shape))
+                             self.dropout, self.norm, self.z_shape(image_shape),
+                             self.compute_dtype())
 
   def net(self, image_shape: tuple[int, ...]) -> model_lib.CTFMNet:
     return model_lib.CTFMNet(self.num_classes, self.conv_features, self.hidden, self.head_hidden,
-                             self.dropout, self.time_dim, self.time_scale, self.z_shape(image_shape))
+                             self.dropout, self.time_dim, self.time_scale, self.z_shape(image_shape),
+                             self.compute_dtype())
 
   def gamma(self) -> schedules.GammaNetwork:
     return schedules.GammaNetwork(self.gamma_hidden, self.gamma_0, self.gamma_1)

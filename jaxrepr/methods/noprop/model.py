@@ -21,11 +21,15 @@ Choices where the paper is silent:
   * Time embedding: t in [0, 1] is scaled by `time_scale` (1000, the DDPM step range) before the
     transformer sinusoid with periods up to 10000.
 Weight init: Flax defaults (LeCun normal kernels, zero biases).
+
+Precision (`dtype`, from `config.precision`): convolutions and Dense layers compute in `dtype`
+(bfloat16 for mixed precision) with float32 parameters; normalisation statistics and the returned
+logits are float32, so softmax, uhat, losses and the ODE state stay float32.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,8 +45,9 @@ class Norm(nn.Module):
   def __call__(self, x_BxF: jax.Array, mask_B: Optional[jax.Array] = None) -> jax.Array:
     if self.kind == "none":
       return x_BxF
+    dtype, x_BxF = x_BxF.dtype, x_BxF.astype(jnp.float32)   # statistics in float32
     if self.kind == "layer":
-      return nn.LayerNorm(epsilon=self.epsilon)(x_BxF)
+      return nn.LayerNorm(epsilon=self.epsilon)(x_BxF).astype(dtype)
     if self.kind != "batch":
       raise ValueError(f"config.model.norm={self.kind!r} is not one of ('batch', 'layer', 'none')")
     if mask_B is None:
@@ -56,7 +61,7 @@ class Norm(nn.Module):
     scale_F = self.param("scale", nn.initializers.ones, (x_BxF.shape[-1],))
     bias_F = self.param("bias", nn.initializers.zeros, (x_BxF.shape[-1],))
     y_BxF = (x_BxF - mean_F[None, :]) * jax.lax.rsqrt(var_F[None, :] + self.epsilon)
-    return y_BxF * scale_F[None, :] + bias_F[None, :]
+    return (y_BxF * scale_F[None, :] + bias_F[None, :]).astype(dtype)
 
 
 class ImageEncoder(nn.Module):
@@ -70,19 +75,20 @@ class ImageEncoder(nn.Module):
   dropout: float = 0.2
   norm: str = "batch"
   final: str = "norm"   # 'norm' (DT) | 'relu' (CT/FM)
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, *, train: bool,
                mask_B: Optional[jax.Array] = None) -> jax.Array:
     if x_BxHxWxC.ndim != 4:
       raise ValueError(f"ImageEncoder expects NHWC images, got shape {x_BxHxWxC.shape}")
-    h = x_BxHxWxC
+    h = x_BxHxWxC.astype(self.dtype)
     for i, features in enumerate(self.conv_features):
-      h = nn.relu(nn.Conv(features, (3, 3), padding="SAME")(h))
+      h = nn.relu(nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype)(h))
       if i != 1:  # Figure 6 pools after the first and the last conv only
         h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h_BxF = nn.Dense(self.hidden)(h.reshape(h.shape[0], -1))
+    h_BxF = nn.Dense(self.hidden, dtype=self.dtype)(h.reshape(h.shape[0], -1))
     if self.final == "relu":
       return nn.relu(h_BxF)
     return Norm(self.norm)(h_BxF, mask_B)
@@ -101,22 +107,25 @@ class DTBlock(nn.Module):
   dropout: float = 0.2
   norm: str = "batch"
   z_image_shape: Optional[tuple[int, ...]] = None   # set for prototype embeddings
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, *, train: bool,
                mask_B: Optional[jax.Array] = None) -> jax.Array:
-    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, self.norm, "norm")
+    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, self.norm, "norm",
+                               self.dtype)
+    dense = lambda features: nn.Dense(features, dtype=self.dtype)
     x_BxF = enc()(x_BxHxWxC, train=train, mask_B=mask_B)
     if self.z_image_shape is not None:
       z_BxF = enc()(_as_image(z_BxD, self.z_image_shape), train=train, mask_B=mask_B)
     else:
-      h_BxF = nn.relu(Norm(self.norm)(nn.Dense(self.hidden)(z_BxD), mask_B))
-      r_BxF = nn.relu(Norm(self.norm)(nn.Dense(self.hidden)(h_BxF), mask_B))
-      z_BxF = h_BxF + Norm(self.norm)(nn.Dense(self.hidden)(r_BxF), mask_B)
+      h_BxF = nn.relu(Norm(self.norm)(dense(self.hidden)(z_BxD), mask_B))
+      r_BxF = nn.relu(Norm(self.norm)(dense(self.hidden)(h_BxF), mask_B))
+      z_BxF = h_BxF + Norm(self.norm)(dense(self.hidden)(r_BxF), mask_B)
     h = jnp.concatenate([x_BxF, z_BxF], axis=-1)
-    h = nn.relu(Norm(self.norm)(nn.Dense(self.hidden)(h), mask_B))
-    h = nn.relu(Norm(self.norm)(nn.Dense(self.head_hidden)(h), mask_B))
-    return nn.Dense(self.num_classes)(h)
+    h = nn.relu(Norm(self.norm)(dense(self.hidden)(h), mask_B))
+    h = nn.relu(Norm(self.norm)(dense(self.head_hidden)(h), mask_B))
+    return dense(self.num_classes)(h).astype(jnp.float32)
 
 
 def sinusoidal_embedding(t_B: jax.Array, dim: int, scale: float = 1000.0) -> jax.Array:
@@ -137,21 +146,24 @@ class CTFMNet(nn.Module):
   time_dim: int = 64
   time_scale: float = 1000.0
   z_image_shape: Optional[tuple[int, ...]] = None
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, t_B: jax.Array, *,
                train: bool) -> jax.Array:
-    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, "none", "relu")
+    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, "none", "relu",
+                               self.dtype)
+    dense = lambda features: nn.Dense(features, dtype=self.dtype)
     x_BxF = enc()(x_BxHxWxC, train=train)
     if self.z_image_shape is not None:
       z_BxF = enc()(_as_image(z_BxD, self.z_image_shape), train=train)
     else:
-      z_BxF = nn.relu(nn.Dense(self.hidden)(z_BxD))
-    t_BxF = nn.relu(nn.Dense(self.hidden)(sinusoidal_embedding(t_B, self.time_dim, self.time_scale)))
+      z_BxF = nn.relu(dense(self.hidden)(z_BxD))
+    t_BxF = nn.relu(dense(self.hidden)(sinusoidal_embedding(t_B, self.time_dim, self.time_scale)))
     h = jnp.concatenate([x_BxF, z_BxF, t_BxF], axis=-1)
-    h = nn.relu(nn.Dense(self.hidden)(h))
-    h = nn.relu(nn.Dense(self.head_hidden)(h))
-    return nn.Dense(self.num_classes)(h)
+    h = nn.relu(dense(self.hidden)(h))
+    h = nn.relu(dense(self.head_hidden)(h))
+    return dense(self.num_classes)(h).astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------- label embeddings W_Embed
