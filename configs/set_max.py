@@ -14,6 +14,8 @@ Measured on a 2-core CPU shared with other jobs (load ~7): about 55 steps/s afte
 so the 20k steps take about 5 minutes: test/mae 0.951 / 0.384 / 0.515 / 0.458 at 5k / 10k / 15k /
 20k (DeepSets: 1.347 / 0.885 / 0.068 / 1.045); with a constant lr and the L1 loss the error swings
 from one evaluation to the next. A 400-step run (`--config.train.steps=400`, 16 s) reached 0.23.
+With `:cosine` (lr decayed to 0 along a cosine) the final error settles: 0.0041 +- 0.0006 over
+seeds 0-2 (DeepSets `:cosine,deepsets` 0.0004 +- 0.0002), README "Set Transformer tasks".
 
 Variants (comma-separated):
   deepsets   the rFF + pooling baseline of Table 1 (4 x Linear(64), max-pooling, Linear(64) -> 1).
