@@ -24,6 +24,7 @@ import os
 import pkgutil
 from types import ModuleType
 
+import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
@@ -31,6 +32,13 @@ from jaxrepr import optim
 
 
 PRECISIONS = ("float32", "bfloat16")
+
+
+def compute_dtype(precision: str):
+  """The jnp dtype of `config.precision`; an unknown name is an error naming the field."""
+  if precision not in PRECISIONS:
+    raise ValueError(f"config.precision={precision!r}: must be one of {PRECISIONS}")
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[precision]
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -64,14 +64,26 @@ class MetricWriter:
 
 
 def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
-  """(steps, values) of `metric` in <workdir>/metrics.jsonl, sorted by step; an error names a
-  missing file or metric (and lists the metrics the file has)."""
+  """(steps, values) of `metric` in <workdir>/metrics.jsonl in step order (a step logged twice, e.g.
+  an evaluation rerun after a resume, keeps the order written, so the last value is the newest).
+  Errors name a missing file or metric (listing the metrics the file has) and a malformed line; a
+  half-written last line (a run still writing) is ignored."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist (is {workdir} a run directory?)")
   with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  points = sorted((r["step"], r[metric]) for r in rows if metric in r)
+    lines = f.read().split("\n")
+  rows = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number == len(lines):   # no newline yet: the writer is mid-line
+        continue
+      raise ValueError(f"{path}:{number} is not a JSON object: {e}") from None
+  points = sorted(((r["step"], r[metric]) for r in rows if metric in r), key=lambda p: p[0])
   if not points:
     names = sorted({k for r in rows for k in r if k != "step"})
     raise ValueError(f"{path} has no {metric!r}; it has {names}")

@@ -5,15 +5,18 @@
     python launch/summarize_runs.py --runs=runs/a_s0,runs/a_s1,runs/b_s0 --metric=test/accuracy \
         --metric=test/cross_entropy
 
-Runs whose directory names differ only by the seed suffix (`--seed_pattern`, default `_s<digits>`
-at the end) form one group. Each group's row gives the mean and the sample standard deviation
-(ddof 1; blank for one seed) of each metric's value at its last logged step, the number of seeds,
-and every seed's value, so a table in a README can be regenerated from the run directories. A run
-that has not logged a metric yet (still training) stops the command with an error naming it, unless
-`--skip_incomplete`, which lists the skipped runs instead.
+Runs in the same parent directory whose names differ only by the seed suffix (`--seed_pattern`, a
+regex with one group for the seed, default `_s<digits>` at the end) form one group; a run without a
+seed suffix is a group of its own. Each group's row gives the mean and the sample standard
+deviation (ddof 1; blank for one seed) of each metric's value at the run's last logged step, the
+number of seeds, and every seed's value, so a table in a README can be regenerated from the run
+directories. A run is complete when its metric reaches the `train.steps` of its config.json; a run
+that is not (still training, or stopped before its final evaluation) stops the command with an
+error naming it, unless `--skip_incomplete`, which lists the skipped runs instead.
 """
 
 import glob
+import json
 import os
 import re
 import sys
@@ -27,38 +30,67 @@ from jaxrepr.metrics import read_metric  # noqa: E402
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
 _METRICS = flags.DEFINE_multi_string("metric", ["test/accuracy"], "Metric(s) to tabulate.")
 _SEED_PATTERN = flags.DEFINE_string("seed_pattern", r"_s(\d+)$",
-                                    "Regex of the seed part of a run's directory name.")
+                                    "Regex of the seed part of a run's directory name (one group).")
 _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply values by this (100 for percent).")
 _DIGITS = flags.DEFINE_integer("digits", 2, "Decimals in the table.")
-_SKIP = flags.DEFINE_bool("skip_incomplete", False, "Skip runs without the metric (and say so).")
+_SKIP = flags.DEFINE_bool("skip_incomplete", False, "Skip unfinished runs (and say so).")
 flags.mark_flag_as_required("runs")
 
 
+class IncompleteRun(ValueError):
+  """A run has not logged the metric at its final step."""
+
+
 def expand(patterns: list[str]) -> list[str]:
-  """Workdirs named by `patterns` (globs expanded, sorted, duplicates dropped)."""
+  """Workdirs named by `patterns` (globs expanded and sorted, duplicates dropped); a pattern that
+  names nothing is an error."""
   out = []
   for pattern in patterns:
-    matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
     if not matches:
       raise FileNotFoundError(f"no run directory matches {pattern!r}")
-    out += [m for m in matches if os.path.isdir(m) and m not in out]
+    out += [m for m in matches if m not in out]
   return out
 
 
-def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, list[tuple[str, str]]]:
-  """{group name: [(seed, workdir), ...]} in first-seen order; a name without a seed is its own
-  group with seed '-'."""
-  groups: dict[str, list[tuple[str, str]]] = {}
+def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, str]]:
+  """{group name: {seed: workdir}} in first-seen order. The name is the directory name without its
+  seed (prefixed by the parent when two parents hold the same name); a run without a seed keeps its
+  whole name and seed '-'. The same seed twice in a group is an error."""
+  regex = re.compile(seed_pattern)
+  if regex.groups != 1:
+    raise ValueError(f"--seed_pattern={seed_pattern!r} must have exactly one group (the seed)")
+  keyed = []
   for workdir in workdirs:
-    name = os.path.basename(os.path.normpath(workdir))
-    match = re.search(seed_pattern, name)
-    key, seed = (name[:match.start()] + name[match.end():], match.group(1)) if match else (name, "-")
-    groups.setdefault(key, []).append((seed, workdir))
+    parent, name = os.path.split(os.path.normpath(workdir))
+    match = regex.search(name)
+    base, seed = (name[:match.start()] + name[match.end():], match.group(1)) if match else (name, "-")
+    keyed.append(((parent, base, match is not None), seed, workdir))
+  parents = {}
+  for (parent, base, seeded), _, _ in keyed:
+    parents.setdefault((base, seeded), set()).add(parent)
+  groups: dict[str, dict[str, str]] = {}
+  for (parent, base, seeded), seed, workdir in keyed:
+    name = base if len(parents[(base, seeded)]) == 1 else os.path.join(parent, base)
+    if not seeded and any(b == base and s for (b, s) in parents):
+      name += " (no seed)"
+    runs = groups.setdefault(name, {})
+    if seed in runs:
+      raise ValueError(f"{workdir} and {runs[seed]} are both seed {seed} of group {name!r}")
+    runs[seed] = workdir
   return groups
 
 
 def final_value(workdir: str, metric: str) -> float:
-  _, values = read_metric(workdir, metric)
+  """The metric at its last logged step; IncompleteRun when that step is before the config's
+  train.steps (config.json without train.steps: the last logged value is taken as final)."""
+  steps, values = read_metric(workdir, metric)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      total = json.load(f).get("train", {}).get("steps")
+    if total is not None and steps[-1] < total:
+      raise IncompleteRun(f"{workdir}: {metric} last logged at step {steps[-1]} of {total}")
   return values[-1]
 
 
@@ -71,13 +103,13 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def table(groups, metrics: list[str], scale: float, digits: int, skip: bool) -> tuple[str, list]:
-  """The markdown table and the list of (workdir, error) skipped."""
+  """The markdown table and the list of (workdir, reason) skipped."""
   skipped = []
   header = ["run"] + [f"{m} (mean +- std)" for m in metrics] + ["seeds", "per seed"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, runs in groups.items():
     per_seed: dict[str, list[float]] = {}
-    for seed, workdir in runs:
+    for seed, workdir in runs.items():
       try:
         per_seed[seed] = [final_value(workdir, m) * scale for m in metrics]
       except (FileNotFoundError, ValueError) as e:
@@ -102,8 +134,8 @@ def main(argv):
   groups = group_runs(expand(_RUNS.value), _SEED_PATTERN.value)
   text, skipped = table(groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value)
   print(text)
-  for workdir, err in skipped:
-    print(f"skipped {workdir}: {err}", file=sys.stderr)
+  for workdir, reason in skipped:
+    print(f"skipped {workdir}: {reason}", file=sys.stderr)
 
 
 if __name__ == "__main__":

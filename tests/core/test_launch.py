@@ -188,17 +188,24 @@ def test_summarize_runs_gives_mean_and_std_over_seeds_and_names_an_unfinished_ru
   import statistics
   import sys
 
+  def write_run(path, rows, steps=160):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"train": {"steps": steps}}))
+    with open(path / "metrics.jsonl", "w") as f:
+      f.write("".join(json.dumps(r) + "\n" for r in rows))
+
   finals = {"dt_s0": 0.95, "dt_s1": 0.93, "dt_s2": 0.97, "backprop_s0": 0.84}
   for name, final in finals.items():
-    (tmp_path / name).mkdir()
-    with open(tmp_path / name / "metrics.jsonl", "w") as f:
-      f.write(json.dumps({"step": 80, "test/accuracy": 0.1, "train/loss": 2.0}) + "\n")
-      f.write(json.dumps({"step": 160, "train/loss": 1.0}) + "\n")   # accuracy not logged here
-      f.write(json.dumps({"step": 160, "test/accuracy": final}) + "\n")
-  (tmp_path / "ct_s0").mkdir()
-  (tmp_path / "ct_s0" / "metrics.jsonl").write_text(json.dumps({"step": 5, "train/loss": 3.0}))
-  cmd = [sys.executable, os.path.join(REPO, "launch", "summarize_runs.py"),
-         f"--runs={tmp_path}/*", "--scale=100", "--digits=3"]
+    write_run(tmp_path / "a" / name, [
+        {"step": 80, "test/accuracy": 0.1, "train/loss": 2.0},
+        {"step": 160, "train/loss": 1.0},                 # accuracy not logged in this row
+        {"step": 160, "test/accuracy": 0.2},
+        {"step": 160, "test/accuracy": final}])           # evaluated again after a resume
+  write_run(tmp_path / "a" / "ct_s0", [{"step": 5, "train/loss": 3.0}])
+  write_run(tmp_path / "a" / "fm_s0", [{"step": 80, "test/accuracy": 0.5}])   # still training
+  write_run(tmp_path / "b" / "dt_s0", [{"step": 160, "test/accuracy": 0.5}])
+  script = os.path.join(REPO, "launch", "summarize_runs.py")
+  cmd = [sys.executable, script, f"--runs={tmp_path}/a/*", "--scale=100", "--digits=3"]
   out = subprocess.run(cmd + ["--skip_incomplete"], check=True, capture_output=True, text=True)
   rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.stdout.splitlines()}
   dt = [100 * finals[f"dt_s{s}"] for s in range(3)]
@@ -206,5 +213,24 @@ def test_summarize_runs_gives_mean_and_std_over_seeds_and_names_an_unfinished_ru
   assert rows["dt"][2] == "3"
   assert rows["backprop"][1] == "84.000" and rows["backprop"][2] == "1"
   assert "ct" not in rows and "ct_s0" in out.stderr
+  assert "fm" not in rows and "step 80 of 160" in out.stderr
   strict = subprocess.run(cmd, capture_output=True, text=True)
   assert strict.returncode != 0 and "has no 'test/accuracy'" in strict.stderr
+  # Same run names under two parents are two groups, named with their parent.
+  both = subprocess.run([sys.executable, script, f"--runs={tmp_path}/a/dt_s*,{tmp_path}/b/*"],
+                        check=True, capture_output=True, text=True).stdout
+  assert f"| {tmp_path}/a/dt | 0.95 +- 0.02 | 3 |" in both
+  assert f"| {tmp_path}/b/dt | 0.50 | 1 |" in both
+  typo = subprocess.run([sys.executable, script, f"--runs={tmp_path}/a/dt_s9"],
+                        capture_output=True, text=True)
+  assert typo.returncode != 0 and "no run directory matches" in typo.stderr
+
+
+def test_read_metric_skips_a_half_written_last_line_and_names_a_bad_one(tmp_path):
+  from jaxrepr.metrics import read_metric
+
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "m": 1.0}\n{"step": 2, "m": 2.0}\n{"st')
+  assert read_metric(str(tmp_path), "m") == ([1, 2], [1.0, 2.0])
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "m": 1.0}\n{"st\n{"step": 2, "m": 2.0}\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl:2 is not a JSON object"):
+    read_metric(str(tmp_path), "m")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from jaxrepr import train
-from jaxrepr.metrics import read_metric
 from tests.core.helpers import load_config
 from tests.core.test_train import losses, small_config
 
@@ -28,12 +27,13 @@ def _noprop_config(variant):
   return make
 
 
-# NoProp's total loss is dominated by the sampled denoising terms and does not fall within 12
-# steps of the tiny model; its classifier cross-entropy does.
-@pytest.mark.parametrize("make_config,rtol,falls", [(small_config, 0.02, "train/loss"),
-                                                    (_lpn_config, 0.03, "train/loss"),
-                                                    (_noprop_config("dt"), 0.03, "train/ce"),
-                                                    (_noprop_config("ct"), 0.03, "train/ce")])
+# NoProp's loss is dominated by the denoising terms of the bf16 blocks (so the curve comparison
+# checks them), but with noise sampled afresh each step it does not fall within 12 steps of the tiny
+# model: no falling check there.
+@pytest.mark.parametrize("make_config,rtol,falls", [(small_config, 0.02, True),
+                                                    (_lpn_config, 0.03, True),
+                                                    (_noprop_config("dt"), 0.03, False),
+                                                    (_noprop_config("ct"), 0.03, False)])
 def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol, falls):
   curves = {}
   for precision in ("float32", "bfloat16"):
@@ -53,8 +53,8 @@ def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol, falls)
   assert len(f32) == len(bf16) > 5
   assert not np.array_equal(f32, bf16)
   np.testing.assert_allclose(bf16, f32, rtol=rtol)
-  _, falling = read_metric(str(tmp_path / "bfloat16"), falls)
-  assert falling[-1] < falling[0]
+  if falls:
+    assert bf16[-1] < bf16[0]
 
 
 def test_precision_a_method_does_not_implement_is_refused(tmp_path):

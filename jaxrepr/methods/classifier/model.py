@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrepr import config as config_lib
+
 
 class MLP(nn.Module):
   hidden: Sequence[int]
@@ -51,7 +53,7 @@ class CNN(nn.Module):
 
 def make_model(cfg, precision: str = "float32") -> nn.Module:
   """The model of `config.model`, computing in `precision` (`config.precision`)."""
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[precision]
+  dtype = config_lib.compute_dtype(precision)
   if cfg.arch == "mlp":
     return MLP(tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
   if cfg.arch == "cnn":

@@ -31,13 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrepr import config as config_lib
 from jaxrepr.nn import transformer as tfm
 
 NUM_COLOURS = 10
 
 
 def _dtype(name: str) -> Any:
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+  return config_lib.compute_dtype(name)
 
 
 def _embed(n: int, e: int, name: str) -> nn.Embed:

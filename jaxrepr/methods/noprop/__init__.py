@@ -35,11 +35,12 @@ the whole training set can overwrite params['embed'] with `model.prototypes(trai
 train_labels, m)` after `init`.
 
 `config.precision='bfloat16'` runs the convolutions and Dense layers in bfloat16 with float32
-parameters; normalisation statistics, logits, losses, the classifier on z_T, the CT schedule network
-and the inference state stay float32 (model.py).
+parameters; normalisation statistics are computed in float32, the networks' logits are cast to
+float32, and the losses, the classifier on z_T, the CT schedule network and the inference state stay
+float32 (model.py).
 
-The back-prop baseline reuses `model.ImageEncoder` (the Figure 6 image branch) in the classifier
-method.
+`model.ImageEncoder` (the Figure 6 image branch) is a reusable module: a back-prop classifier can
+build its features from it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
+from jaxrepr import config as config_lib
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.noprop import inference, loss as loss_lib, model as model_lib, schedules
 
@@ -93,7 +95,9 @@ def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
 
 
 def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") -> loss_lib.Spec:
-  """Validates `config.model` and turns it into a static Spec; errors name the bad field."""
+  """Validates `config.model` (and `config.precision`) and turns them into a static Spec; errors
+  name the bad field."""
+  config_lib.compute_dtype(precision)
   defaults = default_model_config(model_cfg.get("variant", "dt"))
   cfg = {k: (model_cfg.get(k) if model_cfg.get(k) is not None or k == "block_index" else v)
          for k, v in defaults.items()}

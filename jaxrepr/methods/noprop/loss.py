@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrepr import config as config_lib
 from jaxrepr.methods.noprop import model as model_lib
 from jaxrepr.methods.noprop import schedules
 
@@ -67,7 +68,7 @@ class Spec:
   precision: str = "float32"         # compute dtype of the blocks / network (config.precision)
 
   def compute_dtype(self):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[self.precision]
+    return config_lib.compute_dtype(self.precision)
 
   def z_shape(self, image_shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
     return tuple(image_shape) if self.embedding == "prototype" else None

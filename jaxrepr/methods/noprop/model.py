@@ -23,8 +23,9 @@ Choices where the paper is silent:
 Weight init: Flax defaults (LeCun normal kernels, zero biases).
 
 Precision (`dtype`, from `config.precision`): convolutions and Dense layers compute in `dtype`
-(bfloat16 for mixed precision) with float32 parameters; normalisation statistics and the returned
-logits are float32, so softmax, uhat, losses and the ODE state stay float32.
+(bfloat16 for mixed precision) with float32 parameters; normalisation statistics are computed in
+float32 and the returned logits are cast to float32, so softmax, uhat, losses and the ODE state stay
+float32.
 """
 
 from __future__ import annotations

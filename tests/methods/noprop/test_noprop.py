@@ -243,6 +243,30 @@ def test_each_embedding_is_finite(variant, embedding):
   _check_outputs(*run(batch), variant, embedding)
 
 
+@pytest.mark.parametrize("variant", ["dt", "ct", "fm", "backprop"])
+def test_bfloat16_predict_is_float32_and_close_to_float32(variant):
+  """config.precision='bfloat16' in inference: the same float32 params, float32 logits out, and
+  logits within bf16 rounding of the float32 ones (the loss side is tests/core/test_precision.py)."""
+  batch = dict(_digits(), mask=jnp.ones((8,)))
+  methods = {}
+  for precision in ("float32", "bfloat16"):
+    config = _config(variant, num_blocks=2)
+    config.precision = precision
+    methods[precision] = noprop.build(config)
+  params = jax.jit(methods["float32"].init)(jax.random.key(0), batch)
+  if "classifier" in params:   # zero-initialised for DT/CT: make the logits depend on z
+    kernel = params["classifier"]["kernel"]
+    params["classifier"]["kernel"] = jax.random.normal(jax.random.key(3), kernel.shape)
+  out = {p: jax.jit(m.predict)(params, batch, jax.random.key(2)) for p, m in methods.items()}
+  hlo = jax.jit(methods["bfloat16"].predict).lower(params, batch, jax.random.key(2)).as_text()
+  assert "bf16" in hlo
+  for p in out:
+    assert out[p]["logits"].dtype == jnp.float32
+  f32, bf16 = out["float32"]["logits"], out["bfloat16"]["logits"]
+  assert not np.array_equal(f32, bf16)
+  np.testing.assert_allclose(bf16, f32, atol=0.05 * float(jnp.max(jnp.abs(f32))) + 1e-3)
+
+
 def test_bad_config_and_batch_raise_clear_errors():
   with pytest.raises(ValueError, match="embedding"):
     noprop.build(_config("dt", embedding="random"))
@@ -250,6 +274,10 @@ def test_bad_config_and_batch_raise_clear_errors():
     noprop.build(_config("fm", solver="rk4"))
   with pytest.raises(ValueError, match="variant"):
     noprop.build(_config("diffusion"))
+  with pytest.raises(ValueError, match="config.precision='float16'"):
+    config = _config("dt")
+    config.precision = "float16"
+    noprop.build(config)
   method = noprop.build(_config("dt"))
   with pytest.raises(KeyError, match="label"):
     method.init(jax.random.key(0), {"image": _digits()["image"]})
