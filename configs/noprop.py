@@ -24,9 +24,10 @@ Measured on a 2-core CPU, NoProp-DT one-hot on digits:
     budget per block (100 epochs for each of the T blocks) use `--config.train.steps=11240`.
   * `:classifier --config.train.steps=300` (one network, not the paper's chain): about 18 steps/s;
     test/accuracy 0.98 in 27 s.
-MNIST-5k, 160 steps of 128 (5 epochs), seed 0: `:backprop,mnist5k` (the paper's chained
-baseline) 83.6% test accuracy, `:dt,mnist5k` 95.8% (README table; both steps cost 146 GFLOP, DT
-all blocks 2.4 s per step in launch/bench.py on an idle 2-core CPU).
+MNIST-5k, 160 steps of 128 (5 epochs), seeds 0-2, test accuracy % (README table): `:backprop`
+(the paper's chained baseline) 72.3 +- 9.8, `:classifier` 96.6 +- 0.5, `:dt` 95.7 +- 0.1,
+`:dt,learned` 94.9 +- 0.6, `:ct` 33.1 +- 8.5, `:fm` 92.4 +- 0.8 (CT/FM with 100 ODE steps). DT all
+blocks: 2.4 s per step in launch/bench.py on an idle 2-core CPU (146 GFLOP, as the chain's step).
 Paper Table 1 (MNIST test %, for reference only, different data): back-prop 99.46, DT one-hot 99.47,
 DT prototype 99.54, CT one-hot 97.84, FM one-hot 99.21.
 
