@@ -33,7 +33,8 @@ def _noprop_config(variant):
 @pytest.mark.parametrize("make_config,rtol,falls", [(small_config, 0.02, True),
                                                     (_lpn_config, 0.03, True),
                                                     (_noprop_config("dt"), 0.03, False),
-                                                    (_noprop_config("ct"), 0.03, False)])
+                                                    pytest.param(_noprop_config("ct"), 0.03, False,
+                                                                 marks=pytest.mark.heavy)])
 def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol, falls):
   curves = {}
   for precision in ("float32", "bfloat16"):
