@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
+  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each (set by
+  # the launchers before JAX starts; see jaxrepr.parallel.set_cpu_devices). Unset: JAX's one device.
+  c.cpu_devices = config_dict.placeholder(int)
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))

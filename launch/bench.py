@@ -9,7 +9,8 @@ In one run it measures, for the config's real train step (same method, optimizer
 shardings as launch/train.py):
   * compile seconds (lower + compile of the jitted step),
   * median step time and steps/s over --steps timed steps after --warmup steps (the same batch is
-    reused so data loading is not timed),
+    reused so data loading is not timed; `--batches=K` draws K batches first and cycles through
+    them, reporting the mean step time, for steps whose cost depends on the batch),
   * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
     aliased/donated buffers) and the process's peak resident memory,
   * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
@@ -44,6 +45,10 @@ _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "Run a fixed list of benchmar
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_BATCHES = flags.DEFINE_integer(
+    "batches", 1, "Distinct batches drawn before timing and cycled through; above 1 the step time "
+    "is the mean (throughput), for steps whose cost depends on the batch (set sizes under "
+    "config.model.length_buckets).")
 _OUT = flags.DEFINE_string("out", "bench", "Directory for results.json and results.md.")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul for the peak.")
 flags.register_validator("config", lambda c: c is not None or flags.FLAGS.suite is not None,
@@ -135,35 +140,42 @@ def _plain_attention_flops(config, batch) -> float:
     return _flops(run.train_step.lower(run.state, batch, run.train_rng).compile())
 
 
-def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
+def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) -> dict:
   import jax
   import numpy as np
 
   from jaxrepr import parallel, train
   from jaxrepr.train_step import param_count
 
+  if num_batches < 1:
+    raise ValueError(f"--batches must be >= 1, got {num_batches}")
   run = train.build(config)
-  batch = run.next_batch()
+  batches = [run.next_batch() for _ in range(num_batches)]
+  batch = batches[0]
   with jax.set_mesh(run.mesh):
     t0 = time.perf_counter()
     compiled = run.train_step.lower(run.state, batch, run.train_rng).compile()
     compile_s = time.perf_counter() - t0
     state = run.state
-    for _ in range(warmup):
-      state, metrics = compiled(state, batch, run.train_rng)
+    for i in range(warmup):
+      state, metrics = compiled(state, batches[i % num_batches], run.train_rng)
     jax.block_until_ready(state)
     times = []
-    for _ in range(steps):
+    for i in range(steps):
       t0 = time.perf_counter()
-      state, metrics = compiled(state, batch, run.train_rng)
+      state, metrics = compiled(state, batches[(warmup + i) % num_batches], run.train_rng)
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - t0)
-  step_s = float(np.median(times))
+  # one batch: the median resists noise; varied batches: the mean is the throughput
+  step_s = float(np.median(times) if num_batches == 1 else np.mean(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
   flops = _flops(compiled)
   if config.get("model") and (config.model.get("attention", "xla") != "xla" or config.model.get(
       "train_latent", {}).get("per_position", False)):
     flops = _plain_attention_flops(config, batch)
+  # XLA counts a conditional as its largest branch: with length buckets the count is that of the
+  # fully padded step, an upper bound of the work done, and so is the utilisation
+  flops_upper_bound = bool(config.get("model") and config.model.get("length_buckets", 1) > 1)
   peak = matmul_peak_flops(matmul_n, config.get("precision", "float32"))
   devices = run.mesh.devices.size
   flops *= devices  # cost analysis counts one device's partition of the step
@@ -176,9 +188,9 @@ def bench(config, steps: int, warmup: int, matmul_n: int) -> dict:
       state_bytes_per_device=parallel.bytes_per_device(state),
       device_kind=jax.devices()[0].device_kind, platform=jax.default_backend(),
       host=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-      compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s,
+      compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s, distinct_batches=num_batches,
       step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
-      flops_per_step=flops, achieved_flops=flops / step_s,
+      flops_per_step=flops, achieved_flops=flops / step_s, flops_upper_bound=flops_upper_bound,
       matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
       precision=config.get("precision", "float32"),
@@ -192,19 +204,21 @@ def _fmt_bytes(b) -> str:
 
 
 def write_table(results: dict, path: str) -> None:
-  rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median) | "
+  rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median; mean*) | "
           "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
     fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
+    bound = "<= " if r.get("flops_upper_bound") else ""
     per_device = (_fmt_bytes(r["param_bytes_per_device"]) + fsdp
                   if "param_bytes_per_device" in r else "")
     rows.append(
         f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
         f"{per_device} | "
-        f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f} | {r['compile_s']:.1f} | "
+        f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f}"
+        f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | {r['compile_s']:.1f} | "
         f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
-        f"{r['flops_per_step'] / 1e9:.2f} | {100 * r['utilisation']:.1f}% |")
+        f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% |")
   with open(path, "w") as f:
     f.write("\n".join(rows) + "\n")
 
@@ -222,10 +236,13 @@ def main(argv):
     runs = [(f"{name}_{kind}", suite_config(file, variant, overrides))
             for name, file, variant, overrides in GPU_SUITE]
   else:
+    from jaxrepr import parallel
+
+    parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
     runs = [(_NAME.value or config_lib.config_name(
         config_flags.get_config_filename(flags.FLAGS["config"])), _CONFIG.value)]
   for name, config in runs:
-    _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value))
+    _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value))
 
 
 def _record(name: str, result: dict) -> None:
@@ -236,13 +253,16 @@ def _record(name: str, result: dict) -> None:
   with open(path, "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
   write_table(results, os.path.join(_OUT.value, "results.md"))
-  print(f"{name}: {result['steps_per_s']:.2f} steps/s (median {1e3 * result['step_s']:.1f} ms), "
+  batches = result.get("distinct_batches", 1)
+  stat = "median" if batches == 1 else f"mean over {batches} batches"
+  bound = "<= " if result.get("flops_upper_bound") else ""
+  print(f"{name}: {result['steps_per_s']:.2f} steps/s ({stat} {1e3 * result['step_s']:.1f} ms), "
         f"compile {result['compile_s']:.1f}s, peak {_fmt_bytes(result.get('peak_bytes', 0))} "
         f"(state {_fmt_bytes(result['state_bytes_per_device'])}, donated "
         f"{_fmt_bytes(result.get('donated_bytes', 0))}) "
         f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
-        f"{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
-        f"utilisation {100 * result['utilisation']:.1f}% of the measured "
+        f"{bound}{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
+        f"utilisation {bound}{100 * result['utilisation']:.1f}% of the measured "
         f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak")
   print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}", flush=True)
 

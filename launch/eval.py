@@ -38,9 +38,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax
 
-  from jaxrepr import checkpoint, config as config_lib, train
+  from jaxrepr import checkpoint, config as config_lib, parallel, train
 
   config = _CONFIG.value
+  parallel.set_cpu_devices(config.get("cpu_devices"))
   workdir = _WORKDIR.value or os.path.join(
       "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
   names = _EVALS.value or list(config.evals.keys())

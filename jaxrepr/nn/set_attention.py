@@ -61,15 +61,15 @@ def _uniform(bound: float) -> Callable:
 class Linear(nn.Module):
   """y = x W + b on the last axis. `torch_init`: PyTorch's nn.Linear init, U(+-1/sqrt(fan_in)) for both.
 
-  Flax's Dense cannot give the bias a fan-in dependent init, hence this small module.
+  Flax's Dense cannot give the bias a fan-in dependent init, hence this small module. `weights`
+  returns (W, b) without applying them, for attention over shared queries (`attend_shared_queries`).
   """
 
   features: int
   torch_init: bool = True
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array) -> jax.Array:
-    fan_in = x_BxNxD.shape[-1]
+  def weights(self, fan_in: int) -> tuple[jax.Array, jax.Array]:
     if self.torch_init:
       kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
       bias_init = _uniform(1.0 / math.sqrt(fan_in))
@@ -77,6 +77,10 @@ class Linear(nn.Module):
       kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
     kernel_DxF = self.param("kernel", kernel_init, (fan_in, self.features))
     bias_F = self.param("bias", bias_init, (self.features,))
+    return kernel_DxF, bias_F
+
+  def __call__(self, x_BxNxD: jax.Array) -> jax.Array:
+    kernel_DxF, bias_F = self.weights(x_BxNxD.shape[-1])
     y = x_BxNxD @ kernel_DxF
     return y + bias_F.reshape((1,) * (y.ndim - 1) + (self.features,))
 
@@ -120,6 +124,43 @@ def multihead_attend(q_BxQxD: jax.Array, k_BxKxD: jax.Array, v_BxKxD: jax.Array,
   return o_BxQxHxd.reshape(B, Q, D)
 
 
+def attend_shared_queries(q_QxD: jax.Array, y_BxKxDk: jax.Array, wk_DkxD: jax.Array,
+                          bk_D: jax.Array, wv_DkxD: jax.Array, bv_D: jax.Array,
+                          mask_BxK: Optional[jax.Array], num_heads: int, scale: float) -> jax.Array:
+  """multihead_attend(q, y Wk + bk, y Wv + bv) for queries shared by the whole batch, without forming
+  the keys and values of the K set elements.
+
+  With head h's feature chunk c_h (the algebra is exact; only float rounding differs):
+    logit[b, k, (h, q)] = (y_bk Wk_h + bk_h) . q_h * scale = y_bk (Wk_h q_h^T) scale + bk_h . q_h scale,
+    out[b, q, c_h] = sum_k a[b, k, (h, q)] (y_bk Wv_h + bv_h) = (sum_k a y_bk) Wv_h + bv_h,
+  the last step because the attention weights over the valid keys sum to 1. So the K x Dk set meets
+  two (H Q x Dk)-wide matmuls and no per-head transposes, where the direct form projects it twice
+  to K x D and splits heads: for ISAB's inducing points (Q = 32) and PMA's seeds (Q = 4) of the
+  clustering model, the attention's forward and backward are 1.2x to 2.7x faster on a 2-core CPU.
+  Padded elements are zeroed first and get weight exactly 0, as in `multihead_attend`.
+  """
+  Q, D = q_QxD.shape
+  B, K, Dk = y_BxKxDk.shape
+  H = num_heads
+  d = D // H
+  y_BxKxDk = _zero_padding(y_BxKxDk, mask_BxK)
+  q_HxQxd = q_QxD.reshape(Q, H, d).transpose(1, 0, 2)
+  # rows (h, q) of the folded key map, (H Q, Dk), and the per-(h, q) bias term of the logits
+  wq_CxDk = jnp.einsum("khd,hqd->hqk", wk_DkxD.reshape(Dk, H, d), q_HxQxd).reshape(H * Q, Dk)
+  bias_C = jnp.einsum("hd,hqd->hq", bk_D.reshape(H, d), q_HxQxd).reshape(H * Q)
+  # batched (C x Dk) @ (Dk x K) keeps the key axis last, where the softmax reduces fastest
+  wq_BxCxDk = jnp.broadcast_to(wq_CxDk[None], (B, H * Q, Dk)) * scale
+  logits_BxCxK = jnp.einsum("bce,bke->bck", wq_BxCxDk, y_BxKxDk) + (bias_C * scale)[None, :, None]
+  if mask_BxK is not None:
+    logits_BxCxK = jnp.where(mask_BxK[:, None, :], logits_BxCxK,
+                             jnp.finfo(logits_BxCxK.dtype).min)
+  attn_BxCxK = jax.nn.softmax(logits_BxCxK, axis=-1)
+  pooled_BxHxQxDk = jnp.einsum("bck,bke->bce", attn_BxCxK, y_BxKxDk).reshape(B, H, Q, Dk)
+  out_BxQxHxd = (jnp.einsum("bhqe,ehd->bqhd", pooled_BxHxQxDk, wv_DkxD.reshape(Dk, H, d))
+                 + bv_D.reshape(1, 1, H, d))
+  return out_BxQxHxd.reshape(B, Q, D)
+
+
 class MAB(nn.Module):
   """Multihead attention block MAB(X, Y) (paper Eq. 6-7); see the module docstring for the modes.
 
@@ -129,6 +170,10 @@ class MAB(nn.Module):
     mode: 'reference' (authors' code) or 'paper'.
     ln: LayerNorm on/off; None means the mode's default (reference: off, post-LN; paper: on, pre-LN).
     torch_init: PyTorch-default initialisation; None means `mode == 'reference'`.
+
+  Queries X with batch size 1 are shared by the whole batch of Y (ISAB's inducing points, PMA's
+  seeds): the output then has Y's batch size, and Y's keys and values are never formed
+  (`attend_shared_queries`, the same numbers up to float rounding).
   """
 
   dim: int
@@ -153,11 +198,21 @@ class MAB(nn.Module):
     dense = lambda name: Linear(self.dim, torch_init=torch_init, name=name)
     layer_norm = lambda name: nn.LayerNorm(epsilon=_TORCH_LN_EPS, name=name)
 
+    def attend(q_BxQxD, kv_BxKxDk, scale):
+      fc_k, fc_v = dense("fc_k"), dense("fc_v")
+      if q_BxQxD.shape[0] == 1:  # queries shared by the batch: no K x D keys or values formed
+        return attend_shared_queries(q_BxQxD[0], kv_BxKxDk, *fc_k.weights(kv_BxKxDk.shape[-1]),
+                                     *fc_v.weights(kv_BxKxDk.shape[-1]), mask_BxK,
+                                     self.num_heads, scale)
+      return multihead_attend(q_BxQxD, fc_k(kv_BxKxDk), fc_v(kv_BxKxDk), mask_BxK,
+                              self.num_heads, scale)
+
+    if x_BxQxDq.shape[0] not in (1, y_BxKxDk.shape[0]):
+      raise ValueError(f"MAB queries {x_BxQxDq.shape} must have the batch size of the keys "
+                       f"{y_BxKxDk.shape}, or 1 (queries shared by the batch)")
     if reference:
       q_BxQxD = dense("fc_q")(x_BxQxDq)
-      k_BxKxD, v_BxKxD = dense("fc_k")(y_BxKxDk), dense("fc_v")(y_BxKxDk)
-      o_BxQxD = q_BxQxD + multihead_attend(q_BxQxD, k_BxKxD, v_BxKxD, mask_BxK, self.num_heads,
-                                           1.0 / math.sqrt(self.dim))
+      o_BxQxD = q_BxQxD + attend(q_BxQxD, y_BxKxDk, 1.0 / math.sqrt(self.dim))
       if ln:
         o_BxQxD = layer_norm("ln0")(o_BxQxD)
       o_BxQxD = o_BxQxD + nn.relu(dense("fc_o")(o_BxQxD))
@@ -171,9 +226,7 @@ class MAB(nn.Module):
     xn_BxQxD = layer_norm("ln_q")(x_BxQxDq) if ln else x_BxQxDq
     yn_BxKxD = layer_norm("ln_k")(y_BxKxDk) if ln else y_BxKxDk
     q_BxQxD = dense("fc_q")(xn_BxQxD)
-    k_BxKxD, v_BxKxD = dense("fc_k")(yn_BxKxD), dense("fc_v")(yn_BxKxD)
-    heads_BxQxD = multihead_attend(q_BxQxD, k_BxKxD, v_BxKxD, mask_BxK, self.num_heads,
-                                   1.0 / math.sqrt(self.dim // self.num_heads))
+    heads_BxQxD = attend(q_BxQxD, yn_BxKxD, 1.0 / math.sqrt(self.dim // self.num_heads))
     h_BxQxD = x_BxQxDq + dense("fc_out")(heads_BxQxD)
     hn_BxQxD = layer_norm("ln_ff")(h_BxQxD) if ln else h_BxQxD
     return h_BxQxD + dense("ff_2")(nn.relu(dense("ff_1")(hn_BxQxD)))
@@ -231,10 +284,8 @@ class ISAB(_Block):
     _check_mode(self.mode)
     mask_BxN = _check_mask(mask_BxN, x_BxNxD)
     x_BxNxD = self._embed(_zero_padding(x_BxNxD, mask_BxN))
-    B = x_BxNxD.shape[0]
     inds_1xMxD = self._learned_points("I", self.num_inds)
-    inds_BxMxD = jnp.broadcast_to(inds_1xMxD, (B,) + inds_1xMxD.shape[1:])
-    h_BxMxD = self._mab("mab0")(inds_BxMxD, x_BxNxD, mask_BxN)
+    h_BxMxD = self._mab("mab0")(inds_1xMxD, x_BxNxD, mask_BxN)  # shared queries (MAB)
     return _zero_padding(self._mab("mab1")(x_BxNxD, h_BxMxD), mask_BxN)
 
 
@@ -258,10 +309,8 @@ class PMA(_Block):
       x_BxNxD = nn.relu(Linear(self.dim, torch_init=self._torch_init(), name="rff")(x_BxNxD))
     else:
       x_BxNxD = self._embed(x_BxNxD)
-    B = x_BxNxD.shape[0]
     seeds_1xKxD = self._learned_points("S", self.num_seeds)
-    seeds_BxKxD = jnp.broadcast_to(seeds_1xKxD, (B,) + seeds_1xKxD.shape[1:])
-    return self._mab("mab")(seeds_BxKxD, x_BxNxD, mask_BxN)
+    return self._mab("mab")(seeds_1xKxD, x_BxNxD, mask_BxN)  # shared queries (MAB)
 
 
 ENCODERS = ("isab", "sab")

@@ -1,5 +1,6 @@
 """launch/train.py as a user runs it: SIGKILL + rerun equals an uninterrupted run, SIGTERM saves
-and exits cleanly, a typo in an override stops before compiling."""
+and exits cleanly, a typo in an override stops before compiling, `config.cpu_devices` splits the CPU
+into replicas with the same losses."""
 
 import os
 import json
@@ -81,6 +82,20 @@ def test_override_typo_stops_before_compiling(tmp_path):
   assert res.returncode != 0
   assert "trian" in res.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_cpu_devices_splits_the_cpu_into_replicas_with_the_same_losses(tmp_path):
+  short = ("--config.train.steps=4", "--config.train.batch_size=64", "--config.train.log_every=1",
+           "--config.evals.test.every=0")
+  one = subprocess.run(train_cmd(CONFIG, str(tmp_path / "one"), *short), env=_env(),
+                       capture_output=True, text=True)
+  two = subprocess.run(train_cmd(CONFIG, str(tmp_path / "two"), *short, "--config.cpu_devices=2"),
+                       env=_env(), capture_output=True, text=True)
+  assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+  assert "1 devices" in one.stdout + one.stderr and "2 devices" in two.stdout + two.stderr
+  want, got = losses(str(tmp_path / "one")), losses(str(tmp_path / "two"))
+  assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+  np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
 
 
 def test_slurm_template_checkpoints_and_requeues_at_the_time_limit(tmp_path):

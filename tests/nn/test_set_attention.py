@@ -117,6 +117,35 @@ def test_mab_matches_numpy_definition(mode, ln):
   np.testing.assert_allclose(mab.apply(params, x, y), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ln", [False, True])
+def test_shared_queries_match_the_numpy_definition_and_gradients(mode, ln):
+  """Queries of batch size 1 (ISAB's inducing points, PMA's seeds) take the path that never forms
+  keys and values; it gives the definition's outputs, masked padding (NaN here) changes nothing, and
+  its gradients equal those of the direct path on queries broadcast over the batch (with finite
+  padding: as in the direct path, a NaN that reaches a paper-mode LayerNorm poisons its gradient;
+  the SAB/ISAB/PMA blocks zero their inputs' padding first)."""
+  q, y = _x(6, b=1, n=3, d=DIM), _x(7, b=3, n=6, d=DIM)
+  mask = jnp.arange(6)[None, :] < jnp.array([6, 4, 1])[:, None]
+  y_nan = jnp.where(mask[..., None], y, jnp.nan)
+  mab = MAB(DIM, HEADS, mode=mode, ln=ln)
+  params = mab.init(jax.random.key(0), q, y)
+  q_b = jnp.broadcast_to(q, (3,) + q.shape[1:])
+  shared = mab.apply(params, q, y_nan, mask)
+  chex.assert_shape(shared, (3, 3, DIM))
+  np.testing.assert_allclose(shared, mab.apply(params, q_b, y, mask), atol=1e-5)
+  for b in range(3):  # each set on its own, without padding, against the numpy definition
+    n = int(mask[b].sum())
+    want = _np_mab(params["params"], np.asarray(q[0]), np.asarray(y[b, :n]), HEADS, mode, ln)
+    np.testing.assert_allclose(shared[b], want, atol=1e-5)
+  loss = lambda p, queries, keys: jnp.sum(jnp.sin(mab.apply(p, queries, keys, mask)))
+  g_shared = jax.grad(loss, argnums=(0, 2))(params, q, y)
+  g_direct = jax.grad(loss, argnums=(0, 2))(params, q_b, y)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), g_shared, g_direct)
+  with pytest.raises(ValueError, match="batch size"):
+    mab.apply(params, _x(8, b=2, n=3, d=DIM), y, mask)
+
+
 def test_reference_mab_parameter_count_and_torch_init():
   """modules.py: (dQ+1)dV + 2(dK+1)dV + (dV+1)dV, plus 4 dV with LayerNorm; torch init bounds."""
   d_q, d_k, d_v = 3, 5, 16

@@ -11,6 +11,11 @@ the global example ids: one device and eight give the same loss, and a resumed r
 sets), or explicit padded sets `{'x': (B, n_max, d), 'mask': (B, n_max)}` (plus `'y': (B,)` for max
 regression) from a user's data.
 
+Padding costs compute, so `loss` and `predict` cut the padded sets to the smallest of
+`config.model.length_buckets` lengths that holds the batch's largest set (`jaxrepr.nn.bucketing`:
+a `lax.switch` in the one compiled program, with a custom VJP so that only the chosen branch runs
+forward and backward). Masked blocks make the cut exact up to float rounding.
+
 `predict` returns, for 'mog', the predicted mixtures {'pi', 'mu', 'sigma'} and per-set log-likelihoods
 'll' (LL0), 'll1' (after one EM step) and, for generated sets, 'oracle_ll'; for 'max', {'max': (B,)}
 and, when targets are known, 'abs_error'.
@@ -29,9 +34,11 @@ from jaxrepr.data import sets
 from jaxrepr.methods.base import Batch, Method, Params
 from jaxrepr.methods.set_tasks import loss as loss_lib
 from jaxrepr.methods.set_tasks import model as model_lib
+from jaxrepr.nn import bucketing
 from jaxrepr.nn.set_attention import MODES
 
 ARCHS = ("set_transformer", "deepsets")
+_SET_AXIS_KEYS = ("x", "mask", "labels")  # batch entries whose axis 1 is the padded set axis
 
 
 def default_model_config(task: str = "mog") -> ml_collections.ConfigDict:
@@ -54,6 +61,9 @@ def default_model_config(task: str = "mog") -> ml_collections.ConfigDict:
     cfg.num_sabs = 2
   else:
     raise ValueError(f"task must be one of {sets.TASKS}, got {task!r}")
+  # Compute only: the loss and predict cut padded sets to the smallest of this many lengths in
+  # [data.min_size, data.max_size] that holds the batch (jaxrepr/nn/bucketing.py); 1 = no cut.
+  cfg.length_buckets = 4 if task == "mog" else 1
   cfg.pooling = "max"  # DeepSets only
   cfg.num_phi_layers = 4  # DeepSets only
   return cfg
@@ -68,6 +78,8 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   if m.dim_hidden % m.num_heads:
     raise ValueError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
                      f"config.model.num_heads={m.num_heads}")
+  if m.length_buckets < 1:
+    raise ValueError(f"config.model.length_buckets must be >= 1, got {m.length_buckets}")
   if m.pooling not in model_lib.POOLINGS:
     raise ValueError(f"config.model.pooling must be one of {model_lib.POOLINGS}, got {m.pooling!r}")
   if config.data.task == "mog":
@@ -125,17 +137,39 @@ def build(config: ml_collections.ConfigDict) -> Method:
     x = jnp.zeros((1, data_cfg.max_size, in_dim), jnp.float32)
     return model.init(rng, x, jnp.ones((1, data_cfg.max_size), bool))
 
-  def loss(params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
-    del rng  # no stochastic layers; data randomness comes from the example ids (module docstring)
-    data = materialize(batch)
+  lengths = bucketing.bucket_lengths(data_cfg.min_size, data_cfg.max_size,
+                                     config.model.get("length_buckets", 1))
+  largest_size = lambda data: jnp.max(jnp.sum(data["mask"].astype(jnp.int32), axis=1))
+
+  def cut(data: dict[str, jax.Array], length: int) -> dict[str, jax.Array]:
+    return {k: v[:, :length] if k in _SET_AXIS_KEYS else v for k, v in data.items()}
+
+  def bucketed(data: dict[str, jax.Array]) -> bool:
+    # a user's explicit sets may be padded to another length: then they run as given
+    return len(lengths) > 1 and data["x"].shape[1] == lengths[-1]
+
+  def loss_of(params: Params, data: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
     out = apply(params, data)
     if task == "mog":
       return loss_lib.mog_loss(out, data, head)
     return loss_lib.max_regression_loss(out, data["y"])
 
+  bucketed_loss_of = bucketing.bucketed_loss(loss_of, lengths, largest_size, cut)
+
+  def loss(params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    del rng  # no stochastic layers; data randomness comes from the example ids (module docstring)
+    data = materialize(batch)
+    return (bucketed_loss_of if bucketed(data) else loss_of)(params, data)
+
   def predict(params: Params, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
     del rng
     data = materialize(batch)
+    if bucketed(data):
+      return bucketing.bucketed_call(lambda d: predict_of(params, d), lengths, largest_size,
+                                     cut)(data)
+    return predict_of(params, data)
+
+  def predict_of(params: Params, data: dict[str, jax.Array]) -> dict[str, jax.Array]:
     out = apply(params, data)
     if task == "max":
       pred = {"max": out}

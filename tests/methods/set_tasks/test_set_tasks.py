@@ -140,6 +140,30 @@ def test_iterator_shards_and_resumes():
       sets.EVAL_ID_OFFSET
 
 
+def test_length_buckets_change_no_loss_gradient_or_prediction():
+  """Cutting padded sets to a bucket length (the default for MoG) gives the padded numbers."""
+  c = _tiny("mog")
+  c.data.min_size, c.data.max_size = 5, 30  # one set size per batch: 5, 14, 18, 26 below
+  assert c.model.length_buckets == 4  # lengths 11, 17, 24, 30: every bucket is used
+  bucketed = set_tasks.build(c)
+  c.model.length_buckets = 1
+  padded = set_tasks.build(c)
+  params = padded.init(jax.random.key(0), None)
+  for batch in (_ids(4, 8), _ids(4), _ids(4, 40), _ids(4, 400)):
+    data = sets.generate(c.data, sets.generation_key(c), batch["example_id"])
+    (loss_b, metrics_b), grads_b = jax.jit(jax.value_and_grad(bucketed.loss, has_aux=True))(
+        params, batch, jax.random.key(1))
+    (loss_p, _), grads_p = jax.jit(jax.value_and_grad(padded.loss, has_aux=True))(
+        params, batch, jax.random.key(1))
+    np.testing.assert_allclose(loss_b, loss_p, rtol=1e-5, err_msg=f"{data['mask'].sum(1)}")
+    jax.tree.map(lambda b, p: np.testing.assert_allclose(b, p, rtol=1e-4, atol=1e-6), grads_b,
+                 grads_p)
+    pred_b = jax.jit(bucketed.predict)(params, batch, jax.random.key(1))
+    pred_p = jax.jit(padded.predict)(params, batch, jax.random.key(1))
+    jax.tree.map(lambda b, p: np.testing.assert_allclose(b, p, rtol=1e-5, atol=1e-6), pred_b,
+                 pred_p)
+
+
 @pytest.mark.heavy
 def test_eight_devices_give_the_one_device_loss():
   if jax.device_count() < 8:
