@@ -127,6 +127,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"must be one of {optim.SCHEDULES}")
   _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
   _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
+  decay_at = tuple(o.get("decay_at", ()))
+  _require(all(isinstance(b, int) and b > 0 for b in decay_at) and list(decay_at) == sorted(decay_at),
+           "optim.decay_at", decay_at, "must be increasing positive step numbers")
+  _require(o.get("decay_factor", 0.1) > 0, "optim.decay_factor", o.get("decay_factor"), "must be > 0")
   _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
   _require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, "must be >= 0 (0 disables clipping)")
   _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")

@@ -69,6 +69,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     ("train.grad_accum", 3, r"config.train.grad_accum=3: must divide train.batch_size=64"),
     ("optim.name", "lion", r"config.optim.name='lion'"),
     ("profile_steps", -1, r"config.profile_steps=-1: must be >= 0"),
+    ("optim.decay_at", (300, 200), r"config.optim.decay_at=\(300, 200\): must be increasing"),
 ])
 def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message):
   config = small_config()
@@ -77,6 +78,15 @@ def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()  # stopped before building anything
+
+
+def test_step_schedule_multiplies_the_lr_at_each_boundary():
+  from jaxrepr import optim
+  cfg = optim.default_config()
+  cfg.update(schedule="step", lr=1e-3, decay_at=(10, 20), decay_factor=0.5)
+  lr = optim.schedule(cfg, total_steps=30)
+  np.testing.assert_allclose([lr(s) for s in (0, 9, 10, 19, 20, 29)],
+                             [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
 
 
 def test_final_evaluation_runs_without_the_sigterm_guard(tmp_path, monkeypatch):
