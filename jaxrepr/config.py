@@ -53,8 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
-  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each (set by
-  # the launchers before JAX starts; see jaxrepr.parallel.set_cpu_devices). Unset: JAX's one device.
+  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each. Applied
+  # by launch/train.py, bench.py and eval.py before JAX starts (jaxrepr.parallel.set_cpu_devices);
+  # a direct train.run_experiment call uses the devices JAX already has. Unset: JAX's one device.
   c.cpu_devices = config_dict.placeholder(int)
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
@@ -128,13 +129,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
   _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
   decay_at = tuple(o.get("decay_at", ()))
-  _require(all(isinstance(b, int) and b > 0 for b in decay_at) and list(decay_at) == sorted(decay_at),
-           "optim.decay_at", decay_at, "must be increasing positive step numbers")
+  _require(all(isinstance(b, int) and b > 0 for b in decay_at)
+           and all(a < b for a, b in zip(decay_at, decay_at[1:])),
+           "optim.decay_at", decay_at, "must be strictly increasing positive step numbers")
   _require(o.get("decay_factor", 0.1) > 0, "optim.decay_factor", o.get("decay_factor"), "must be > 0")
   _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
   _require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, "must be >= 0 (0 disables clipping)")
   _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")
   _require(0 <= o.b2 < 1, "optim.b2", o.b2, "must be in [0, 1)")
+  _require(config.get("cpu_devices") is None or config.cpu_devices >= 1, "cpu_devices",
+           config.get("cpu_devices"), "must be >= 1 (unset: JAX's one CPU device)")
   _require(config.get("profile_steps", 0) >= 0, "profile_steps", config.get("profile_steps"),
            "must be >= 0 (0 disables profiling)")
   _require(config.get("profile_start", 0) >= 0, "profile_start", config.get("profile_start"),

@@ -5,7 +5,7 @@ Fields (all validated by `jaxrepr.config_check` before anything compiles):
   lr: peak learning rate (> 0)
   schedule: 'constant' | 'warmup_constant' | 'warmup_cosine' | 'step'
   decay_at, decay_factor: 'step' only: lr times decay_factor at each step in decay_at (run.py of the
-    Set Transformer: lr 1e-3, times 0.1 at step 25k)
+    Set Transformer: lr 1e-3, times 0.1 at step 25k); 'constant' and 'step' have no warm-up
   warmup_steps: linear warm-up from `warmup_init_fraction * lr` to `lr`
   warmup_init_fraction: start of the warm-up as a fraction of lr (LPN's reference code: 0.01)
   end_lr_fraction: final lr of the cosine decay as a fraction of lr

@@ -70,8 +70,9 @@ def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
   """`loss_fn(params, data) -> (loss, aux)` run on `cut(data, L)` for the smallest L in `lengths`
   with L >= `length_of(data)`, inside one program; differentiable in `params` only.
 
-  `length_of(data)` is a traced int (e.g. the largest valid size in the batch); `cut(data, L)`
-  returns data whose padded axis has static length L. The largest length must be the padded length
+  `length_of(data)` is a traced int: how far the valid elements reach along the padded axis (the
+  last valid position + 1 over the batch; the count of valid elements only for prefix masks);
+  `cut(data, L)` returns data whose padded axis has static length L. The largest length must be the padded length
   of `data`, so every batch has a bucket. The aux output carries no gradient (as in
   `jax.value_and_grad(..., has_aux=True)`), and `data` gets a zero cotangent.
   """

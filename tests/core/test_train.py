@@ -69,7 +69,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     ("train.grad_accum", 3, r"config.train.grad_accum=3: must divide train.batch_size=64"),
     ("optim.name", "lion", r"config.optim.name='lion'"),
     ("profile_steps", -1, r"config.profile_steps=-1: must be >= 0"),
-    ("optim.decay_at", (300, 200), r"config.optim.decay_at=\(300, 200\): must be increasing"),
+    ("optim.decay_at", (300, 200), r"config.optim.decay_at=\(300, 200\): must be strictly"),
+    ("cpu_devices", 0, r"config.cpu_devices=0: must be >= 1"),
 ])
 def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message):
   config = small_config()

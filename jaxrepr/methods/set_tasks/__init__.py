@@ -139,7 +139,10 @@ def build(config: ml_collections.ConfigDict) -> Method:
 
   lengths = bucketing.bucket_lengths(data_cfg.min_size, data_cfg.max_size,
                                      config.model.get("length_buckets", 1))
-  largest_size = lambda data: jnp.max(jnp.sum(data["mask"].astype(jnp.int32), axis=1))
+  def largest_size(data: dict[str, jax.Array]) -> jax.Array:
+    # how far valid elements reach (not how many there are): a user's mask may have gaps
+    n_max = data["mask"].shape[1]
+    return jnp.max(jnp.where(data["mask"], jnp.arange(1, n_max + 1)[None, :], 0))
 
   def cut(data: dict[str, jax.Array], length: int) -> dict[str, jax.Array]:
     return {k: v[:, :length] if k in _SET_AXIS_KEYS else v for k, v in data.items()}

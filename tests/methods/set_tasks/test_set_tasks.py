@@ -162,6 +162,12 @@ def test_length_buckets_change_no_loss_gradient_or_prediction():
     pred_p = jax.jit(padded.predict)(params, batch, jax.random.key(1))
     jax.tree.map(lambda b, p: np.testing.assert_allclose(b, p, rtol=1e-5, atol=1e-6), pred_b,
                  pred_p)
+  # a user's sets whose masks have gaps: the cut keeps every valid element (here up to index 19)
+  x = jax.random.normal(jax.random.key(3), (2, 30, 2))
+  mask = (jnp.arange(30)[None, :] < 20) & (jnp.arange(30)[None, :] % 3 != 1)
+  user = {"x": x, "mask": jnp.broadcast_to(mask, (2, 30))}
+  np.testing.assert_allclose(bucketed.loss(params, user, jax.random.key(1))[0],
+                             padded.loss(params, user, jax.random.key(1))[0], rtol=1e-5)
 
 
 @pytest.mark.heavy
