@@ -1,6 +1,6 @@
 """Set Transformer amortized clustering of 2-D mixtures of 4 Gaussians (Lee et al., ICML 2019, §5.3).
 
-    python launch/train.py --config=configs/set_clustering.py
+    python launch/train.py --config=configs/set_clustering.py --config.cpu_devices=2
     python launch/train.py --config=configs/set_clustering.py:paper --config.train.steps=5000
 
 The default is the authors' reference run.py: ISAB(2->128, 4 heads, 32 inducing points) -> ISAB(128)
@@ -12,10 +12,11 @@ generator's pi ~ Dir(1), mu ~ U(-4, 4)^2, sigma = 0.3.
 What a run shows: `test/ll` (LL0 per data point on 100 fixed batches of 10 evaluation sets),
 `test/ll1` (after one EM step), `test/oracle` (the generating mixture) and `test/gap` = oracle - ll.
 Paper (supp. Table 5): ISAB(32)+PMA LL0 -1.4963 +- 0.0064 against an oracle of -1.4726.
-Measured on a 2-core CPU: 8.9 steps/s at the paper's sizes after a 6 s compile (launch/bench.py,
-idle machine), so the 50k steps take about 1.6 hours; `--config.train.steps=3000` (10 minutes with
-other jobs running) reaches test/ll -1.859 (ll1 -1.572) against an oracle of -1.482. One evaluation
-(100 batches of 10 sets of 300-599 points) takes 5-20 s.
+Measured on a 2-core CPU (launch/bench.py, 60 set sizes): 13.6 steps/s on JAX's one CPU device and
+20.4 steps/s with `--config.cpu_devices=2` (one replica per core), ~10 s compile. The full 50k-step
+run with `--config.cpu_devices=2` took 43 minutes and ends at test/ll -1.509 (ll1 -1.478) against an
+oracle of -1.482: a gap of 0.027 (paper 0.024); `--config.train.steps=3000` gives about -1.86.
+One evaluation (100 batches of 10 sets of 300-599 points) takes 2-20 s.
 
 Variants (comma-separated):
   paper      the paper's choices where they differ from run.py: per-head sqrt(d_head) scaling,
