@@ -51,6 +51,7 @@ def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path, fsdp):
                              rtol=2e-5)
 
 
+@pytest.mark.heavy  # about 4 minutes on a 2-core CPU; single-process SIGKILL resume runs in CI
 def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_path):
   """LPN pattern config on 2 processes x 4 devices: SIGKILL one mid-run, restart both, and the run
   resumes from its last checkpoint and ends with the losses of an uninterrupted run."""
