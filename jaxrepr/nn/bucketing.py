@@ -72,12 +72,11 @@ def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
 
   `length_of(data)` is a traced int: how far the valid elements reach along the padded axis (the
   last valid position + 1 over the batch; the count of valid elements only for prefix masks);
-  `cut(data, L)` returns data whose padded axis has static length L. The largest length must be the padded length
-  of `data`, so every batch has a bucket. The aux output carries no gradient (as in
+  `cut(data, L)` returns data whose padded axis has static length L. The largest length must be the
+  padded length of `data`, so every batch has a bucket. The aux output carries no gradient (as in
   `jax.value_and_grad(..., has_aux=True)`), and `data` gets a zero cotangent.
   """
   lengths = _check_lengths(lengths)
-  index = lambda data: bucket_index(lengths, length_of(data))
 
   def at_length(length):
     return lambda params, data: loss_fn(params, cut(data, length))
@@ -87,11 +86,11 @@ def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
 
   @jax.custom_vjp
   def loss(params, data):
-    return jax.lax.switch(index(data), [at_length(n) for n in lengths], params, data)
+    return bucketed_call(lambda d: loss_fn(params, d), lengths, length_of, cut)(data)
 
-  def loss_fwd(params, data):
-    value, grads = jax.lax.switch(index(data), [grad_at_length(n) for n in lengths], params, data)
-    return value, grads
+  def loss_fwd(params, data):  # ((loss, aux), grads): the gradient is the residual
+    return jax.lax.switch(bucket_index(lengths, length_of(data)),
+                          [grad_at_length(n) for n in lengths], params, data)
 
   def loss_bwd(grads, cotangent):
     g_loss = cotangent[0]  # the aux part of the cotangent is ignored: aux is not differentiated
@@ -100,4 +99,3 @@ def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
 
   loss.defvjp(loss_fwd, loss_bwd)
   return loss
-

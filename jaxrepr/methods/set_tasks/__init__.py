@@ -139,7 +139,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
 
   lengths = bucketing.bucket_lengths(data_cfg.min_size, data_cfg.max_size,
                                      config.model.get("length_buckets", 1))
-  def largest_size(data: dict[str, jax.Array]) -> jax.Array:
+
+  def valid_reach(data: dict[str, jax.Array]) -> jax.Array:
     # how far valid elements reach (not how many there are): a user's mask may have gaps
     n_max = data["mask"].shape[1]
     return jnp.max(jnp.where(data["mask"], jnp.arange(1, n_max + 1)[None, :], 0))
@@ -157,7 +158,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
       return loss_lib.mog_loss(out, data, head)
     return loss_lib.max_regression_loss(out, data["y"])
 
-  bucketed_loss_of = bucketing.bucketed_loss(loss_of, lengths, largest_size, cut)
+  bucketed_loss_of = bucketing.bucketed_loss(loss_of, lengths, valid_reach, cut)
 
   def loss(params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     del rng  # no stochastic layers; data randomness comes from the example ids (module docstring)
@@ -168,7 +169,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
     del rng
     data = materialize(batch)
     if bucketed(data):
-      return bucketing.bucketed_call(lambda d: predict_of(params, d), lengths, largest_size,
+      return bucketing.bucketed_call(lambda d: predict_of(params, d), lengths, valid_reach,
                                      cut)(data)
     return predict_of(params, data)
 
