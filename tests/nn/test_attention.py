@@ -94,3 +94,23 @@ def test_bad_implementation_and_mask_are_named():
     attention.dot_product_attention(q, k, v, mask, "flash")
   with pytest.raises(ValueError, match="mask"):
     attention.dot_product_attention(q, k, v, jnp.ones((2, 2, 3), bool))
+
+
+def test_blocked_splits_its_loops_over_batch_sharded_devices():
+  """Under a mesh that shards the batch, each device runs the block loops over its own sequences
+  (shard_map): no all-gather of q, k, v or the mask, and the same values and gradients."""
+  devices = jax.devices()
+  if len(devices) < 2:
+    pytest.skip("needs several (simulated) devices")
+  from jaxrepr import parallel
+  mesh = parallel.make_mesh(len(devices))
+  q, k, v, mask, w = _inputs(2 * len(devices), 9, 9, 2, 4, False)
+  grad = jax.grad(_loss("blocked", mask, w, 2 * 9 * 4 * 9 * 2), (0, 1, 2))   # 2 sequences a block
+  expected = jax.jit(grad)(q, k, v)
+  with jax.set_mesh(mesh):
+    sharded = jax.device_put((q, k, v), parallel.batch_sharding(mesh))
+    compiled = jax.jit(grad).lower(*sharded).compile()
+    got = compiled(*sharded)
+  assert "all-gather" not in compiled.as_text()
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-6)
