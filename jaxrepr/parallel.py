@@ -60,7 +60,7 @@ def set_cpu_devices(count: int | None) -> None:
   replica of the data-parallel step, which suits steps made of many small ops better than one
   device that splits each op over the cores (XLA's CPU dot library runs the small batched
   matmuls of LPN's blocked attention on one thread): on a 2-core CPU the Set Transformer
-  clustering step runs 1.5x faster on 2 devices than on 1, the LPN pattern step about 1.1x
+  clustering step runs 1.5x faster on 2 devices than on 1, the LPN pattern step 1.1-1.25x
   (README, Benchmarks). It concerns only the CPU client, so it changes nothing on GPU or TPU hosts.
   Call it before anything runs on a JAX backend (the launchers do, first thing).
   """
