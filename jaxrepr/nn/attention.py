@@ -14,7 +14,8 @@ finite uniform average instead of NaN.
   (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). The two agree
   to float32 rounding (tests/nn/test_attention.py). Reverse mode of any order works (JAX
   differentiates the custom rules themselves; LPN's Grad k ** needs it); forward mode (jax.jvp,
-  jax.hessian) does not, as for every custom_vjp: use `'xla'` for that. Under a mesh that shards
+  jax.hessian) does not, as for every custom_vjp (under a batch-sharded mesh JAX's error message
+  is less clear): use `'xla'` for that. Under a mesh that shards
   the batch (`jax.set_mesh`, axes `parallel.BATCH_AXES`), the blocked form runs in a shard_map so
   that each device loops over its own sequences: XLA's sharding propagation cannot split a loop
   over the batch axis, and without it every device ran the loops over the whole global batch.
@@ -38,8 +39,12 @@ _NEG = float(jnp.finfo(jnp.float32).min)
 
 def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
                           mask: jax.Array, implementation: str = "auto",
-                          block_bytes: int = 2 ** 23) -> jax.Array:
+                          block_bytes: int = 2 ** 23, shard_batch: bool = True) -> jax.Array:
   """Multi-head attention output (B, T, H, D) in the dtype of v (see module docstring).
+
+  `shard_batch=False` leaves the batch axis to XLA's sharding propagation instead of a shard_map:
+  for calls under jax.vmap over a sharded axis (evaluation that maps over tasks), where the
+  shard_map would reshard the inner batch instead.
 
   `'auto'` is `'blocked'` on CPU, where the plain form is bound by memory traffic, and `'xla'` on
   GPU/TPU, where the sequential block loops would leave the accelerator idle.
@@ -57,7 +62,7 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
                      f"T, got {mask.shape}")
   if implementation == "xla":
     return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)
-  shard_axes, shards = _batch_shards(b)
+  shard_axes, shards = _batch_shards(b) if shard_batch else ((), 1)
   seqs, q_block = block_sizes(b // shards, t, s, h, block_bytes)
   blocked = functools.partial(_blocked, seqs=seqs, q_block=q_block)
   if shards > 1:
@@ -66,6 +71,42 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
     spec = P(shard_axes)
     blocked = jax.shard_map(blocked, in_specs=(spec,) * 4, out_specs=spec, check_vma=False)
   return blocked(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)
+
+
+def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
+                            mask: jax.Array, implementation: str = "auto",
+                            block_bytes: int = 2 ** 23,
+                            shard_batch: bool = True) -> tuple[jax.Array, jax.Array]:
+  """(attention output (B, T, H, D), log-sum-exp of each row's masked logits (B, T, H), float32).
+
+  For constants only: no gradient flows through it (the inputs are stop-gradient'd). With the
+  log-sum-exp a row's softmax can be merged with keys added later (`transformer.Attention`'s
+  one-token-gradient path). A fully masked row gives a log-sum-exp near the most negative float.
+  """
+  q, k, v = jax.lax.stop_gradient((q_BxTxHxD, k_BxSxHxD, v_BxSxHxD))
+  if implementation == "auto":
+    implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
+  b, t, h, d = q.shape
+  s = k.shape[1]
+  mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
+  if implementation == "xla":
+    logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) / np.sqrt(d)
+    logits = jnp.where(mask_BxTmxS[:, None], logits, _NEG)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)    # uniform in a fully masked row
+    return jnp.einsum("bhts,bshd->bthd", probs, v), jnp.swapaxes(lse, 1, 2)
+  shard_axes, shards = _batch_shards(b) if shard_batch else ((), 1)
+  seqs, q_block = block_sizes(b // shards, t, s, h, block_bytes)
+
+  def run(q, k, v, m):
+    out, res = _blocked_fwd(q, k, v, m, seqs, q_block)
+    mx, tot = res[-1]                                          # (nb, nq, c, H, tq), base 2
+    lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)              # (nb, nq, c, tq, H)
+    return out, _merge(lse2, q.shape[1]) / _LOG2E
+  if shards > 1:
+    spec = P(shard_axes)
+    run = jax.shard_map(run, in_specs=(spec,) * 4, out_specs=(spec, spec), check_vma=False)
+  return run(q, k, v, mask_BxTmxS)
 
 
 def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
@@ -214,7 +255,7 @@ def _blocked_bwd(seqs, q_block, res, dout):
       ds_t = jnp.where(m_t, p_t * (dp_t - delta[:, :, None, :]), 0.0).astype(qh.dtype)
       # dq^T = k^T ds_t keeps both operands in layouts that XLA's CPU dot library takes directly;
       # written as ds_t^T k (which XLA folds the transpose back into, without the barrier) it falls
-      # back to a generic dot 2.4x slower (LPN pattern step: 3.4 -> 3.0 s).
+      # back to a generic dot 2.4x slower (90 against 38 ms a layer for LPN's pattern batch).
       dq_t = jnp.einsum("chsd,chst->chdt", kh, ds_t, preferred_element_type=jnp.float32)
       dq = jnp.swapaxes(jax.lax.optimization_barrier(dq_t), 2, 3) * scale
       dk_acc = dk_acc + jnp.einsum("chst,chtd->chsd", ds_t, qh,

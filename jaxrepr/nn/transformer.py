@@ -71,6 +71,48 @@ def apply_rope(x_BxTxHxD: jax.Array, angles_BxTxK: jax.Array) -> jax.Array:
   return out.astype(x_BxTxHxD.dtype)
 
 
+def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: int,
+                                 implementation: str, shard_batch: bool = True) -> jax.Array:
+  """Attention (before the output projection) whose only differentiable input is token c's.
+
+  Same values as the plain path. For a gradient w.r.t. something that enters the sequence only
+  through token c (LPN's latent, through the decoder's ctx token, at the first layer): the other
+  tokens' inputs are constants, so the attention of every query over the keys other than c is a
+  constant too (computed once, with its log-sum-exp, no backward pass), and only key c's logit and
+  value, and query c's own row, carry the gradient. This replaces the first layer's full (T x S)
+  attention backward by O(T) work. Gradients w.r.t. anything else (the parameters, other tokens)
+  are not those of the plain path: use it only where they are not wanted. Assumes no query row is
+  masked everywhere except key c.
+  """
+  q_proj, k_proj, v_proj = projections
+  x_const = jax.lax.stop_gradient(x_BxTxE)
+  q, k, v = q_proj(x_const), k_proj(x_const), v_proj(x_const)          # (B, T, H, D) constants
+  x_c = x_BxTxE[:, c:c + 1]
+  q_c, k_c, v_c = q_proj(x_c), k_proj(x_c), v_proj(x_c)                # (B, 1, H, D)
+  if angles_BxTxK is not None:
+    q, k = apply_rope(q, angles_BxTxK), apply_rope(k, angles_BxTxK)
+    q_c, k_c = apply_rope(q_c, angles_BxTxK[:, c:c + 1]), apply_rope(k_c, angles_BxTxK[:, c:c + 1])
+  b, t, _, d = q.shape
+  mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
+  others = jnp.arange(k.shape[1]) != c
+  out_rest, lse_rest_BxTxH = attention_lib.attention_and_logsumexp(
+      q, k, v, mask_BxTmxS & others[None, None, :], implementation, shard_batch=shard_batch)
+  scale = 1.0 / np.sqrt(d)
+  logit_c = jnp.einsum("bthd,bhd->bth", q.astype(jnp.float32), k_c[:, 0].astype(jnp.float32)) * scale
+  sees_c = jnp.broadcast_to(mask_BxTmxS[:, :, c], (b, t))[:, :, None]
+  logit_c = jnp.where(sees_c, logit_c, attention_lib._NEG)
+  lse = jnp.logaddexp(lse_rest_BxTxH, logit_c)
+  out = (jnp.exp(lse_rest_BxTxH - lse)[..., None] * out_rest.astype(jnp.float32)
+         + jnp.exp(logit_c - lse)[..., None] * v_c.astype(jnp.float32))
+  # Query c's own row: its query changes too, so it attends afresh over all keys (one row).
+  k_all = k.at[:, c].set(k_c[:, 0])
+  v_all = v.at[:, c].set(v_c[:, 0])
+  row_mask = mask_BxTmxS[:, c if mask_BxTmxS.shape[1] > 1 else 0]
+  out_c = attention_lib.dot_product_attention(q_c, k_all, v_all, row_mask[:, None, :], "xla")
+  out = out.at[:, c].set(out_c[:, 0].astype(jnp.float32))
+  return out.astype(v.dtype)
+
+
 class Attention(nn.Module):
   """Multi-head attention without biases; explicit mask; optional RoPE and key/value cache."""
 
@@ -78,17 +120,26 @@ class Attention(nn.Module):
   head_dim: int
   dtype: Any = jnp.float32
   implementation: str = "auto"
+  shard_batch: bool = True          # see attention.dot_product_attention
 
   @nn.compact
   def __call__(self, x_BxTxE: jax.Array, mask_BxTxS: jax.Array,
                angles_BxTxK: Optional[jax.Array] = None, cache: Optional[Cache] = None,
-               index: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[Cache]]:
+               index: Optional[jax.Array] = None,
+               grad_token: Optional[int] = None) -> tuple[jax.Array, Optional[Cache]]:
+    """`grad_token`: see `one_token_gradient_attention` (only without a cache)."""
     e = x_BxTxE.shape[-1]
     dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), use_bias=False,
                                          dtype=self.dtype, name=name)
-    q_BxTxHxD = dense("query")(x_BxTxE)
-    k_BxTxHxD = dense("key")(x_BxTxE)
-    v_BxTxHxD = dense("value")(x_BxTxE)
+    projections = dense("query"), dense("key"), dense("value")
+    out_proj = nn.DenseGeneral(e, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out")
+    if grad_token is not None:
+      if cache is not None:
+        raise ValueError("grad_token is for teacher-forced calls, not with a key/value cache")
+      return out_proj(one_token_gradient_attention(
+          projections, x_BxTxE, mask_BxTxS, angles_BxTxK, grad_token, self.implementation,
+          self.shard_batch)), None
+    q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = (proj(x_BxTxE) for proj in projections)
     if angles_BxTxK is not None:
       q_BxTxHxD = apply_rope(q_BxTxHxD, angles_BxTxK)
       k_BxTxHxD = apply_rope(k_BxTxHxD, angles_BxTxK)
@@ -105,9 +156,8 @@ class Attention(nn.Module):
       k_BxSxHxD, v_BxSxHxD = k_BxTxHxD, v_BxTxHxD
     out_BxTxHxD = attention_lib.dot_product_attention(
         q_BxTxHxD, k_BxSxHxD.astype(self.dtype), v_BxSxHxD.astype(self.dtype), mask_BxTxS,
-        self.implementation)
-    out_BxTxE = nn.DenseGeneral(e, axis=(-2, -1), use_bias=False, dtype=self.dtype,
-                                name="out")(out_BxTxHxD)
+        self.implementation, shard_batch=self.shard_batch)
+    out_BxTxE = out_proj(out_BxTxHxD)
     return out_BxTxE, new_cache
 
 
@@ -132,12 +182,14 @@ class Block(nn.Module):
   mlp_factor: int
   dtype: Any = jnp.float32
   attention: str = "auto"
+  shard_batch: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):
+  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
+               grad_token=None):
     h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, self.attention,
-                             name="attn")(
-        layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index)
+                             self.shard_batch, name="attn")(
+        layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index, grad_token)
     x_BxTxE = x_BxTxE + h
     x_BxTxE = x_BxTxE + Mlp(self.mlp_factor, self.dtype, name="mlp")(layer_norm(x_BxTxE))
     return x_BxTxE, new_cache
@@ -157,15 +209,23 @@ class Transformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention: str = "auto"
+  shard_batch: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None):
+  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
+               grad_token=None):
+    """`grad_token`: gradients are wanted only w.r.t. what enters through this token's input;
+    the first layer then uses `one_token_gradient_attention` (not under remat: it has no
+    (T x S) backward to save memory on)."""
     block_cls = nn.remat(Block) if (self.remat and cache is None) else Block
     new_cache = []
     for layer in range(self.num_layers):
-      x_BxTxE, layer_cache = block_cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
-                                       self.attention, name=f"block_{layer}")(
-          x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index)
+      first_grad = grad_token if layer == 0 else None
+      cls = Block if first_grad is not None else block_cls
+      x_BxTxE, layer_cache = cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
+                                 self.attention, self.shard_batch, name=f"block_{layer}")(
+          x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index,
+          *(() if first_grad is None else (first_grad,)))
       new_cache.append(layer_cache)
     return x_BxTxE, (new_cache if cache is not None else None)
 

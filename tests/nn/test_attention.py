@@ -114,3 +114,38 @@ def test_blocked_splits_its_loops_over_batch_sharded_devices():
   assert "all-gather" not in compiled.as_text()
   for g, e in zip(got, expected):
     np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["blocked", "xla"])
+def test_attention_and_logsumexp_match_the_definition(impl):
+  q, k, v, mask, _ = _inputs(6, 13, 11, 3, 4, False)
+  out, lse = attention.attention_and_logsumexp(q, k, v, mask, impl, 3 * 11 * 4 * 5)
+  logits = np.einsum("bthd,bshd->bhts", np.asarray(q, np.float64), np.asarray(k, np.float64)) / 2.0
+  logits = np.where(np.asarray(mask)[:, None], logits, -1e30)
+  top = logits.max(-1, keepdims=True)
+  want_lse = (top[..., 0] + np.log(np.exp(logits - top).sum(-1))).transpose(0, 2, 1)
+  rows = np.asarray(mask).any(-1)                      # fully masked rows: lse ~ the float minimum
+  np.testing.assert_allclose(np.asarray(lse)[rows], want_lse[rows], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out, attention.dot_product_attention(q, k, v, mask, "xla"), atol=1e-5)
+
+
+def test_vmap_over_a_sharded_axis_keeps_its_sharding_with_shard_batch_off():
+  """Evaluation vmaps over tasks, the sharded axis: with shard_batch=False (what lpn.solve_task
+  uses) the inner batch is not resharded (no all-to-all); values equal the unsharded ones."""
+  devices = jax.devices()
+  if len(devices) < 2:
+    pytest.skip("needs several (simulated) devices")
+  from jaxrepr import parallel
+  mesh = parallel.make_mesh(len(devices))
+  q, k, v, mask, _ = _inputs(len(devices) ** 2, 5, 5, 2, 4, True)
+  split = lambda x: x.reshape((len(devices), len(devices)) + x.shape[1:])
+  args = [split(x) for x in (q, k, v, mask)]
+  fn = jax.vmap(lambda q, k, v, m: attention.dot_product_attention(q, k, v, m, "blocked",
+                                                                   shard_batch=False))
+  expected = jax.jit(fn)(*args)
+  with jax.set_mesh(mesh):
+    sharded = jax.device_put(args, parallel.batch_sharding(mesh))
+    compiled = jax.jit(fn).lower(*sharded).compile()
+    got = compiled(*sharded)
+  assert "all-to-all" not in compiled.as_text() and "all-gather" not in compiled.as_text()
+  np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)

@@ -73,9 +73,13 @@ def solve_task(encoder, decoder, params, spec_grids, spec_shapes, spec_mask, tes
   if spec_grids.ndim != 4 or spec_mask.shape != spec_grids.shape[:1]:
     raise ValueError(f"spec_grids must be (M, R, C, 2) with spec_mask (M,), got "
                      f"{spec_grids.shape} and {spec_mask.shape}")
+  # Callers vmap this over tasks, the axis a mesh shards: the attention must not shard_map the
+  # inner batch (attention.dot_product_attention, shard_batch).
+  encoder, decoder = encoder.clone(shard_batch=False), decoder.clone(shard_batch=False)
   mu, logvar = search_lib.encode_spec(encoder, params["encoder"], spec_grids, spec_shapes)
   score = search_lib.spec_score_fn(decoder, params["decoder"], spec_grids, spec_shapes,
-                                   spec_mask.astype(bool))
+                                   spec_mask.astype(bool),
+                                   latent_grad_only=eval_cfg.mode == "gradient_ascent")
   kw = _search_kwargs(eval_cfg)
   k = test_grids.shape[0]
   res = jax.vmap(lambda key: search_lib.search(eval_cfg.mode, score, mu, logvar,

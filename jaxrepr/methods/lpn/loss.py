@@ -46,14 +46,19 @@ def pair_log_prob(row_logits_BxR, col_logits_BxC, grid_BxRxCx10, y_BxRxC, y_shap
   return lp_rows + lp_cols + lp_grid, stats
 
 
-def pair_scores(decoder, dparams, grids, shapes, z):
-  """Teacher-forced log p of pairs (..., R, C, 2), shapes (..., 2, 2) under latents (..., Z)."""
+def pair_scores(decoder, dparams, grids, shapes, z, latent_grad_only: bool = False):
+  """Teacher-forced log p of pairs (..., R, C, 2), shapes (..., 2, 2) under latents (..., Z).
+
+  `latent_grad_only`: for gradients w.r.t. z alone (same values, a cheaper backward; see
+  `Decoder.__call__`); the parameters are stop-gradient'd so no wrong gradient reaches them."""
   lead = grids.shape[:-3]
   r, c = grids.shape[-3:-1]
   g = grids.reshape((-1, r, c, 2))
   s = shapes.reshape((-1, 2, 2))
+  if latent_grad_only:
+    dparams = jax.lax.stop_gradient(dparams)
   logits = decoder.apply(dparams, g[..., 0], s[:, :, 0], z.reshape((g.shape[0], -1)), g[..., 1],
-                         s[:, :, 1])
+                         s[:, :, 1], latent_grad_only)
   lp, stats = pair_log_prob(*logits, g[..., 1], s[:, :, 1])
   return lp.reshape(lead), jax.tree.map(lambda v: v.reshape(lead), stats)
 
@@ -63,14 +68,15 @@ def others_index(n: int) -> np.ndarray:
   return np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32)
 
 
-def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False):
+def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False,
+                    latent_grad_only: bool = False):
   """score_{-i}(z_i) for all i: (B, N, Z) -> (B, N), summed over the other pairs.
 
   Returns (score, value_and_grad): `value_and_grad(z)` gives the scores and each latent's own
   gradient. All B x N x (N-1) decodes run at once, or with `per_position` one LOO position i at a
   time (lax.map over i; each latent's gradient involves only its own position, so this is the
   same arithmetic with about 1/N of the activation memory; used where no gradient flows through
-  the search).
+  the search). `latent_grad_only`: see `pair_scores`.
   """
   n = grids.shape[1]
   idx = others_index(n)
@@ -78,7 +84,8 @@ def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False)
 
   def score_at(z_BxZ, g_BxMx, s_BxMx):                       # one position: M = N-1 pairs
     z_rep = jnp.broadcast_to(z_BxZ[:, None, :], g_BxMx.shape[:2] + z_BxZ.shape[-1:])
-    return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep)[0], axis=1)
+    return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep, latent_grad_only)[0],
+                   axis=1)
 
   def by_position(fn, z_BxNxZ):
     out = jax.lax.map(lambda a: fn(*a), (jnp.swapaxes(z_BxNxZ, 0, 1), jnp.swapaxes(spec_g, 0, 1),
@@ -89,7 +96,8 @@ def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False)
     if per_position:
       return by_position(score_at, z_BxNxZ)
     z_rep = jnp.broadcast_to(z_BxNxZ[:, :, None, :], spec_g.shape[:3] + z_BxNxZ.shape[-1:])
-    return jnp.sum(pair_scores(decoder, dparams, spec_g, spec_s, z_rep)[0], axis=2)
+    return jnp.sum(pair_scores(decoder, dparams, spec_g, spec_s, z_rep, latent_grad_only)[0],
+                   axis=2)
 
   def value_and_grad(z_BxNxZ):
     if per_position:
@@ -161,7 +169,8 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
   if mode == "gradient_ascent":
     if lat_cfg.stop_gradient:
       score, value_and_grad = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids,
-                                              shapes, lat_cfg.get("per_position", True))
+                                              shapes, lat_cfg.get("per_position", True),
+                                              latent_grad_only=True)
       z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
       visited, scores = gradient_ascent(score, z0_sg, lat_cfg.steps, lat_cfg.lr, True,
                                         lat_cfg.select == "best", value_and_grad)

@@ -65,6 +65,7 @@ class _Trunk(nn.Module):
   dtype: str = "float32"
   remat: bool = False
   attention: str = "auto"
+  shard_batch: bool = True    # False under vmap over a sharded axis (attention.dot_product_attention)
 
   @property
   def embed_dim(self) -> int:
@@ -117,7 +118,8 @@ class Encoder(_Trunk):
       cols = jnp.concatenate([-jnp.ones(5, jnp.int32), jj])
       angles = self._angles(self._coords(rows, cols)[None])
     h_BxTxE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
-                                 dt, self.remat, self.attention, name="transformer")(x_BxTxE, mask_Bx1xT, angles)
+                                 dt, self.remat, self.attention, self.shard_batch,
+                                 name="transformer")(x_BxTxE, mask_Bx1xT, angles)
     h_BxE = tfm.layer_norm(h_BxTxE[:, 0, :]).astype(jnp.float32)
     mu_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="mu")(h_BxE)
     logvar_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="logvar")(h_BxE)
@@ -147,7 +149,7 @@ class Decoder(_Trunk):
     self.ctx = nn.Dense(e, use_bias=False, name="ctx")
     self.transformer = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim,
                                        self.mlp_factor, _dtype(self.dtype), self.remat,
-                                       self.attention)
+                                       self.attention, self.shard_batch)
     self.row_head = nn.Dense(self.max_rows, use_bias=False, name="row_head")
     self.col_head = nn.Dense(self.max_cols, use_bias=False, name="col_head")
     self.grid_head = nn.Dense(NUM_COLOURS, use_bias=False, name="grid_head")
@@ -201,8 +203,15 @@ class Decoder(_Trunk):
   def _heads_grid(self, h):
     return self.grid_head(tfm.layer_norm(h).astype(jnp.float32))
 
-  def __call__(self, x_BxRxC, x_shape_Bx2, z_BxZ, y_BxRxC, y_shape_Bx2):
-    """Teacher-forced logits: rows (B, max_rows), cols (B, max_cols), cells (B, R, C, 10)."""
+  def __call__(self, x_BxRxC, x_shape_Bx2, z_BxZ, y_BxRxC, y_shape_Bx2,
+               latent_grad_only: bool = False):
+    """Teacher-forced logits: rows (B, max_rows), cols (B, max_cols), cells (B, R, C, 10).
+
+    `latent_grad_only`: the same logits, computed for a gradient w.r.t. z alone (latent search):
+    z enters only through the ctx token, so the first layer's attention backward reduces to ctx's
+    key, value and row (`transformer.one_token_gradient_attention`). Gradients w.r.t. the
+    parameters are then not the plain ones: callers stop them.
+    """
     b, r, c = x_BxRxC.shape
     rc, dt = r * c, _dtype(self.dtype)
     pre, pre_valid, pre_coords = self._prefix_tokens(x_BxRxC, x_shape_Bx2, z_BxZ)
@@ -223,8 +232,9 @@ class Decoder(_Trunk):
       coords = jnp.concatenate([jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]),
                                 out_coords], axis=1)
       angles = self._angles(coords)
-    h_BxTxE, _ = self.transformer(x_BxTxE, mask_BxTxT, angles)
     p = self.prefix_len
+    h_BxTxE, _ = self.transformer(x_BxTxE, mask_BxTxT, angles,
+                                  grad_token=p - 1 if latent_grad_only else None)
     row_logits = self._heads_rows(h_BxTxE[:, p - 1])
     col_logits = self._heads_cols(h_BxTxE[:, p])
     grid_BxKx10 = self._heads_grid(h_BxTxE[:, p + 1:p + 1 + rc])

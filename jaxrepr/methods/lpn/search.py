@@ -34,8 +34,12 @@ from jaxrepr.methods.lpn.loss import clip_per_latent, latent_adam, pair_scores
 METHODS = ("mean", "gradient_ascent", "random_search", "encoder_sampling", "evolution")
 
 
-def spec_score_fn(decoder, dparams, spec_grids, spec_shapes, spec_mask):
-  """z (..., Z) -> score (...) on the spec (M, R, C, 2), (M, 2, 2), mask (M,)."""
+def spec_score_fn(decoder, dparams, spec_grids, spec_shapes, spec_mask,
+                  latent_grad_only: bool = False):
+  """z (..., Z) -> score (...) on the spec (M, R, C, 2), (M, 2, 2), mask (M,).
+
+  `latent_grad_only` (gradient search): the same scores with a cheaper gradient w.r.t. z and none
+  w.r.t. the parameters (`loss.pair_scores`)."""
   m = spec_grids.shape[0]
 
   def score(z):
@@ -44,7 +48,7 @@ def spec_score_fn(decoder, dparams, spec_grids, spec_shapes, spec_mask):
     g = jnp.broadcast_to(spec_grids, shape + spec_grids.shape[1:])
     s = jnp.broadcast_to(spec_shapes, shape + (2, 2))
     zz = jnp.broadcast_to(z[..., None, :], shape + z.shape[-1:])
-    lp = pair_scores(decoder, dparams, g, s, zz)[0]
+    lp = pair_scores(decoder, dparams, g, s, zz, latent_grad_only)[0]
     return jnp.sum(jnp.where(spec_mask, lp, 0.0), axis=-1)
   return score
 
