@@ -84,6 +84,9 @@ def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHx
   one-token-gradient path). A fully masked row gives a log-sum-exp near the most negative float.
   """
   q, k, v = jax.lax.stop_gradient((q_BxTxHxD, k_BxSxHxD, v_BxSxHxD))
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
+                     f"{implementation!r}")
   if implementation == "auto":
     implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
   b, t, h, d = q.shape

@@ -81,8 +81,8 @@ def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: in
   constant too (computed once, with its log-sum-exp, no backward pass), and only key c's logit and
   value, and query c's own row, carry the gradient. This replaces the first layer's full (T x S)
   attention backward by O(T) work. Gradients w.r.t. anything else (the parameters, other tokens)
-  are not those of the plain path: use it only where they are not wanted. Assumes no query row is
-  masked everywhere except key c.
+  are not those of the plain path: use it only where they are not wanted. Assumes every query row
+  sees at least one key other than c (true of LPN's decoder, whose shape tokens are always valid).
   """
   q_proj, k_proj, v_proj = projections
   x_const = jax.lax.stop_gradient(x_BxTxE)

@@ -210,7 +210,7 @@ class Decoder(_Trunk):
     `latent_grad_only`: the same logits, computed for a gradient w.r.t. z alone (latent search):
     z enters only through the ctx token, so the first layer's attention backward reduces to ctx's
     key, value and row (`transformer.one_token_gradient_attention`). Gradients w.r.t. the
-    parameters are then not the plain ones: callers stop them.
+    parameters are then not the plain ones: use it through `loss.pair_scores`, which stops them.
     """
     b, r, c = x_BxRxC.shape
     rc, dt = r * c, _dtype(self.dtype)
