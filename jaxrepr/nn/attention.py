@@ -49,11 +49,7 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
   `'auto'` is `'blocked'` on CPU, where the plain form is bound by memory traffic, and `'xla'` on
   GPU/TPU, where the sequential block loops would leave the accelerator idle.
   """
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
-                     f"{implementation!r}")
-  if implementation == "auto":
-    implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
+  implementation = _resolve(implementation)
   b, t, h, d = q_BxTxHxD.shape
   s = k_BxSxHxD.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]) if mask.ndim == 3 else None
@@ -84,11 +80,7 @@ def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHx
   one-token-gradient path). A fully masked row gives a log-sum-exp near the most negative float.
   """
   q, k, v = jax.lax.stop_gradient((q_BxTxHxD, k_BxSxHxD, v_BxSxHxD))
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
-                     f"{implementation!r}")
-  if implementation == "auto":
-    implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
+  implementation = _resolve(implementation)
   b, t, h, d = q.shape
   s = k.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
@@ -123,6 +115,16 @@ def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
   if shards == 1 or b % shards:
     return (), 1
   return axes, shards
+
+
+def _resolve(implementation: str) -> str:
+  """'blocked' or 'xla' for a configured implementation name; a clear error for others."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
+                     f"{implementation!r}")
+  if implementation == "auto":
+    return "blocked" if jax.default_backend() == "cpu" else "xla"
+  return implementation
 
 
 def block_sizes(b: int, t: int, s: int, h: int, block_bytes: int) -> tuple[int, int]:
