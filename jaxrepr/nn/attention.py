@@ -57,15 +57,10 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
     raise ValueError(f"mask must broadcast to (B, T, S) = {(b, t, s)} with a query axis of 1 or "
                      f"T, got {mask.shape}")
   if implementation == "xla":
-    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)
-  shard_axes, shards = _batch_shards(b) if shard_batch else ((), 1)
-  seqs, q_block = block_sizes(b // shards, t, s, h, block_bytes)
-  blocked = functools.partial(_blocked, seqs=seqs, q_block=q_block)
-  if shards > 1:
-    # The block loops index the batch axis, which XLA's sharding propagation cannot split across
-    # devices: without this every device would run the loops over the whole global batch.
-    spec = P(shard_axes)
-    blocked = jax.shard_map(blocked, in_specs=(spec,) * 4, out_specs=spec, check_vma=False)
+    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)[0]
+  blocked = _per_device(lambda seqs, q_block: functools.partial(_blocked, seqs=seqs,
+                                                                q_block=q_block),
+                        (b, t, s, h), block_bytes, shard_batch, num_outputs=1)
   return blocked(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)
 
 
@@ -81,27 +76,39 @@ def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHx
   """
   q, k, v = jax.lax.stop_gradient((q_BxTxHxD, k_BxSxHxD, v_BxSxHxD))
   implementation = _resolve(implementation)
-  b, t, h, d = q.shape
+  b, t, h, _ = q.shape
   s = k.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
   if implementation == "xla":
-    logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) / np.sqrt(d)
-    logits = jnp.where(mask_BxTmxS[:, None], logits, _NEG)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)    # uniform in a fully masked row
-    return jnp.einsum("bhts,bshd->bthd", probs, v), jnp.swapaxes(lse, 1, 2)
-  shard_axes, shards = _batch_shards(b) if shard_batch else ((), 1)
-  seqs, q_block = block_sizes(b // shards, t, s, h, block_bytes)
+    return _xla_attention(q, k, v, mask_BxTmxS)
 
-  def run(q, k, v, m):
-    out, res = _blocked_fwd(q, k, v, m, seqs, q_block)
-    mx, tot = res[-1]                                          # (nb, nq, c, H, tq), base 2
-    lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)              # (nb, nq, c, tq, H)
-    return out, _merge(lse2, q.shape[1]) / _LOG2E
-  if shards > 1:
-    spec = P(shard_axes)
-    run = jax.shard_map(run, in_specs=(spec,) * 4, out_specs=(spec, spec), check_vma=False)
-  return run(q, k, v, mask_BxTmxS)
+  def make(seqs, q_block):
+    def run(q, k, v, m):
+      out, res = _blocked_fwd(q, k, v, m, seqs, q_block)
+      mx, tot = res[-1]                                        # (nb, nq, c, H, tq), base 2
+      lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)            # (nb, nq, c, tq, H)
+      return out, _merge(lse2, q.shape[1]) / _LOG2E
+    return run
+  return _per_device(make, (b, t, s, h), block_bytes, shard_batch, num_outputs=2)(
+      q, k, v, mask_BxTmxS)
+
+
+def _per_device(make, btsh: tuple[int, int, int, int], block_bytes: int, shard_batch: bool,
+                num_outputs: int):
+  """make(seqs, q_block) -> fn(q, k, v, mask) with block sizes for one device's batch, run in a
+  shard_map over the batch axes when the current mesh shards them (and shard_batch is on).
+
+  The block loops index the batch axis, which XLA's sharding propagation cannot split across
+  devices: without the shard_map every device would run the loops over the whole global batch.
+  """
+  b, t, s, h = btsh
+  shard_axes, shards = _batch_shards(b) if shard_batch else ((), 1)
+  fn = make(*block_sizes(b // shards, t, s, h, block_bytes))
+  if shards == 1:
+    return fn
+  spec = P(shard_axes)
+  out_specs = spec if num_outputs == 1 else (spec,) * num_outputs
+  return jax.shard_map(fn, in_specs=(spec,) * 4, out_specs=out_specs, check_vma=False)
 
 
 def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
@@ -144,11 +151,13 @@ def block_sizes(b: int, t: int, s: int, h: int, block_bytes: int) -> tuple[int, 
 
 
 def _xla_attention(q, k, v, mask_BxTmxS):
+  """(output (B, T, H, D), row log-sum-exp (B, T, H)); XLA drops the second where it is unused."""
   scale = 1.0 / np.sqrt(q.shape[-1])
   logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask_BxTmxS[:, None], logits, _NEG)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhts,bshd->bthd", probs, v)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)    # uniform in a fully masked row
+  lse = jnp.swapaxes(jax.nn.logsumexp(logits, axis=-1), 1, 2)
+  return jnp.einsum("bhts,bshd->bthd", probs, v), lse
 
 
 def _block_logits2(q_cxHxTqxD, k_cxHxSxD, m_cxTqxS, scale2):

@@ -225,7 +225,7 @@ class Transformer(nn.Module):
       x_BxTxE, layer_cache = cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
                                  self.attention, self.shard_batch, name=f"block_{layer}")(
           x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index,
-          *(() if first_grad is None else (first_grad,)))
+          first_grad)
       new_cache.append(layer_cache)
     return x_BxTxE, (new_cache if cache is not None else None)
 
