@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
   # by launch/train.py, bench.py and eval.py before JAX starts (jaxrepr.parallel.set_cpu_devices);
   # a direct train.run_experiment call uses the devices JAX already has. Unset: JAX's one device.
   c.cpu_devices = config_dict.placeholder(int)
+  # Linux/glibc: restart the launcher once with malloc using transparent huge pages for its large
+  # blocks (jaxrepr/host_memory.py), so that a CPU step does not page-fault its buffers in 4 KiB
+  # pages anew every step. Applied by the same launchers, first thing.
+  c.malloc_huge_pages = True
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))

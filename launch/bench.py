@@ -10,7 +10,9 @@ shardings as launch/train.py):
   * compile seconds (lower + compile of the jitted step),
   * median step time and steps/s over --steps timed steps after --warmup steps (the same batch is
     reused so data loading is not timed; `--batches=K` draws K batches first and cycles through
-    them, reporting the mean step time, for steps whose cost depends on the batch),
+    them, reporting the mean step time, for steps whose cost depends on the batch); the mean and
+    the page faults per timed step are recorded too (`malloc_huge_pages`: whether the launcher ran
+    with jaxrepr/host_memory.py's malloc tunable),
   * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
     aliased/donated buffers) and the process's peak resident memory,
   * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
@@ -144,7 +146,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
   import jax
   import numpy as np
 
-  from jaxrepr import parallel, train
+  from jaxrepr import host_memory, parallel, train
   from jaxrepr.train_step import param_count
 
   if num_batches < 1:
@@ -161,11 +163,14 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
       state, metrics = compiled(state, batches[i % num_batches], run.train_rng)
     jax.block_until_ready(state)
     times = []
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(steps):
       t0 = time.perf_counter()
       state, metrics = compiled(state, batches[(warmup + i) % num_batches], run.train_rng)
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - t0)
+    # page faults: a CPU step that maps its buffers anew each time shows them (jaxrepr/host_memory.py)
+    faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
   # one batch: the median resists noise; varied batches: the mean is the throughput
   step_s = float(np.median(times) if num_batches == 1 else np.mean(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
@@ -190,6 +195,8 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
       host=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
       compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s, distinct_batches=num_batches,
       step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
+      step_s_mean=float(np.mean(times)), page_faults_per_step=faults_per_step,
+      malloc_huge_pages=host_memory.HUGETLB_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""),
       flops_per_step=flops, achieved_flops=flops / step_s, flops_upper_bound=flops_upper_bound,
       matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
@@ -238,7 +245,7 @@ def main(argv):
   else:
     from jaxrepr import parallel
 
-    parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
+    parallel.prepare_host(_CONFIG.value)
     runs = [(_NAME.value or config_lib.config_name(
         config_flags.get_config_filename(flags.FLAGS["config"])), _CONFIG.value)]
   for name, config in runs:
@@ -263,7 +270,10 @@ def _record(name: str, result: dict) -> None:
         f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
         f"{bound}{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
         f"utilisation {bound}{100 * result['utilisation']:.1f}% of the measured "
-        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak")
+        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak; "
+        f"mean step {1e3 * result['step_s_mean']:.1f} ms, "
+        f"{result['page_faults_per_step']:,.0f} page faults/step, malloc huge pages "
+        f"{'on' if result['malloc_huge_pages'] else 'off'}")
   print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}", flush=True)
 
 

@@ -41,7 +41,7 @@ def main(argv):
   from jaxrepr import checkpoint, config as config_lib, parallel, train
 
   config = _CONFIG.value
-  parallel.set_cpu_devices(config.get("cpu_devices"))
+  parallel.prepare_host(config)
   workdir = _WORKDIR.value or os.path.join(
       "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
   names = _EVALS.value or list(config.evals.keys())

@@ -34,7 +34,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
   from jaxrepr import config as config_lib, parallel, train
 
-  parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
+  parallel.prepare_host(_CONFIG.value)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
