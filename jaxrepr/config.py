@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpu_devices = config_dict.placeholder(int)
   # Linux/glibc: restart the launcher once with malloc using transparent huge pages for its large
   # blocks (jaxrepr/host_memory.py), so that a CPU step does not page-fault its buffers in 4 KiB
-  # pages anew every step. Applied by the same launchers, first thing.
+  # pages anew every step. Applied by the same launchers as soon as their flags are parsed.
   c.malloc_huge_pages = True
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).

@@ -15,10 +15,13 @@ fragmented the heap under two devices' concurrent allocations: resident memory g
 6-7 GiB.)
 
 A tunable is read when the process starts, so `restart_with_huge_pages` re-executes the running
-command once with it added to GLIBC_TUNABLES. The launchers call it first thing
-(`config.malloc_huge_pages`, on by default); it does nothing when the tunable is already set,
-when the kernel gives huge pages to every allocation anyway ("always") or never, and off Linux or
-glibc. Buffers on a GPU or TPU do not go through malloc; there it only affects host-side memory.
+command once with it added to GLIBC_TUNABLES. The launchers call it (through `apply`, from
+`config.malloc_huge_pages`, on by default) as soon as their flags are parsed, before they import
+the rest of jaxrepr or start JAX; it does nothing when `glibc.malloc.hugetlb` is set already (by
+the restart or by the user, either value), when the kernel gives huge pages to every allocation
+anyway ("always") or never, off Linux or glibc, and in an interactive session or a script read
+from stdin or `-c` (which a restart would lose). Buffers on a GPU or TPU do not go through malloc;
+there it only affects host-side memory.
 """
 from __future__ import annotations
 
@@ -57,9 +60,18 @@ def huge_pages_environment(env: Mapping[str, str], glibc: tuple[int, int] | None
   """The environment to restart with, or None when a restart would change nothing."""
   tunables = env.get("GLIBC_TUNABLES", "")
   if (glibc is None or glibc < (2, 35) or thp_mode != "madvise"
-      or "glibc.malloc.hugetlb=" in tunables):  # set already, by us or by the user
+      or HUGETLB_TUNABLE.split("=")[0] + "=" in tunables):  # set already, by us or the user
     return None
   return {**env, "GLIBC_TUNABLES": f"{tunables}:{HUGETLB_TUNABLE}" if tunables else HUGETLB_TUNABLE}
+
+
+def huge_pages_active() -> bool:
+  """Whether this process's large malloc blocks get transparent huge pages."""
+  mode = transparent_huge_pages_mode()
+  tunable = HUGETLB_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
+  glibc = glibc_version()
+  return mode == "always" or (mode == "madvise" and tunable and glibc is not None
+                              and glibc >= (2, 35))
 
 
 def restart_with_huge_pages() -> None:
@@ -68,9 +80,18 @@ def restart_with_huge_pages() -> None:
   Call it before the process has done anything it would have to redo: it does not return when it
   restarts (same process id, same arguments and interpreter options, `sys.orig_argv`).
   """
+  if sys.flags.interactive or not sys.argv or sys.argv[0] in ("", "-", "-c"):
+    return                        # a REPL, `python -c` or a script piped to stdin cannot rerun
   env = huge_pages_environment(os.environ, glibc_version(), transparent_huge_pages_mode())
   if env is None:
     return
-  sys.stdout.flush()
-  sys.stderr.flush()
+  for stream in (sys.stdout, sys.stderr):
+    if stream is not None:
+      stream.flush()
   os.execve(sys.executable, sys.orig_argv, env)
+
+
+def apply(config) -> None:
+  """What the launchers call first: `restart_with_huge_pages` if `config.malloc_huge_pages`."""
+  if config.get("malloc_huge_pages", True):
+    restart_with_huge_pages()

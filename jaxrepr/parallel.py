@@ -22,8 +22,6 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrepr import host_memory
-
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -53,15 +51,6 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
            or "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"])
   if multi:
     jax.distributed.initialize()
-
-
-def prepare_host(config) -> None:
-  """What the launchers do first, before JAX starts its backends: `config.malloc_huge_pages`
-  (jaxrepr.host_memory.restart_with_huge_pages, which may re-execute the process) and
-  `config.cpu_devices` (set_cpu_devices)."""
-  if config.get("malloc_huge_pages", True):
-    host_memory.restart_with_huge_pages()
-  set_cpu_devices(config.get("cpu_devices"))
 
 
 def set_cpu_devices(count: int | None) -> None:

@@ -11,8 +11,8 @@ shardings as launch/train.py):
   * median step time and steps/s over --steps timed steps after --warmup steps (the same batch is
     reused so data loading is not timed; `--batches=K` draws K batches first and cycles through
     them, reporting the mean step time, for steps whose cost depends on the batch); the mean and
-    the page faults per timed step are recorded too (`malloc_huge_pages`: whether the launcher ran
-    with jaxrepr/host_memory.py's malloc tunable),
+    the page faults per timed step are recorded too (`malloc_huge_pages`: whether malloc's large
+    blocks got transparent huge pages, jaxrepr/host_memory.py),
   * peak device memory from `compiled.memory_analysis()` (arguments + outputs + temporaries -
     aliased/donated buffers) and the process's peak resident memory,
   * parameter bytes held by one device (divided by the fsdp degree for sharded leaves, see
@@ -196,7 +196,8 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
       compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s, distinct_batches=num_batches,
       step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
       step_s_mean=float(np.mean(times)), page_faults_per_step=faults_per_step,
-      malloc_huge_pages=host_memory.HUGETLB_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""),
+      malloc_huge_pages=host_memory.huge_pages_active(),
+      transparent_huge_pages=host_memory.transparent_huge_pages_mode(),
       flops_per_step=flops, achieved_flops=flops / step_s, flops_upper_bound=flops_upper_bound,
       matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
@@ -232,6 +233,10 @@ def write_table(results: dict, path: str) -> None:
 
 def main(argv):
   del argv
+  if not _SUITE.value:
+    from jaxrepr import host_memory
+
+    host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from jaxrepr import config as config_lib
@@ -245,7 +250,7 @@ def main(argv):
   else:
     from jaxrepr import parallel
 
-    parallel.prepare_host(_CONFIG.value)
+    parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
     runs = [(_NAME.value or config_lib.config_name(
         config_flags.get_config_filename(flags.FLAGS["config"])), _CONFIG.value)]
   for name, config in runs:

@@ -34,6 +34,9 @@ flags.mark_flag_as_required("config")
 
 def main(argv):
   del argv
+  from jaxrepr import host_memory
+
+  host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   import jax
@@ -41,7 +44,7 @@ def main(argv):
   from jaxrepr import checkpoint, config as config_lib, parallel, train
 
   config = _CONFIG.value
-  parallel.prepare_host(config)
+  parallel.set_cpu_devices(config.get("cpu_devices"))
   workdir = _WORKDIR.value or os.path.join(
       "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
   names = _EVALS.value or list(config.evals.keys())

@@ -30,11 +30,14 @@ flags.mark_flag_as_required("config")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from jaxrepr import host_memory
+
+  host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
   from jaxrepr import config as config_lib, parallel, train
 
-  parallel.prepare_host(_CONFIG.value)
+  parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))

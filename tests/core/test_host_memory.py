@@ -39,40 +39,74 @@ def test_transparent_huge_pages_mode_reads_the_bracketed_mode(tmp_path):
 
 
 _SCRIPT = textwrap.dedent("""
-    import os, sys
+    import ctypes, os, sys
     sys.path.insert(0, {repo!r})
     import ml_collections
-    from jaxrepr import parallel
-    print("start", os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES", ""), flush=True)
-    parallel.prepare_host(ml_collections.ConfigDict(dict(malloc_huge_pages=sys.argv[1] == "on")))
-    print("ready", os.getpid(), flush=True)
+    from jaxrepr import host_memory
+    mode = sys.argv[1]
+    if mode == "forced":  # as on a host that qualifies, to run the restart on any host
+      host_memory.transparent_huge_pages_mode = lambda *a: "madvise"
+      host_memory.glibc_version = lambda: (2, 35)
+    print("start", os.getpid(), sys.argv[1:], int("-u" in sys.orig_argv),
+          os.environ.get("GLIBC_TUNABLES", ""), flush=True)
+    host_memory.apply(ml_collections.ConfigDict(dict(malloc_huge_pages=mode != "off")))
+    # Does a large malloc block carry the kernel's huge-page advice ('hg' in its VmFlags)?
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    address, advised = libc.malloc(64 << 20), None
+    if os.path.exists("/proc/self/smaps"):
+      inside = False
+      for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+          lo, hi = (int(x, 16) for x in head.split("-"))
+          inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+          advised = "hg" in line.split()[1:]
+    print("ready", os.getpid(), advised, flush=True)
 """)
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path, mode):
   script = tmp_path / "prepare.py"
   script.write_text(_SCRIPT.format(repo=REPO))
   env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-  out = subprocess.run([sys.executable, "-u", str(script), *args], env=env, capture_output=True,
-                       text=True, check=True).stdout.splitlines()
+  out = subprocess.run([sys.executable, "-u", str(script), mode, "--flag=1"], env=env,
+                       capture_output=True, text=True, check=True).stdout.splitlines()
   return [line.split(" ", 1) for line in out]
 
 
-def test_prepare_host_restarts_the_same_command_once_with_the_tunable(tmp_path):
-  lines = _run(tmp_path, "on", "--flag=1")
-  expected = host_memory.huge_pages_environment(
-      {}, host_memory.glibc_version(), host_memory.transparent_huge_pages_mode())
-  if expected is None:  # this host gains nothing from it: no restart
-    assert [kind for kind, _ in lines] == ["start", "ready"]
-    return
+def _host_qualifies() -> bool:
+  return host_memory.huge_pages_environment(
+      {}, host_memory.glibc_version(), host_memory.transparent_huge_pages_mode()) is not None
+
+
+def _check_restarted(lines):
   assert [kind for kind, _ in lines] == ["start", "start", "ready"]
   first, second, ready = (rest for _, rest in lines)
   pid = first.split()[0]
-  assert second.split()[0] == pid and ready == pid  # re-executed in place, not a child process
-  assert "['on', '--flag=1']" in first and "['on', '--flag=1']" in second
-  assert not first.endswith(host_memory.HUGETLB_TUNABLE)
+  assert second.split()[0] == pid and ready.split()[0] == pid  # re-executed in place
+  for start in (first, second):  # same arguments and interpreter options (-u)
+    assert "['forced', '--flag=1'] 1" in start or "['on', '--flag=1'] 1" in start
+  assert not first.rstrip().endswith(host_memory.HUGETLB_TUNABLE)
   assert second.endswith(host_memory.HUGETLB_TUNABLE)
+  return ready.split()[1]
 
 
-def test_prepare_host_does_not_restart_when_switched_off(tmp_path):
-  assert [kind for kind, _ in _run(tmp_path, "off")] == ["start", "ready"]
+def test_restart_reruns_the_same_command_in_place_with_the_tunable(tmp_path):
+  _check_restarted(_run(tmp_path, "forced"))
+
+
+def test_launcher_setting_gives_malloc_blocks_huge_pages_where_the_host_allows(tmp_path):
+  lines = _run(tmp_path, "on")
+  if not _host_qualifies():  # nothing to gain here: no restart
+    assert [kind for kind, _ in lines] == ["start", "ready"]
+    return
+  assert _check_restarted(lines) == "True"  # the tunable took effect
+
+
+def test_switched_off_it_neither_restarts_nor_advises_huge_pages(tmp_path):
+  lines = _run(tmp_path, "off")
+  assert [kind for kind, _ in lines] == ["start", "ready"]
+  if _host_qualifies():
+    assert lines[1][1].split()[1] == "False"
