@@ -16,8 +16,8 @@ fragmented the heap under two devices' concurrent allocations: resident memory g
 
 A tunable is read when the process starts, so `restart_with_huge_pages` re-executes the running
 command once with it added to GLIBC_TUNABLES. The launchers call it (through `apply`, from
-`config.malloc_huge_pages`, on by default) as soon as their flags are parsed, before they import
-the rest of jaxrepr or start JAX; it does nothing when `glibc.malloc.hugetlb` is set already (by
+`config.malloc_huge_pages`, on by default) as soon as their flags (and so the config file) are
+parsed, before JAX starts a backend; it does nothing when `glibc.malloc.hugetlb` is set already (by
 the restart or by the user, either value), when the kernel gives huge pages to every allocation
 anyway ("always") or never, off Linux or glibc, and in an interactive session or a script read
 from stdin or `-c` (which a restart would lose). Buffers on a GPU or TPU do not go through malloc;
