@@ -55,11 +55,16 @@ def transparent_huge_pages_mode(path: str = _THP_MODE_FILE) -> str | None:
   return text[start + 1:end] if 0 <= start < end else None
 
 
+def _tunable_takes_effect(glibc: tuple[int, int] | None, thp_mode: str | None) -> bool:
+  """glibc has the tunable (>= 2.35) and the kernel gives huge pages to advised memory only."""
+  return glibc is not None and glibc >= (2, 35) and thp_mode == "madvise"
+
+
 def huge_pages_environment(env: Mapping[str, str], glibc: tuple[int, int] | None,
                            thp_mode: str | None) -> dict[str, str] | None:
   """The environment to restart with, or None when a restart would change nothing."""
   tunables = env.get("GLIBC_TUNABLES", "")
-  if (glibc is None or glibc < (2, 35) or thp_mode != "madvise"
+  if (not _tunable_takes_effect(glibc, thp_mode)
       or HUGETLB_TUNABLE.split("=")[0] + "=" in tunables):  # set already, by us or the user
     return None
   return {**env, "GLIBC_TUNABLES": f"{tunables}:{HUGETLB_TUNABLE}" if tunables else HUGETLB_TUNABLE}
@@ -69,9 +74,7 @@ def huge_pages_active() -> bool:
   """Whether this process's large malloc blocks get transparent huge pages."""
   mode = transparent_huge_pages_mode()
   tunable = HUGETLB_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
-  glibc = glibc_version()
-  return mode == "always" or (mode == "madvise" and tunable and glibc is not None
-                              and glibc >= (2, 35))
+  return mode == "always" or (tunable and _tunable_takes_effect(glibc_version(), mode))
 
 
 def restart_with_huge_pages() -> None:
