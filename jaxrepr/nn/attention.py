@@ -39,8 +39,14 @@ _NEG = float(jnp.finfo(jnp.float32).min)
 
 def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
                           mask: jax.Array, implementation: str = "auto",
-                          block_bytes: int = 2 ** 23, shard_batch: bool = True) -> jax.Array:
+                          block_bytes: int = 2 ** 23, shard_batch: bool = True,
+                          structure: np.ndarray | StaticMask | None = None) -> jax.Array:
   """Multi-head attention output (B, T, H, D) in the dtype of v (see module docstring).
+
+  `structure`: an optional static (numpy) bool (T, S) mask shared by every sequence, ANDed with
+  `mask` (e.g. LPN's decoder: which segment attends to which, while `mask` holds each sequence's
+  valid keys as (B, 1, S)). The blocked form skips the keys that a whole run of queries cannot
+  see (`query_segments`) and never materialises a per-sequence (T, S) mask.
 
   `shard_batch=False` leaves the batch axis to XLA's sharding propagation instead of a shard_map:
   for calls under jax.vmap over a sharded axis (evaluation that maps over tasks), where the
@@ -50,47 +56,129 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
   GPU/TPU, where the sequential block loops would leave the accelerator idle.
   """
   implementation = _resolve(implementation)
-  b, t, h, d = q_BxTxHxD.shape
-  s = k_BxSxHxD.shape[1]
-  mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]) if mask.ndim == 3 else None
-  if mask_BxTmxS is None or mask_BxTmxS.shape[1] not in (1, t) or mask_BxTmxS.shape[2] != s:
-    raise ValueError(f"mask must broadcast to (B, T, S) = {(b, t, s)} with a query axis of 1 or "
-                     f"T, got {mask.shape}")
+  mask_BxTmxS, structure = _check_masks(q_BxTxHxD, k_BxSxHxD, mask, structure)
   if implementation == "xla":
-    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)[0]
-  blocked = _per_device(lambda seqs, q_block: functools.partial(_blocked, seqs=seqs,
-                                                                q_block=q_block),
-                        (b, t, s, h), block_bytes, shard_batch, num_outputs=1)
-  return blocked(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS)
+    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD,
+                          _full_mask(mask_BxTmxS, structure))[0]
+
+  def make(seqs, q_block, st):
+    return lambda q, k, v, m: _blocked(q, k, v, m, StaticMask(st), seqs, q_block)
+  return _segmented(make, q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS, structure, block_bytes,
+                    shard_batch, num_outputs=1)
 
 
 def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
                             mask: jax.Array, implementation: str = "auto",
-                            block_bytes: int = 2 ** 23,
-                            shard_batch: bool = True) -> tuple[jax.Array, jax.Array]:
+                            block_bytes: int = 2 ** 23, shard_batch: bool = True,
+                            structure: np.ndarray | StaticMask | None = None) -> tuple[jax.Array, jax.Array]:
   """(attention output (B, T, H, D), log-sum-exp of each row's masked logits (B, T, H), float32).
 
   For constants only: no gradient flows through it (the inputs are stop-gradient'd). With the
   log-sum-exp a row's softmax can be merged with keys added later (`transformer.Attention`'s
   one-token-gradient path). A fully masked row gives a log-sum-exp near the most negative float.
+  `structure` as in `dot_product_attention`.
   """
   q, k, v = jax.lax.stop_gradient((q_BxTxHxD, k_BxSxHxD, v_BxSxHxD))
   implementation = _resolve(implementation)
-  b, t, h, _ = q.shape
-  s = k.shape[1]
-  mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
+  mask_BxTmxS, structure = _check_masks(q, k, mask, structure)
   if implementation == "xla":
-    return _xla_attention(q, k, v, mask_BxTmxS)
+    return _xla_attention(q, k, v, _full_mask(mask_BxTmxS, structure))
 
-  def make(seqs, q_block):
+  def make(seqs, q_block, st):
     def run(q, k, v, m):
-      out, res = _blocked_fwd(q, k, v, m, seqs, q_block)
+      out, res = _blocked_fwd(q, k, v, m, StaticMask(st), seqs, q_block)
       mx, tot = res[-1]                                        # (nb, nq, c, H, tq), base 2
       lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)            # (nb, nq, c, tq, H)
       return out, _merge(lse2, q.shape[1]) / _LOG2E
     return run
-  return _per_device(make, (b, t, s, h), block_bytes, shard_batch, num_outputs=2)(
-      q, k, v, mask_BxTmxS)
+  return _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch,
+                    num_outputs=2)
+
+
+def _check_masks(q, k, mask, structure):
+  """(mask as (B, 1 or T, S), structure as a (T, S) numpy bool array or None), or a clear error."""
+  b, t = q.shape[:2]
+  s = k.shape[1]
+  mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]) if mask.ndim == 3 else None
+  if mask_BxTmxS is None or mask_BxTmxS.shape[1] not in (1, t) or mask_BxTmxS.shape[2] != s:
+    raise ValueError(f"mask must broadcast to (B, T, S) = {(b, t, s)} with a query axis of 1 or "
+                     f"T, got {mask.shape}")
+  if isinstance(structure, StaticMask):
+    structure = structure.array
+  if structure is not None:
+    structure = np.asarray(structure)
+    if structure.shape != (t, s) or structure.dtype != np.bool_:
+      raise ValueError(f"structure must be a static bool (T, S) = {(t, s)} array, got "
+                       f"{structure.dtype} {structure.shape}")
+  return mask_BxTmxS, structure
+
+
+def _full_mask(mask_BxTmxS, structure):
+  return mask_BxTmxS if structure is None else mask_BxTmxS & jnp.asarray(structure)[None]
+
+
+@functools.lru_cache(maxsize=64)
+def _segments_cached(extent_bytes: bytes, max_segments: int,
+                     min_saving: float) -> tuple[tuple[int, int, int], ...]:
+  """Dynamic programme over query runs; extent[i] = the keys query row i needs."""
+  extent = np.frombuffer(extent_bytes, np.int64).astype(np.float64)
+  t = extent.size
+  rows = np.arange(t)
+  reach = np.zeros((t, t))                 # reach[i, j] = max(extent[i..j]), j >= i
+  for i in range(t):
+    reach[i, i:] = np.maximum.accumulate(extent[i:])
+  run_cost = np.where(rows[None, :] >= rows[:, None],
+                      (rows[None, :] - rows[:, None] + 1) * reach, np.inf)  # rows i..j as one run
+  costs = [run_cost[0]]                    # costs[n][j]: rows 0..j in exactly n + 1 runs
+  starts = [np.zeros(t, np.int64)]         # starts[n][j]: first row of the last of those runs
+  for _ in range(1, max_segments):
+    cand = costs[-1][:-1, None] + run_cost[1:, :]             # last run starts at row i = 1..t-1
+    first = np.argmin(cand, axis=0)
+    costs.append(cand[first, rows])
+    starts.append(first + 1)
+  totals = [c[-1] for c in costs]
+  n = next(n for n, c in enumerate(totals) if c <= min(totals) * (1.0 + min_saving))
+  runs, stop = [], t
+  for level in range(n, -1, -1):
+    start = int(starts[level][stop - 1])
+    runs.append((start, stop, int(reach[start, stop - 1])))
+    stop = start
+  return tuple(reversed(runs))
+
+
+def query_segments(structure: np.ndarray | None, t: int, s: int, max_segments: int = 2,
+                   min_saving: float = 0.05) -> tuple[tuple[int, int, int], ...]:
+  """Contiguous query runs (start, stop, keys) for a static structure: queries [start, stop) only
+  need keys [0, keys). Chosen to minimise the attended (query, key) pairs with at most
+  `max_segments` runs, preferring fewer runs unless more save over `min_saving` of the work.
+  A row that sees no key keeps all S keys (its output is the uniform average over all of them).
+  """
+  if structure is None:
+    return ((0, t, s),)
+  seen = structure.any(axis=1)
+  extent = np.where(seen, s - np.argmax(structure[:, ::-1], axis=1), s).astype(np.int64)
+  return _segments_cached(extent.tobytes(), max_segments, min_saving)
+
+
+def _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch, num_outputs):
+  """Runs make(seqs, q_block, structure of the run) per query run of `query_segments` (on each
+  device's sequences, `_per_device`) and concatenates the runs' outputs along the queries."""
+  b, t, h, _ = q.shape
+  s = k.shape[1]
+  outs = []
+  for start, stop, keys in query_segments(structure, t, s):
+    m = mask_BxTmxS[:, start:stop] if mask_BxTmxS.shape[1] > 1 else mask_BxTmxS
+    st = None if structure is None else structure[start:stop, :keys]
+    if st is not None and st.all():
+      st = None
+    fn = _per_device(lambda seqs, q_block, st=st: make(seqs, q_block, st),
+                     (b, stop - start, keys, h), block_bytes, shard_batch, num_outputs)
+    outs.append(fn(q[:, start:stop], k[:, :keys], v[:, :keys], m[:, :, :keys]))
+  if len(outs) == 1:
+    return outs[0]
+  if num_outputs == 1:
+    return jnp.concatenate(outs, axis=1)
+  return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*outs))
 
 
 def _per_device(make, btsh: tuple[int, int, int, int], block_bytes: int, shard_batch: bool,
@@ -117,7 +205,9 @@ def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return (), 1
-  axes = tuple(a for a in parallel.BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+  # Every batch axis of the mesh, size 1 included: an axis left out of the specs would count as
+  # unmapped, and the shard_map's transpose would all-reduce the gradients over it.
+  axes = tuple(a for a in parallel.BATCH_AXES if a in mesh.axis_names)
   shards = int(np.prod([mesh.shape[a] for a in axes]))
   if shards == 1 or b % shards:
     return (), 1
@@ -167,6 +257,38 @@ def _block_logits2(q_cxHxTqxD, k_cxHxSxD, m_cxTqxS, scale2):
   return jnp.where(m_cxTqxS[:, None], l2, _NEG)
 
 
+class StaticMask:
+  """A static bool (T, S) structure mask (numpy), hashable: what passes a structure through
+  module calls, jax.checkpoint's static arguments and the custom VJP. `array` may be None."""
+
+  def __init__(self, array: np.ndarray | None):
+    self.array = None if array is None else np.asarray(array, bool)
+    self._key = None if array is None else (array.shape, array.tobytes())
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, StaticMask) and self._key == other._key
+
+  def blocks(self, q_block: int, nq: int, keys_major: bool = False) -> jax.Array | None:
+    """(nq, q_block, S) rows of the structure per query block (padding rows see every key), or
+    (nq, S, q_block) with `keys_major`: transposed here, on the constant, so that no loop body
+    transposes a mask."""
+    if self.array is None:
+      return None
+    t, s = self.array.shape
+    rows = np.ones((nq * q_block, s), bool)
+    rows[:t] = self.array
+    rows = rows.reshape(nq, q_block, s)
+    return jnp.asarray(np.ascontiguousarray(np.swapaxes(rows, 1, 2)) if keys_major else rows)
+
+
+def _with_structure(m_cxTqxS, st_TqxS):
+  """A block's mask (c, tq or 1, S) ANDed with its rows of the static structure (tq, S)."""
+  return m_cxTqxS if st_TqxS is None else m_cxTqxS & st_TqxS[None]
+
+
 def _split(x_BxTx, seqs: int, q_block: int, nq: int):
   """(B, T, ...) -> (B / seqs, nq, seqs, q_block, ...), padding T to nq * q_block."""
   b, t = x_BxTx.shape[:2]
@@ -203,23 +325,25 @@ def _heads_first(x_cxTxHxD):
   return jnp.swapaxes(x_cxTxHxD, 1, 2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _blocked(q, k, v, mask, seqs, q_block):
-  return _blocked_fwd(q, k, v, mask, seqs, q_block)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _blocked(q, k, v, mask, structure, seqs, q_block):
+  return _blocked_fwd(q, k, v, mask, structure, seqs, q_block)[0]
 
 
-def _blocked_fwd(q, k, v, mask, seqs, q_block):
+def _blocked_fwd(q, k, v, mask, structure, seqs, q_block):
   t, d = q.shape[1], q.shape[-1]
   scale2 = _LOG2E / np.sqrt(d)
   qb, kb, vb, mb, nq = _chunks(q, k, v, mask, seqs, q_block)
+  st_blocks = structure.blocks(q_block, nq)
 
   def seq_block(args):
     q_nqxcxTqxHxD, k_cxSxHxD, v_cxSxHxD, m_nqxcxTqxS = args
     kh, vh = _heads_first(k_cxSxHxD), _heads_first(v_cxSxHxD)
 
     def query_block(args):
-      q_cxTqxHxD, m_cxTqxS = args
-      l2 = _block_logits2(_heads_first(q_cxTqxHxD), kh, m_cxTqxS, scale2)
+      q_cxTqxHxD, m_cxTqxS, st_TqxS = args
+      l2 = _block_logits2(_heads_first(q_cxTqxHxD), kh, _with_structure(m_cxTqxS, st_TqxS),
+                          scale2)
       mx = jnp.max(l2, axis=-1, keepdims=True)
       e = jnp.exp2(l2 - mx)
       tot = jnp.sum(e, axis=-1, keepdims=True)
@@ -228,19 +352,20 @@ def _blocked_fwd(q, k, v, mask, seqs, q_block):
       return _heads_first(o).astype(v.dtype), (mx[..., 0], tot[..., 0])
 
     m_all = jnp.broadcast_to(m_nqxcxTqxS, (nq,) + m_nqxcxTqxS.shape[1:])
-    return jax.lax.map(query_block, (q_nqxcxTqxHxD, m_all))
+    return jax.lax.map(query_block, (q_nqxcxTqxHxD, m_all, st_blocks))
 
   o_blocks, stats_blocks = jax.lax.map(seq_block, (qb, kb, vb, mb))
   out = _merge(o_blocks, t)
   return out, (q, k, v, mask, out, stats_blocks)
 
 
-def _blocked_bwd(seqs, q_block, res, dout):
+def _blocked_bwd(structure, seqs, q_block, res, dout):
   q, k, v, mask, out, stats_blocks = res
   t, d = q.shape[1], q.shape[-1]
   scale = 1.0 / np.sqrt(d)
   scale2 = _LOG2E * scale
   qb, kb, vb, mb, nq = _chunks(q, k, v, mask, seqs, q_block)
+  st_blocks = structure.blocks(q_block, nq, keys_major=True)
   ob = _split(out, seqs, q_block, nq)
   dob = _split(dout, seqs, q_block, nq)
 
@@ -251,22 +376,30 @@ def _blocked_bwd(seqs, q_block, res, dout):
 
     def query_block(carry, args):
       dk_acc, dv_acc = carry
-      q_c, m_c, o_c, do_c, (mx_c, tot_c) = args
+      q_c, m_c, o_c, do_c, (mx_c, tot_c), st_t = args
       qh, oh, doh = _heads_first(q_c), _heads_first(o_c), _heads_first(do_c)
       # Keys-major (S, tq) layout: the two accumulations over queries (dk, dv) then contract the
       # minor axis. The forward pass's max and sum are reused (one log-sum-exp would lose a fully
       # masked row, whose max is the most negative float).
       m_t = jnp.swapaxes(m_c, 1, 2)[:, None]                              # (c, 1, S, tq or 1)
+      if st_t is not None:
+        m_t = m_t & st_t[None, None]
       l2_t = jnp.einsum("chsd,chtd->chst", kh, qh, preferred_element_type=jnp.float32) * scale2
       l2_t = jnp.where(m_t, l2_t, _NEG)
-      p_t = jnp.exp2(l2_t - mx_c[:, :, None, :]) * (1.0 / tot_c)[:, :, None, :]
+      # p is zero at every masked key, also in a fully masked row (max = the most negative float;
+      # its forward output was the uniform average over all keys, whose 1/S share of dout goes to
+      # every value below): ds = p (dp - delta) then needs no mask of its own, and no gradient
+      # reaches q or k through masked logits, which are constants.
+      dead = mx_c == _NEG                                                  # (c, H, tq)
+      inv_tot = jnp.where(dead, 0.0, 1.0 / tot_c)
+      p_t = jnp.exp2(l2_t - mx_c[:, :, None, :]) * inv_tot[:, :, None, :]
       dv_acc = dv_acc + jnp.einsum("chst,chtd->chsd", p_t.astype(doh.dtype), doh,
                                    preferred_element_type=jnp.float32)
+      dv_acc = dv_acc + jnp.einsum("cht,chtd->chd", dead.astype(jnp.float32),
+                                   doh.astype(jnp.float32))[:, :, None] / kh.shape[2]
       dp_t = jnp.einsum("chsd,chtd->chst", vh, doh, preferred_element_type=jnp.float32)
       delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), axis=-1)
-      # Masked logits are constants: no gradient reaches q or k through them (this matters only in
-      # a fully masked row, where p is uniform rather than zero at masked keys).
-      ds_t = jnp.where(m_t, p_t * (dp_t - delta[:, :, None, :]), 0.0).astype(qh.dtype)
+      ds_t = (p_t * (dp_t - delta[:, :, None, :])).astype(qh.dtype)
       # dq^T = k^T ds_t keeps both operands in layouts that XLA's CPU dot library takes directly;
       # written as ds_t^T k (which XLA folds the transpose back into, without the barrier) it falls
       # back to a generic dot 2.4x slower (90 against 38 ms a layer for LPN's pattern batch).
@@ -278,7 +411,7 @@ def _blocked_bwd(seqs, q_block, res, dout):
 
     zeros = jnp.zeros(kh.shape, jnp.float32)
     (dk, dv), dq_nq = jax.lax.scan(query_block, (zeros, zeros),
-                                   (q_nq, m_all, o_nq, do_nq, stats_nq))
+                                   (q_nq, m_all, o_nq, do_nq, stats_nq, st_blocks))
     return dq_nq, _heads_first(dk).astype(k.dtype), _heads_first(dv).astype(v.dtype)
 
   dq_blocks, dk_blocks, dv_blocks = jax.lax.map(seq_block,

@@ -72,7 +72,8 @@ def apply_rope(x_BxTxHxD: jax.Array, angles_BxTxK: jax.Array) -> jax.Array:
 
 
 def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: int,
-                                 implementation: str, shard_batch: bool = True) -> jax.Array:
+                                 implementation: str, shard_batch: bool = True,
+                                 structure: Optional[attention_lib.StaticMask] = None) -> jax.Array:
   """Attention (before the output projection) whose only differentiable input is token c's.
 
   Same values as the plain path. For a gradient w.r.t. something that enters the sequence only
@@ -83,6 +84,7 @@ def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: in
   attention backward by O(T) work. Gradients w.r.t. anything else (the parameters, other tokens)
   are not those of the plain path: use it only where they are not wanted. Assumes every query row
   sees at least one key other than c (true of LPN's decoder, whose shape tokens are always valid).
+  `structure`: the static (T, S) mask of `attention.dot_product_attention`, ANDed with `mask`.
   """
   q_proj, k_proj, v_proj = projections
   x_const = jax.lax.stop_gradient(x_BxTxE)
@@ -93,21 +95,25 @@ def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: in
     q, k = apply_rope(q, angles_BxTxK), apply_rope(k, angles_BxTxK)
     q_c, k_c = apply_rope(q_c, angles_BxTxK[:, c:c + 1]), apply_rope(k_c, angles_BxTxK[:, c:c + 1])
   b, t, _, d = q.shape
+  s = k.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
-  others = jnp.arange(k.shape[1]) != c
+  st_TxS = np.ones((t, s), bool) if structure is None or structure.array is None else (
+      structure.array)
+  others = np.arange(s) != c
   out_rest, lse_rest_BxTxH = attention_lib.attention_and_logsumexp(
-      q, k, v, mask_BxTmxS & others[None, None, :], implementation, shard_batch=shard_batch)
+      q, k, v, mask_BxTmxS, implementation, shard_batch=shard_batch,
+      structure=st_TxS & others[None, :])
   scale = 1.0 / np.sqrt(d)
   logit_c = jnp.einsum("bthd,bhd->bth", q.astype(jnp.float32), k_c[:, 0].astype(jnp.float32)) * scale
-  sees_c = jnp.broadcast_to(mask_BxTmxS[:, :, c], (b, t))[:, :, None]
-  logit_c = jnp.where(sees_c, logit_c, attention_lib._NEG)
+  sees_c = jnp.broadcast_to(mask_BxTmxS[:, :, c], (b, t)) & st_TxS[None, :, c]
+  logit_c = jnp.where(sees_c[:, :, None], logit_c, attention_lib._NEG)
   lse = jnp.logaddexp(lse_rest_BxTxH, logit_c)
   out = (jnp.exp(lse_rest_BxTxH - lse)[..., None] * out_rest.astype(jnp.float32)
          + jnp.exp(logit_c - lse)[..., None] * v_c.astype(jnp.float32))
   # Query c's own row: its query changes too, so it attends afresh over all keys (one row).
   k_all = k.at[:, c].set(k_c[:, 0])
   v_all = v.at[:, c].set(v_c[:, 0])
-  row_mask = mask_BxTmxS[:, c if mask_BxTmxS.shape[1] > 1 else 0]
+  row_mask = mask_BxTmxS[:, c if mask_BxTmxS.shape[1] > 1 else 0] & st_TxS[None, c]
   out_c = attention_lib.dot_product_attention(q_c, k_all, v_all, row_mask[:, None, :], "xla")
   out = out.at[:, c].set(out_c[:, 0].astype(jnp.float32))
   return out.astype(v.dtype)
@@ -125,23 +131,39 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxE: jax.Array, mask_BxTxS: jax.Array,
                angles_BxTxK: Optional[jax.Array] = None, cache: Optional[Cache] = None,
-               index: Optional[jax.Array] = None,
-               grad_token: Optional[int] = None) -> tuple[jax.Array, Optional[Cache]]:
-    """`grad_token`: see `one_token_gradient_attention` (only without a cache)."""
+               index: Optional[jax.Array] = None, grad_token: Optional[int] = None,
+               structure: Optional[attention_lib.StaticMask] = None,
+               queries: Optional[tuple[int, int]] = None) -> tuple[jax.Array, Optional[Cache]]:
+    """`grad_token`: see `one_token_gradient_attention` (only without a cache). `structure`: a
+    static (T, S) mask ANDed with `mask_BxTxS` (see `attention.dot_product_attention`).
+    `queries`: a static (start, stop): only tokens start..stop-1 query (all T tokens remain keys
+    and values); the output is theirs, (B, stop - start, E)."""
     e = x_BxTxE.shape[-1]
     dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), use_bias=False,
                                          dtype=self.dtype, name=name)
     projections = dense("query"), dense("key"), dense("value")
     out_proj = nn.DenseGeneral(e, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out")
+    if queries is not None and (cache is not None or grad_token is not None):
+      raise ValueError("queries is for teacher-forced calls without grad_token or a cache")
     if grad_token is not None:
       if cache is not None:
         raise ValueError("grad_token is for teacher-forced calls, not with a key/value cache")
       return out_proj(one_token_gradient_attention(
           projections, x_BxTxE, mask_BxTxS, angles_BxTxK, grad_token, self.implementation,
-          self.shard_batch)), None
-    q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = (proj(x_BxTxE) for proj in projections)
+          self.shard_batch, structure)), None
+    k_BxTxHxD, v_BxTxHxD = projections[1](x_BxTxE), projections[2](x_BxTxE)
+    angles_q = angles_BxTxK
+    if queries is not None:
+      start, stop = queries
+      x_BxTxE = x_BxTxE[:, start:stop]
+      angles_q = None if angles_BxTxK is None else angles_BxTxK[:, start:stop]
+      if mask_BxTxS.shape[-2] > 1:
+        mask_BxTxS = mask_BxTxS[..., start:stop, :]
+      if structure is not None and structure.array is not None:
+        structure = attention_lib.StaticMask(structure.array[start:stop])
+    q_BxTxHxD = projections[0](x_BxTxE)
     if angles_BxTxK is not None:
-      q_BxTxHxD = apply_rope(q_BxTxHxD, angles_BxTxK)
+      q_BxTxHxD = apply_rope(q_BxTxHxD, angles_q)
       k_BxTxHxD = apply_rope(k_BxTxHxD, angles_BxTxK)
     new_cache = None
     if cache is not None:
@@ -156,7 +178,7 @@ class Attention(nn.Module):
       k_BxSxHxD, v_BxSxHxD = k_BxTxHxD, v_BxTxHxD
     out_BxTxHxD = attention_lib.dot_product_attention(
         q_BxTxHxD, k_BxSxHxD.astype(self.dtype), v_BxSxHxD.astype(self.dtype), mask_BxTxS,
-        self.implementation, shard_batch=self.shard_batch)
+        self.implementation, shard_batch=self.shard_batch, structure=structure)
     out_BxTxE = out_proj(out_BxTxHxD)
     return out_BxTxE, new_cache
 
@@ -186,10 +208,14 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
-               grad_token=None):
+               grad_token=None, structure=None, queries=None):
+    """`queries`: (start, stop) of the tokens whose outputs are computed (see `Attention`)."""
     h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, self.attention,
                              self.shard_batch, name="attn")(
-        layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index, grad_token)
+        layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index, grad_token, structure,
+        queries)
+    if queries is not None:
+      x_BxTxE = x_BxTxE[:, queries[0]:queries[1]]
     x_BxTxE = x_BxTxE + h
     x_BxTxE = x_BxTxE + Mlp(self.mlp_factor, self.dtype, name="mlp")(layer_norm(x_BxTxE))
     return x_BxTxE, new_cache
@@ -213,20 +239,33 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
-               grad_token=None):
+               grad_token=None, structure: Optional[attention_lib.StaticMask] = None,
+               outputs: Optional[tuple[int, int]] = None):
     """`grad_token`: gradients are wanted only w.r.t. what enters through this token's input;
     the first layer then uses `one_token_gradient_attention` (not under remat: it has no
-    (T x S) backward to save memory on)."""
-    block_cls = nn.remat(Block) if (self.remat and cache is None) else Block
+    (T x S) backward to save memory on). `structure`: a static (T, S) mask shared by all
+    sequences and ANDed with `mask_BxTxS` (`attention.StaticMask`; the blocked attention skips
+    the keys a run of queries cannot see). `outputs`: a static (start, stop): only those tokens'
+    outputs are wanted, (B, stop - start, E); the last layer then computes only their queries,
+    attention rows and MLP (every token stays a key and value), the same values for less work."""
+    if outputs is not None and cache is not None:
+      raise ValueError("outputs is for teacher-forced calls, not with a key/value cache")
+    # structure and queries are static arguments of the checkpointed block (7 and 8, with self)
+    block_cls = (nn.remat(Block, static_argnums=(7, 8)) if (self.remat and cache is None)
+                 else Block)
     new_cache = []
+    last = self.num_layers - 1
     for layer in range(self.num_layers):
       first_grad = grad_token if layer == 0 else None
       cls = Block if first_grad is not None else block_cls
+      queries = outputs if (layer == last and first_grad is None) else None
       x_BxTxE, layer_cache = cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
                                  self.attention, self.shard_batch, name=f"block_{layer}")(
           x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index,
-          first_grad)
+          first_grad, structure, queries)
       new_cache.append(layer_cache)
+    if outputs is not None and x_BxTxE.shape[1] != outputs[1] - outputs[0]:
+      x_BxTxE = x_BxTxE[:, outputs[0]:outputs[1]]      # one layer that also took grad_token
     return x_BxTxE, (new_cache if cache is not None else None)
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepr import config as config_lib
+from jaxrepr.nn import attention as attention_lib
 from jaxrepr.nn import transformer as tfm
 
 NUM_COLOURS = 10
@@ -117,10 +118,11 @@ class Encoder(_Trunk):
       rows = jnp.concatenate([-jnp.ones(5, jnp.int32), ii])
       cols = jnp.concatenate([-jnp.ones(5, jnp.int32), jj])
       angles = self._angles(self._coords(rows, cols)[None])
-    h_BxTxE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
+    # only CLS's output is read: the last layer computes CLS's row alone
+    h_Bx1xE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
                                  dt, self.remat, self.attention, self.shard_batch,
-                                 name="transformer")(x_BxTxE, mask_Bx1xT, angles)
-    h_BxE = tfm.layer_norm(h_BxTxE[:, 0, :]).astype(jnp.float32)
+                                 name="transformer")(x_BxTxE, mask_Bx1xT, angles, outputs=(0, 1))
+    h_BxE = tfm.layer_norm(h_Bx1xE[:, 0, :]).astype(jnp.float32)
     mu_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="mu")(h_BxE)
     logvar_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="logvar")(h_BxE)
     return mu_BxZ, logvar_BxZ
@@ -223,7 +225,10 @@ class Decoder(_Trunk):
     x_BxTxE = jnp.concatenate([pre, out_shapes, cells], axis=1).astype(dt)
     key_valid = jnp.concatenate([pre_valid, jnp.ones((b, 2), bool),
                                  cell_valid(y_shape_Bx2, r, c)], axis=1)
-    mask_BxTxT = jnp.asarray(self._struct_mask())[None] & key_valid[:, None, :]
+    # the structure (which segment sees which) is static and shared: the attention skips the
+    # keys a run of queries cannot see and never forms a per-sequence (T, T) mask
+    mask_Bx1xT = key_valid[:, None, :]
+    structure = attention_lib.StaticMask(self._struct_mask())
     angles = None
     if self.positions == "rope":
       out_coords = jnp.concatenate([
@@ -233,11 +238,13 @@ class Decoder(_Trunk):
                                 out_coords], axis=1)
       angles = self._angles(coords)
     p = self.prefix_len
-    h_BxTxE, _ = self.transformer(x_BxTxE, mask_BxTxT, angles,
-                                  grad_token=p - 1 if latent_grad_only else None)
-    row_logits = self._heads_rows(h_BxTxE[:, p - 1])
-    col_logits = self._heads_cols(h_BxTxE[:, p])
-    grid_BxKx10 = self._heads_grid(h_BxTxE[:, p + 1:p + 1 + rc])
+    # the heads read ctx and the output block only: the last layer computes just their rows
+    h_BxOxE, _ = self.transformer(x_BxTxE, mask_Bx1xT, angles,
+                                  grad_token=p - 1 if latent_grad_only else None,
+                                  structure=structure, outputs=(p - 1, self.seq_len))
+    row_logits = self._heads_rows(h_BxOxE[:, 0])
+    col_logits = self._heads_cols(h_BxOxE[:, 1])
+    grid_BxKx10 = self._heads_grid(h_BxOxE[:, 2:2 + rc])
     return row_logits, col_logits, row_boundary_fix(grid_BxKx10, y_shape_Bx2[:, 1], r, c)
 
   def prefill(self, x_BxRxC, x_shape_Bx2, z_BxZ):
@@ -303,8 +310,8 @@ def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder,
   if model_cfg.positions not in ("learned", "rope"):
     raise ValueError(f"config.model.positions must be 'learned' or 'rope', got "
                      f"{model_cfg.positions!r}")
-  if model_cfg.attention not in tfm.attention_lib.IMPLEMENTATIONS:
-    raise ValueError(f"config.model.attention must be one of {tfm.attention_lib.IMPLEMENTATIONS}, "
+  if model_cfg.attention not in attention_lib.IMPLEMENTATIONS:
+    raise ValueError(f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
                      f"got {model_cfg.attention!r}")
   enc, dec = model_cfg.encoder, model_cfg.decoder
   encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,
