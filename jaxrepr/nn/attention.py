@@ -2,8 +2,11 @@
 
 Both compute softmax(q k^T / sqrt(D) masked) v with logits and softmax statistics in float32, for
 q (B, T, H, D), k and v (B, S, H, D) and a boolean mask broadcastable to (B, T, S) (one mask shared
-by all heads). Masked logits take the most negative finite float, so a fully masked row gives a
-finite uniform average instead of NaN.
+by all heads), optionally ANDed with a static `structure` (T, S) shared by every sequence (which
+segment of a sequence sees which: causal, prefix, LPN's decoder). Masked logits take the most
+negative finite float, so a fully masked row gives a finite average of values instead of NaN (the
+uniform average over all S keys; with a structure, over the keys of its query run, see
+`query_segments`); no gradient reaches q or k through masked logits.
 
 - `'xla'`: materialises the (B, H, T, S) logits and probabilities; the backward pass keeps them.
 - `'blocked'`: the FlashAttention recipe (Dao et al., 2022) written in JAX: attention runs over
@@ -11,7 +14,12 @@ finite uniform average instead of NaN.
   working set), the softmax uses exp2 with log2(e) folded into the scale, and a custom VJP saves only
   q, k, v, the output and the per-row softmax max and sum, recomputing probabilities block by block in the
   backward pass. Peak memory is O(B T H D + block) instead of O(B H T S), and on CPUs, where the
-  (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). The two agree
+  (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). With a
+  structure, the queries are split into at most two contiguous runs, each over only the keys it
+  can see (`query_segments`: 75% of the pairs for LPN's decoder), and the structure enters each
+  block as a constant, pre-transposed for the backward pass, instead of a per-sequence mask. The
+  backward pass zeroes a fully masked row's probabilities through its softmax normaliser, so the
+  score gradient needs no mask pass of its own. The two forms agree
   to float32 rounding (tests/nn/test_attention.py). Reverse mode of any order works (JAX
   differentiates the custom rules themselves; LPN's Grad k ** needs it); forward mode (jax.jvp,
   jax.hessian) does not, as for every custom_vjp (under a batch-sharded mesh JAX's error message
@@ -152,6 +160,9 @@ def query_segments(structure: np.ndarray | None, t: int, s: int, max_segments: i
   need keys [0, keys). Chosen to minimise the attended (query, key) pairs with at most
   `max_segments` runs, preferring fewer runs unless more save over `min_saving` of the work.
   A row that sees no key keeps all S keys (its output is the uniform average over all of them).
+  Two runs by default: on LPN's pattern decoder (T = 205) two runs (75% of the pairs) took 0.93x
+  the time of one run for the attention's forward and backward pass, three runs (69%) 0.97x, as
+  each run adds its own loops and smaller blocks run less efficiently.
   """
   if structure is None:
     return ((0, t, s),)

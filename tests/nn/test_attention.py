@@ -149,3 +149,83 @@ def test_vmap_over_a_sharded_axis_keeps_its_sharding_with_shard_batch_off():
     got = compiled(*sharded)
   assert "all-to-all" not in compiled.as_text() and "all-gather" not in compiled.as_text()
   np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def _decoder_structure(t: int, p: int) -> np.ndarray:
+  """LPN's decoder pattern: tokens before p - 1 see that block and token p - 1; the rest see the
+  block and, causally, each other."""
+  q, k = np.arange(t)[:, None], np.arange(t)[None, :]
+  in_q, in_k = q < p - 1, k < p - 1
+  return (in_q & (in_k | (k == p - 1))) | (~in_q & (in_k | (k <= q)))
+
+
+@pytest.mark.parametrize("block_bytes", [2 ** 21, 3 * 13 * 4 * 4])
+def test_structure_equals_the_full_mask_values_and_gradients(block_bytes):
+  """A static structure ANDed with per-sequence key masks gives the values and gradients of the
+  materialised (B, T, S) mask, with the blocked form skipping the keys its query runs cannot see."""
+  b, t, p = 4, 13, 6
+  structure = _decoder_structure(t, p)
+  assert len(attention.query_segments(structure, t, t)) == 2
+  q, k, v, _, w = _inputs(b, t, t, 3, 8, True)
+  keys = jax.random.uniform(jax.random.key(7), (b, t)) > 0.3
+  keys = keys.at[:, :2].set(True)                       # every row sees a key
+  mask, full = keys[:, None, :], keys[:, None, :] & structure[None]
+
+  def loss(impl, m, st):
+    def f(q, k, v):
+      out = attention.dot_product_attention(q, k, v, m, impl, block_bytes, structure=st)
+      return jnp.sum(jnp.sin(out) * w)
+    return f
+  want = attention.dot_product_attention(q, k, v, full, "xla")
+  for impl in ("blocked", "xla"):
+    got = jax.jit(lambda q, k, v: attention.dot_product_attention(
+        q, k, v, mask, impl, block_bytes, structure=structure))(q, k, v)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    g_want = jax.grad(loss("xla", full, None), (0, 1, 2))(q, k, v)
+    g_got = jax.jit(jax.grad(loss(impl, mask, attention.StaticMask(structure)), (0, 1, 2)))(q, k, v)
+    for a, e in zip(g_got, g_want):
+      np.testing.assert_allclose(a, e, atol=5e-6)
+  out, lse = attention.attention_and_logsumexp(q, k, v, mask, "blocked", block_bytes,
+                                               structure=structure)
+  want_out, want_lse = attention.attention_and_logsumexp(q, k, v, full, "xla")
+  np.testing.assert_allclose(out, want_out, atol=2e-6)
+  np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+
+
+def test_structure_with_fully_masked_rows_stays_finite():
+  t = 9
+  structure = _decoder_structure(t, 4)
+  q, k, v, _, w = _inputs(3, t, t, 2, 4, True)
+  mask = jnp.zeros((3, 1, t), bool).at[0].set(True)      # sequences 1 and 2 see no key at all
+
+  def f(q, k, v):
+    out = attention.dot_product_attention(q, k, v, mask, "blocked", structure=structure)
+    return jnp.sum(out * w), out
+  (_, out), grads = jax.jit(jax.value_and_grad(f, (0, 1, 2), has_aux=True))(q, k, v)
+  assert bool(jnp.all(jnp.isfinite(out))) and all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+  # no gradient reaches queries or keys through masked logits
+  assert float(jnp.max(jnp.abs(grads[0][1:]))) == 0.0 and float(jnp.max(jnp.abs(grads[1][1:]))) == 0.0
+  want = attention.dot_product_attention(q, k, v, mask & structure[None], "xla")
+  np.testing.assert_allclose(out[0], want[0], atol=2e-6)
+
+
+def test_query_segments_minimise_the_attended_pairs():
+  causal = np.tril(np.ones((8, 8), bool))
+  assert attention.query_segments(causal, 8, 8) == ((0, 4, 4), (4, 8, 8))       # 48 of 64 pairs
+  assert attention.query_segments(causal, 8, 8, max_segments=1) == ((0, 8, 8),)
+  assert attention.query_segments(None, 5, 7) == ((0, 5, 7),)
+  # a row that sees no key keeps every key (its output averages all of them)
+  blind = causal.copy()
+  blind[1] = False
+  runs = attention.query_segments(blind, 8, 8)
+  assert [keys for start, stop, keys in runs if start <= 1 < stop] == [8]
+  # a split that saves under min_saving of the work is not taken
+  almost_full = np.ones((10, 10), bool)
+  almost_full[0, 9] = False
+  assert attention.query_segments(almost_full, 10, 10) == ((0, 10, 10),)
+
+
+def test_structure_of_the_wrong_shape_is_named():
+  q, k, v, mask, _ = _inputs(2, 5, 6, 1, 4, True)
+  with pytest.raises(ValueError, match="structure must be a static bool"):
+    attention.dot_product_attention(q, k, v, mask, structure=np.ones((5, 5), bool))
