@@ -4,9 +4,8 @@ Both compute softmax(q k^T / sqrt(D) masked) v with logits and softmax statistic
 q (B, T, H, D), k and v (B, S, H, D) and a boolean mask broadcastable to (B, T, S) (one mask shared
 by all heads), optionally ANDed with a static `structure` (T, S) shared by every sequence (which
 segment of a sequence sees which: causal, prefix, LPN's decoder). Masked logits take the most
-negative finite float, so a fully masked row gives a finite average of values instead of NaN (the
-uniform average over all S keys; with a structure, over the keys of its query run, see
-`query_segments`); no gradient reaches q or k through masked logits.
+negative finite float and a fully masked row (no visible key) outputs zeros, in both forms, with
+zero gradients; no gradient reaches q or k through masked logits.
 
 - `'xla'`: materialises the (B, H, T, S) logits and probabilities; the backward pass keeps them.
 - `'blocked'`: the FlashAttention recipe (Dao et al., 2022) written in JAX: attention runs over
@@ -17,9 +16,9 @@ uniform average over all S keys; with a structure, over the keys of its query ru
   (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). With a
   structure, the queries are split into at most two contiguous runs, each over only the keys it
   can see (`query_segments`: 75% of the pairs for LPN's decoder), and the structure enters each
-  block as a constant, pre-transposed for the backward pass, instead of a per-sequence mask. The
-  backward pass zeroes a fully masked row's probabilities through its softmax normaliser, so the
-  score gradient needs no mask pass of its own. The two forms agree
+  block as a constant, pre-transposed for the backward pass, instead of a per-sequence mask. A
+  fully masked row is zeroed through its softmax normaliser (its max is the most negative float),
+  so the backward pass's score gradient needs no mask pass of its own. The two forms agree
   to float32 rounding (tests/nn/test_attention.py). Reverse mode of any order works (JAX
   differentiates the custom rules themselves; LPN's Grad k ** needs it); forward mode (jax.jvp,
   jax.hessian) does not, as for every custom_vjp (under a batch-sharded mesh JAX's error message
@@ -78,7 +77,8 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
 def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
                             mask: jax.Array, implementation: str = "auto",
                             block_bytes: int = 2 ** 23, shard_batch: bool = True,
-                            structure: np.ndarray | StaticMask | None = None) -> tuple[jax.Array, jax.Array]:
+                            structure: np.ndarray | StaticMask | None = None
+                            ) -> tuple[jax.Array, jax.Array]:
   """(attention output (B, T, H, D), log-sum-exp of each row's masked logits (B, T, H), float32).
 
   For constants only: no gradient flows through it (the inputs are stop-gradient'd). With the
@@ -139,7 +139,7 @@ def _segments_cached(extent_bytes: bytes, max_segments: int,
                       (rows[None, :] - rows[:, None] + 1) * reach, np.inf)  # rows i..j as one run
   costs = [run_cost[0]]                    # costs[n][j]: rows 0..j in exactly n + 1 runs
   starts = [np.zeros(t, np.int64)]         # starts[n][j]: first row of the last of those runs
-  for _ in range(1, max_segments):
+  for _ in range(1, min(max_segments, t)):
     cand = costs[-1][:-1, None] + run_cost[1:, :]             # last run starts at row i = 1..t-1
     first = np.argmin(cand, axis=0)
     costs.append(cand[first, rows])
@@ -159,7 +159,6 @@ def query_segments(structure: np.ndarray | None, t: int, s: int, max_segments: i
   """Contiguous query runs (start, stop, keys) for a static structure: queries [start, stop) only
   need keys [0, keys). Chosen to minimise the attended (query, key) pairs with at most
   `max_segments` runs, preferring fewer runs unless more save over `min_saving` of the work.
-  A row that sees no key keeps all S keys (its output is the uniform average over all of them).
   Two runs by default: on LPN's pattern decoder (T = 205) two runs (75% of the pairs) took 0.93x
   the time of one run for the attention's forward and backward pass, three runs (69%) 0.97x, as
   each run adds its own loops and smaller blocks run less efficiently.
@@ -167,7 +166,8 @@ def query_segments(structure: np.ndarray | None, t: int, s: int, max_segments: i
   if structure is None:
     return ((0, t, s),)
   seen = structure.any(axis=1)
-  extent = np.where(seen, s - np.argmax(structure[:, ::-1], axis=1), s).astype(np.int64)
+  # a row that sees no key outputs zeros whatever keys its run has: it has no say in the split
+  extent = np.where(seen, s - np.argmax(structure[:, ::-1], axis=1), 1).astype(np.int64)
   return _segments_cached(extent.tobytes(), max_segments, min_saving)
 
 
@@ -256,7 +256,9 @@ def _xla_attention(q, k, v, mask_BxTmxS):
   scale = 1.0 / np.sqrt(q.shape[-1])
   logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask_BxTmxS[:, None], logits, _NEG)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)    # uniform in a fully masked row
+  probs = jax.nn.softmax(logits, axis=-1)
+  live = jnp.any(mask_BxTmxS, axis=-1)[:, None, :, None]       # a fully masked row outputs zeros
+  probs = jnp.where(live, probs, 0.0).astype(v.dtype)
   lse = jnp.swapaxes(jax.nn.logsumexp(logits, axis=-1), 1, 2)
   return jnp.einsum("bhts,bshd->bthd", probs, v), lse
 
@@ -274,7 +276,7 @@ class StaticMask:
 
   def __init__(self, array: np.ndarray | None):
     self.array = None if array is None else np.asarray(array, bool)
-    self._key = None if array is None else (array.shape, array.tobytes())
+    self._key = None if self.array is None else (self.array.shape, self.array.tobytes())
 
   def __hash__(self):
     return hash(self._key)
@@ -293,6 +295,12 @@ class StaticMask:
     rows[:t] = self.array
     rows = rows.reshape(nq, q_block, s)
     return jnp.asarray(np.ascontiguousarray(np.swapaxes(rows, 1, 2)) if keys_major else rows)
+
+
+def _inverse_total(mx, tot):
+  """1 / (softmax sum), or 0 for a fully masked row (whose max is the most negative float): such
+  a row outputs zeros."""
+  return jnp.where(mx == _NEG, 0.0, 1.0 / tot)
 
 
 def _with_structure(m_cxTqxS, st_TqxS):
@@ -359,7 +367,7 @@ def _blocked_fwd(q, k, v, mask, structure, seqs, q_block):
       e = jnp.exp2(l2 - mx)
       tot = jnp.sum(e, axis=-1, keepdims=True)
       o = jnp.einsum("chts,chsd->chtd", e.astype(v.dtype), vh,
-                     preferred_element_type=jnp.float32) / tot
+                     preferred_element_type=jnp.float32) * _inverse_total(mx, tot)
       return _heads_first(o).astype(v.dtype), (mx[..., 0], tot[..., 0])
 
     m_all = jnp.broadcast_to(m_nqxcxTqxS, (nq,) + m_nqxcxTqxS.shape[1:])
@@ -397,17 +405,13 @@ def _blocked_bwd(structure, seqs, q_block, res, dout):
         m_t = m_t & st_t[None, None]
       l2_t = jnp.einsum("chsd,chtd->chst", kh, qh, preferred_element_type=jnp.float32) * scale2
       l2_t = jnp.where(m_t, l2_t, _NEG)
-      # p is zero at every masked key, also in a fully masked row (max = the most negative float;
-      # its forward output was the uniform average over all keys, whose 1/S share of dout goes to
-      # every value below): ds = p (dp - delta) then needs no mask of its own, and no gradient
-      # reaches q or k through masked logits, which are constants.
-      dead = mx_c == _NEG                                                  # (c, H, tq)
-      inv_tot = jnp.where(dead, 0.0, 1.0 / tot_c)
-      p_t = jnp.exp2(l2_t - mx_c[:, :, None, :]) * inv_tot[:, :, None, :]
+      # p is zero at every masked key, also in a fully masked row (zeroed through its normaliser
+      # as in the forward pass): ds = p (dp - delta) then needs no mask of its own, and no
+      # gradient reaches q or k through masked logits, which are constants.
+      p_t = (jnp.exp2(l2_t - mx_c[:, :, None, :])
+             * _inverse_total(mx_c, tot_c)[:, :, None, :])
       dv_acc = dv_acc + jnp.einsum("chst,chtd->chsd", p_t.astype(doh.dtype), doh,
                                    preferred_element_type=jnp.float32)
-      dv_acc = dv_acc + jnp.einsum("cht,chtd->chd", dead.astype(jnp.float32),
-                                   doh.astype(jnp.float32))[:, :, None] / kh.shape[2]
       dp_t = jnp.einsum("chsd,chtd->chst", vh, doh, preferred_element_type=jnp.float32)
       delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), axis=-1)
       ds_t = (p_t * (dp_t - delta[:, :, None, :])).astype(qh.dtype)

@@ -13,8 +13,8 @@
   caller owns; a call with `cache` and `index` writes the new keys/values at `index` and attends over
   the whole cache, so a token costs one token's forward pass during incremental decoding.
 
-Masked logits use the most negative finite float, so a fully masked row gives a finite (uniform)
-attention instead of NaN; callers mask keys only, which leaves every valid token's output unchanged.
+Masked logits use the most negative finite float and a fully masked row outputs zeros instead of
+NaN; callers mask keys only, which leaves every valid token's output unchanged.
 """
 
 from __future__ import annotations
@@ -250,6 +250,11 @@ class Transformer(nn.Module):
     attention rows and MLP (every token stays a key and value), the same values for less work."""
     if outputs is not None and cache is not None:
       raise ValueError("outputs is for teacher-forced calls, not with a key/value cache")
+    if outputs is not None and not 0 <= outputs[0] < outputs[1] <= x_BxTxE.shape[1]:
+      raise ValueError(f"outputs must be (start, stop) with 0 <= start < stop <= T = "
+                       f"{x_BxTxE.shape[1]}, got {outputs}")
+    if structure is not None and not isinstance(structure, attention_lib.StaticMask):
+      structure = attention_lib.StaticMask(structure)
     # structure and queries are static arguments of the checkpointed block (7 and 8, with self)
     block_cls = (nn.remat(Block, static_argnums=(7, 8)) if (self.remat and cache is None)
                  else Block)

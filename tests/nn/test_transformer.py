@@ -44,10 +44,24 @@ def test_outputs_equal_the_full_stack_sliced(rope, remat):
     np.testing.assert_allclose(a, e, atol=2e-5)
 
 
-def test_outputs_with_a_cache_is_an_error():
+def test_one_output_row_with_a_structure():
+  """outputs of one token: its structure row alone, a single query run."""
+  x, mask, structure, _ = _setup(False)
+  model = transformer.Transformer(num_layers=2, num_heads=2, head_dim=8, mlp_factor=1,
+                                  attention="blocked")
+  st = attention.StaticMask(structure)
+  params = model.init(jax.random.key(0), x, mask, structure=st)
+  full, _ = model.apply(params, x, mask, structure=st)
+  one, _ = model.apply(params, x, mask, structure=st, outputs=(5, 6))
+  np.testing.assert_allclose(one, full[:, 5:6], atol=2e-5)
+
+
+def test_outputs_with_a_cache_or_out_of_range_is_an_error():
   x, mask, structure, _ = _setup(False)
   model = transformer.Transformer(num_layers=1, num_heads=2, head_dim=8, mlp_factor=1)
   params = model.init(jax.random.key(0), x, mask)
   cache = transformer.init_cache(1, 3, 11, 2, 8)
   with pytest.raises(ValueError, match="outputs is for teacher-forced calls"):
     model.apply(params, x, mask, cache=cache, index=jnp.zeros((), jnp.int32), outputs=(0, 2))
+  with pytest.raises(ValueError, match="outputs must be"):
+    model.apply(params, x, mask, outputs=(3, 12))
