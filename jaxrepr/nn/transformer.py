@@ -73,7 +73,8 @@ def apply_rope(x_BxTxHxD: jax.Array, angles_BxTxK: jax.Array) -> jax.Array:
 
 def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: int,
                                  implementation: str, shard_batch: bool = True,
-                                 structure: Optional[attention_lib.StaticMask] = None) -> jax.Array:
+                                 structure: Optional[attention_lib.StaticMask] = None,
+                                 x_rest_BxTxE: Optional[jax.Array] = None) -> jax.Array:
   """Attention (before the output projection) whose only differentiable input is token c's.
 
   Same values as the plain path. For a gradient w.r.t. something that enters the sequence only
@@ -85,9 +86,14 @@ def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: in
   are not those of the plain path: use it only where they are not wanted. Assumes every query row
   sees at least one key other than c (true of LPN's decoder, whose shape tokens are always valid).
   `structure`: the static (T, S) mask of `attention.dot_product_attention`, ANDed with `mask`.
+  `x_rest_BxTxE`: the same input with token c's row replaced by anything that does not depend on
+  what token c carries (LPN: the ctx of a zero latent). The constants are then computed from it, so
+  that they are literally independent of token c: passes of a search in one program (LPN's
+  training-time Grad k: the gradient passes and the final score of a LOO position) share one
+  computation of them (XLA's common-subexpression elimination; checked in the compiled step).
   """
   q_proj, k_proj, v_proj = projections
-  x_const = jax.lax.stop_gradient(x_BxTxE)
+  x_const = jax.lax.stop_gradient(x_BxTxE if x_rest_BxTxE is None else x_rest_BxTxE)
   q, k, v = q_proj(x_const), k_proj(x_const), v_proj(x_const)          # (B, T, H, D) constants
   x_c = x_BxTxE[:, c:c + 1]
   q_c, k_c, v_c = q_proj(x_c), k_proj(x_c), v_proj(x_c)                # (B, 1, H, D)
@@ -133,11 +139,13 @@ class Attention(nn.Module):
                angles_BxTxK: Optional[jax.Array] = None, cache: Optional[Cache] = None,
                index: Optional[jax.Array] = None, grad_token: Optional[int] = None,
                structure: Optional[attention_lib.StaticMask] = None,
-               queries: Optional[tuple[int, int]] = None) -> tuple[jax.Array, Optional[Cache]]:
+               queries: Optional[tuple[int, int]] = None,
+               x_rest_BxTxE: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[Cache]]:
     """`grad_token`: see `one_token_gradient_attention` (only without a cache). `structure`: a
     static (T, S) mask ANDed with `mask_BxTxS` (see `attention.dot_product_attention`).
     `queries`: a static (start, stop): only tokens start..stop-1 query (all T tokens remain keys
-    and values); the output is theirs, (B, stop - start, E)."""
+    and values); the output is theirs, (B, stop - start, E). `x_rest_BxTxE`: see
+    `one_token_gradient_attention` (with grad_token only)."""
     e = x_BxTxE.shape[-1]
     dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), use_bias=False,
                                          dtype=self.dtype, name=name)
@@ -150,7 +158,7 @@ class Attention(nn.Module):
         raise ValueError("grad_token is for teacher-forced calls, not with a key/value cache")
       return out_proj(one_token_gradient_attention(
           projections, x_BxTxE, mask_BxTxS, angles_BxTxK, grad_token, self.implementation,
-          self.shard_batch, structure)), None
+          self.shard_batch, structure, x_rest_BxTxE)), None
     k_BxTxHxD, v_BxTxHxD = projections[1](x_BxTxE), projections[2](x_BxTxE)
     angles_q = angles_BxTxK
     if queries is not None:
@@ -208,12 +216,13 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
-               grad_token=None, structure=None, queries=None):
-    """`queries`: (start, stop) of the tokens whose outputs are computed (see `Attention`)."""
+               grad_token=None, structure=None, queries=None, x_rest_BxTxE=None):
+    """`queries`: (start, stop) of the tokens whose outputs are computed (see `Attention`).
+    `x_rest_BxTxE`: with grad_token, see `one_token_gradient_attention`."""
     h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, self.attention,
                              self.shard_batch, name="attn")(
         layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index, grad_token, structure,
-        queries)
+        queries, None if x_rest_BxTxE is None else layer_norm(x_rest_BxTxE))
     if queries is not None:
       x_BxTxE = x_BxTxE[:, queries[0]:queries[1]]
     x_BxTxE = x_BxTxE + h
@@ -240,14 +249,17 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
                grad_token=None, structure: Optional[attention_lib.StaticMask] = None,
-               outputs: Optional[tuple[int, int]] = None):
+               outputs: Optional[tuple[int, int]] = None,
+               x_rest_BxTxE: Optional[jax.Array] = None):
     """`grad_token`: gradients are wanted only w.r.t. what enters through this token's input;
     the first layer then uses `one_token_gradient_attention` (not under remat: it has no
     (T x S) backward to save memory on). `structure`: a static (T, S) mask shared by all
     sequences and ANDed with `mask_BxTxS` (`attention.StaticMask`; the blocked attention skips
     the keys a run of queries cannot see). `outputs`: a static (start, stop): only those tokens'
     outputs are wanted, (B, stop - start, E); the last layer then computes only their queries,
-    attention rows and MLP (every token stays a key and value), the same values for less work."""
+    attention rows and MLP (every token stays a key and value), the same values for less work.
+    `x_rest_BxTxE`: with grad_token, the input with that token's row replaced by something
+    independent of it (`one_token_gradient_attention`)."""
     if outputs is not None and cache is not None:
       raise ValueError("outputs is for teacher-forced calls, not with a key/value cache")
     if outputs is not None and not 0 <= outputs[0] < outputs[1] <= x_BxTxE.shape[1]:
@@ -267,7 +279,7 @@ class Transformer(nn.Module):
       x_BxTxE, layer_cache = cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
                                  self.attention, self.shard_batch, name=f"block_{layer}")(
           x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index,
-          first_grad, structure, queries)
+          first_grad, structure, queries, x_rest_BxTxE if first_grad is not None else None)
       new_cache.append(layer_cache)
     if outputs is not None and x_BxTxE.shape[1] != outputs[1] - outputs[0]:
       x_BxTxE = x_BxTxE[:, outputs[0]:outputs[1]]      # one layer that also took grad_token

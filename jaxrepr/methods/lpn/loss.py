@@ -17,6 +17,8 @@ Loss = mean over tasks and pairs of [-log p(y_i | x_i, c_i) + beta KL(q(z | x_i,
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,11 +83,8 @@ def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False,
   n = grids.shape[1]
   idx = others_index(n)
   spec_g, spec_s = grids[:, idx], shapes[:, idx]             # (B, N, N-1, ...)
-
-  def score_at(z_BxZ, g_BxMx, s_BxMx):                       # one position: M = N-1 pairs
-    z_rep = jnp.broadcast_to(z_BxZ[:, None, :], g_BxMx.shape[:2] + z_BxZ.shape[-1:])
-    return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep, latent_grad_only)[0],
-                   axis=1)
+  score_at = functools.partial(_position_score, decoder, dparams,
+                               latent_grad_only=latent_grad_only)
 
   def by_position(fn, z_BxNxZ):
     out = jax.lax.map(lambda a: fn(*a), (jnp.swapaxes(z_BxNxZ, 0, 1), jnp.swapaxes(spec_g, 0, 1),
@@ -104,6 +103,32 @@ def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False,
       return by_position(lambda z, g, s_: _scores_and_grad(score_at, z, g, s_), z_BxNxZ)
     return _scores_and_grad(score, z_BxNxZ)
   return score, value_and_grad
+
+
+def _position_score(decoder, dparams, z_BxZ, g_BxMx, s_BxMx, latent_grad_only: bool = False):
+  """Summed log p of one LOO position's M = N-1 other pairs (B, M, ...) under its latents (B, Z)."""
+  z_rep = jnp.broadcast_to(z_BxZ[:, None, :], g_BxMx.shape[:2] + z_BxZ.shape[-1:])
+  return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep, latent_grad_only)[0], axis=1)
+
+
+def _ascent_by_position(decoder, dparams, grids, shapes, z0_BxNxZ, steps: int, lr: float,
+                        score_last: bool):
+  """`gradient_ascent` (stop-gradient moves, latent-only gradients) from every LOO start, one
+  position at a time with its whole ascent inside: the same numbers as all positions at once (Adam
+  and the clipping act per latent), with 1/N of the activations, and each position's
+  z-independent first-layer constants (`Decoder(latent_grad_only=True)`) computed once for all its
+  passes (XLA shares them), not once per pass. Returns visited (K+1, B, N, Z), scores (K+1, B, N)."""
+  idx = others_index(grids.shape[1])
+  score_at = functools.partial(_position_score, decoder, dparams, latent_grad_only=True)
+
+  def one_position(args):
+    z_BxZ, g, s = args
+    return gradient_ascent(lambda z: score_at(z, g, s), z_BxZ, steps, lr, True, score_last,
+                           lambda z: _scores_and_grad(score_at, z, g, s))
+  visited, scores = jax.lax.map(one_position, (jnp.swapaxes(z0_BxNxZ, 0, 1),
+                                               jnp.swapaxes(grids[:, idx], 0, 1),
+                                               jnp.swapaxes(shapes[:, idx], 0, 1)))
+  return jnp.moveaxis(visited, 0, 2), jnp.moveaxis(scores, 0, 2)
 
 
 def _scores_and_grad(score_fn, z, *args):
@@ -168,12 +193,16 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     return z0_BxNxZ
   if mode == "gradient_ascent":
     if lat_cfg.stop_gradient:
-      score, value_and_grad = _loo_spec_score(decoder, jax.lax.stop_gradient(dparams), grids,
-                                              shapes, lat_cfg.get("per_position", True),
-                                              latent_grad_only=True)
+      dparams_sg = jax.lax.stop_gradient(dparams)
       z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
-      visited, scores = gradient_ascent(score, z0_sg, lat_cfg.steps, lat_cfg.lr, True,
-                                        lat_cfg.select == "best", value_and_grad)
+      if lat_cfg.get("per_position", True):
+        visited, scores = _ascent_by_position(decoder, dparams_sg, grids, shapes, z0_sg,
+                                              lat_cfg.steps, lat_cfg.lr, lat_cfg.select == "best")
+      else:
+        score, value_and_grad = _loo_spec_score(decoder, dparams_sg, grids, shapes,
+                                                latent_grad_only=True)
+        visited, scores = gradient_ascent(score, z0_sg, lat_cfg.steps, lat_cfg.lr, True,
+                                          lat_cfg.select == "best", value_and_grad)
       chosen = select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
       return z0_BxNxZ + jax.lax.stop_gradient(chosen - z0_sg)
     score, _ = _loo_spec_score(decoder, dparams, grids, shapes)

@@ -238,10 +238,17 @@ class Decoder(_Trunk):
                                 out_coords], axis=1)
       angles = self._angles(coords)
     p = self.prefix_len
+    x_rest = None
+    if latent_grad_only:
+      # the same sequence with the ctx of a zero latent: the first layer's constants computed from
+      # it do not depend on z, so the passes of one search share them (one_token_gradient_attention)
+      pre0 = self._prefix_tokens(x_BxRxC, x_shape_Bx2, jnp.zeros_like(z_BxZ))[0]
+      x_rest = jnp.concatenate([pre0, out_shapes, cells], axis=1).astype(dt)
     # the heads read ctx and the output block only: the last layer computes just their rows
     h_BxOxE, _ = self.transformer(x_BxTxE, mask_Bx1xT, angles,
                                   grad_token=p - 1 if latent_grad_only else None,
-                                  structure=structure, outputs=(p - 1, self.seq_len))
+                                  structure=structure, outputs=(p - 1, self.seq_len),
+                                  x_rest_BxTxE=x_rest)
     row_logits = self._heads_rows(h_BxOxE[:, 0])
     col_logits = self._heads_cols(h_BxOxE[:, 1])
     grid_BxKx10 = self._heads_grid(h_BxOxE[:, 2:2 + rc])

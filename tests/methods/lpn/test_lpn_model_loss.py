@@ -135,3 +135,23 @@ def test_latent_only_gradient_path_gives_the_same_scores_and_latent_gradients(po
   np.testing.assert_allclose(fast[1][1], plain[1][1], rtol=1e-4, atol=1e-5)
   assert float(jnp.abs(plain[1][1]).max()) > 1e-3
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(fast[1][0]))
+
+
+def test_gradient_search_one_position_at_a_time_equals_all_at_once():
+  """Grad k in training: the ascent run per LOO position (each position's whole ascent in one
+  loop step, sharing its first-layer constants) gives the contexts of all positions at once."""
+  cfg = tiny_config(3)
+  enc, dec = model_lib.modules_from_config(cfg.model)
+  batch = random_batch(2, 4, 3, seed=2)
+  params = lpn.build(cfg).init(jax.random.key(0), batch)
+  z0 = jax.random.normal(jax.random.key(3), (2, 4, cfg.model.latent_dim))
+  contexts = {}
+  for per_position in (True, False):
+    lat = ml_collections.ConfigDict(dict(mode="gradient_ascent", steps=2, lr=0.1,
+                                         stop_gradient=True, select="best",
+                                         per_position=per_position))
+    contexts[per_position] = jax.jit(lambda p, z: loss_lib.loo_contexts(
+        dec, p, batch["grids"], batch["shapes"], z, jax.random.key(4), lat))(
+            params["decoder"], z0)
+  assert float(jnp.max(jnp.abs(contexts[True] - z0))) > 1e-3         # the search moved
+  np.testing.assert_allclose(contexts[True], contexts[False], rtol=1e-4, atol=1e-5)
