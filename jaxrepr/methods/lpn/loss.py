@@ -76,33 +76,32 @@ def _loo_spec_score(decoder, dparams, grids, shapes, per_position: bool = False,
 
   Returns (score, value_and_grad): `value_and_grad(z)` gives the scores and each latent's own
   gradient. All B x N x (N-1) decodes run at once, or with `per_position` one LOO position i at a
-  time (lax.map over i; each latent's gradient involves only its own position, so this is the
-  same arithmetic with about 1/N of the activation memory; used where no gradient flows through
-  the search). `latent_grad_only`: see `pair_scores`.
+  time (`_map_positions`; each latent's score involves only its own position, so this is the
+  same arithmetic with about 1/N of the activation memory). `latent_grad_only`: see `pair_scores`.
   """
   n = grids.shape[1]
   idx = others_index(n)
   spec_g, spec_s = grids[:, idx], shapes[:, idx]             # (B, N, N-1, ...)
-  score_at = functools.partial(_position_score, decoder, dparams,
-                               latent_grad_only=latent_grad_only)
-
-  def by_position(fn, z_BxNxZ):
-    out = jax.lax.map(lambda a: fn(*a), (jnp.swapaxes(z_BxNxZ, 0, 1), jnp.swapaxes(spec_g, 0, 1),
-                                         jnp.swapaxes(spec_s, 0, 1)))
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
 
   def score(z_BxNxZ):
     if per_position:
-      return by_position(score_at, z_BxNxZ)
+      return _map_positions(functools.partial(_position_score, decoder, dparams,
+                                              latent_grad_only=latent_grad_only),
+                            z_BxNxZ, grids, shapes)
     z_rep = jnp.broadcast_to(z_BxNxZ[:, :, None, :], spec_g.shape[:3] + z_BxNxZ.shape[-1:])
     return jnp.sum(pair_scores(decoder, dparams, spec_g, spec_s, z_rep, latent_grad_only)[0],
                    axis=2)
+  return score, functools.partial(_scores_and_grad, score)
 
-  def value_and_grad(z_BxNxZ):
-    if per_position:
-      return by_position(lambda z, g, s_: _scores_and_grad(score_at, z, g, s_), z_BxNxZ)
-    return _scores_and_grad(score, z_BxNxZ)
-  return score, value_and_grad
+
+def _map_positions(fn, z_BxNxZ, grids, shapes, out_axis: int = 1):
+  """fn(z_i (B, Z), the other pairs' grids (B, N-1, ...), their shapes) for each LOO position i,
+  one position at a time (lax.map); each output's position axis moves to `out_axis`."""
+  idx = others_index(grids.shape[1])
+  out = jax.lax.map(lambda args: fn(*args), (jnp.swapaxes(z_BxNxZ, 0, 1),
+                                             jnp.swapaxes(grids[:, idx], 0, 1),
+                                             jnp.swapaxes(shapes[:, idx], 0, 1)))
+  return jax.tree.map(lambda x: jnp.moveaxis(x, 0, out_axis), out)
 
 
 def _position_score(decoder, dparams, z_BxZ, g_BxMx, s_BxMx, latent_grad_only: bool = False):
@@ -118,17 +117,12 @@ def _ascent_by_position(decoder, dparams, grids, shapes, z0_BxNxZ, steps: int, l
   and the clipping act per latent), with 1/N of the activations, and each position's
   z-independent first-layer constants (`Decoder(latent_grad_only=True)`) computed once for all its
   passes (XLA shares them), not once per pass. Returns visited (K+1, B, N, Z), scores (K+1, B, N)."""
-  idx = others_index(grids.shape[1])
   score_at = functools.partial(_position_score, decoder, dparams, latent_grad_only=True)
 
-  def one_position(args):
-    z_BxZ, g, s = args
+  def one_position(z_BxZ, g, s):
     return gradient_ascent(lambda z: score_at(z, g, s), z_BxZ, steps, lr, True, score_last,
                            lambda z: _scores_and_grad(score_at, z, g, s))
-  visited, scores = jax.lax.map(one_position, (jnp.swapaxes(z0_BxNxZ, 0, 1),
-                                               jnp.swapaxes(grids[:, idx], 0, 1),
-                                               jnp.swapaxes(shapes[:, idx], 0, 1)))
-  return jnp.moveaxis(visited, 0, 2), jnp.moveaxis(scores, 0, 2)
+  return _map_positions(one_position, z0_BxNxZ, grids, shapes, out_axis=2)
 
 
 def _scores_and_grad(score_fn, z, *args):
