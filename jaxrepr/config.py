@@ -29,6 +29,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from jaxrepr import optim
+from jaxrepr.errors import ConfigError, MissingFileError
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -37,7 +38,7 @@ PRECISIONS = ("float32", "bfloat16")
 def compute_dtype(precision: str):
   """The jnp dtype of `config.precision`; an unknown name is an error naming the field."""
   if precision not in PRECISIONS:
-    raise ValueError(f"config.precision={precision!r}: must be one of {PRECISIONS}")
+    raise ConfigError(f"config.precision={precision!r}: must be one of {PRECISIONS}")
   return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[precision]
 
 
@@ -106,14 +107,14 @@ def evaluator_class(name: str, eval_cfg: ml_collections.ConfigDict) -> type:
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
   if not ok:
-    raise ValueError(f"config.{field}={value!r}: {rule}")
+    raise ConfigError(f"config.{field}={value!r}: {rule}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the shared fields; raises ValueError naming the first bad one."""
   for section in ("method", "seed", "data", "model", "train", "optim", "evals"):
     if section not in config:
-      raise ValueError(f"config.{section} is missing; start configs from jaxrepr.config.base_config()")
+      raise ConfigError(f"config.{section} is missing; start configs from jaxrepr.config.base_config()")
   method_module(config)
   data_module(config)
   t, o = config.train, config.optim
@@ -176,7 +177,7 @@ def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   stem = os.path.basename(path).removesuffix(".py")
   spec = importlib.util.spec_from_file_location(f"jaxrepr_config_{stem}", path)
   if spec is None or not os.path.exists(path):
-    raise FileNotFoundError(f"no config file {path}")
+    raise MissingFileError(f"no config file {path}")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)

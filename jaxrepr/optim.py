@@ -23,6 +23,8 @@ from __future__ import annotations
 import ml_collections
 import optax
 
+from jaxrepr.errors import ConfigError
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "step")
 
@@ -44,7 +46,7 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
     # piecewise_constant_schedule multiplies by the scale once the step passes each boundary
     return optax.piecewise_constant_schedule(
         lr, {int(b): float(cfg.decay_factor) for b in cfg.get("decay_at", ())})
-  raise ValueError(f"config.optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
+  raise ConfigError(f"config.optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -59,7 +61,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
     opt = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
                       optax.sgd(lr, momentum=cfg.b1 or None))
   else:
-    raise ValueError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
+    raise ConfigError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
   if cfg.get("clip_norm", 0.0):
     opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
   return opt

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxrepr.errors import ConfigError
+
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -67,7 +69,7 @@ def set_cpu_devices(count: int | None) -> None:
   if count is None:
     return
   if count < 1:
-    raise ValueError(f"config.cpu_devices must be >= 1, got {count}")
+    raise ConfigError(f"config.cpu_devices must be >= 1, got {count}")
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError as e:
@@ -83,7 +85,7 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
       raise ValueError(f"asked for {num_devices} devices, only {len(devices)} are visible")
     devices = devices[:num_devices]
   if fsdp < 1 or len(devices) % fsdp:
-    raise ValueError(f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
+    raise ConfigError(f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
   return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
 

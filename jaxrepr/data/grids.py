@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxrepr.errors import DataError
+
 NUM_COLOURS = 10
 MAX_SIDE = 30
 
@@ -34,34 +36,34 @@ def validate_grid(grid: Any, where: str = "grid") -> np.ndarray:
   """
   if isinstance(grid, np.ndarray):
     if grid.ndim != 2:
-      raise ValueError(f"{where}: a grid must be 2-D, got an array of shape {grid.shape}")
+      raise DataError(f"{where}: a grid must be 2-D, got an array of shape {grid.shape}")
     if not np.issubdtype(grid.dtype, np.integer):
-      raise ValueError(f"{where}: grid cells must be integers, got dtype {grid.dtype}")
+      raise DataError(f"{where}: grid cells must be integers, got dtype {grid.dtype}")
     arr = grid.astype(np.int32)
   else:
     if not isinstance(grid, (list, tuple)) or not grid:
-      raise ValueError(f"{where}: a grid must be a non-empty list of rows, got {type(grid).__name__}"
+      raise DataError(f"{where}: a grid must be a non-empty list of rows, got {type(grid).__name__}"
                        + ("" if grid else " (empty)"))
     width = None
     for i, row in enumerate(grid):
       if not isinstance(row, (list, tuple)):
-        raise ValueError(f"{where}: row {i} is a {type(row).__name__}, not a list")
+        raise DataError(f"{where}: row {i} is a {type(row).__name__}, not a list")
       if width is None:
         width = len(row)
       elif len(row) != width:
-        raise ValueError(f"{where}: the grid is not rectangular (row 0 has {width} cells, "
+        raise DataError(f"{where}: the grid is not rectangular (row 0 has {width} cells, "
                          f"row {i} has {len(row)})")
       for j, v in enumerate(row):
         # bool is an int subclass in Python; a JSON true/false in a grid is a data error.
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-          raise ValueError(f"{where}: cell ({i}, {j}) is {v!r}, not an integer colour")
+          raise DataError(f"{where}: cell ({i}, {j}) is {v!r}, not an integer colour")
     arr = np.asarray(grid, dtype=np.int32).reshape(len(grid), width or 0)
   rows, cols = arr.shape
   if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
-    raise ValueError(f"{where}: grid is {rows}x{cols}; each side must be in 1..{MAX_SIDE}")
+    raise DataError(f"{where}: grid is {rows}x{cols}; each side must be in 1..{MAX_SIDE}")
   if arr.min() < 0 or arr.max() >= NUM_COLOURS:
     bad = arr[(arr < 0) | (arr >= NUM_COLOURS)][0]
-    raise ValueError(f"{where}: colour {int(bad)} is outside 0..{NUM_COLOURS - 1}")
+    raise DataError(f"{where}: colour {int(bad)} is outside 0..{NUM_COLOURS - 1}")
   return arr
 
 
@@ -106,7 +108,7 @@ def crop(grid_RxC: np.ndarray, rows: int, cols: int) -> np.ndarray:
   """The top-left rows x cols block of a padded grid (the inverse of `pad_grid`)."""
   rows, cols = int(rows), int(cols)
   if not (1 <= rows <= grid_RxC.shape[0] and 1 <= cols <= grid_RxC.shape[1]):
-    raise ValueError(f"cannot crop a {grid_RxC.shape} grid to {rows}x{cols}")
+    raise DataError(f"cannot crop a {grid_RxC.shape} grid to {rows}x{cols}")
   return np.asarray(grid_RxC)[:rows, :cols]
 
 

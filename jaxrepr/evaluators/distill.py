@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrepr import config as config_lib, parallel
+from jaxrepr.errors import ConfigError
 from jaxrepr.evaluators._batched import sum_over_batches
 from jaxrepr.methods.classifier import model as classifier_model
 from jaxrepr.methods.distill import student as student_lib
@@ -35,7 +36,7 @@ class Evaluator:
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     reference_workdir = reference_workdir or config.model.get("teacher_workdir")
     if not reference_workdir:
-      raise ValueError("the distill evaluator needs config.evals.<name>.reference_workdir or "
+      raise ConfigError("the distill evaluator needs config.evals.<name>.reference_workdir or "
                        "config.model.teacher_workdir (the model to measure the KL against)")
     reference = student_lib.load_frozen(reference_workdir)
     reference_model = classifier_model.make_model(reference.model_cfg)

@@ -40,6 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxrepr import parallel
 from jaxrepr.data import embeddings, sets
 from jaxrepr.methods.enroll import baselines, episodes
+from jaxrepr.errors import ConfigError
 
 _CTX = ("ctx_dist", "ctx_label", "ctx_walks", "ctx_mask")
 _TUNE_OFFSET = 2**29  # tuning ids sit after the evaluation ids, inside int32
@@ -51,13 +52,13 @@ class Evaluator:
                batch_size: int = 256, knn_k: int = 5, tag: str = ""):
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "embeddings":
-      raise ValueError(f"enroll_eval needs config.data.name='embeddings', got "
+      raise ConfigError(f"enroll_eval needs config.data.name='embeddings', got "
                        f"{config.data.get('name')!r}")
     spec = source if isinstance(source, ml_collections.ConfigDict) else \
         ml_collections.ConfigDict(dict(source))
     embeddings.validate_source(spec, "config.evals.<name>.source")
     if episodes_per_cell < 1 or tune_episodes < 2:
-      raise ValueError("config.evals.<name>.episodes_per_cell must be >= 1 and tune_episodes >= 2")
+      raise ConfigError("config.evals.<name>.episodes_per_cell must be >= 1 and tune_episodes >= 2")
     self._n_ids, self._walks = sorted(int(n) for n in n_ids), sorted(int(w) for w in walks)
     self._test_scn = episodes.scenario_from_config(
         config.data, n_id_range=(self._n_ids[0], self._n_ids[-1]),

@@ -28,6 +28,7 @@ import numpy as np
 from jaxrepr import config as config_lib, parallel
 from jaxrepr.evaluators._batched import sum_over_batches
 from jaxrepr.evaluators._grid_metrics import attempts_metrics
+from jaxrepr.errors import ConfigError
 
 METRICS = ("exact", "top2", "shape", "pixel")
 
@@ -38,7 +39,7 @@ def with_eval_latent(config: ml_collections.ConfigDict, overrides) -> ml_collect
   with cfg.unlocked():
     for k, v in dict(overrides).items():
       if k not in cfg.model.eval_latent:
-        raise ValueError(f"search field {k!r} is not a field of config.model.eval_latent "
+        raise ConfigError(f"search field {k!r} is not a field of config.model.eval_latent "
                          f"({sorted(cfg.model.eval_latent)})")
       cfg.model.eval_latent[k] = v
   return cfg
@@ -50,7 +51,7 @@ class Evaluator:
     del method  # one method per search is built below
     data = config_lib.data_module(config)
     if not hasattr(data, "eval_set"):
-      raise ValueError(f"config.data.name={config.data.name!r} has no fixed generated test set "
+      raise ConfigError(f"config.data.name={config.data.name!r} has no fixed generated test set "
                        "(eval_set); the lpn_loo evaluator needs one")
     parallel.check_batch_size(batch_size, mesh, "lpn_loo batch_size")
     self._arrays = data.eval_set(config.data, num_tasks=num_tasks, density=density)

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from jaxrepr import config as config_lib, parallel
+from jaxrepr.errors import ConfigError
 from jaxrepr.evaluators._batched import sum_over_batches
 
 
@@ -33,7 +34,7 @@ class Evaluator:
     del workdir
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if inference_runs < 1:
-      raise ValueError(f"config.evals.<name>.inference_runs={inference_runs!r} must be >= 1")
+      raise ConfigError(f"config.evals.<name>.inference_runs={inference_runs!r} must be >= 1")
     data = config_lib.data_module(config)
     self._arrays = data.eval_arrays(config.data, split)
     self._mesh, self._batch_size, self._runs = mesh, batch_size, inference_runs

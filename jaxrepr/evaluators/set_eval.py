@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxrepr import parallel
 from jaxrepr.data import sets
+from jaxrepr.errors import ConfigError
 
 
 class Evaluator:
@@ -34,10 +35,10 @@ class Evaluator:
                batch_size: int = 10):
     del workdir
     if num_batches < 1:
-      raise ValueError(f"config.evals.<name>.num_batches={num_batches!r} must be >= 1")
+      raise ConfigError(f"config.evals.<name>.num_batches={num_batches!r} must be >= 1")
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "sets":
-      raise ValueError(f"set_eval evaluates generated sets: config.data.name must be 'sets', got "
+      raise ConfigError(f"set_eval evaluates generated sets: config.data.name must be 'sets', got "
                        f"{config.data.get('name')!r}")
     self._task = config.data.task
     self._mesh = mesh

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxrepr.data.arc_gen import colour, geometry, objects, patterns
 from jaxrepr.data.arc_gen.base import MAX_SIDE, Generator, Pair, Retry
+from jaxrepr.errors import DataError
 
 GENERATORS: dict[str, Generator] = {
     **geometry.FAMILIES, **colour.FAMILIES, **objects.FAMILIES, **patterns.FAMILIES}
@@ -53,9 +54,9 @@ def make_task(rng: np.random.Generator, name: str, num_pairs: int, difficulty: f
   towards 0 on later attempts so that small limits are still met when the family allows it.
   """
   if name not in GENERATORS:
-    raise ValueError(f"unknown ARC generator {name!r}; known: {sorted(GENERATORS)}")
+    raise DataError(f"unknown ARC generator {name!r}; known: {sorted(GENERATORS)}")
   if not 0.0 <= difficulty <= 1.0:
-    raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    raise DataError(f"difficulty must be in [0, 1], got {difficulty}")
   max_rows, max_cols = (max_size, max_size) if isinstance(max_size, int) else tuple(max_size)
   gen = GENERATORS[name]
   params = gen.sample_params(rng, difficulty)
@@ -75,7 +76,7 @@ def make_task(rng: np.random.Generator, name: str, num_pairs: int, difficulty: f
       continue
     failures += 1
     if failures >= _MAX_TRIES * max(1, num_pairs):
-      raise ValueError(f"ARC generator {name!r} produced no valid pair within {max_rows}x{max_cols} "
+      raise DataError(f"ARC generator {name!r} produced no valid pair within {max_rows}x{max_cols} "
                        f"after {failures} draws (difficulty {difficulty})")
   return (pairs, params) if return_params else pairs
 

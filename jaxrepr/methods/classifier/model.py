@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrepr import config as config_lib
+from jaxrepr.errors import ConfigError
 
 
 class MLP(nn.Module):
@@ -58,7 +59,7 @@ def make_model(cfg, precision: str = "float32") -> nn.Module:
     return MLP(tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
   if cfg.arch == "cnn":
     return CNN(tuple(cfg.channels), tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
-  raise ValueError(f"config.model.arch={cfg.arch!r} is not one of ('mlp', 'cnn')")
+  raise ConfigError(f"config.model.arch={cfg.arch!r} is not one of ('mlp', 'cnn')")
 
 
 def logits_fn(model: nn.Module, params, images: jax.Array, rng: jax.Array | None,

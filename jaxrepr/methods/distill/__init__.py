@@ -54,6 +54,7 @@ from jaxrepr.methods.distill.operators import (
     soften_top_k,
     top_k_truncate,
 )
+from jaxrepr.errors import ConfigError
 
 __all__ = [
     "CheckResult", "check_contraction", "check_family", "check_meta_teacher", "contraction_ratio",
@@ -110,7 +111,7 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
   if not ok:
-    raise ValueError(f"config.model.{field}={value!r}: {rule}")
+    raise ConfigError(f"config.model.{field}={value!r}: {rule}")
 
 
 def _check_model_config(cfg) -> None:
@@ -184,7 +185,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
   if cfg.init_workdir:
     start = student_lib.load_frozen(cfg.init_workdir)
     if not _same_architecture(start.model_cfg, cfg.student):
-      raise ValueError(f"config.model.init_workdir={cfg.init_workdir!r} holds a "
+      raise ConfigError(f"config.model.init_workdir={cfg.init_workdir!r} holds a "
                        f"{start.model_cfg.to_dict()} model, not the student "
                        f"{cfg.student.to_dict()}")
     if cfg.sparsity > 0:

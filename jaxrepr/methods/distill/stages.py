@@ -43,6 +43,7 @@ import ml_collections
 
 from jaxrepr import train
 from jaxrepr.methods.distill import student as student_lib
+from jaxrepr.errors import ConfigError
 
 KINDS = ("compress", "recursive")
 
@@ -94,25 +95,25 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
   """Stages after the teacher: [{name, workdir, config, info}], in training order."""
   s = config.stages
   if s.kind not in KINDS:
-    raise ValueError(f"config.stages.kind={s.kind!r} is not one of {KINDS}")
+    raise ConfigError(f"config.stages.kind={s.kind!r} is not one of {KINDS}")
   teacher_dir = s.teacher_workdir or os.path.join(workdir, "teacher")
   stages = []
   if s.kind == "compress":
     n = s.num_stages
     if n < 1:
-      raise ValueError(f"config.stages.num_stages={n!r}: must be >= 1")
+      raise ConfigError(f"config.stages.num_stages={n!r}: must be >= 1")
     previous = teacher_dir
     for k in range(1, n + 1):
       stage_dir = os.path.join(workdir, f"stage_{k}")
       if s.compress == "sparsity":
         if not 0.0 < s.final_sparsity < 1.0:
-          raise ValueError(f"config.stages.final_sparsity={s.final_sparsity!r}: must be in (0, 1)")
+          raise ConfigError(f"config.stages.final_sparsity={s.final_sparsity!r}: must be in (0, 1)")
         if s.sparsity_schedule == "linear":
           sparsity = s.final_sparsity * k / n
         elif s.sparsity_schedule == "geometric":  # equal ratios of kept weights per stage
           sparsity = 1.0 - (1.0 - s.final_sparsity) ** (k / n)
         else:
-          raise ValueError(f"config.stages.sparsity_schedule={s.sparsity_schedule!r} is not "
+          raise ConfigError(f"config.stages.sparsity_schedule={s.sparsity_schedule!r} is not "
                            "'linear' or 'geometric'")
         info = dict(sparsity=sparsity)
         cfg = _student_config(config, teacher_dir, student=s.teacher_model.to_dict(),
@@ -120,7 +121,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
                               sparsity=sparsity)
       elif s.compress == "width":
         if not 0.0 < s.final_width_factor <= 1.0:
-          raise ValueError(f"config.stages.final_width_factor={s.final_width_factor!r}: must be "
+          raise ConfigError(f"config.stages.final_width_factor={s.final_width_factor!r}: must be "
                            "in (0, 1]")
         factor = s.final_width_factor ** (k / n)
         student = scaled_model(s.teacher_model, factor)
@@ -128,19 +129,19 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
         cfg = _student_config(config, teacher_dir, student=student.to_dict(), source="teacher",
                               teacher_workdir=previous, sparsity=0.0)
       else:
-        raise ValueError(f"config.stages.compress={s.compress!r} is not 'sparsity' or 'width'")
+        raise ConfigError(f"config.stages.compress={s.compress!r} is not 'sparsity' or 'width'")
       stages.append(dict(name=f"stage_{k}", workdir=stage_dir, config=cfg, info=info))
       previous = stage_dir
   else:
     if s.generations < 1:
-      raise ValueError(f"config.stages.generations={s.generations!r}: must be >= 1")
+      raise ConfigError(f"config.stages.generations={s.generations!r}: must be >= 1")
     if s.q0 == "soft":
       q0_fields = dict(source="teacher", temperature=s.q0_temperature, soften_student=False,
                        kd_weight=1.0, ce_weight=0.0)
     elif s.q0 == "labels":
       q0_fields = dict(source="teacher", temperature=1.0, kd_weight=0.0, ce_weight=1.0)
     else:
-      raise ValueError(f"config.stages.q0={s.q0!r} is not 'soft' or 'labels'")
+      raise ConfigError(f"config.stages.q0={s.q0!r} is not 'soft' or 'labels'")
     q0_cfg = _student_config(config, teacher_dir, teacher_workdir=teacher_dir, **q0_fields)
     stages.append(dict(name="stage_0", workdir=os.path.join(workdir, "stage_0"), config=q0_cfg,
                        info=dict(generation=0, q0=s.q0)))

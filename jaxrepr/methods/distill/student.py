@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxrepr.errors import MissingFileError
+
 Params = Any
 
 
@@ -51,11 +53,11 @@ class Frozen:
 
 def _latest_step(checkpoint_dir: str) -> int:
   if not os.path.isdir(checkpoint_dir):
-    raise FileNotFoundError(f"{checkpoint_dir}: no checkpoints directory (train that run first)")
+    raise MissingFileError(f"{checkpoint_dir}: no checkpoints directory (train that run first)")
   steps = [int(d) for d in os.listdir(checkpoint_dir)
            if d.isdigit() and os.path.isdir(os.path.join(checkpoint_dir, d, "state"))]
   if not steps:
-    raise FileNotFoundError(f"{checkpoint_dir}: holds no finished checkpoint")
+    raise MissingFileError(f"{checkpoint_dir}: holds no finished checkpoint")
   return max(steps)
 
 
@@ -81,7 +83,7 @@ def load_frozen(workdir: str) -> Frozen:
 
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path}: not found; is {workdir!r} the workdir of a finished "
+    raise MissingFileError(f"{config_path}: not found; is {workdir!r} the workdir of a finished "
                             "classifier or distill run?")
   with open(config_path) as f:
     run_config = json.load(f)

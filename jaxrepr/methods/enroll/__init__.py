@@ -30,6 +30,7 @@ from jaxrepr.methods.base import Batch, Method, Params
 from jaxrepr.methods.enroll import episodes, features
 from jaxrepr.methods.enroll.model import ENCODERS, EnrollTransformer
 from jaxrepr.nn.set_attention import MODES
+from jaxrepr.errors import ConfigError
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -46,17 +47,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                 ("scale", m.scale, features.SCALES),
                                 ("encoder", m.encoder, ENCODERS), ("mode", m.mode, MODES)):
     if value not in choices:
-      raise ValueError(f"config.model.{field}={value!r} must be one of {choices}")
+      raise ConfigError(f"config.model.{field}={value!r} must be one of {choices}")
   if m.dim_hidden % m.num_heads:
-    raise ValueError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
+    raise ConfigError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
                      f"config.model.num_heads={m.num_heads}")
   if d.get("name") != "embeddings":
-    raise ValueError(f"the enroll method trains on config.data.name='embeddings', got "
+    raise ConfigError(f"the enroll method trains on config.data.name='embeddings', got "
                      f"{d.get('name')!r}")
   try:
     episodes.scenario_from_config(d)
   except ValueError as e:
-    raise ValueError(f"config.data: {e}") from e
+    raise ConfigError(f"config.data: {e}") from e
   embeddings.validate_source(d.source, "config.data.source")
 
 
@@ -90,7 +91,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
 
   def logits(params: Params, ep: dict[str, jax.Array]) -> jax.Array:
     if m.input == "raw" and ep["probe"].shape[-1] != dim:
-      raise ValueError(f"config.model.input='raw' takes {dim}-d embeddings (the training source); "
+      raise ConfigError(f"config.model.input='raw' takes {dim}-d embeddings (the training source); "
                        f"got {ep['probe'].shape[-1]}-d: use input='relational' across dimensions")
     x_BxNxF, mask_BxN = elements(ep)
     return model.apply(params, x_BxNxF, mask_BxN)

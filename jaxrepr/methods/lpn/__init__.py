@@ -20,6 +20,7 @@ from jaxrepr.methods.lpn import decode as decode_lib
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
 from jaxrepr.methods.lpn import search as search_lib
+from jaxrepr.errors import ConfigError
 
 PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
 
@@ -100,7 +101,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
   model_cfg = config.model
   encoder, decoder = model_lib.modules_from_config(model_cfg, config.get("precision", "float32"))
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
-    raise ValueError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
+    raise ConfigError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
                      f"{model_cfg.eval_latent.mode!r}")
 
   def init(rng, batch):

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxrepr.methods.lpn.model import NUM_COLOURS, cell_valid
+from jaxrepr.errors import ConfigError
 
 
 def pair_log_prob(row_logits_BxR, col_logits_BxC, grid_BxRxCx10, y_BxRxC, y_shape_Bx2):
@@ -211,7 +212,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     offsets = jnp.concatenate([jnp.zeros_like(eps_SxBxNxZ[:1]), lat_cfg.scale * eps_SxBxNxZ])
     scores = jax.lax.map(lambda off: score(z0_sg + off), offsets)   # one candidate at a time
     return z0_BxNxZ + select_best(offsets, scores)
-  raise ValueError(f"config.model.train_latent.mode must be 'mean', 'gradient_ascent' or "
+  raise ConfigError(f"config.model.train_latent.mode must be 'mean', 'gradient_ascent' or "
                    f"'random_search', got {mode!r}")
 
 

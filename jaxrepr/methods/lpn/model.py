@@ -34,6 +34,7 @@ import numpy as np
 from jaxrepr import config as config_lib
 from jaxrepr.nn import attention as attention_lib
 from jaxrepr.nn import transformer as tfm
+from jaxrepr.errors import ConfigError
 
 NUM_COLOURS = 10
 
@@ -315,10 +316,10 @@ def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder,
                 positions=model_cfg.positions, rope_max_freq=model_cfg.rope_max_freq,
                 dtype=precision, remat=model_cfg.remat, attention=model_cfg.attention)
   if model_cfg.positions not in ("learned", "rope"):
-    raise ValueError(f"config.model.positions must be 'learned' or 'rope', got "
+    raise ConfigError(f"config.model.positions must be 'learned' or 'rope', got "
                      f"{model_cfg.positions!r}")
   if model_cfg.attention not in attention_lib.IMPLEMENTATIONS:
-    raise ValueError(f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
+    raise ConfigError(f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
                      f"got {model_cfg.attention!r}")
   enc, dec = model_cfg.encoder, model_cfg.decoder
   encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,

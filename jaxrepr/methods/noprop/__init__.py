@@ -55,6 +55,7 @@ from ml_collections import config_dict
 from jaxrepr import config as config_lib
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.noprop import inference, loss as loss_lib, model as model_lib, schedules
+from jaxrepr.errors import ConfigError
 
 VARIANTS = ("dt", "ct", "fm", "backprop")
 PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
@@ -114,13 +115,13 @@ def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") 
   }
   for field, ok in checks.items():
     if not ok:
-      raise ValueError(f"config.model.{field}={cfg[field]!r} is invalid")
+      raise ConfigError(f"config.model.{field}={cfg[field]!r} is invalid")
   if cfg["variant"] == "backprop" and cfg["block_schedule"] != "all":
-    raise ValueError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
+    raise ConfigError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
                      f"blocks are one chained network), got {cfg['block_schedule']!r}")
   if cfg["block_schedule"] == "fixed" and not (
       cfg["block_index"] is not None and 1 <= cfg["block_index"] <= cfg["num_blocks"]):
-    raise ValueError(f"config.model.block_index={cfg['block_index']!r} must be in 1..num_blocks "
+    raise ConfigError(f"config.model.block_index={cfg['block_index']!r} must be in 1..num_blocks "
                      "when block_schedule='fixed'")
   sched = (schedules.discrete_schedule(cfg["num_blocks"], cfg["cosine_offset"], cfg["abar_min"],
                                        cfg["abar_max"]) if cfg["variant"] == "dt" else None)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxrepr.methods.noprop import model as model_lib
 from jaxrepr.methods.noprop import schedules
 from jaxrepr.methods.noprop.loss import Spec, chain_logits, check_batch
+from jaxrepr.errors import ConfigError
 
 
 def _out(logits_BxM: jax.Array) -> dict[str, jax.Array]:
@@ -66,9 +67,9 @@ def integrate(field: Callable[[jax.Array, jax.Array], jax.Array], z0_BxD: jax.Ar
               solver: str) -> jax.Array:
   """Integrates dz/dt = field(z, t) from t = 0 to 1 with `steps` Euler or Heun steps."""
   if solver not in ("euler", "heun"):
-    raise ValueError(f"config.model.solver={solver!r} is not one of ('euler', 'heun')")
+    raise ConfigError(f"config.model.solver={solver!r} is not one of ('euler', 'heun')")
   if steps < 1:
-    raise ValueError(f"config.model.inference_steps must be >= 1, got {steps}")
+    raise ConfigError(f"config.model.inference_steps must be >= 1, got {steps}")
   h = 1.0 / steps
 
   def step(k, z_BxD):

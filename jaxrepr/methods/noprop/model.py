@@ -36,6 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrepr.errors import ConfigError
+
 
 class Norm(nn.Module):
   """'batch': batch statistics (masked), learned scale/bias, no running state; 'layer'; 'none'."""
@@ -50,7 +52,7 @@ class Norm(nn.Module):
     if self.kind == "layer":
       return nn.LayerNorm(epsilon=self.epsilon)(x_BxF).astype(dtype)
     if self.kind != "batch":
-      raise ValueError(f"config.model.norm={self.kind!r} is not one of ('batch', 'layer', 'none')")
+      raise ConfigError(f"config.model.norm={self.kind!r} is not one of ('batch', 'layer', 'none')")
     if mask_B is None:
       mean_F = jnp.mean(x_BxF, axis=0)
       var_F = jnp.mean(jnp.square(x_BxF - mean_F[None, :]), axis=0)
@@ -202,7 +204,7 @@ def init_embedding(rng: jax.Array, kind: str, num_classes: int, embed_dim: int,
     return nn.initializers.orthogonal()(rng, (num_classes, embed_dim), jnp.float32)
   if kind == "prototype":
     return prototypes(images, labels, num_classes)
-  raise ValueError(f"config.model.embedding={kind!r} is not one of ('onehot', 'learned', 'prototype')")
+  raise ConfigError(f"config.model.embedding={kind!r} is not one of ('onehot', 'learned', 'prototype')")
 
 
 def embedding_matrix(params: dict, num_classes: int) -> jax.Array:

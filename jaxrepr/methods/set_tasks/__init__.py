@@ -36,6 +36,7 @@ from jaxrepr.methods.set_tasks import loss as loss_lib
 from jaxrepr.methods.set_tasks import model as model_lib
 from jaxrepr.nn import bucketing
 from jaxrepr.nn.set_attention import MODES
+from jaxrepr.errors import ConfigError
 
 ARCHS = ("set_transformer", "deepsets")
 _SET_AXIS_KEYS = ("x", "mask", "labels")  # batch entries whose axis 1 is the padded set axis
@@ -72,19 +73,19 @@ def default_model_config(task: str = "mog") -> ml_collections.ConfigDict:
 def _validate(config: ml_collections.ConfigDict) -> None:
   m = config.model
   if m.arch not in ARCHS:
-    raise ValueError(f"config.model.arch must be one of {ARCHS}, got {m.arch!r}")
+    raise ConfigError(f"config.model.arch must be one of {ARCHS}, got {m.arch!r}")
   if m.mode not in MODES:
-    raise ValueError(f"config.model.mode must be one of {MODES}, got {m.mode!r}")
+    raise ConfigError(f"config.model.mode must be one of {MODES}, got {m.mode!r}")
   if m.dim_hidden % m.num_heads:
-    raise ValueError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
+    raise ConfigError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
                      f"config.model.num_heads={m.num_heads}")
   if m.length_buckets < 1:
-    raise ValueError(f"config.model.length_buckets must be >= 1, got {m.length_buckets}")
+    raise ConfigError(f"config.model.length_buckets must be >= 1, got {m.length_buckets}")
   if m.pooling not in model_lib.POOLINGS:
-    raise ValueError(f"config.model.pooling must be one of {model_lib.POOLINGS}, got {m.pooling!r}")
+    raise ConfigError(f"config.model.pooling must be one of {model_lib.POOLINGS}, got {m.pooling!r}")
   if config.data.task == "mog":
     if m.arch == "set_transformer" and m.encoder not in model_lib.ENCODERS:
-      raise ValueError(f"config.model.encoder must be one of {model_lib.ENCODERS}, got "
+      raise ConfigError(f"config.model.encoder must be one of {model_lib.ENCODERS}, got "
                        f"{m.encoder!r}")
     loss_lib.head_width(config.data.dim, m.head)  # raises on a bad config.model.head
 

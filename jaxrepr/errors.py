@@ -1,0 +1,28 @@
+"""Errors a user can fix: a bad config, missing or malformed data, a workdir that is not this run's.
+
+The launchers print these as one line (`error: ...`) and exit 2; the traceback is shown with
+`--verbosity=1` or `JAXREPR_TRACEBACK=1`. Anything else (a bug) keeps its traceback. The classes
+also derive from the built-in exception the code raised before (ValueError, FileNotFoundError), so
+callers that catch those keep working. This module imports nothing, so every layer may use it.
+"""
+
+
+class UserError(Exception):
+  """A problem in what the user gave the run (config, data, workdir); the message says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field has a bad value, names an unknown module, or is missing."""
+
+
+class DataError(UserError, ValueError):
+  """Input data is malformed or does not fit the config; the message names the file or field."""
+
+
+class MissingFileError(DataError, FileNotFoundError):
+  """A file, package or earlier run that the config needs is not there; the message says which
+  command or package provides it."""
+
+
+class WorkdirError(UserError):
+  """The workdir belongs to another run, holds a run of another model, or cannot be written."""
