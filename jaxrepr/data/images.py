@@ -31,6 +31,9 @@ Data config fields (`config.data`):
 
 Errors: a missing file, a wrong IDX magic number, a size that disagrees with the header, or a CIFAR
 batch without the expected keys raises an error naming the file and, for missing files, how to get them.
+CIFAR batches are unpickled with only numpy's array constructors allowed as globals, so a crafted batch
+that names any other callable (os.system, eval, ...) is refused with an error naming the file and the
+global instead of being run.
 """
 
 from __future__ import annotations
@@ -144,13 +147,54 @@ def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.n
 
 
 # ------------------------------------------------------------------------------------ CIFAR batches
+# A CIFAR batch is a pickle, and plain pickle.load runs whatever callable the file names, so a
+# crafted batch could run arbitrary code. The real batches (Python 2 cPickle, protocol 2) hold only
+# dicts, lists, ints and strings, which need no globals, plus numpy arrays, which rebuild through the
+# globals below. numpy 1.x pickles name numpy.core, numpy 2.x numpy._core; protocol 5 pickles a
+# contiguous array through _frombuffer instead of _reconstruct; scalar admits numpy scalars (e.g. labels
+# kept as a list of np.int64). None of these calls anything the file chooses: an object array's items
+# are unpickled through this same filter.
+_CIFAR_NUMPY_GLOBALS = frozenset(
+    (module, name)
+    for core in ("numpy.core", "numpy._core")
+    for module, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
+                         (f"{core}.numeric", "_frombuffer"))
+) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+  # Python 3 writes bytes at protocol 2 as _codecs.encode(text, 'latin1'). The general function would
+  # let the file pick any codec, so only the call pickle itself emits is served.
+  if encoding not in ("latin1", "latin-1"):
+    raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+  return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles a CIFAR batch, refusing every global but the numpy array constructors."""
+
+  def __init__(self, file, path: str):
+    super().__init__(file, encoding="bytes")  # Python 2 str fields (keys, pixel data) stay bytes
+    self._path = path
+
+  def find_class(self, module: str, name: str) -> Any:
+    if (module, name) in _CIFAR_NUMPY_GLOBALS:
+      return super().find_class(module, name)
+    if (module, name) == ("_codecs", "encode"):
+      return _latin1_encode
+    raise DataError(f"{self._path}: refused to load a CIFAR batch that references {module}.{name}; "
+                    "only numpy arrays, lists, ints, bytes and strings are allowed")
+
+
 def _unpickle(path: str) -> dict:
   if not os.path.exists(path):
     raise MissingFileError(f"{path}: CIFAR batch not found; download the CIFAR python version and "
                             "set config.data.data_dir to the extracted folder")
   try:
     with open(path, "rb") as f:
-      return pickle.load(f, encoding="bytes")
+      return _CifarUnpickler(f, path).load()
+  except DataError:
+    raise
   except Exception as e:  # pickle raises many types on corrupt input
     raise DataError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from e
 

@@ -1,14 +1,18 @@
 """Tests of jaxrepr.data.images: embedded sets, IDX and CIFAR readers, normalisation, augmentation."""
 
+import builtins
 import gzip
 import os
 import pickle
+import re
+import struct
 
 import ml_collections
 import numpy as np
 import pytest
 
 from jaxrepr.data import images
+from jaxrepr.errors import DataError
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
@@ -134,6 +138,111 @@ def test_cifar100_reader_needs_fine_labels(tmp_path):
   _check(images.load(_cfg(dataset="cifar100", data_dir=str(tmp_path)), "train"), 6, (32, 32, 3))
   with pytest.raises(ValueError, match="test.*fine_labels"):
     images.load(_cfg(dataset="cifar100", data_dir=str(tmp_path)), "test")
+
+
+def _py2_cifar_batch(data, labels):
+  """The bytes of a batch as the real CIFAR files hold it: Python 2 cPickle, protocol 2, str fields
+  as SHORT_BINSTRING, the array through numpy.core.multiarray._reconstruct."""
+  def short(b):
+    return b"U" + bytes([len(b)]) + b
+  raw = data.tobytes()
+  return (b"\x80\x02}(" + short(b"data")
+          + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R("
+          + b"K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1])
+          + b"\x86cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R(K\x03" + short(b"|")
+          + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+          + b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tb"
+          + short(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+          + short(b"batch_label") + short(b"training batch 1 of 5") + b"u.")
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 4, 5])
+def test_cifar_reader_loads_well_formed_batches_unchanged(tmp_path, protocol):
+  # The restricted unpickler must return what plain pickle.load returns for a genuine batch, in the
+  # real files' Python 2 form and as re-saved by Python 3 at each protocol that pickles arrays
+  # differently (2: _codecs.encode for bytes; 4: _reconstruct; 5: _frombuffer).
+  rng = np.random.default_rng(0)
+  data = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
+  labels = [int(v) for v in rng.integers(0, 10, size=3)]
+  if protocol == "py2":  # the real CIFAR-10 layout: five identical train batches
+    raw = _py2_cifar_batch(data, labels)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for i in range(1, 6):
+      (root / f"data_batch_{i}").write_bytes(raw)
+    path, cfg, n = root / "data_batch_1", _cfg(dataset="cifar10", data_dir=str(tmp_path)), 15
+  else:
+    raw = pickle.dumps({b"data": data, b"fine_labels": labels, b"coarse_labels": np.array(labels),
+                        b"filenames": [b"a.png", "b.png"], b"batch_label": b"train"}, protocol=protocol)
+    (tmp_path / "train").write_bytes(raw)
+    path, cfg, n = tmp_path / "train", _cfg(dataset="cifar100", data_dir=str(tmp_path)), 3
+  plain = pickle.loads(raw, encoding="bytes")
+  restricted = images._unpickle(str(path))
+  assert sorted(restricted) == sorted(plain)
+  for key in plain:
+    assert type(restricted[key]) is type(plain[key])
+    np.testing.assert_array_equal(np.asarray(restricted[key]), np.asarray(plain[key]))
+  d = images.load(cfg, "train")
+  _check(d, n, (32, 32, 3))
+  expected = np.tile(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), (n // 3, 1, 1, 1)) / 255.0
+  np.testing.assert_array_equal(d["image"], expected.astype(np.float32))
+  np.testing.assert_array_equal(d["label"], np.tile(labels, n // 3))
+
+
+class _System:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return os.system, (f"touch '{self.marker}'",)
+
+
+class _Exec:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return builtins.exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+class _Eval:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return builtins.eval, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("nested", [False, True], ids=["top", "nested"])
+@pytest.mark.parametrize("payload, global_name", [
+    (_System, r"(posix|os)\.system"), (_Exec, r"(builtins|__builtin__)\.exec"),
+    (_Eval, r"(builtins|__builtin__)\.eval")], ids=["system", "exec", "eval"])
+def test_cifar_reader_refuses_code_in_a_crafted_batch(tmp_path, payload, global_name, nested,
+                                                      protocol):
+  # A batch file is untrusted input: loading it must not run the callable it names, whether the
+  # payload is the whole pickle or hides inside an otherwise genuine batch dict.
+  marker = tmp_path / "marker"
+  root = tmp_path / "cifar-10-batches-py"
+  root.mkdir()
+  for i in range(2, 6):
+    _write_cifar(root, f"data_batch_{i}", 3, b"labels", i)
+  obj = payload(marker)
+  if nested:
+    obj = {b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1, 2], b"batch_label": obj}
+  (root / "data_batch_1").write_bytes(pickle.dumps(obj, protocol=protocol))
+  path = str(root / "data_batch_1")
+  error = None
+  try:
+    images.train_iterator(_cfg(dataset="cifar10", data_dir=str(tmp_path)), batch_size=4, seed=0)
+  except DataError as e:
+    error = str(e)
+  # Checked before the message: a loader that runs the payload may still fail later (bad keys) or,
+  # for a nested payload, not fail at all.
+  assert not marker.exists(), f"loading {path} ran the code the batch names"
+  assert error is not None and re.match(
+      re.escape(path) + r": refused to load a CIFAR batch that references " + global_name + ";",
+      error), error
 
 
 def test_unknown_dataset_and_split():
