@@ -17,8 +17,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxrepr.errors import UserError
 
-class NonFiniteError(FloatingPointError):
+
+class NonFiniteError(UserError, FloatingPointError):
   """A training metric became NaN or infinite."""
 
 

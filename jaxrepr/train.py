@@ -9,6 +9,7 @@ own sub-workdir.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -20,10 +21,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, optim, parallel
-from jaxrepr import profiling
+from jaxrepr import profiling, workdir as workdir_lib
 from jaxrepr.methods.base import Method
 from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, WorkdirError
 
 
 @dataclasses.dataclass
@@ -120,14 +121,79 @@ def _preempted(guard: checkpoint.PreemptionGuard, step: int, log_every: int) -> 
   return bool(np.any(flags))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary."""
-  run = build(config)
-  t = config.train
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
-  restored = ckpt.restore_latest(checkpoint.abstract_like(run.state)) if ckpt.all_steps() else None
+@contextlib.contextmanager
+def owned(workdir: str):
+  """Holds `workdir` for this run: process 0 takes its lock (jaxrepr/workdir.py) and every process
+  stops if it could not, so a second run on the same workdir never starts."""
   main = jax.process_index() == 0
+  error, took = None, False
+  if main:
+    try:
+      took = workdir_lib.acquire(workdir)
+    except WorkdirError as e:
+      error = e
+  if jax.process_count() > 1:
+    ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not ok and error is None:
+      error = WorkdirError(f"{workdir}: process 0 could not take the workdir (its log says why)")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if took:
+      workdir_lib.release(workdir)
+
+
+def _refuse_fresh_start(workdir: str, ckpt: checkpoint.Checkpointer) -> None:
+  """A fresh start must not write a second run's history into the metrics of an earlier one."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return
+  steps = [s for s, _ in ckpt.skipped]
+  why = (f"none of its checkpoints (steps {steps}) could be restored" if steps else
+         "it has no checkpoint to resume from")
+  raise WorkdirError(f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
+                     "rerun with --overwrite (moves the old workdir aside) or give another --workdir")
+
+
+def _keep_old_config(workdir: str, config: ml_collections.ConfigDict, start: int) -> None:
+  """On a resume with a changed config, the config that trained steps 1..start stays on disk."""
+  changed = metrics_lib.config_changes(workdir, config)
+  if changed:
+    old = os.path.join(workdir, f"config.until_step{start}.json")
+    os.replace(os.path.join(workdir, "config.json"), old)
+    print(f"warning: the config differs from the one this workdir was started with: {changed} "
+          f"(the earlier one is kept as {old})", flush=True)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary.
+
+  The workdir is this run's for the duration (a lock). A resume never starts fresh silently:
+  checkpoints of another model are an error naming the first parameter that differs, unreadable
+  ones are moved aside and the previous one is used, and a fresh start over an earlier run's
+  metrics.jsonl is an error (launch/train.py --overwrite moves the old workdir aside)."""
+  config_lib.validate(config)  # a bad config stops before anything is written
+  with owned(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  t = config.train
+  main = jax.process_index() == 0
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  if not ckpt.all_steps():
+    _refuse_fresh_start(workdir, ckpt)  # before anything is built: stop at once
+  run = build(config)
+  restored = None
+  if ckpt.all_steps():
+    restored = ckpt.restore_latest(checkpoint.abstract_like(run.state), repair=main)
+    if jax.process_count() > 1:  # every process sees the checkpoints process 0 moved aside
+      multihost_utils.sync_global_devices("checkpoints repaired")
+      ckpt.reload()
   if restored is None:
+    _refuse_fresh_start(workdir, ckpt)
     start = 0
     if main:
       print(f"starting fresh in {workdir}", flush=True)
@@ -136,10 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run.data.set_state(data_state)
     if main:
       print(f"resuming from step {start} in {workdir}", flush=True)
-      changed = metrics_lib.config_changes(workdir, config)
-      if changed:
-        print(f"warning: the config differs from the one this workdir was started with: {changed}",
-              flush=True)
+      _keep_old_config(workdir, config, start)
   metrics_lib.write_config(workdir, config)
   if main:
     note = f" ({run.method.param_count_note})" if run.method.param_count_note else ""
@@ -184,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpt.save(step, run.state, run.data.get_state(), force=True)
         stopped_by_signal = True
         if main:
-          print(f"SIGTERM: saved a checkpoint at step {step}; exiting", flush=True)
+          print(f"{guard.signal_name}: saved a checkpoint at step {step}; exiting", flush=True)
         break
       if step == t.steps:  # the final save and evaluations follow the loop
         break
@@ -204,8 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if guard.requested:
         stopped_by_signal = True
         if main:
-          print(f"SIGTERM: saved the final checkpoint at step {step}; exiting before the final "
-                "evaluation", flush=True)
+          print(f"{guard.signal_name}: saved the final checkpoint at step {step}; exiting before "
+                "the final evaluation", flush=True)
   # The final evaluations run without the guard: a SIGTERM now ends the process at once (a long
   # evaluation would outlast a preemption's grace period), and a rerun resumes at the final
   # checkpoint and evaluates again.
@@ -222,17 +285,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return summary
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run_experiment(config: ml_collections.ConfigDict, workdir: str,
+                   overwrite: bool = False) -> dict[str, Any]:
   """Runs what `config` describes in `workdir`: one `train_and_evaluate`, or, when the config has a
   `stages` section, the method's multi-stage experiment `jaxrepr.methods.<method>.run_stages`
-  (e.g. distillation: teacher, then one trainer run per stage in its own sub-workdir)."""
+  (e.g. distillation: teacher, then one trainer run per stage in its own sub-workdir).
+
+  `overwrite` first moves an existing workdir aside to `<workdir>.<timestamp>` (nothing is deleted).
+  """
+  if overwrite:
+    if jax.process_index() == 0:
+      moved = workdir_lib.move_aside(workdir)
+      if moved:
+        print(f"moved the earlier run in {workdir} to {moved}", flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("workdir moved aside")
   if config.get("stages") is None:
     return train_and_evaluate(config, workdir)
   module = config_lib.method_module(config)  # an unknown method: an error naming the choices
   if not hasattr(module, "run_stages"):
     raise ConfigError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
-                     f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")
-  return module.run_stages(config, workdir)
+                      f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")
+  with owned(workdir):
+    return module.run_stages(config, workdir)
 
 
 def _print_summary(summary: dict, writer: metrics_lib.MetricWriter) -> None:

@@ -10,7 +10,9 @@
 
 --search/--budget replace the `searches` of every evaluator that has them with one search of that
 method and budget (in latent evaluations; see jaxrepr/methods/lpn/search.py for the cost of each
-method). Results are printed and written to <workdir>/eval_step<N>.json.
+method). Results are printed and written to <workdir>/eval_step<N>.json. The step evaluated is the
+newest checkpoint that restores; if that is not the last step metrics.jsonl reports (a newer
+checkpoint is unreadable, or the run is still training), the first line says which and why.
 """
 
 import json
@@ -39,11 +41,33 @@ def main(argv):
   host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  from jaxrepr import errors
+
+  with errors.reported(flags.FLAGS.verbosity):
+    _evaluate(_CONFIG.value)
+
+
+def _last_logged_step(workdir: str) -> int | None:
+  """The last step metrics.jsonl reports (None without the file): what the run says it reached."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  steps = []
+  with open(path) as f:
+    for line in f:
+      try:
+        steps.append(int(json.loads(line)["step"]))
+      except (ValueError, KeyError, TypeError):
+        continue  # a half-written last line of a run still writing
+  return max(steps, default=None)
+
+
+def _evaluate(config):
   import jax
 
   from jaxrepr import checkpoint, config as config_lib, parallel, train
+  from jaxrepr.errors import MissingFileError
 
-  config = _CONFIG.value
   parallel.set_cpu_devices(config.get("cpu_devices"))
   workdir = _WORKDIR.value or os.path.join(
       "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
@@ -61,13 +85,24 @@ def main(argv):
     with config.unlocked():
       for n in names:
         config.evals[n].searches = {label: search}
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(checkpoints):
+    raise MissingFileError(f"{checkpoints}: no checkpoints to evaluate (train the run first with "
+                           f"python launch/train.py --config=... --workdir={workdir})")
   run = train.build(config)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(checkpoints, config.train.keep_checkpoints, read_only=True)
   restored = ckpt.restore_latest(checkpoint.abstract_like(run.state))
   if restored is None:
-    raise app.UsageError(f"no checkpoint to evaluate in {workdir}/checkpoints")
+    raise MissingFileError(f"{checkpoints}: no checkpoint that restores")
   step, run.state, _ = restored
-  print(f"evaluating step {step} of {workdir}", flush=True)
+  logged = _last_logged_step(workdir)
+  why = ""
+  if ckpt.skipped:
+    why = "; newer checkpoints could not be restored: " + ", ".join(
+        f"step {s} ({reason})" for s, reason in ckpt.skipped)
+  if logged is not None and logged != step:
+    why += f"; note: metrics.jsonl reports up to step {logged}"
+  print(f"evaluating step {step} of {workdir}{why}", flush=True)
   results = {}
   with jax.set_mesh(run.mesh):
     for n, evaluator in train.build_evaluators(config, run, workdir, names).items():
@@ -81,7 +116,6 @@ def main(argv):
     with open(path, "w") as f:
       json.dump({"step": step, "results": results}, f, indent=1)
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
   app.run(main)

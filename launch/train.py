@@ -4,7 +4,11 @@
     python launch/train.py --config=configs/lpn.py:arc --config.train.steps=200000 --workdir=/runs/arc
 
 Without --workdir the run lives in runs/<config name>[_<variant>...], so re-running the same command
-resumes it. A config with a `stages` section (configs/distill.py) runs the method's whole
+resumes it. The workdir is locked while the run lives; a workdir holding another model's checkpoints
+or an earlier run's metrics is an error, and --overwrite moves it aside (to <workdir>.<timestamp>)
+to start over. SIGTERM and the first Ctrl-C save a checkpoint at the current step and exit.
+Configuration, data and workdir errors print one `error: ...` line (the traceback with
+--verbosity=1 or JAXREPR_TRACEBACK=1). A config with a `stages` section (configs/distill.py) runs the method's whole
 multi-stage experiment, one trainer run per stage in <workdir>/<stage>. Multi-process runs: see the
 README ("Multi-host"); under SLURM or on a TPU VM the coordinator is found from the environment, or
 give --coordinator/--num_processes/--process_id.
@@ -24,6 +28,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Start over: move an existing workdir aside to <workdir>.<timestamp> first.")
 flags.mark_flag_as_required("config")
 
 
@@ -35,13 +41,16 @@ def main(argv):
   host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
-  from jaxrepr import config as config_lib, parallel, train
+  from jaxrepr import errors
 
-  parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config_path = config_flags.get_config_filename(flags.FLAGS["config"])
-  workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
-  train.run_experiment(_CONFIG.value, workdir)
+  with errors.reported(flags.FLAGS.verbosity):
+    from jaxrepr import config as config_lib, parallel, train
+
+    parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    config_path = config_flags.get_config_filename(flags.FLAGS["config"])
+    workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
+    train.run_experiment(_CONFIG.value, workdir, overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""A workdir belongs to one run: its lock, and moving an old run aside to start over.
+
+* `acquire(workdir)` / `release(workdir)` take and drop `<workdir>/run.lock`, a JSON file naming the holder's
+  pid, host, process start time and command. Only process 0 of a multi-process run takes it. A
+  second run on the same workdir stops at once naming the holder. A lock left by a process that no
+  longer exists on this host (SIGKILL, a crash, a node reboot that reused the pid) is stale and
+  taken over; the process start time tells a reused pid apart. A lock held from another host cannot
+  be checked from here: the error names it and the file to delete if that run is gone.
+  Claiming a workdir that this process already holds is a no-op (multi-stage runs claim the top
+  workdir and each stage's), and only the outermost claim releases it.
+* `move_aside(workdir)` renames an existing workdir to `<workdir>.<YYYYmmdd-HHMMSS>` (what
+  `launch/train.py --overwrite` does), so starting over never deletes a run.
+
+Plain files and os calls: the lock works on local disks and on network file systems that honour
+O_EXCL (NFSv3+, gcsfuse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from jaxrepr.errors import WorkdirError
+
+LOCK_NAME = "run.lock"
+
+
+def _start_ticks(pid: int) -> int | None:
+  """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None
+  where /proc is not available. Together with the pid it names one process for the boot."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      stat = f.read()
+  except OSError:
+    return None
+  # The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+  return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _boot_id() -> str | None:
+  try:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+      return f.read().strip()
+  except OSError:
+    return None
+
+
+def _this_process() -> dict:
+  return {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_ticks(os.getpid()),
+          "boot_id": _boot_id(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:500]}
+
+
+def _same_process(a: dict, b: dict) -> bool:
+  return all(a.get(k) == b.get(k) for k in ("pid", "host", "start_ticks", "boot_id"))
+
+
+def holder_alive(holder: dict) -> bool | None:
+  """True/False for a holder on this host; None if it is on another host (cannot be checked)."""
+  if holder.get("host") != socket.gethostname():
+    return None
+  if holder.get("boot_id") and holder.get("boot_id") != _boot_id():
+    return False  # the machine rebooted since: no process of that boot is alive
+  pid = holder.get("pid")
+  if not isinstance(pid, int) or pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # alive, owned by another user
+  ticks = holder.get("start_ticks")
+  return ticks is None or _start_ticks(pid) in (None, ticks)
+
+
+def read_lock(workdir: str) -> dict | None:
+  """The holder recorded in the workdir's lock file, or None if there is none. A file that stays
+  unreadable for a second (not a half-written one) reads as {'unreadable': path}."""
+  path = os.path.join(workdir, LOCK_NAME)
+  for _ in range(10):
+    try:
+      with open(path) as f:
+        text = f.read()
+    except FileNotFoundError:
+      return None
+    try:
+      holder = json.loads(text)
+      if isinstance(holder, dict):
+        return holder
+    except json.JSONDecodeError:
+      pass
+    time.sleep(0.1)  # the holder may be between creating and writing the file
+  return {"unreadable": path}
+
+
+def _describe(holder: dict) -> str:
+  if "unreadable" in holder:
+    return f"an unreadable lock file {holder['unreadable']}"
+  return (f"pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')}: "
+          f"{holder.get('command', '?')})")
+
+
+def _try_create(path: str, me: dict) -> bool:
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, "w") as f:
+    json.dump(me, f)
+  return True
+
+
+def acquire(workdir: str) -> bool:
+  """Takes the workdir's lock; True if this call took it, False if this process already held it.
+  Raises WorkdirError naming the holder if another live (or uncheckable) process holds it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f"cannot create the workdir {workdir}: {e.strerror or e}") from None
+  path = os.path.join(workdir, LOCK_NAME)
+  me = _this_process()
+  for _ in range(3):  # a stale lock removed by us may be re-taken by a racing process first
+    try:
+      if _try_create(path, me):
+        return True
+    except OSError as e:
+      raise WorkdirError(f"cannot write the lock file {path}: {e.strerror or e}") from None
+    holder = read_lock(workdir)
+    if holder is None:
+      continue  # released in between
+    if _same_process(holder, me):
+      return False
+    alive = holder_alive(holder) if "unreadable" not in holder else None
+    if alive is False:
+      print(f"{workdir}: removing the stale lock of {_describe(holder)}, which is no longer "
+            "running", file=sys.stderr, flush=True)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    hint = ("wait for it to finish or stop it" if alive else
+            f"if that run has ended, delete {path}")
+    raise WorkdirError(f"{workdir} is in use by {_describe(holder)}; {hint}, or give this run "
+                       "another --workdir")
+  raise WorkdirError(f"{path}: could not take the lock (another process keeps taking it)")
+
+
+def release(workdir: str) -> None:
+  """Removes the lock if this process holds it."""
+  holder = read_lock(workdir)
+  if holder is not None and _same_process(holder, _this_process()):
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, LOCK_NAME))
+
+
+def move_aside(workdir: str) -> str | None:
+  """Renames an existing, non-empty workdir to `<workdir>.<timestamp>` and returns the new path
+  (None if there was nothing to move). Refuses while a live run holds it."""
+  workdir = os.path.normpath(workdir)
+  if not os.path.isdir(workdir) or not os.listdir(workdir):
+    return None
+  holder = read_lock(workdir)
+  if holder is not None:
+    alive = holder_alive(holder) if "unreadable" not in holder else None
+    if alive is not False and not _same_process(holder, _this_process()):
+      raise WorkdirError(f"cannot move {workdir} aside: it is in use by {_describe(holder)}")
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  target, n = f"{workdir}.{stamp}", 1
+  while os.path.exists(target):
+    n += 1
+    target = f"{workdir}.{stamp}-{n}"
+  try:
+    os.rename(workdir, target)
+  except OSError as e:
+    raise WorkdirError(f"cannot move {workdir} to {target}: {e.strerror or e}") from None
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(os.path.join(target, LOCK_NAME))  # the old run's stale lock: nobody holds it
+  return target
