@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxrepr.errors import UserError
+from jaxrepr.errors import DataError, MissingFileError, UserError
 
 
 class NonFiniteError(UserError, FloatingPointError):
@@ -72,7 +72,7 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
   half-written last line (a run still writing) is ignored."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist (is {workdir} a run directory?)")
+    raise MissingFileError(f"{path} does not exist (is {workdir} a run directory?)")
   with open(path) as f:
     lines = f.read().split("\n")
   rows = []
@@ -84,11 +84,11 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
     except json.JSONDecodeError as e:
       if number == len(lines):   # no newline yet: the writer is mid-line
         continue
-      raise ValueError(f"{path}:{number} is not a JSON object: {e}") from None
+      raise DataError(f"{path}:{number} is not a JSON object: {e}") from None
   points = sorted(((r["step"], r[metric]) for r in rows if metric in r), key=lambda p: p[0])
   if not points:
     names = sorted({k for r in rows for k in r if k != "step"})
-    raise ValueError(f"{path} has no {metric!r}; it has {names}")
+    raise DataError(f"{path} has no {metric!r}; it has {names}")
   return [p[0] for p in points], [p[1] for p in points]
 
 

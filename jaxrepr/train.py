@@ -139,7 +139,8 @@ def owned(workdir: str):
   if error is not None:
     raise error
   try:
-    yield
+    with workdir_lib.heartbeat(workdir) if took else contextlib.nullcontext():
+      yield
   finally:
     if took:
       workdir_lib.release(workdir)

@@ -5,7 +5,10 @@
   second run on the same workdir stops at once naming the holder. A lock left by a process that no
   longer exists on this host (SIGKILL, a crash, a node reboot that reused the pid) is stale and
   taken over; the process start time tells a reused pid apart. A lock held from another host cannot
-  be checked from here: the error names it and the file to delete if that run is gone.
+  be checked by pid: the holder touches the file every HEARTBEAT_S seconds (`heartbeat`), and a
+  lock from another host whose heartbeat stopped STALE_AFTER_S ago is stale (a node that died; a
+  requeued cluster job lands on another node). Until then the error names the holder and the file
+  to delete if that run is gone.
   Claiming a workdir that this process already holds is a no-op (multi-stage runs claim the top
   workdir and each stage's), and only the outermost claim releases it.
 * `move_aside(workdir)` renames an existing workdir to `<workdir>.<YYYYmmdd-HHMMSS>` (what
@@ -22,10 +25,13 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from jaxrepr.errors import WorkdirError
 
 LOCK_NAME = "run.lock"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -58,10 +64,18 @@ def _same_process(a: dict, b: dict) -> bool:
   return all(a.get(k) == b.get(k) for k in ("pid", "host", "start_ticks", "boot_id"))
 
 
-def holder_alive(holder: dict) -> bool | None:
-  """True/False for a holder on this host; None if it is on another host (cannot be checked)."""
+def _heartbeat_age(workdir: str) -> float:
+  try:
+    return time.time() - os.stat(os.path.join(workdir, LOCK_NAME)).st_mtime
+  except FileNotFoundError:
+    return 0.0
+
+
+def holder_alive(holder: dict, heartbeat_age: float = 0.0) -> bool | None:
+  """True/False for a holder on this host, or on another host whose heartbeat stopped; None for
+  another host's holder with a recent heartbeat (it cannot be checked from here)."""
   if holder.get("host") != socket.gethostname():
-    return None
+    return False if heartbeat_age > STALE_AFTER_S else None
   if holder.get("boot_id") and holder.get("boot_id") != _boot_id():
     return False  # the machine rebooted since: no process of that boot is alive
   pid = holder.get("pid")
@@ -134,15 +148,17 @@ def acquire(workdir: str) -> bool:
       continue  # released in between
     if _same_process(holder, me):
       return False
-    alive = holder_alive(holder) if "unreadable" not in holder else None
+    age = _heartbeat_age(workdir)
+    alive = holder_alive(holder, age) if "unreadable" not in holder else None
     if alive is False:
       print(f"{workdir}: removing the stale lock of {_describe(holder)}, which is no longer "
-            "running", file=sys.stderr, flush=True)
+            f"running (last heartbeat {age:.0f} s ago)", file=sys.stderr, flush=True)
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
       continue
     hint = ("wait for it to finish or stop it" if alive else
-            f"if that run has ended, delete {path}")
+            f"its last heartbeat was {age:.0f} s ago; if that run has ended, delete {path} (or "
+            f"wait: after {STALE_AFTER_S:.0f} s without a heartbeat the lock counts as stale)")
     raise WorkdirError(f"{workdir} is in use by {_describe(holder)}; {hint}, or give this run "
                        "another --workdir")
   raise WorkdirError(f"{path}: could not take the lock (another process keeps taking it)")
@@ -156,6 +172,27 @@ def release(workdir: str) -> None:
       os.remove(os.path.join(workdir, LOCK_NAME))
 
 
+@contextlib.contextmanager
+def heartbeat(workdir: str, every: float = HEARTBEAT_S):
+  """Touches the lock file every `every` seconds while the block runs (a daemon thread), so that
+  other hosts can tell a live holder from one whose node died."""
+  path = os.path.join(workdir, LOCK_NAME)
+  stop = threading.Event()
+
+  def beat():
+    while not stop.wait(every):
+      with contextlib.suppress(OSError):
+        os.utime(path)
+
+  thread = threading.Thread(target=beat, name="workdir-heartbeat", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+
+
 def move_aside(workdir: str) -> str | None:
   """Renames an existing, non-empty workdir to `<workdir>.<timestamp>` and returns the new path
   (None if there was nothing to move). Refuses while a live run holds it."""
@@ -164,7 +201,7 @@ def move_aside(workdir: str) -> str | None:
     return None
   holder = read_lock(workdir)
   if holder is not None:
-    alive = holder_alive(holder) if "unreadable" not in holder else None
+    alive = holder_alive(holder, _heartbeat_age(workdir)) if "unreadable" not in holder else None
     if alive is not False and not _same_process(holder, _this_process()):
       raise WorkdirError(f"cannot move {workdir} aside: it is in use by {_describe(holder)}")
   stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -147,10 +147,11 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
   import numpy as np
 
   from jaxrepr import host_memory, parallel, train
+  from jaxrepr.errors import ConfigError
   from jaxrepr.train_step import param_count
 
   if num_batches < 1:
-    raise ValueError(f"--batches must be >= 1, got {num_batches}")
+    raise ConfigError(f"--batches must be >= 1, got {num_batches}")
   run = train.build(config)
   batches = [run.next_batch() for _ in range(num_batches)]
   batch = batches[0]
@@ -239,6 +240,13 @@ def main(argv):
     host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  from jaxrepr import errors
+
+  with errors.reported(flags.FLAGS.verbosity):
+    _bench_all()
+
+
+def _bench_all():
   from jaxrepr import config as config_lib
 
   if _SUITE.value:

@@ -25,6 +25,13 @@ flags.mark_flag_as_required("runs")
 
 def main(argv):
   del argv
+  from jaxrepr import errors
+
+  with errors.reported(flags.FLAGS.verbosity):
+    _plot()
+
+
+def _plot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

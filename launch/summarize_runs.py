@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from jaxrepr import errors  # noqa: E402
+from jaxrepr.errors import ConfigError, DataError, MissingFileError  # noqa: E402
 from jaxrepr.metrics import read_metric  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
@@ -37,7 +39,7 @@ _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Skip unfinished runs (and s
 flags.mark_flag_as_required("runs")
 
 
-class IncompleteRun(ValueError):
+class IncompleteRun(DataError):
   """A run has not logged the metric at its final step."""
 
 
@@ -48,7 +50,7 @@ def expand(patterns: list[str]) -> list[str]:
   for pattern in patterns:
     matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
     if not matches:
-      raise FileNotFoundError(f"no run directory matches {pattern!r}")
+      raise MissingFileError(f"no run directory matches {pattern!r}")
     out += [m for m in matches if m not in out]
   return out
 
@@ -59,7 +61,7 @@ def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, st
   whole name and seed '-'. The same seed twice in a group is an error."""
   regex = re.compile(seed_pattern)
   if regex.groups != 1:
-    raise ValueError(f"--seed_pattern={seed_pattern!r} must have exactly one group (the seed)")
+    raise ConfigError(f"--seed_pattern={seed_pattern!r} must have exactly one group (the seed)")
   keyed = []
   for workdir in workdirs:
     parent, name = os.path.split(os.path.normpath(workdir))
@@ -76,7 +78,7 @@ def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, st
       name += " (no seed)"
     runs = groups.setdefault(name, {})
     if seed in runs:
-      raise ValueError(f"{workdir} and {runs[seed]} are both seed {seed} of group {name!r}")
+      raise ConfigError(f"{workdir} and {runs[seed]} are both seed {seed} of group {name!r}")
     runs[seed] = workdir
   return groups
 
@@ -131,6 +133,11 @@ def table(groups, metrics: list[str], scale: float, digits: int, skip: bool) -> 
 
 def main(argv):
   del argv
+  with errors.reported(flags.FLAGS.verbosity):
+    _summarize()
+
+
+def _summarize():
   groups = group_runs(expand(_RUNS.value), _SEED_PATTERN.value)
   text, skipped = table(groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value)
   print(text)

@@ -194,6 +194,17 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_from_another_host_is_named(tm
     workdir_lib.acquire(str(tmp_path))
   with pytest.raises(errors.WorkdirError, match="cannot move .* aside: it is in use"):
     workdir_lib.move_aside(str(tmp_path))
+  # The holder's heartbeat keeps it; once it stops for STALE_AFTER_S (its node died), it is stale.
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  old = time.time() - workdir_lib.STALE_AFTER_S + 60
+  os.utime(lock, (old, old))
+  with workdir_lib.heartbeat(str(tmp_path), every=0.05):
+    time.sleep(0.3)
+  assert time.time() - os.stat(lock).st_mtime < 5
+  os.utime(lock, (old - 120, old - 120))
+  assert workdir_lib.acquire(str(tmp_path)) is True
+  assert "last heartbeat 3" in capsys.readouterr().err
+  workdir_lib.release(str(tmp_path))
 
 
 # 5. Ctrl-C.
