@@ -37,6 +37,7 @@ measured with seed 0, 400 steps per stage, T = 2):
 from ml_collections import config_dict
 
 from jaxrepr import config as config_lib
+from jaxrepr.data import images
 from jaxrepr.methods import distill
 
 VARIANTS = ("multistage", "oneshot", "width", "recursive", "small", "mnist5k", "fashion_mnist",
@@ -51,10 +52,7 @@ def get_config(arg: str | None = None):
                      f"{list(VARIANTS)}")
   config = config_lib.base_config()
   config.method = "distill"
-  config.data.name = "images"
-  config.data.dataset = "digits"
-  config.data.test_fraction = 0.2
-  config.data.split_seed = 0
+  config.data = images.default_config("digits")
   config.model = distill.default_model_config()
   config.model.temperature = 2.0
   config.train.steps = 400

@@ -1,10 +1,16 @@
 """Open-set enrollment with a SetTransformer (Basoc et al. 2025, arXiv 2505.02815; issue 5).
 
-    # (c) needs a real-image encoder first: a CNN on Fashion-MNIST (about 3 minutes on a 2-core CPU)
-    python launch/train.py --config=configs/classifier.py --config.data.dataset=fashion_mnist \
-        --config.train.steps=1000 --workdir=runs/classifier_fashion_mnist
-    python launch/train.py --config=configs/enroll.py
-    python launch/train.py --config=configs/enroll.py:extra        # the probe as an extra element
+    python launch/train.py --config=configs/enroll.py                # evaluations (a) and (b)
+    python launch/train.py --config=configs/enroll.py:extra          # the probe as an extra element
+    # (c) needs a real-image encoder first, a CNN on Fashion-MNIST (about 3 minutes on a 2-core
+    # CPU; the data from Debian's dataset-fashion-mnist package, or any directory of its IDX files
+    # with --config.data.data_dir=DIR on the classifier's command), then the `real` variant:
+    python launch/train.py --config=configs/classifier.py:fashion_mnist
+    python launch/train.py --config=configs/enroll.py:real
+    # your own embeddings (`embeddings` (M, d), `labels` (M,), optional `group` (M,)): train on
+    # 75% of its identities, evaluation (a) on the other 25%
+    python launch/train.py --config=configs/enroll.py --config.data.source.kind=npz \
+        --config.data.source.path=/path/to/embeddings.npz
 
 Training: episodes from a synthetic source, 600 vMF identities (d = 64, kappa = 48, 16 samples each;
 the other 200 identities are held out), n_id in [5, 40] gallery identities and 1-8 walks each drawn
@@ -18,14 +24,19 @@ threshold and the kNN vote tuned on training episodes and frozen, and with the o
 re-tuned on the test source; each writes enroll_<tag>_step<N>.png and .json into the workdir):
   same     (a) the 200 held-out identities of the training source.
   shifted  (b) another synthetic source: d = 32, kappa = 48, another seed (1,000 identities).
-  real     (c) penultimate features (128-d) of the Fashion-MNIST CNN above on the 10,000 test
+  real     (c) (variant `real`) penultimate features (128-d) of the Fashion-MNIST CNN above
+           (config.evals.real.source.workdir, default runs/classifier_fashion_mnist) on the test
            images, one identity per image seen in 8 walks (random shifts of up to 2 pixels plus
            pixel noise 0.1): 1,000 identities (`identity='instance'`); same-class images are the
            hard negatives. `--config.evals.real.source.identity=class` uses the 10 classes as
-           identities instead (galleries of at most 9 identities, a weak test).
+           identities instead (galleries of at most 9 identities, a weak test). A missing encoder
+           run or data set stops the run before its first step, naming the command above.
+`same` follows the training source (its fields refer to config.data.source's), so overriding
+config.data.source (another dimension, an .npz) moves evaluation (a) with it.
 What a run shows (3,000 steps, 81,217 parameters; 2-core CPU shared with other jobs: 12-15
-steps/s once compiled, 8.4 minutes including a ~40 s start and three ~15 s evaluations). Accuracy
-on 2,048 episodes per source (AUC in brackets), known iff logit > 0 for the SetTransformer:
+steps/s once compiled; `:real` took 8.4 minutes including a ~40 s start and three ~15 s
+evaluations, the default runs (a) and (b) only). Accuracy on 2,048 episodes per source (AUC in
+brackets), known iff logit > 0 for the SetTransformer:
 
   source           SetTransformer   NN thr. frozen   kNN vote frozen   NN thr. re-tuned (oracle)
   (a) same, held   0.837 (0.916)    0.731 (0.813)    0.788 (0.821)     0.731
@@ -46,15 +57,18 @@ Variants (comma-separated):
   absolute relational features with absolute distances (scale='none') instead of log-ratios.
   scaled   absolute distances divided by the context's mean pairwise distance (scale='context').
   isab     ISAB (8 inducing points) x2 encoder instead of SAB x2.
-  noreal   drop the real-image evaluator (no encoder workdir needed).
-  tiny     a tiny model and source for a few steps, for tests (set the real source's workdir).
+  real     add evaluation (c) on the Fashion-MNIST CNN's features (needs that classifier run).
+  tiny     a tiny model and source for a few steps, for tests (with `real`: set the real source's
+           workdir).
 """
+
+import ml_collections
 
 from jaxrepr import config as config_lib
 from jaxrepr.data import embeddings
 from jaxrepr.methods import enroll
 
-VARIANTS = ("extra", "raw", "absolute", "scaled", "isab", "noreal", "tiny")
+VARIANTS = ("extra", "raw", "absolute", "scaled", "isab", "real", "tiny")
 
 
 def get_config(arg: str | None = None):
@@ -75,16 +89,20 @@ def get_config(arg: str | None = None):
   grid = dict(n_ids=(5, 10, 20, 40), walks=(1, 2, 4, 8))
   common = dict(kind="enroll_eval", every=0, episodes_per_cell=128, tune_episodes=2048,
                 batch_size=256)
-  same = embeddings.source_config("vmf", **{k: config.data.source[k] for k in (
-      "dim", "kappa", "num_identities", "samples_per_identity", "seed", "test_fraction")})
+  # (a) the held-out identities of the training source: every field but the split refers to the
+  # training source's, so an override of config.data.source.* moves this evaluation with it.
+  train_src = config.data.source
+  same = ml_collections.ConfigDict({k: train_src.get_ref(k) for k in train_src if k != "split"})
   same.split = "test"
   config.evals.same = dict(common, source=same, tag="same", **grid)
   config.evals.shifted = dict(common, source=embeddings.source_config(
       "vmf", dim=32, kappa=48.0, num_identities=1000, samples_per_identity=16, seed=1,
       split="all"), tag="shifted", **grid)
-  config.evals.real = dict(common, source=embeddings.source_config(
-      "encoder", workdir="runs/classifier_fashion_mnist", data_split="test", identity="instance",
-      num_images=1000, views=8, shift=2, noise=0.1, seed=0, split="all"), tag="real", **grid)
+  if "real" in variants:  # needs a classifier run (and its data set): not part of the default
+    config.evals.real = dict(common, source=embeddings.source_config(
+        "encoder", workdir="runs/classifier_fashion_mnist", data_split="test",
+        identity="instance", num_images=1000, views=8, shift=2, noise=0.1, seed=0, split="all"),
+        tag="real", **grid)
 
   if "extra" in variants:
     config.model.probe = "extra"
@@ -96,17 +114,14 @@ def get_config(arg: str | None = None):
     config.model.scale = "none"
   if "isab" in variants:
     config.model.encoder = "isab"
-  if "noreal" in variants:
-    del config.evals["real"]
   if "tiny" in variants:
+    # evals.same.source follows these through its references
     config.data.source.update(dict(dim=8, num_identities=40, samples_per_identity=6, kappa=16.0))
     config.data.update(dict(n_id_range=(2, 6), walks_range=(1, 3), context_size=4))
     config.model.update(dict(dim_hidden=8, num_heads=2, num_blocks=1))
     config.train.update(dict(steps=2, batch_size=8, log_every=1, checkpoint_every=0))
     tiny = dict(n_ids=(2, 4), walks=(1, 3), episodes_per_cell=4, tune_episodes=16, batch_size=8)
     config.evals.same.update(tiny)
-    config.evals.same.source.update(dict(dim=8, num_identities=40, samples_per_identity=6,
-                                         kappa=16.0))
     config.evals.shifted.update(tiny)
     config.evals.shifted.source.update(dict(dim=5, num_identities=20, samples_per_identity=5))
     if "real" in config.evals:

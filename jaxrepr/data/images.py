@@ -56,6 +56,17 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+def default_config(dataset: str = "digits") -> ml_collections.ConfigDict:
+  """`config.data` for an image experiment: every field this module reads, so any of them can be
+  set on the command line (`--config.data.augment=crop_flip`, `--config.data.data_dir=DIR`)."""
+  return ml_collections.ConfigDict(dict(
+      name="images", dataset=dataset,
+      data_dir=ml_collections.config_dict.placeholder(str),  # on-disk sets (IDX, CIFAR batches)
+      test_fraction=0.2,  # digits / mnist5k: a seeded held-out split
+      split_seed=0,       # fixed apart from config.seed: every seed tests on the same rows
+      normalize="none", augment="none", crop_padding=4))
+
+
 def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
   value = cfg.get(name, default)
   return default if value is None else value

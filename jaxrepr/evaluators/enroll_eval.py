@@ -64,6 +64,8 @@ class Evaluator:
         config.data, n_id_range=(self._n_ids[0], self._n_ids[-1]),
         walks_range=(self._walks[0], self._walks[-1]))
     self._train_scn = episodes.scenario_from_config(config.data)
+    # Built now, before the trainer's first step: a missing file, package or encoder run stops
+    # the run at start-up rather than after training.
     test_src = embeddings.make_source(spec)
     self._test_table = episodes.make_table(test_src, tuple(config.data.probe_groups))
     episodes.check_pool(self._test_table, self._test_scn, "config.evals.<name>.source")

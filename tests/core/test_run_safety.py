@@ -144,6 +144,14 @@ def test_a_fresh_start_over_an_earlier_runs_metrics_is_refused(tmp_path):
   assert _snapshot(tmp_path) == before
 
 
+def test_a_refused_fresh_start_builds_nothing(tmp_path, monkeypatch):
+  _train_in_process(tmp_path)
+  shutil.rmtree(tmp_path / "checkpoints")
+  monkeypatch.setattr(train, "build", lambda config: pytest.fail("built the run before refusing"))
+  with pytest.raises(errors.WorkdirError, match="holds the metrics of an earlier run"):
+    _train_in_process(tmp_path)
+
+
 def test_all_checkpoints_unreadable_is_refused_too(tmp_path):
   _train_in_process(tmp_path)
   for step in ("10", "20"):
@@ -207,6 +215,25 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_from_another_host_is_named(tm
   workdir_lib.release(str(tmp_path))
 
 
+def test_a_lock_from_before_a_reboot_is_stale_even_if_its_pid_and_start_time_match(tmp_path):
+  with open(tmp_path / workdir_lib.LOCK_NAME, "w") as f:
+    json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+               "start_ticks": workdir_lib._start_ticks(os.getpid()), "boot_id": "an-earlier-boot"}, f)
+  assert workdir_lib.acquire(str(tmp_path)) is True
+  workdir_lib.release(str(tmp_path))
+
+
+def test_a_running_trainer_keeps_its_lock_fresh(tmp_path, monkeypatch):
+  real = workdir_lib.heartbeat
+  monkeypatch.setattr(workdir_lib, "heartbeat", lambda workdir, every=0.05: real(workdir, every))
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  with train.owned(str(tmp_path)):
+    os.utime(lock, (0, 0))
+    time.sleep(0.3)
+    assert time.time() - os.stat(lock).st_mtime < 5
+  assert not lock.exists()
+
+
 # 5. Ctrl-C.
 
 def test_the_first_sigint_saves_and_exits_cleanly(tmp_path):
@@ -226,6 +253,8 @@ def test_the_first_sigint_saves_and_exits_cleanly(tmp_path):
 
 def test_a_second_sigint_aborts_at_once():
   with checkpoint.PreemptionGuard() as guard:
+    for signum in (signal.SIGINT, signal.SIGTERM):  # fail here, not by a stray Ctrl-C ending pytest
+      assert signal.getsignal(signum) == guard._handle, signal.Signals(signum).name
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.01)                               # handlers run between bytecodes
     assert guard.requested and guard.signal_name == "SIGINT"

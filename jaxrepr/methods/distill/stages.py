@@ -43,7 +43,7 @@ import ml_collections
 
 from jaxrepr import train
 from jaxrepr.methods.distill import student as student_lib
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, MissingFileError
 
 KINDS = ("compress", "recursive")
 
@@ -251,6 +251,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   s = config.stages
   stages = plan(config, workdir)  # validates the stage fields before any training
+  if s.teacher_workdir and not os.path.exists(os.path.join(s.teacher_workdir, "config.json")):
+    raise MissingFileError(
+        f"{s.teacher_workdir}/config.json: config.stages.teacher_workdir names no finished run; "
+        f"leave it unset to train the teacher in {workdir}/teacher, or point it at the teacher of "
+        "an earlier run on the same data (`python launch/train.py "
+        "--config=configs/distill.py:multistage` leaves one in runs/distill_multistage/teacher)")
   rows = []
   if not s.teacher_workdir:
     teacher_dir = os.path.join(workdir, "teacher")

@@ -1,5 +1,6 @@
-"""configs/enroll.py trains through the canonical trainer with its three evaluators (tiny variant),
-the evaluator writes its PNG and JSON, and its arithmetic holds on a known predictor."""
+"""configs/enroll.py trains through the canonical trainer with its evaluators (tiny variant; with
+`real`, the third one on a classifier's features), the evaluator writes its PNG and JSON, and its
+arithmetic holds on a known predictor."""
 
 import json
 import math
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from jaxrepr import config as config_lib, parallel, train
+from jaxrepr.data import embeddings
 from jaxrepr.evaluators import enroll_eval
+from jaxrepr.methods import enroll
 from tests.core.helpers import load_config
 
 
@@ -46,14 +49,14 @@ def _train_tiny(config, work):
 
 
 def test_tiny_config_trains_and_writes_the_plots(tmp_path):
-  config = load_config("enroll", "tiny,noreal")
+  config = load_config("enroll", "tiny")
   config.num_devices = 1
   _train_tiny(config, tmp_path)
 
 
 @pytest.mark.heavy
 def test_tiny_config_with_a_real_image_encoder(tmp_path):
-  config = load_config("enroll", "tiny")
+  config = load_config("enroll", "tiny,real")
   config.num_devices = 1
   config.evals.real.source.workdir = _classifier(tmp_path / "encoder")
   _train_tiny(config, tmp_path / "enroll")
@@ -65,7 +68,7 @@ class _FixedPredictor:
 
 
 def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims():
-  config = load_config("enroll", "tiny,noreal")
+  config = load_config("enroll", "tiny")
   mesh = parallel.make_mesh(1)
   perfect = _FixedPredictor(lambda params, ep, rng: {
       "logit": jnp.where(ep["label"] == 1, 1.0, -1.0)})
@@ -78,7 +81,7 @@ def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims()
   assert all(out[f"set_acc_{b}"] == 1.0 for b in ("nid2", "nid4", "w1", "w3"))
   # equal-sized buckets: the overall accuracy is their mean
   np.testing.assert_allclose(out["nn_accuracy"], (out["nn_acc_nid2"] + out["nn_acc_nid4"]) / 2)
-  raw = load_config("enroll", "tiny,noreal,raw")
+  raw = load_config("enroll", "tiny,raw")
   fields = {k: v for k, v in raw.evals.shifted.items() if k not in ("kind", "every")}
   ev = enroll_eval.Evaluator(config=raw, method=perfect, mesh=mesh, workdir="", **fields)
   with jax.set_mesh(mesh):
@@ -89,13 +92,39 @@ def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims()
                           **dict(fields, n_ids=(2, 30)))
 
 
+def test_an_npz_source_set_by_overrides_trains_and_moves_evaluation_a_with_it(tmp_path):
+  """The documented `--config.data.source.kind=npz --config.data.source.path=...`: the method
+  trains on the file's training identities and `same` tests on its held-out ones."""
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "emb.npz")
+  np.savez(path, embeddings=rng.standard_normal((240, 5)), labels=np.repeat(np.arange(40), 6))
+  config = load_config("enroll", "tiny")
+  config.lock()  # as on the command line: only declared fields can be set
+  config.data.source.kind = "npz"
+  config.data.source.path = path
+  assert (config.evals.same.source.kind, config.evals.same.source.path) == ("npz", path)
+  assert config.evals.shifted.source.kind == "vmf"  # (b) stays the synthetic source
+  config_lib.validate(config)
+  method = enroll.build(config)
+  assert "training source npz with 30 identities, d=5" in method.param_count_note
+  train_ids = set(embeddings.make_source(config.data.source)["labels"])
+  test_ids = set(embeddings.make_source(config.evals.same.source)["labels"])
+  assert len(test_ids) == 10 and not train_ids & test_ids
+  missing = load_config("enroll", "tiny")
+  missing.data.source.kind = "npz"
+  with pytest.raises(ValueError, match="config.data.source.path must be set"):
+    enroll.validate(missing)
+
+
 def test_config_variants_validate():
-  for arg in ("", "extra", "raw", "absolute", "scaled", "isab", "noreal", "tiny"):
+  for arg in ("", "extra", "raw", "absolute", "scaled", "isab", "real", "tiny"):
     config = load_config("enroll", arg)
     config_lib.validate(config)
   default = load_config("enroll")
   assert default.evals.same.source.split == "test" and default.data.source.split == "train"
   assert default.evals.shifted.source.dim != default.data.source.dim
-  assert default.evals.real.source.kind == "encoder"
+  # the default needs nothing but the installed packages; (c) is the `real` variant
+  assert "real" not in default.evals
+  assert load_config("enroll", "real").evals.real.source.kind == "encoder"
   with pytest.raises(ValueError, match="unknown variants"):
     load_config("enroll", "huge")

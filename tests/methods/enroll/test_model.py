@@ -20,7 +20,7 @@ _CTX = ("ctx_emb", "ctx_dist", "ctx_label", "ctx_walks", "ctx_mask")
 
 
 def _config(**model):
-  c = load_config("enroll", "tiny,noreal")
+  c = load_config("enroll", "tiny")
   c.model.update(model)
   return c
 
@@ -166,7 +166,7 @@ def test_eight_devices_give_the_one_device_loss():
 
 @pytest.mark.heavy
 def test_short_training_beats_chance_on_held_out_identities():
-  config = load_config("enroll", "noreal")
+  config = load_config("enroll")
   config.data.source.update(dict(dim=16, kappa=30.0, num_identities=200, samples_per_identity=8))
   config.data.update(dict(n_id_range=(3, 20), walks_range=(1, 4), context_size=8))
   config.model.update(dict(dim_hidden=32, num_blocks=1))
