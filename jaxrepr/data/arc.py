@@ -326,7 +326,7 @@ def _generator_names(spec: str) -> list[str]:
   unknown = [n for n in names if n not in arc_gen.GENERATORS]
   if unknown or not names:
     raise ConfigError(f"config.data.generators: unknown families {unknown or spec!r}; known: "
-                     f"{sorted(arc_gen.GENERATORS)}")
+                      f"{sorted(arc_gen.GENERATORS)}")
   return names
 
 

@@ -100,7 +100,7 @@ def vmf_source(dim: int, kappa: float, num_identities: int, samples_per_identity
   docstring)."""
   if num_identities < 2 or samples_per_identity < 1:
     raise DataError(f"vmf_source needs >= 2 identities and >= 1 sample each, got "
-                     f"{num_identities} and {samples_per_identity}")
+                    f"{num_identities} and {samples_per_identity}")
   rng = np.random.default_rng(seed)
   if identity_kappa > 0:
     centres = vmf_sample(rng, _uniform_sphere(rng, 1, dim)[0], identity_kappa, num_identities)
@@ -125,14 +125,14 @@ def load_npz(path: str) -> Source:
   for key in ("embeddings", "labels"):
     if key not in arrays:
       raise DataError(f"{path}: missing key {key!r} (found {sorted(arrays)}); an embeddings file "
-                       "needs 'embeddings' (M, d), 'labels' (M,) and optionally 'group' (M,)")
+                      "needs 'embeddings' (M, d), 'labels' (M,) and optionally 'group' (M,)")
   x, labels = arrays["embeddings"], arrays["labels"]
   if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1 or not np.issubdtype(x.dtype, np.number):
     raise DataError(f"{path}: key 'embeddings' must be a numeric (M, d) array, got {x.dtype} "
-                     f"{x.shape}")
+                    f"{x.shape}")
   if not np.all(np.isfinite(x)):
     raise DataError(f"{path}: key 'embeddings' holds {int(np.sum(~np.isfinite(x)))} non-finite "
-                     "values")
+                    "values")
   out = {"embeddings": x.astype(np.float32)}
   for key in ("labels", "group"):
     if key not in arrays:
@@ -140,7 +140,7 @@ def load_npz(path: str) -> Source:
     a = arrays[key]
     if a.shape != (len(x),) or not np.issubdtype(a.dtype, np.integer):
       raise DataError(f"{path}: key {key!r} must be an integer array of shape ({len(x)},) to "
-                       f"match 'embeddings', got {a.dtype} {a.shape}")
+                      f"match 'embeddings', got {a.dtype} {a.shape}")
     out[key] = a.astype(np.int32)
   return out
 
@@ -180,7 +180,7 @@ def load_classifier(workdir: str):
     config = ml_collections.ConfigDict(json.load(f))
   if config.method != "classifier":
     raise DataError(f"{path}: the encoder must be a 'classifier' run, got method "
-                     f"{config.method!r}")
+                    f"{config.method!r}")
   model = make_model(config.model, config.get("precision", None) or "float32")
   images = load_images(config.data, "test")["image"][:1]
   tx = optim.make_optimizer(config.optim, config.train.steps)
@@ -263,7 +263,7 @@ def split_identities(labels: np.ndarray, test_fraction: float,
   n_test = int(round(len(ids) * test_fraction))
   if n_test < 1 or n_test >= len(ids):
     raise DataError(f"test_fraction={test_fraction} of {len(ids)} identities leaves an empty "
-                     "split")
+                    "split")
   return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 

@@ -43,7 +43,7 @@ def validate_grid(grid: Any, where: str = "grid") -> np.ndarray:
   else:
     if not isinstance(grid, (list, tuple)) or not grid:
       raise DataError(f"{where}: a grid must be a non-empty list of rows, got {type(grid).__name__}"
-                       + ("" if grid else " (empty)"))
+                      + ("" if grid else " (empty)"))
     width = None
     for i, row in enumerate(grid):
       if not isinstance(row, (list, tuple)):
@@ -52,7 +52,7 @@ def validate_grid(grid: Any, where: str = "grid") -> np.ndarray:
         width = len(row)
       elif len(row) != width:
         raise DataError(f"{where}: the grid is not rectangular (row 0 has {width} cells, "
-                         f"row {i} has {len(row)})")
+                        f"row {i} has {len(row)})")
       for j, v in enumerate(row):
         # bool is an int subclass in Python; a JSON true/false in a grid is a data error.
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):

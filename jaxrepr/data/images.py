@@ -129,7 +129,7 @@ def read_idx(path: str) -> np.ndarray:
   expected = int(np.prod(dims)) * dtype.itemsize
   if len(raw) - header != expected:
     raise DataError(f"{path}: header declares shape {dims} ({expected} bytes of data) but the file "
-                     f"holds {len(raw) - header} bytes")
+                    f"holds {len(raw) - header} bytes")
   return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -153,7 +153,7 @@ def _idx_set(directory: str, split: str, dataset: str) -> tuple[np.ndarray, np.n
     raise DataError(f"{image_path}: expected a 3-d IDX array (N, H, W), got shape {images.shape}")
   if labels.ndim != 1 or len(labels) != len(images):
     raise DataError(f"{label_path}: expected {len(images)} labels to match {image_path}, got shape "
-                     f"{labels.shape}")
+                    f"{labels.shape}")
   return (images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32)
 
 
@@ -200,7 +200,7 @@ class _CifarUnpickler(pickle.Unpickler):
 def _unpickle(path: str) -> dict:
   if not os.path.exists(path):
     raise MissingFileError(f"{path}: CIFAR batch not found; download the CIFAR python version and "
-                            "set config.data.data_dir to the extracted folder")
+                           "set config.data.data_dir to the extracted folder")
   try:
     with open(path, "rb") as f:
       return _CifarUnpickler(f, path).load()
@@ -218,7 +218,7 @@ def _cifar_batch(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
   data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key])
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
     raise DataError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and "
-                     f"{labels.shape}")
+                    f"{labels.shape}")
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channel-major -> NHWC
   return (images.astype(np.float32) / 255.0), labels.astype(np.int32)
 

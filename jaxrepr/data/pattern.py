@@ -69,13 +69,13 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
   rows, cols = _padded_size(cfg)
   if not 1 <= cfg.pattern_size <= min(cfg.grid_rows, cfg.grid_cols):
     raise ConfigError(f"config.data.pattern_size={cfg.pattern_size} must be in 1..min(grid_rows, "
-                     f"grid_cols)={min(cfg.grid_rows, cfg.grid_cols)}")
+                      f"grid_cols)={min(cfg.grid_rows, cfg.grid_cols)}")
   if not 1 <= cfg.grid_rows <= 30 or not 1 <= cfg.grid_cols <= 30:
     raise ConfigError(f"config.data.grid_rows/grid_cols must be in 1..30, got "
-                     f"{cfg.grid_rows}x{cfg.grid_cols}")
+                      f"{cfg.grid_rows}x{cfg.grid_cols}")
   if rows < cfg.grid_rows or cols < cfg.grid_cols:
     raise ConfigError(f"config.data.max_rows x max_cols = {rows}x{cols} is smaller than the grid "
-                     f"{cfg.grid_rows}x{cfg.grid_cols}")
+                      f"{cfg.grid_rows}x{cfg.grid_cols}")
   for field in ("density", "eval_density"):
     d = cfg.get(field)
     if d is not None and not 0.0 <= d <= 1.0:

@@ -72,7 +72,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.task must be one of {TASKS}, got {cfg.task!r}")
   if not 1 <= cfg.min_size <= cfg.max_size:
     raise ConfigError(f"config.data.min_size={cfg.min_size} and max_size={cfg.max_size} must "
-                     "satisfy 1 <= min_size <= max_size")
+                      "satisfy 1 <= min_size <= max_size")
   if cfg.size_per not in ("batch", "example"):
     raise ConfigError(f"config.data.size_per must be 'batch' or 'example', got {cfg.size_per!r}")
   if cfg.task == "mog" and (cfg.sigma <= 0 or cfg.num_components < 1):

@@ -37,7 +37,7 @@ class Evaluator:
     reference_workdir = reference_workdir or config.model.get("teacher_workdir")
     if not reference_workdir:
       raise ConfigError("the distill evaluator needs config.evals.<name>.reference_workdir or "
-                       "config.model.teacher_workdir (the model to measure the KL against)")
+                        "config.model.teacher_workdir (the model to measure the KL against)")
     reference = student_lib.load_frozen(reference_workdir)
     reference_model = classifier_model.make_model(reference.model_cfg)
     self._arrays = config_lib.data_module(config).eval_arrays(config.data, split)

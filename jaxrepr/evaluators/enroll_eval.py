@@ -53,7 +53,7 @@ class Evaluator:
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "embeddings":
       raise ConfigError(f"enroll_eval needs config.data.name='embeddings', got "
-                       f"{config.data.get('name')!r}")
+                        f"{config.data.get('name')!r}")
     spec = source if isinstance(source, ml_collections.ConfigDict) else \
         ml_collections.ConfigDict(dict(source))
     embeddings.validate_source(spec, "config.evals.<name>.source")

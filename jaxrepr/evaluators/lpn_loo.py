@@ -40,7 +40,7 @@ def with_eval_latent(config: ml_collections.ConfigDict, overrides) -> ml_collect
     for k, v in dict(overrides).items():
       if k not in cfg.model.eval_latent:
         raise ConfigError(f"search field {k!r} is not a field of config.model.eval_latent "
-                         f"({sorted(cfg.model.eval_latent)})")
+                          f"({sorted(cfg.model.eval_latent)})")
       cfg.model.eval_latent[k] = v
   return cfg
 
@@ -52,7 +52,7 @@ class Evaluator:
     data = config_lib.data_module(config)
     if not hasattr(data, "eval_set"):
       raise ConfigError(f"config.data.name={config.data.name!r} has no fixed generated test set "
-                       "(eval_set); the lpn_loo evaluator needs one")
+                        "(eval_set); the lpn_loo evaluator needs one")
     parallel.check_batch_size(batch_size, mesh, "lpn_loo batch_size")
     self._arrays = data.eval_set(config.data, num_tasks=num_tasks, density=density)
     self._mesh, self._batch_size, self._workdir = mesh, batch_size, workdir

@@ -39,7 +39,7 @@ class Evaluator:
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "sets":
       raise ConfigError(f"set_eval evaluates generated sets: config.data.name must be 'sets', got "
-                       f"{config.data.get('name')!r}")
+                        f"{config.data.get('name')!r}")
     self._task = config.data.task
     self._mesh = mesh
     self._batches = sets.eval_batches(config.data, num_batches=num_batches, batch_size=batch_size,

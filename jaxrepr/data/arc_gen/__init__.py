@@ -77,7 +77,7 @@ def make_task(rng: np.random.Generator, name: str, num_pairs: int, difficulty: f
     failures += 1
     if failures >= _MAX_TRIES * max(1, num_pairs):
       raise DataError(f"ARC generator {name!r} produced no valid pair within {max_rows}x{max_cols} "
-                       f"after {failures} draws (difficulty {difficulty})")
+                      f"after {failures} draws (difficulty {difficulty})")
   return (pairs, params) if return_params else pairs
 
 

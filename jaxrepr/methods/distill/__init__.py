@@ -186,8 +186,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
     start = student_lib.load_frozen(cfg.init_workdir)
     if not _same_architecture(start.model_cfg, cfg.student):
       raise ConfigError(f"config.model.init_workdir={cfg.init_workdir!r} holds a "
-                       f"{start.model_cfg.to_dict()} model, not the student "
-                       f"{cfg.student.to_dict()}")
+                        f"{start.model_cfg.to_dict()} model, not the student "
+                        f"{cfg.student.to_dict()}")
     if cfg.sparsity > 0:
       masks = student_lib.prune_masks(start.params, cfg.sparsity)
     init_params = student_lib.apply_masks(start.params, masks)

@@ -84,7 +84,7 @@ def load_frozen(workdir: str) -> Frozen:
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise MissingFileError(f"{config_path}: not found; is {workdir!r} the workdir of a finished "
-                            "classifier or distill run?")
+                           "classifier or distill run?")
   with open(config_path) as f:
     run_config = json.load(f)
   model_cfg = model_config_of(run_config, config_path)

@@ -50,10 +50,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.model.{field}={value!r} must be one of {choices}")
   if m.dim_hidden % m.num_heads:
     raise ConfigError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
-                     f"config.model.num_heads={m.num_heads}")
+                      f"config.model.num_heads={m.num_heads}")
   if d.get("name") != "embeddings":
     raise ConfigError(f"the enroll method trains on config.data.name='embeddings', got "
-                     f"{d.get('name')!r}")
+                      f"{d.get('name')!r}")
   try:
     episodes.scenario_from_config(d)
   except ValueError as e:
@@ -92,7 +92,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
   def logits(params: Params, ep: dict[str, jax.Array]) -> jax.Array:
     if m.input == "raw" and ep["probe"].shape[-1] != dim:
       raise ConfigError(f"config.model.input='raw' takes {dim}-d embeddings (the training source); "
-                       f"got {ep['probe'].shape[-1]}-d: use input='relational' across dimensions")
+                        f"got {ep['probe'].shape[-1]}-d: use input='relational' across dimensions")
     x_BxNxF, mask_BxN = elements(ep)
     return model.apply(params, x_BxNxF, mask_BxN)
 

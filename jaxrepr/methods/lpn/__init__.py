@@ -102,7 +102,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
   encoder, decoder = model_lib.modules_from_config(model_cfg, config.get("precision", "float32"))
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
     raise ConfigError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
-                     f"{model_cfg.eval_latent.mode!r}")
+                      f"{model_cfg.eval_latent.mode!r}")
 
   def init(rng, batch):
     loss_lib.check_batch(batch, model_cfg)

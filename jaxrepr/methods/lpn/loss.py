@@ -213,7 +213,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     scores = jax.lax.map(lambda off: score(z0_sg + off), offsets)   # one candidate at a time
     return z0_BxNxZ + select_best(offsets, scores)
   raise ConfigError(f"config.model.train_latent.mode must be 'mean', 'gradient_ascent' or "
-                   f"'random_search', got {mode!r}")
+                    f"'random_search', got {mode!r}")
 
 
 def check_batch(batch, model_cfg) -> None:

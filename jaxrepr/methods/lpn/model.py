@@ -317,10 +317,10 @@ def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder,
                 dtype=precision, remat=model_cfg.remat, attention=model_cfg.attention)
   if model_cfg.positions not in ("learned", "rope"):
     raise ConfigError(f"config.model.positions must be 'learned' or 'rope', got "
-                     f"{model_cfg.positions!r}")
+                      f"{model_cfg.positions!r}")
   if model_cfg.attention not in attention_lib.IMPLEMENTATIONS:
     raise ConfigError(f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
-                     f"got {model_cfg.attention!r}")
+                      f"got {model_cfg.attention!r}")
   enc, dec = model_cfg.encoder, model_cfg.decoder
   encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,
                     mlp_factor=enc.mlp_factor, latent_dim=model_cfg.latent_dim, **common)

@@ -118,11 +118,15 @@ def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") 
       raise ConfigError(f"config.model.{field}={cfg[field]!r} is invalid")
   if cfg["variant"] == "backprop" and cfg["block_schedule"] != "all":
     raise ConfigError("config.model.block_schedule must be 'all' for the back-prop baseline (its "
-                     f"blocks are one chained network), got {cfg['block_schedule']!r}")
+                      f"blocks are one chained network), got {cfg['block_schedule']!r}")
+  if cfg["variant"] in ("ct", "fm") and cfg["block_schedule"] != "all":
+    raise ConfigError(f"config.model.block_schedule={cfg['block_schedule']!r}: {cfg['variant']} "
+                      "trains one network over continuous time (no blocks to schedule); leave it "
+                      "'all'")
   if cfg["block_schedule"] == "fixed" and not (
       cfg["block_index"] is not None and 1 <= cfg["block_index"] <= cfg["num_blocks"]):
     raise ConfigError(f"config.model.block_index={cfg['block_index']!r} must be in 1..num_blocks "
-                     "when block_schedule='fixed'")
+                      "when block_schedule='fixed'")
   sched = (schedules.discrete_schedule(cfg["num_blocks"], cfg["cosine_offset"], cfg["abar_min"],
                                        cfg["abar_max"]) if cfg["variant"] == "dt" else None)
   return loss_lib.Spec(

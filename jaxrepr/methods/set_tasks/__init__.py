@@ -78,7 +78,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.model.mode must be one of {MODES}, got {m.mode!r}")
   if m.dim_hidden % m.num_heads:
     raise ConfigError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
-                     f"config.model.num_heads={m.num_heads}")
+                      f"config.model.num_heads={m.num_heads}")
   if m.length_buckets < 1:
     raise ConfigError(f"config.model.length_buckets must be >= 1, got {m.length_buckets}")
   if m.pooling not in model_lib.POOLINGS:
@@ -86,7 +86,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   if config.data.task == "mog":
     if m.arch == "set_transformer" and m.encoder not in model_lib.ENCODERS:
       raise ConfigError(f"config.model.encoder must be one of {model_lib.ENCODERS}, got "
-                       f"{m.encoder!r}")
+                        f"{m.encoder!r}")
     loss_lib.head_width(config.data.dim, m.head)  # raises on a bad config.model.head
 
 
