@@ -17,6 +17,7 @@ Each DT block learns on its own to denoise a noisy label embedding; no gradient 
   block_schedule     'all' | 'sampled' | 'fixed' (loss.py); block_index: placeholder(int), 1-based,
                      for 'fixed'
   gamma_hidden, gamma_0, gamma_1   the CT learned schedule and its initial endpoints
+  ct_weight          CT's denoising weight: 'snr_prime' (Eq. 9), 'neg_gamma_prime', 'uniform'
   sigma              FM path noise (paper: not given; 0 = the exact conditional path)
   time_dim, time_scale   CT/FM time embedding
   solver, inference_steps   CT/FM ODE solver ('euler' | 'heun') and step count (paper: 1000)
@@ -85,6 +86,10 @@ def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
       "gamma_hidden": 64,
       "gamma_0": -7.0,
       "gamma_1": 7.0,
+      # CT's weight of the denoising term: 'snr_prime' (the paper's Eq. 9), 'neg_gamma_prime'
+      # (SNR'/SNR = -gamma'(t)) or 'uniform'; see jaxrepr/methods/noprop/loss.py for why it matters
+      # with the gamma_0 / gamma_1 start values above (which the paper leaves open).
+      "ct_weight": "snr_prime",
       "sigma": 0.0,
       "time_dim": 64,
       "time_scale": 1000.0,
@@ -107,6 +112,7 @@ def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") 
       "norm": cfg["norm"] in ("batch", "layer", "none"),
       "block_schedule": cfg["block_schedule"] in ("all", "sampled", "fixed"),
       "solver": cfg["solver"] in ("euler", "heun"),
+      "ct_weight": cfg["ct_weight"] in loss_lib.CT_WEIGHTS,
       "num_classes": cfg["num_classes"] >= 2,
       "num_blocks": cfg["num_blocks"] >= 1,
       "inference_steps": cfg["inference_steps"] >= 1,
@@ -136,8 +142,8 @@ def make_spec(model_cfg: ml_collections.ConfigDict, precision: str = "float32") 
       head_hidden=int(cfg["head_hidden"]), dropout=float(cfg["dropout"]), norm=cfg["norm"],
       sched=sched, block_schedule=cfg["block_schedule"], block_index=cfg["block_index"],
       gamma_hidden=int(cfg["gamma_hidden"]), gamma_0=float(cfg["gamma_0"]),
-      gamma_1=float(cfg["gamma_1"]), sigma=float(cfg["sigma"]), time_dim=int(cfg["time_dim"]),
-      time_scale=float(cfg["time_scale"]), solver=cfg["solver"],
+      gamma_1=float(cfg["gamma_1"]), ct_weight=cfg["ct_weight"], sigma=float(cfg["sigma"]),
+      time_dim=int(cfg["time_dim"]), time_scale=float(cfg["time_scale"]), solver=cfg["solver"],
       inference_steps=int(cfg["inference_steps"]), deterministic=bool(cfg["deterministic"]),
       chain_alpha_init=float(cfg["chain_alpha_init"]), precision=precision)
 
