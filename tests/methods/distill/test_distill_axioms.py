@@ -1,7 +1,8 @@
-"""The axiom checks can fail, meta-teachers meet their structural requirements, KL contracts."""
+"""The axiom checks can fail, meta-teacher failures are caught, the anchored recursion converges.
 
-import hypothesis
-import hypothesis.strategies as st
+Meta-teacher requirements and contraction on drawn inputs: test_distill_properties.py.
+"""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,6 @@ import pytest
 from jaxrepr.methods.distill import axioms
 from jaxrepr.methods.distill import operators as ops
 
-SETTINGS = hypothesis.settings(max_examples=10, deadline=None, derandomize=True)
 P_NxV = axioms.random_distributions(np.random.default_rng(0), 16, 5)
 TEMPS = [0.25, 0.5, 1.0, 2.0, 5.0]
 
@@ -70,6 +70,21 @@ def test_identity_and_limit_violations_are_caught():
     assert not axioms.check_simplex(lambda p, T: ops.power(p, T) * jnp.nan, P_NxV, TEMPS)
 
 
+@pytest.mark.parametrize("name", sorted(ops.FAMILIES))
+def test_check_family_accepts_every_registered_family(name):
+  # The library's own checks must not flag a correct family (inputs with zeros and ties); the
+  # axioms themselves are tested on drawn inputs in test_distill_properties.py.
+  family = ops.FAMILIES[name]
+  with jax.enable_x64(True):
+    results = axioms.check_family(family, P_NxV)
+  expected = {"simplex", "ranking", "continuity", "entropy_monotone", "identity",
+              f"high_temperature_limit[{family.limit_support}]"}
+  if family.sharpens:
+    expected.add("low_temperature_limit")
+  assert {r.name for r in results} == expected
+  assert all(results), axioms.failures(results)
+
+
 def test_check_family_rejects_temperatures_outside_the_domain():
   with pytest.raises(ValueError, match="outside the domain of family 'mixture'"):
     axioms.check_family(ops.FAMILIES["mixture"], P_NxV, temperatures=[0.5, 1.0])
@@ -97,32 +112,6 @@ def test_kl_and_entropy_match_numpy():
 def _pair(seed, num_classes=6, n=16):
   rng = np.random.default_rng(seed)
   return rng.dirichlet(np.ones(num_classes), n), rng.dirichlet(0.3 * np.ones(num_classes), n)
-
-
-@pytest.mark.parametrize("name", sorted(ops.META_TEACHERS))
-@SETTINGS
-@hypothesis.given(seed=st.integers(0, 2**31 - 1), alpha=st.floats(0.05, 1.0))
-def test_meta_teachers_structure_and_forward_contraction(name, seed, alpha):
-  meta = ops.META_TEACHERS[name]
-  p_NxV, q_NxV = _pair(seed)
-  with jax.enable_x64(True):
-    results = axioms.check_meta_teacher(meta, p_NxV, q_NxV, [alpha])
-    by_name = {r.name: r for r in results}
-    assert by_name["meta_simplex"] and by_name["meta_fixed_point"], axioms.failures(results)
-    if name != "geometric":
-      assert by_name["meta_anchoring"], axioms.failures(results)
-    rate = (1.0 - alpha) / 2 if name == "anchored_geometric" else 1.0 - alpha
-    result = axioms.check_contraction(meta, p_NxV, q_NxV, alpha, rate=rate)
-  assert result, str(result)
-
-
-@SETTINGS
-@hypothesis.given(seed=st.integers(0, 2**31 - 1), alpha=st.floats(0.05, 1.0))
-def test_anchored_mixture_contracts_in_reverse_kl(seed, alpha):
-  p_NxV, q_NxV = _pair(seed)
-  with jax.enable_x64(True):
-    result = axioms.check_contraction(ops.anchored_mixture, p_NxV, q_NxV, alpha, "reverse")
-  assert result, str(result)
 
 
 def test_geometric_anchoring_fails_probability_domain_anchoring():
