@@ -203,7 +203,23 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
       matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
       peak_rss_bytes=peak_rss,
       precision=config.get("precision", "float32"),
-      **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]))
+      **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]),
+      commit=_commit())
+
+
+def _commit() -> str:
+  """The measured code's short commit hash ('+' when the working tree has changes), or '?'."""
+  import subprocess
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "?"
+  return head + ("+" if dirty else "")
 
 
 def _fmt_bytes(b) -> str:
@@ -214,8 +230,8 @@ def _fmt_bytes(b) -> str:
 
 def write_table(results: dict, path: str) -> None:
   rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median; mean*) | "
-          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak | commit |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
     fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
     bound = "<= " if r.get("flops_upper_bound") else ""
@@ -227,7 +243,8 @@ def write_table(results: dict, path: str) -> None:
         f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f}"
         f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | {r['compile_s']:.1f} | "
         f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
-        f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% |")
+        f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% | "
+        f"{r.get('commit', '')} |")
   with open(path, "w") as f:
     f.write("\n".join(rows) + "\n")
 

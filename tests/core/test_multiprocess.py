@@ -51,24 +51,16 @@ def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path, fsdp):
                              rtol=2e-5)
 
 
-@pytest.mark.heavy  # about 4 minutes on a 2-core CPU; single-process SIGKILL resume runs in CI
-def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_path):
-  """LPN pattern config on 2 processes x 4 devices: SIGKILL one mid-run, restart both, and the run
-  resumes from its last checkpoint and ends with the losses of an uninterrupted run."""
+def _kill_one_then_restart_both(tmp_path, config_path, config, overrides, kill_after, saved):
+  """Runs `config` straight in this process (8 devices), then as 2 processes x 4 devices: SIGKILL
+  one once step `kill_after` is logged, tear the other down, restart both with the same command;
+  the run resumes from its last checkpoint (one of `saved`) and ends with the straight run's losses.
+  Process 0's lock, left by the kill, is taken over as stale."""
   import signal
   import time
 
-  from tests.core.helpers import load_config
-
-  config_path = os.path.join(REPO, "configs", "lpn.py") + ":pattern,tiny"
-  overrides = ("--config.train.steps=12", "--config.train.checkpoint_every=4",
-               "--config.train.log_every=1", "--config.evals.test.num_tasks=8")
   straight = str(tmp_path / "straight")
-  config = load_config("lpn", "pattern,tiny")
-  config.train.update(dict(steps=12, checkpoint_every=4, log_every=1))
-  config.evals.test.num_tasks = 8
-  train.train_and_evaluate(config, straight)          # 8 devices in this process
-
+  train.train_and_evaluate(config, straight)
   multi = str(tmp_path / "multi")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
 
@@ -81,10 +73,10 @@ def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_pat
 
   procs = start()
   deadline = time.time() + 300
-  while max(losses(multi), default=0) < 6 if os.path.exists(os.path.join(multi, "metrics.jsonl")) \
-      else True:
+  while max(losses(multi), default=0) < kill_after if os.path.exists(
+      os.path.join(multi, "metrics.jsonl")) else True:
     assert time.time() < deadline and all(p.poll() is None for p in procs), "no progress"
-    time.sleep(0.1)
+    time.sleep(0.05)
   procs[1].send_signal(signal.SIGKILL)                 # one host dies ...
   procs[1].wait()
   procs[0].send_signal(signal.SIGKILL)                 # ... and the job is torn down
@@ -96,8 +88,34 @@ def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_pat
   starts = [l for l in outs[0][0].splitlines() if l.startswith(("resuming from", "starting fresh"))]
   assert starts and starts[0].startswith("resuming from step "), outs[0][0][:500]
   resumed_at = int(starts[0].split("resuming from step ")[1].split()[0])
-  assert resumed_at in (4, 8)
+  assert resumed_at in saved
+  total = config.train.steps
   expected, got = losses(straight), losses(multi)
-  assert max(got) == 12
-  steps = range(resumed_at + 1, 13)
+  assert max(got) == total
+  steps = range(resumed_at + 1, total + 1)
   np.testing.assert_allclose([got[s] for s in steps], [expected[s] for s in steps], rtol=2e-5)
+
+
+def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint_small(tmp_path):
+  """The check below on the classifier MLP, sized for CI."""
+  config = small_config(steps=40, checkpoint_every=10)
+  overrides = ("--config.train.steps=40", "--config.train.batch_size=64",
+               "--config.train.log_every=1", "--config.train.checkpoint_every=10",
+               "--config.evals.test.every=0")
+  _kill_one_then_restart_both(tmp_path, CONFIG, config, overrides, kill_after=15,
+                              saved=(10, 20, 30))
+
+
+@pytest.mark.heavy  # about 4 minutes on a 2-core CPU; the classifier version above runs in CI
+def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_path):
+  """LPN pattern config on 2 processes x 4 devices: SIGKILL one mid-run, restart both, and the run
+  resumes from its last checkpoint and ends with the losses of an uninterrupted run."""
+  from tests.core.helpers import load_config
+
+  config_path = os.path.join(REPO, "configs", "lpn.py") + ":pattern,tiny"
+  overrides = ("--config.train.steps=12", "--config.train.checkpoint_every=4",
+               "--config.train.log_every=1", "--config.evals.test.num_tasks=8")
+  config = load_config("lpn", "pattern,tiny")
+  config.train.update(dict(steps=12, checkpoint_every=4, log_every=1))
+  config.evals.test.num_tasks = 8
+  _kill_one_then_restart_both(tmp_path, config_path, config, overrides, kill_after=6, saved=(4, 8))

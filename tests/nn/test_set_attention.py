@@ -49,12 +49,11 @@ def test_sab_isab_equivariant_pma_invariant(mode, ln):
       assert not np.allclose(f(y)[:, 1:], out[:, 1:], atol=1e-4), name
 
 
-@pytest.mark.parametrize("mode,ln", [pytest.param("reference", None, marks=pytest.mark.heavy),
-                                     ("reference", True), ("paper", None)])
+@pytest.mark.parametrize("mode,ln", [("reference", None), ("reference", True), ("paper", None)])
 def test_padding_changes_nothing(mode, ln):
   """Each padded set (NaN padding) gives its unpadded outputs at valid rows / pooled outputs."""
-  sizes, n_max = [3, 5, 8], 8
-  x = _x(3, b=3, n=n_max)
+  sizes, n_max = [3, 5], 8
+  x = _x(3, b=len(sizes), n=n_max)
   mask = jnp.arange(n_max)[None, :] < jnp.array(sizes)[:, None]
   x_pad = jnp.where(mask[:, :, None], x, jnp.nan)
   for name, block in _blocks(mode, ln).items():

@@ -178,7 +178,6 @@ def test_length_buckets_change_no_prediction_and_keep_masks_with_gaps():
                              padded.loss(params, user, jax.random.key(1))[0], rtol=1e-5)
 
 
-@pytest.mark.heavy
 def test_eight_devices_give_the_one_device_loss():
   if jax.device_count() < 8:
     pytest.skip("needs 8 (simulated) devices")
