@@ -100,3 +100,22 @@ def test_enroll_learns_known_from_new(tmp_path):
   key = "same/set_accuracy"
   assert trained[key] > 0.7, trained
   assert trained[key] > untrained[key] + 0.15, (trained, untrained)
+
+
+def test_distillation_student_learns_from_the_teacher(tmp_path):
+  """One compression stage (80% kernel sparsity of the tiny MLP) from a teacher trained in the same
+  run: distilling brings the pruned student closer to the teacher (KL) and raises its accuracy."""
+  from jaxrepr.methods.distill import stages as stages_lib
+
+  config = load_config("distill", "oneshot,tiny")
+  config.num_devices = 1
+  config.stages.update(dict(teacher_steps=300, final_sparsity=0.8))
+  config.train.update(dict(steps=150, checkpoint_every=0))
+  report = train.run_experiment(config, str(tmp_path / "run"))
+  teacher, student = report["rows"][0]["eval"], report["rows"][-1]["eval"]
+  stage = stages_lib.plan(config, str(tmp_path / "run"))[-1]["config"]
+  stage.num_devices = 1
+  pruned = _untrained(stage, tmp_path / "untrained", "test")   # the stage's start: the pruned teacher
+  assert teacher["accuracy"] > 0.85, teacher
+  assert student["kl_reference"] < 0.5 * pruned["test/kl_reference"], (student, pruned)
+  assert student["accuracy"] > pruned["test/accuracy"] + 0.1, (student, pruned)
