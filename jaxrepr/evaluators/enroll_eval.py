@@ -40,10 +40,26 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxrepr import parallel
 from jaxrepr.data import embeddings, sets
 from jaxrepr.methods.enroll import baselines, episodes
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, DataError
 
 _CTX = ("ctx_dist", "ctx_label", "ctx_walks", "ctx_mask")
 _TUNE_OFFSET = 2**29  # tuning ids sit after the evaluation ids, inside int32
+
+
+def _check_held_out(spec, train_spec, test_src, train_src) -> None:
+  """An evaluation on the training source (every field but `split` equal) must see only identities
+  training never saw: an override of one side alone (another split seed or test fraction) would
+  otherwise score training identities as new ones."""
+  fields = (set(spec) | set(train_spec)) - {"split"}
+  if any(spec.get(k) != train_spec.get(k) for k in fields):
+    return  # another source: its identities are not the training source's
+  held_out, seen = np.unique(test_src["labels"]), np.unique(train_src["labels"])
+  shared = np.intersect1d(held_out, seen).size
+  if shared:
+    raise DataError(f"config.evals.<name>.source is the training source, but {shared} of its "
+                    f"{held_out.size} held-out identities are among the {seen.size} training "
+                    "identities; set its split to 'test' (the training source's to 'train') and "
+                    "give both the same test_fraction and split_seed")
 
 
 class Evaluator:
@@ -70,6 +86,7 @@ class Evaluator:
     self._test_table = episodes.make_table(test_src, tuple(config.data.probe_groups))
     episodes.check_pool(self._test_table, self._test_scn, "config.evals.<name>.source")
     train_src = embeddings.make_source(config.data.source)
+    _check_held_out(spec, config.data.source, test_src, train_src)
     self._train_table = episodes.make_table(train_src, tuple(config.data.probe_groups))
     self._model_ok = not (config.model.get("input") == "raw" and
                           test_src["embeddings"].shape[1] != train_src["embeddings"].shape[1])

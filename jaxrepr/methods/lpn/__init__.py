@@ -130,4 +130,4 @@ def build(config: ml_collections.ConfigDict) -> Method:
     return jax.vmap(per_task, in_axes=(0, 0, None, 0))(grids, shapes, jnp.arange(n), keys)
 
   return Method(init=init, loss=loss_lib.make_loss(encoder, decoder, model_cfg), predict=predict,
-                param_count_note="real count; the paper reports 4x (sheet §2)")
+                param_count_note="counted weights; the paper's Tables 13-16 list 4x these counts")

@@ -128,3 +128,43 @@ def test_config_variants_validate():
   assert load_config("enroll", "real").evals.real.source.kind == "encoder"
   with pytest.raises(ValueError, match="unknown variants"):
     load_config("enroll", "huge")
+
+
+@pytest.mark.parametrize("override", ["--config.data.source.split_seed=1",
+                                      "--config.data.source.test_fraction=0.1",
+                                      "--config.data.source.seed=3"])
+def test_same_source_evaluation_follows_training_source_overrides(override, monkeypatch):
+  """Parsed as launch/train.py parses its command line: evaluation (a) is the training source (every
+  field but the split) and sees none of its training identities."""
+  from tests.core.test_documented_commands import _parse
+
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))))
+  config = _parse("train", ["--config=configs/enroll.py:tiny", override])
+  train_spec, same = config.data.source, config.evals.same.source
+  assert all(same[k] == train_spec[k] for k in train_spec if k != "split")
+  assert (same.split, train_spec.split) == ("test", "train")
+  held_out = np.unique(embeddings.make_source(same)["labels"])
+  seen = np.unique(embeddings.make_source(train_spec)["labels"])
+  assert held_out.size > 0 and seen.size > 0 and np.intersect1d(held_out, seen).size == 0
+
+
+def test_an_evaluation_that_would_see_training_identities_stops_naming_both_counts(tmp_path):
+  """(Overriding a field of evals.same.source that refers to the training source's, e.g. its
+  split_seed, sets the training source's too: ml_collections assigns through the reference.)"""
+  import subprocess
+  import sys
+
+  from tests.core.helpers import train_cmd
+
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__)))))
+  res = subprocess.run(train_cmd(os.path.join(repo, "configs", "enroll.py") + ":tiny",
+                                 str(tmp_path), "--config.evals.same.source.split=all"),
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  assert res.returncode == 1, res.stderr[-3000:]
+  line = res.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: config.evals.<name>.source is the training source, but ")
+  assert "30 of its 40 held-out identities are among the 30 training identities" in line
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
