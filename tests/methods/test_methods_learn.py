@@ -78,7 +78,7 @@ def test_set_max_learns_the_maximum(tmp_path):
 
 def test_set_clustering_learns_the_mixture(tmp_path):
   config = load_config("set_clustering", "tiny")
-  config.train.update(dict(steps=100, batch_size=8, log_every=50))
+  config.train.update(dict(steps=60, batch_size=8, log_every=30))
   config.evals.test.update(dict(num_batches=2, batch_size=8))
   trained, untrained = _trained_and_untrained(config, tmp_path)
   # The gap to the oracle log-likelihood per point closes by more than half.
@@ -90,7 +90,7 @@ def test_enroll_learns_known_from_new(tmp_path):
   config.data.source.update(dict(dim=16, kappa=30.0, num_identities=200, samples_per_identity=8))
   config.data.update(dict(n_id_range=(3, 20), walks_range=(1, 4), context_size=8))
   config.model.update(dict(dim_hidden=32, num_blocks=1))
-  config.train.update(dict(steps=150, batch_size=64, log_every=50))
+  config.train.update(dict(steps=100, batch_size=64, log_every=50))
   for name in list(config.evals):
     if name != "same":
       del config.evals[name]
