@@ -673,6 +673,33 @@ def _naive_softmax(z, T):
 
 
 @jax.jit
+def _near_ties_swapped_when_softening(p, T):
+  # For T > 1, the top two entries swap when they are within 2% of each other.
+  F = ops.power(p, T)
+  values, idx = jax.lax.top_k(F, 2)
+  close = (values[..., 1] >= 0.98 * values[..., 0])[..., None] & (_column(T, p) > 1.0)
+  swapped = jnp.put_along_axis(F, idx, values[..., ::-1], axis=-1, inplace=False)
+  return jnp.where(close, swapped, F)
+
+
+@jax.jit
+def _entropy_dip_with_many_classes(p, T):
+  # With 16 or more classes, temperatures in (2, 4) soften only as much as T = 1.5 does.
+  t = jnp.where((T > 2) & (T < 4), 1.5, T) if p.shape[-1] >= 16 else T
+  return ops.power(p, t)
+
+
+@jax.jit
+def _mass_leak_onto_zeros(p, T):
+  # 2e-4 of the mass moves onto the classes p gives probability zero.
+  F = ops.power(p, T)
+  zeros = (p == 0).astype(p.dtype)
+  count = zeros.sum(-1, keepdims=True)
+  leak = jnp.where(count > 0, 2e-4, 0.0)
+  return (1.0 - leak) * F + leak * zeros / jnp.maximum(count, 1.0)
+
+
+@jax.jit
 def _towards_uniform(p, q, a):
   a = _column(a, p)
   return a * p + (1.0 - a) * jnp.full_like(q, 1.0 / q.shape[-1])
@@ -722,6 +749,12 @@ BAD_OPERATORS = [
      sweep_property, SWEEP_EXAMPLES, "limits"),
     (_bad("naive_softmax", _naive_softmax, "power", inputs="logits"),
      _sweep32, SWEEP_EXAMPLES, "simplex"),
+    (_bad("near_ties_swapped_when_softening", _near_ties_swapped_when_softening, "power"),
+     sweep_property, SWEEP_EXAMPLES, "ranking"),
+    (_bad("entropy_dip_with_many_classes", _entropy_dip_with_many_classes, "power"),
+     sweep_property, SWEEP_EXAMPLES, "entropy"),
+    (_bad("mass_leak_onto_zeros", _mass_leak_onto_zeros, "power"),
+     sweep_property, SWEEP_EXAMPLES, "limits"),
     (_bad_meta("towards_uniform", _towards_uniform),
      meta_property, META_EXAMPLES, "meta_fixed_point"),
     (_bad_meta("unnormalised_meta", _unnormalised_meta),
