@@ -36,6 +36,8 @@ from etils import epath
 from jaxrepr.errors import WorkdirError
 
 UNREADABLE_DIR = "unreadable_checkpoints"
+START_OVER = ("To start over, rerun with --overwrite (moves the old workdir aside) or give another "
+              "--workdir")
 
 
 class Restored(NamedTuple):
@@ -164,18 +166,23 @@ class Checkpointer:
     self._manager.reload()
     return str(target)
 
-  def restore_latest(self, abstract_state: Any, repair: bool = False) -> Restored | None:
+  def restore_latest(self, abstract_state: Any, repair: bool = False,
+                     start_over: str = START_OVER) -> Restored | None:
     """The newest checkpoint that restores, or None if none does (or there is none).
 
     Raises WorkdirError if the newest readable checkpoint holds another model than
-    `abstract_state`. With `repair`, unreadable checkpoints are moved aside (see the module doc).
+    `abstract_state` (its message ends with `start_over`, what the caller can do about it). With
+    `repair`, unreadable checkpoints are moved aside (see the module doc).
     """
     self.skipped = []
     wanted = _shapes(abstract_state)
     for step in reversed(self.all_steps()):
       path = self.directory / str(step)
       try:
-        saved = _shapes(self._manager.item_metadata(step)["state"])
+        metadata = self._manager.item_metadata(step)["state"]
+        if metadata is None:  # Orbax reads a missing _METADATA (a half-copied step) as None
+          raise FileNotFoundError(f"{path}/state has no metadata (a half-written copy?)")
+        saved = _shapes(metadata)
       except Exception as e:  # noqa: BLE001 - no metadata: the checkpoint is unreadable
         saved, error = None, e
       if saved is not None:
@@ -184,8 +191,7 @@ class Checkpointer:
           more = f" (and {len(differences) - 1} more differences)" if len(differences) > 1 else ""
           raise WorkdirError(
               f"{self.directory.parent} holds checkpoints (steps {self.all_steps()}) of another "
-              f"model: {differences[0]}{more}. To start over, rerun with --overwrite (moves the "
-              "old workdir aside) or give another --workdir")
+              f"model: {differences[0]}{more}. {start_over}")
         try:
           restored = self._manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -227,12 +233,15 @@ class PreemptionGuard:
   def __init__(self):
     self.requested = False
     self.signal_name = ""
+    self._interrupts = 0
     self._previous: dict[int, Any] = {}
 
   def _handle(self, signum, frame):  # noqa: ARG002 - signal handler signature
     name = signal.Signals(signum).name
-    if signum == signal.SIGINT and self.requested:
-      raise KeyboardInterrupt
+    if signum == signal.SIGINT:
+      self._interrupts += 1
+      if self._interrupts > 1:
+        raise KeyboardInterrupt
     self.requested = True
     self.signal_name = self.signal_name or name
     if signum == signal.SIGINT:

@@ -1,6 +1,6 @@
 """Errors a user can fix: a bad config, missing or malformed data, a workdir that is not this run's.
 
-The launchers print these as one line (`error: ...`) and exit 2; the traceback is shown with
+The launchers print these as one line (`error: ...`) and exit 1; the traceback is shown with
 `--verbosity=1` or `JAXREPR_TRACEBACK=1`. Anything else (a bug) keeps its traceback. The classes
 also derive from the built-in exception the code raised before (ValueError, FileNotFoundError), so
 callers that catch those keep working. This module imports nothing from jaxrepr, so every layer may use it.
@@ -52,5 +52,5 @@ def reported(verbosity: int = 0):
   except KeyboardInterrupt:
     if show_tracebacks(verbosity):
       raise
-    print("interrupted; checkpoints already on disk are kept", file=sys.stderr, flush=True)
+    print("interrupted", file=sys.stderr, flush=True)
     sys.exit(130)

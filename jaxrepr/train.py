@@ -121,23 +121,34 @@ def _preempted(guard: checkpoint.PreemptionGuard, step: int, log_every: int) -> 
   return bool(np.any(flags))
 
 
-@contextlib.contextmanager
-def owned(workdir: str):
-  """Holds `workdir` for this run: process 0 takes its lock (jaxrepr/workdir.py) and every process
-  stops if it could not, so a second run on the same workdir never starts."""
-  main = jax.process_index() == 0
-  error, took = None, False
-  if main:
+def _on_process_0(action: Callable[[], None], others_message: str) -> None:
+  """Runs `action` on process 0 only; if it raises there, every process raises (the others with
+  `others_message`), so that none of them goes on to wait in a collective process 0 never joins."""
+  error = None
+  if jax.process_index() == 0:
     try:
-      took = workdir_lib.acquire(workdir)
-    except WorkdirError as e:
+      action()
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
       error = e
   if jax.process_count() > 1:
     ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
     if not ok and error is None:
-      error = WorkdirError(f"{workdir}: process 0 could not take the workdir (its log says why)")
+      error = WorkdirError(others_message)
   if error is not None:
     raise error
+
+
+@contextlib.contextmanager
+def owned(workdir: str):
+  """Holds `workdir` for this run: process 0 takes its lock (jaxrepr/workdir.py) and every process
+  stops if it could not, so a second run on the same workdir never starts."""
+  took = False
+
+  def take():
+    nonlocal took
+    took = workdir_lib.acquire(workdir)
+
+  _on_process_0(take, f"{workdir}: process 0 could not take the workdir (its log says why)")
   try:
     with workdir_lib.heartbeat(workdir) if took else contextlib.nullcontext():
       yield
@@ -154,6 +165,9 @@ def _refuse_fresh_start(workdir: str, unreadable_steps: list[int]) -> None:
   steps = unreadable_steps
   why = (f"none of its checkpoints (steps {steps}) could be restored" if steps else
          "it has no checkpoint to resume from")
+  moved = os.path.join(workdir, checkpoint.UNREADABLE_DIR)
+  if os.path.isdir(moved) and os.listdir(moved):
+    why += f" (unreadable ones were moved to {moved})"
   raise WorkdirError(f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
                      "rerun with --overwrite (moves the old workdir aside) or give another --workdir")
 
@@ -162,7 +176,10 @@ def _keep_old_config(workdir: str, config: ml_collections.ConfigDict, start: int
   """On a resume with a changed config, the config that trained steps 1..start stays on disk."""
   changed = metrics_lib.config_changes(workdir, config)
   if changed:
-    old = os.path.join(workdir, f"config.until_step{start}.json")
+    old, n = os.path.join(workdir, f"config.until_step{start}.json"), 1
+    while os.path.exists(old):  # resumed from the same step before: keep that config too
+      n += 1
+      old = os.path.join(workdir, f"config.until_step{start}.{n}.json")
     os.replace(os.path.join(workdir, "config.json"), old)
     print(f"warning: the config differs from the one this workdir was started with: {changed} "
           f"(the earlier one is kept as {old})", flush=True)
@@ -199,9 +216,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   restored = None
   if ckpt.all_steps():
     restored = ckpt.restore_latest(checkpoint.abstract_like(run.state), repair=main)
-    if jax.process_count() > 1:  # every process sees the checkpoints process 0 moved aside
-      multihost_utils.sync_global_devices("checkpoints repaired")
-      ckpt.reload()
+  if jax.process_count() > 1:
+    # Each process reads its own shards: all must resume from the same step (or all start fresh).
+    steps = multihost_utils.process_allgather(np.int32(-1 if restored is None else restored.step))
+    if len(set(np.asarray(steps).tolist())) > 1:
+      raise WorkdirError(f"{checkpoints}: the processes restored different steps "
+                         f"({np.asarray(steps).tolist()}, -1: none); a checkpoint is unreadable on "
+                         "some of them (their logs name it)")
+    multihost_utils.sync_global_devices("checkpoints repaired")
+    ckpt.reload()  # every process sees the checkpoints process 0 moved aside
   if restored is None:
     _refuse_fresh_start(workdir, [s for s, _ in ckpt.skipped])
     start = 0
@@ -303,12 +326,12 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   `overwrite` first moves an existing workdir aside to `<workdir>.<timestamp>` (nothing is deleted).
   """
   if overwrite:
-    if jax.process_index() == 0:
+    def move():
       moved = workdir_lib.move_aside(workdir)
       if moved:
         print(f"moved the earlier run in {workdir} to {moved}", flush=True)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices("workdir moved aside")
+
+    _on_process_0(move, f"{workdir}: process 0 could not move the workdir aside (its log says why)")
   if config.get("stages") is None:
     return train_and_evaluate(config, workdir)
   module = config_lib.method_module(config)  # an unknown method: an error naming the choices

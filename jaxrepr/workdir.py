@@ -7,8 +7,11 @@
   taken over; the process start time tells a reused pid apart. A lock held from another host cannot
   be checked by pid: the holder touches the file every HEARTBEAT_S seconds (`heartbeat`), and a
   lock from another host whose heartbeat stopped STALE_AFTER_S ago is stale (a node that died; a
-  requeued cluster job lands on another node). Until then the error names the holder and the file
-  to delete if that run is gone.
+  requeued cluster job lands on another node). A lock of this very SLURM job (SLURM_JOB_ID) is
+  stale at once: a requeued job restarts while its old lock names the node that died. Until then the
+  error names the holder and the file to delete if that run is gone. A stale lock is renamed away
+  and checked before it is removed, so two runs taking it over at once do not remove each other's
+  new lock; a lock file that stays unreadable is stale once its mtime is STALE_AFTER_S old.
   Claiming a workdir that this process already holds is a no-op (multi-stage runs claim the top
   workdir and each stage's), and only the outermost claim releases it.
 * `move_aside(workdir)` renames an existing workdir to `<workdir>.<YYYYmmdd-HHMMSS>` (what
@@ -57,7 +60,8 @@ def _boot_id() -> str | None:
 def _this_process() -> dict:
   return {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_ticks(os.getpid()),
           "boot_id": _boot_id(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:500]}
+          "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:500],
+          "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
 
 def _same_process(a: dict, b: dict) -> bool:
@@ -73,7 +77,14 @@ def _heartbeat_age(workdir: str) -> float:
 
 def holder_alive(holder: dict, heartbeat_age: float = 0.0) -> bool | None:
   """True/False for a holder on this host, or on another host whose heartbeat stopped; None for
-  another host's holder with a recent heartbeat (it cannot be checked from here)."""
+  another host's holder with a recent heartbeat (it cannot be checked from here). A holder of this
+  SLURM job (a requeued job starts again, often on another node) is not alive: SLURM runs one
+  instance of a job at a time."""
+  if "unreadable" in holder:
+    return False if heartbeat_age > STALE_AFTER_S else None
+  job = os.environ.get("SLURM_JOB_ID")
+  if job and holder.get("slurm_job") == job and not _same_process(holder, _this_process()):
+    return False
   if holder.get("host") != socket.gethostname():
     return False if heartbeat_age > STALE_AFTER_S else None
   if holder.get("boot_id") and holder.get("boot_id") != _boot_id():
@@ -123,9 +134,35 @@ def _try_create(path: str, me: dict) -> bool:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
     return False
-  with os.fdopen(fd, "w") as f:
-    json.dump(me, f)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+  except OSError:
+    os.remove(path)  # no half-written lock left behind (a full disk)
+    raise
   return True
+
+
+def _remove_if_still(path: str, holder: dict) -> None:
+  """Removes the lock only if it still names `holder`: two runs taking over the same stale lock
+  must not remove each other's new one. The file is renamed away first (atomic), checked, and put
+  back if it is another run's."""
+  aside = f"{path}.{os.getpid()}.{time.monotonic_ns()}"
+  try:
+    os.rename(path, aside)
+  except FileNotFoundError:
+    return
+  try:
+    with open(aside) as f:
+      current = json.load(f)
+  except (OSError, ValueError):
+    current = {"unreadable": path}
+  if current != holder and not ("unreadable" in holder and "unreadable" in current):
+    with contextlib.suppress(OSError):
+      os.rename(aside, path)  # another run's fresh lock: give it back
+    return
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(aside)
 
 
 def acquire(workdir: str) -> bool:
@@ -149,12 +186,11 @@ def acquire(workdir: str) -> bool:
     if _same_process(holder, me):
       return False
     age = _heartbeat_age(workdir)
-    alive = holder_alive(holder, age) if "unreadable" not in holder else None
+    alive = holder_alive(holder, age)
     if alive is False:
       print(f"{workdir}: removing the stale lock of {_describe(holder)}, which is no longer "
             f"running (last heartbeat {age:.0f} s ago)", file=sys.stderr, flush=True)
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+      _remove_if_still(path, holder)
       continue
     hint = ("wait for it to finish or stop it" if alive else
             f"its last heartbeat was {age:.0f} s ago; if that run has ended, delete {path} (or "
@@ -201,7 +237,7 @@ def move_aside(workdir: str) -> str | None:
     return None
   holder = read_lock(workdir)
   if holder is not None:
-    alive = holder_alive(holder, _heartbeat_age(workdir)) if "unreadable" not in holder else None
+    alive = holder_alive(holder, _heartbeat_age(workdir))
     if alive is not False and not _same_process(holder, _this_process()):
       raise WorkdirError(f"cannot move {workdir} aside: it is in use by {_describe(holder)}")
   stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -91,7 +91,9 @@ def _evaluate(config):
                            f"python launch/train.py --config=... --workdir={workdir})")
   run = train.build(config)
   ckpt = checkpoint.Checkpointer(checkpoints, config.train.keep_checkpoints, read_only=True)
-  restored = ckpt.restore_latest(checkpoint.abstract_like(run.state))
+  restored = ckpt.restore_latest(
+      checkpoint.abstract_like(run.state),
+      start_over="Evaluate with the config (and variants, overrides) the run was trained with")
   if restored is None:
     raise MissingFileError(f"{checkpoints}: no checkpoint that restores")
   step, run.state, _ = restored
@@ -116,6 +118,7 @@ def _evaluate(config):
     with open(path, "w") as f:
       json.dump({"step": step, "results": results}, f, indent=1)
     print(f"wrote {path}")
+
 
 if __name__ == "__main__":
   app.run(main)

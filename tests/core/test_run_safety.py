@@ -152,6 +152,14 @@ def test_a_refused_fresh_start_builds_nothing(tmp_path, monkeypatch):
     _train_in_process(tmp_path)
 
 
+def test_a_half_copied_checkpoint_is_unreadable_not_another_model(tmp_path, capsys):
+  _train_in_process(tmp_path)
+  os.remove(tmp_path / "checkpoints" / "20" / "state" / "_METADATA")   # an interrupted copy
+  summary = _train_in_process(tmp_path, steps=25)
+  assert "checkpoints/20 could not be restored" in capsys.readouterr().err
+  assert summary["step"] == 25
+
+
 def test_all_checkpoints_unreadable_is_refused_too(tmp_path):
   _train_in_process(tmp_path)
   for step in ("10", "20"):
@@ -223,6 +231,36 @@ def test_a_lock_from_before_a_reboot_is_stale_even_if_its_pid_and_start_time_mat
   workdir_lib.release(str(tmp_path))
 
 
+def test_a_lock_of_this_slurm_job_is_stale_after_a_requeue(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLURM_JOB_ID", "4242")
+  with open(tmp_path / workdir_lib.LOCK_NAME, "w") as f:   # the job's run on the node that died
+    json.dump({"pid": 1, "host": "node-that-died", "slurm_job": "4242"}, f)
+  assert workdir_lib.acquire(str(tmp_path)) is True
+  workdir_lib.release(str(tmp_path))
+
+
+def test_an_unreadable_lock_counts_as_stale_once_its_heartbeat_is_old(tmp_path):
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  lock.write_text("")                                       # a crash between create and write
+  with pytest.raises(errors.WorkdirError, match="unreadable lock file"):
+    workdir_lib.acquire(str(tmp_path))
+  old = time.time() - workdir_lib.STALE_AFTER_S - 10
+  os.utime(lock, (old, old))
+  assert workdir_lib.acquire(str(tmp_path)) is True
+  workdir_lib.release(str(tmp_path))
+
+
+def test_taking_over_a_stale_lock_never_removes_another_runs_fresh_one(tmp_path):
+  stale = {"pid": 1, "host": "elsewhere"}
+  fresh = {"pid": 2, "host": "elsewhere", "since": "now"}
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  lock.write_text(json.dumps(fresh))                        # a racing run took over first
+  workdir_lib._remove_if_still(str(lock), stale)
+  assert json.loads(lock.read_text()) == fresh
+  workdir_lib._remove_if_still(str(lock), fresh)
+  assert not lock.exists() and os.listdir(tmp_path) == []
+
+
 def test_a_running_trainer_keeps_its_lock_fresh(tmp_path, monkeypatch):
   real = workdir_lib.heartbeat
   monkeypatch.setattr(workdir_lib, "heartbeat", lambda workdir, every=0.05: real(workdir, every))
@@ -262,6 +300,11 @@ def test_a_second_sigint_aborts_at_once():
       os.kill(os.getpid(), signal.SIGINT)
       time.sleep(0.01)
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  with checkpoint.PreemptionGuard() as guard:   # after a SIGTERM, one Ctrl-C still only asks
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)
+    assert guard.requested and guard.signal_name == "SIGTERM"
 
 
 # 6. A failed save.

@@ -127,7 +127,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
         student = scaled_model(s.teacher_model, factor)
         info = dict(width_factor=factor, hidden=list(student.hidden))
         cfg = _student_config(config, teacher_dir, student=student.to_dict(), source="teacher",
-                            teacher_workdir=previous, sparsity=0.0)
+                              teacher_workdir=previous, sparsity=0.0)
       else:
         raise ConfigError(f"config.stages.compress={s.compress!r} is not 'sparsity' or 'width'")
       stages.append(dict(name=f"stage_{k}", workdir=stage_dir, config=cfg, info=info))
@@ -137,21 +137,21 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
       raise ConfigError(f"config.stages.generations={s.generations!r}: must be >= 1")
     if s.q0 == "soft":
       q0_fields = dict(source="teacher", temperature=s.q0_temperature, soften_student=False,
-                            kd_weight=1.0, ce_weight=0.0)
+                       kd_weight=1.0, ce_weight=0.0)
     elif s.q0 == "labels":
       q0_fields = dict(source="teacher", temperature=1.0, kd_weight=0.0, ce_weight=1.0)
     else:
       raise ConfigError(f"config.stages.q0={s.q0!r} is not 'soft' or 'labels'")
     q0_cfg = _student_config(config, teacher_dir, teacher_workdir=teacher_dir, **q0_fields)
     stages.append(dict(name="stage_0", workdir=os.path.join(workdir, "stage_0"), config=q0_cfg,
-                            info=dict(generation=0, q0=s.q0)))
+                       info=dict(generation=0, q0=s.q0)))
     for k in range(1, s.generations + 1):
       previous = stages[-1]["workdir"]
       cfg = _student_config(config, teacher_dir, source="meta", teacher_workdir=teacher_dir,
                             previous_workdir=previous, alpha=s.alpha,
                             init_workdir=previous if s.warm_start else None)
       stages.append(dict(name=f"stage_{k}", workdir=os.path.join(workdir, f"stage_{k}"),
-                            config=cfg, info=dict(generation=k, alpha=s.alpha)))
+                         config=cfg, info=dict(generation=k, alpha=s.alpha)))
   return stages
 
 
