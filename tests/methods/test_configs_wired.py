@@ -29,8 +29,10 @@ def _train(name, arg, workdir):
   return config, summary["eval"]
 
 
-@pytest.mark.parametrize("arg", ["dt,tiny", "ct,learned,tiny", "fm,prototype,tiny",
-                                 "backprop,tiny", "classifier,tiny"])
+# DT with the one-hot embedding runs in tests/core/test_config_defaults.py (the default) and
+# tests/methods/test_methods_learn.py.
+@pytest.mark.parametrize("arg", ["ct,learned,tiny", "fm,prototype,tiny", "backprop,tiny",
+                                 "classifier,tiny"])
 def test_noprop_configs_train_and_evaluate(tmp_path, arg):
   _, results = _train("noprop", arg, tmp_path)
   assert 0.0 <= results["test/accuracy"] <= 1.0
