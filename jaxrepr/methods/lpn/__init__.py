@@ -5,7 +5,7 @@ for every pair i of a task uses the other N-1 pairs as the spec, searches the la
 `config.model.eval_latent` (search.py) and greedily decodes pair i's output with a key/value cache
 (decode.py). `solve_task` is the lower-level entry for one task with a padded spec and several test
 inputs (the ARC evaluator's). Hyper-parameters live in `config.model`; start from
-`default_model_config()` (the paper's pattern model, Table 13: 243,360 real parameters, sheet §2).
+`default_model_config()` (the paper's pattern model, Table 13: 243,360 counted parameters).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LPN encoder and decoder (method sheet §2; Macfarlane & Bonnet, arXiv 2411.08706, §3 and Table 13/16).
+"""LPN encoder and decoder (Macfarlane & Bonnet, arXiv 2411.08706, §3 and Table 13/16).
 
 Grids are int (..., R, C) with colours 0-9 zero-padded to R x C = max_rows x max_cols; shapes count
 rows/columns in [1, max]. Leading axes are flattened into one batch axis B by the callers.

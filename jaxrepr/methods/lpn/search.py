@@ -1,4 +1,4 @@
-"""Test-time latent program search for one task (method sheet §4; paper Eq. 4, Alg. 1, Table 11).
+"""Test-time latent program search for one task (paper Eq. 4, Alg. 1, Table 11).
 
 A spec is M pairs (M, R, C, 2) with shapes (M, 2, 2) and a mask (M,) for padded pairs (ARC specs have
 2-10 pairs). score(z) = sum over valid spec pairs of log p(R) + log p(C) + mean cell log p (teacher

@@ -267,7 +267,7 @@ def fm_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
 # ---------------------------------------------------------------------------- back-prop baseline
 def chain_logits(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax.Array, *,
                  train: bool) -> jax.Array:
-  """The paper's back-propagation baseline (§4, "Backprop"; method sheet §7): the T DT blocks
+  """The paper's back-propagation baseline (§4, "Backprop"): the T DT blocks
   chained and trained end to end,
       z_0 ~ N(0, I),  z_t = (1 - alpha_t) z_{t-1} + alpha_t uhat_t(z_{t-1}, x),  alpha_t = tanh(w_t),
   logits = classifier(z_T). The paper gives no init for w_t: alpha_t starts at
@@ -294,7 +294,7 @@ def chain_logits(spec: Spec, params: dict, batch: dict[str, jax.Array], rng: jax
 def backprop_loss(spec: Spec, params: dict, batch: dict[str, jax.Array],
                   rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Cross-entropy of the chained network (the paper does not state the baseline's loss; CE is the
-  choice here, method sheet §7)."""
+  choice here, see the paper §4)."""
   check_batch(batch)
   ce, acc = _cross_entropy(chain_logits(spec, params, batch, rng, train=True), batch["label"])
   return ce, {"ce": ce, "accuracy": acc, "alpha_mean": jnp.mean(jnp.tanh(params["mix"]))}
