@@ -37,7 +37,7 @@ def get_config(arg: str | None = None):
   config.optim.name = "adamw"
   config.optim.lr = 2e-3
   config.optim.warmup_steps = 50
-  config.evals.test = dict(kind="classification", every=500, split="test", batch_size=512)
+  config.evals.test = dict(kind="classifier", every=500, split="test", batch_size=512)
   variants = set(arg.split(",")) if arg else set()
   unknown = variants - set(VARIANTS)
   if unknown:

@@ -19,7 +19,7 @@ dimension-free relational features (jaxrepr/methods/enroll/features.py), so it r
 sources of any dimension: SAB x2 (64 wide, 4 heads, paper mode) -> PMA(k=1) -> Linear -> 1 logit,
 binary cross-entropy, Adam 1e-3, batch 128.
 
-Evaluators (jaxrepr/evaluators/enroll_eval.py; each compares the SetTransformer with the NN
+Evaluators (jaxrepr/evaluators/enroll.py; each compares the SetTransformer with the NN
 threshold and the kNN vote tuned on training episodes and frozen, and with the oracle threshold
 re-tuned on the test source; each writes enroll_<tag>_step<N>.png and .json into the workdir):
   same     (a) the 200 held-out identities of the training source.
@@ -87,7 +87,7 @@ def get_config(arg: str | None = None):
   config.optim.update(dict(name="adam", lr=1e-3, schedule="warmup_cosine", warmup_steps=100,
                            weight_decay=0.0, clip_norm=1.0))
   grid = dict(n_ids=(5, 10, 20, 40), walks=(1, 2, 4, 8))
-  common = dict(kind="enroll_eval", every=0, episodes_per_cell=128, tune_episodes=2048,
+  common = dict(kind="enroll", every=0, episodes_per_cell=128, tune_episodes=2048,
                 batch_size=256)
   # (a) the held-out identities of the training source: every field but the split refers to the
   # training source's, so an override of config.data.source.* moves this evaluation with it.

@@ -129,7 +129,7 @@ def _arc(config, small: bool):
   config.train.update(dict(steps=100000, batch_size=256, log_every=100, checkpoint_every=2000))
   searches = {"mean": {"mode": "mean"},
               "grad100": {"mode": "gradient_ascent", "steps": 100, "lr": 5e-2}}
-  config.evals.arc_eval = dict(kind="arc_eval", every=0, batch_size=8, searches=searches,
+  config.evals.arc = dict(kind="lpn_arc", every=0, batch_size=8, searches=searches,
                                render=8)
   if small:
     # Grids up to 15 x 15: 189 of the 400 ARC-AGI-1 evaluation tasks (and 266 of the 400 training
@@ -140,9 +140,9 @@ def _arc(config, small: bool):
     m.encoder.update(_layers(2, 4, 16, 2))
     m.decoder.update(_layers(2, 4, 16, 2))
     config.train.update(dict(steps=300, batch_size=16, log_every=25, checkpoint_every=100))
-    config.evals.arc_eval.update(dict(batch_size=8, render=4))
+    config.evals.arc.update(dict(batch_size=8, render=4))
     # Assigned, not updated: update() would merge these into the full config's searches.
-    config.evals.arc_eval.searches = {
+    config.evals.arc.searches = {
         "mean": {"mode": "mean"}, "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2}}
 
 
@@ -162,7 +162,7 @@ def _overfit(config):
   m.encoder.update(_layers(1, 4, 16, 1))
   m.decoder.update(_layers(3, 6, 16, 1))
   config.train.update(dict(steps=2000, batch_size=16, log_every=50, checkpoint_every=500))
-  config.evals.arc_eval = dict(kind="arc_eval", every=0, split="train", batch_size=8, render=1,
+  config.evals.arc = dict(kind="lpn_arc", every=0, split="train", batch_size=8, render=1,
                                searches={"mean": {"mode": "mean"}})
 
 

@@ -96,12 +96,12 @@ def get_config(arg: str | None = None):
     config.model = classifier.default_model_config()
     config.model.update(dict(arch="cnn", channels=(32, 64, 128), hidden=(256, 256, 128),
                              num_classes=10, dropout=0.2))
-    config.evals.test = dict(kind="classification", every=every, split="test", batch_size=512)
+    config.evals.test = dict(kind="classifier", every=every, split="test", batch_size=512)
   else:
     config.method = "noprop"
     config.model = noprop.default_model_config(method)
     config.model.embedding = embedding
-    config.evals.test = dict(kind="noprop_eval", every=every, split="test", batch_size=512,
+    config.evals.test = dict(kind="noprop", every=every, split="test", batch_size=512,
                              inference_runs=1)
 
   if "tiny" in variants:

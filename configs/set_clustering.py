@@ -48,7 +48,7 @@ def get_config(arg: str | None = None):
   # run.py: torch.optim.Adam(lr=1e-3), no weight decay, no clipping, no warm-up
   config.optim.update(dict(name="adam", lr=1e-3, schedule="step", decay_at=(25000,),
                            decay_factor=0.1, warmup_steps=0, weight_decay=0.0, clip_norm=0.0))
-  config.evals.test = dict(kind="set_eval", every=5000, num_batches=100, batch_size=10)
+  config.evals.test = dict(kind="set_tasks", every=5000, num_batches=100, batch_size=10)
 
   if "paper" in variants:
     config.model.update(dict(mode="paper", num_decoder_sabs=1, head="diagonal"))

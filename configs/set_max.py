@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   config.train.update(dict(steps=20000, batch_size=128, log_every=200, checkpoint_every=2000))
   config.optim.update(dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0,
                            weight_decay=0.0, clip_norm=0.0))
-  config.evals.test = dict(kind="set_eval", every=5000, num_batches=100, batch_size=128)
+  config.evals.test = dict(kind="set_tasks", every=5000, num_batches=100, batch_size=128)
 
   if "deepsets" in variants:
     config.model.update(dict(arch="deepsets", pooling="max"))

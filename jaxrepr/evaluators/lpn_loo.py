@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxrepr import config as config_lib, parallel
 from jaxrepr.evaluators._batched import sum_over_batches
-from jaxrepr.evaluators._grid_metrics import attempts_metrics
+from jaxrepr.evaluators._lpn_grid_metrics import attempts_metrics
 from jaxrepr.errors import ConfigError
 
 METRICS = ("exact", "top2", "shape", "pixel")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxrepr import config as config_lib, parallel, train
-from jaxrepr.evaluators import noprop_eval, set_eval
+from jaxrepr.evaluators import noprop as noprop_eval, set_tasks as set_eval
 from tests.core.helpers import load_config
 
 

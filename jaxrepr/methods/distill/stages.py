@@ -69,7 +69,7 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   c.method = "classifier"
   c.model = ml_collections.ConfigDict(config.stages.teacher_model.to_dict())
   c.train.steps = config.stages.teacher_steps
-  c.evals = _eval_section(config, "classification", None)
+  c.evals = _eval_section(config, "classifier", None)
   return c
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from jaxrepr import config as config_lib, parallel, train
 from jaxrepr.data import embeddings
-from jaxrepr.evaluators import enroll_eval
+from jaxrepr.evaluators import enroll as enroll_eval
 from jaxrepr.methods import enroll
 from tests.core.helpers import load_config
 

@@ -35,7 +35,7 @@ import numpy as np
 from jaxrepr import config as config_lib, metrics as metrics_lib, parallel
 from jaxrepr.data import arc, grids as grids_lib, pipeline
 from jaxrepr.errors import ConfigError
-from jaxrepr.evaluators._grid_metrics import attempts_metrics
+from jaxrepr.evaluators._lpn_grid_metrics import attempts_metrics
 from jaxrepr.evaluators.lpn_loo import with_eval_latent
 
 
@@ -66,16 +66,16 @@ class Evaluator:
                render: int = 4):
     del method
     if config.method != "lpn":
-      raise ConfigError(f"the arc_eval evaluator needs config.method='lpn', got {config.method!r}")
-    parallel.check_batch_size(batch_size, mesh, "arc_eval batch_size")
+      raise ConfigError(f"the lpn_arc evaluator needs config.method='lpn', got {config.method!r}")
+    parallel.check_batch_size(batch_size, mesh, "lpn_arc batch_size")
     data_cfg = config.data
     if split == "eval":
       tasks = arc.load_eval_tasks(data_cfg)
     elif split == "train":
       tasks, _ = arc.load_train_tasks(data_cfg)
     else:
-      raise ConfigError(f"arc_eval split must be 'eval' or 'train', got {split!r}")
-    tasks = arc.select_ids(tasks, task_ids, f"config.evals.<arc_eval>.task_ids ({split} split)")
+      raise ConfigError(f"lpn_arc split must be 'eval' or 'train', got {split!r}")
+    tasks = arc.select_ids(tasks, task_ids, f"config.evals.<lpn_arc>.task_ids ({split} split)")
     if max_tasks:
       tasks = tasks[:max_tasks]
     self._tasks = tasks
@@ -126,7 +126,7 @@ class Evaluator:
         if jax.process_index() == 0 and (now - t_last > PROGRESS_SECONDS or done == n):
           t_last = now
           eta = metrics_lib.duration((now - t_start) / done * (n - done))
-          print(f"arc_eval {name}: {done}/{n} test inputs of {len(self._tasks)} tasks | "
+          print(f"lpn_arc {name}: {done}/{n} test inputs of {len(self._tasks)} tasks | "
                 f"{metrics_lib.duration(now - t_start)} elapsed | ETA {eta}", flush=True)
       results.update(self._score(name, per_item, step))
     return results

@@ -1,6 +1,6 @@
 """Test accuracy of NoProp's predictions (Li, Teh, Pascanu 2025, arXiv 2503.24322 v1, Table 1).
 
-`classification.py` expects `method.predict` to return logits; NoProp's returns
+`classifier.py` expects `method.predict` to return logits; NoProp's returns
 {'logits': (B, m), 'label': int32 (B,)}, and FM's 'logits' are negative squared distances to the
 class embeddings, not log-probabilities, so a cross-entropy of them means nothing. This evaluator
 scores the predicted 'label' and, for DT/CT only, the cross-entropy of the classifier's logits.
@@ -44,7 +44,7 @@ class Evaluator:
     def sums(params, batch, rng):
       out = method.predict(params, batch, rng)
       if not isinstance(out, dict) or "label" not in out:
-        raise ValueError("noprop_eval needs method.predict to return a dict with 'label' "
+        raise ValueError("the noprop evaluator needs method.predict to return a dict with 'label' "
                          f"(and 'logits'); got {type(out).__name__}")
       m_B = batch["mask"]
       result = {"correct": ((out["label"] == batch["label"]) * m_B).sum(), "count": m_B.sum()}

@@ -38,7 +38,7 @@ class Evaluator:
       raise ConfigError(f"config.evals.<name>.num_batches={num_batches!r} must be >= 1")
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "sets":
-      raise ConfigError(f"set_eval evaluates generated sets: config.data.name must be 'sets', got "
+      raise ConfigError(f"the set_tasks evaluator evaluates generated sets: config.data.name must be 'sets', got "
                         f"{config.data.get('name')!r}")
     self._task = config.data.task
     self._mesh = mesh
@@ -50,7 +50,7 @@ class Evaluator:
       out = method.predict(params, batch, rng)
       if self._task == "max":
         if "abs_error" not in out:
-          raise ValueError("set_eval (max) needs 'abs_error' from method.predict")
+          raise ValueError("the set_tasks evaluator (max) needs 'abs_error' from method.predict")
         return {"abs_error": jnp.sum(out["abs_error"]),
                 "count": jnp.asarray(out["abs_error"].shape[0], jnp.float32)}
       n_B = out["num_points"].astype(jnp.float32)

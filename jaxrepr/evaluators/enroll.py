@@ -68,7 +68,7 @@ class Evaluator:
                batch_size: int = 256, knn_k: int = 5, tag: str = ""):
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
     if config.data.get("name") != "embeddings":
-      raise ConfigError(f"enroll_eval needs config.data.name='embeddings', got "
+      raise ConfigError(f"the enroll evaluator needs config.data.name='embeddings', got "
                         f"{config.data.get('name')!r}")
     spec = source if isinstance(source, ml_collections.ConfigDict) else \
         ml_collections.ConfigDict(dict(source))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxrepr.evaluators._grid_metrics import attempts_metrics, pair_metrics
+from jaxrepr.evaluators._lpn_grid_metrics import attempts_metrics, pair_metrics
 
 
 def _reference(pred, pshape, true, tshape):
