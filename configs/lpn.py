@@ -9,18 +9,18 @@ step in latent space from the leave-one-out mean) and sized for a 2-core CPU (3 
 
 What a run shows: exact match on 256 held-out tasks (each pair predicted from the other three)
 with mean inference (`test/mean/exact`) and with 20 steps of gradient ascent in latent space
-(`test/grad20/exact`), plus runs/lpn/latent_space_step<N>.png, the 2-D latent space of programs.
-Measured on a 2-core CPU (2.5 steps/s, about 10 minutes of training and evaluation):
+(`test/grad20/exact`) at steps 500, 1,000 and 1,500, plus runs/lpn/latent_space_step<N>.png, the
+2-D latent space of programs; about 10 minutes of training and evaluation on a 2-core CPU. The
+searched number should beat the mean one; the mean one moves with the training-loss spikes of this
+small model. Measured results and the paper comparison: docs/lpn.md. One earlier measurement on
+a 2-core CPU (2.5 steps/s):
 
     step   test/mean/exact   test/grad20/exact
      500        0.479              0.835
     1000        0.540              0.981
-    1500        0.764              0.997
 
-The mean-latent number at one checkpoint moves with the training-loss spikes of this small model
-(other code versions ended at 0.862 and 0.475); the searched one stays at 0.99-1.0.
-
-Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
+Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`; at most one data variant,
+pattern to overfit, and one training latent, grad0 to sample25):
   pattern      the paper's pattern task (Table 13: 10x10 grids, 4x4 patterns, latent 32,
                20k steps x 128); evaluates Grad 0/1/5/20/100 and Sample 250 inference (Table 1).
   pattern_ood  Table 15: trained at density 0.5, tested at 0.5, 0.75 and 1.0 (Table 6).
@@ -29,14 +29,14 @@ Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
                evaluation set (top-2). Needs accelerators (the paper: 2 days on a TPU v4-32).
   arc_small    the `arc` pipeline at a size this CPU can run end to end (a 2+2-layer model, grids
                up to 15x15, 300 steps of 16; evaluated on the 189 ARC-AGI-1 evaluation tasks
-               that fit 15x15, top-2 and a submission JSON): a pipeline check, not a result.
-               Measured here: top-2 0% (mean and 5 gradient steps), output shape right 73.8% ->
-               77.3%, pixel accuracy 24.8% -> 26.6% (training 11 min, evaluation 15 min).
+               that fit 15x15, top-2, output-shape and pixel accuracy, and a submission JSON): a
+               pipeline check, not a result; training about 11 minutes and evaluation 15 on a
+               2-core CPU.
   overfit      decoder validation (paper Fig. 6): train on one real ARC training task's pairs
                (`--config.data.task_ids=007bbfb7`, grids padded to 10x10) and evaluate on that
-               task. Measured here: 007bbfb7 (3x3 -> 9x9) and 017c7c7b (6x3 -> 9x3) both reach
-               100% top-1 (training exact match 1.0 from about step 150 of batch 16, 0.5-1 s per
-               step on 2 cores; runs of 214 and 300 steps).
+               task: top-1, which a working decoder brings to every test input (007bbfb7 is
+               3x3 -> 9x9, 017c7c7b 6x3 -> 9x3); 0.5-1 s per step of batch 16 on 2 cores, a few
+               hundred steps.
   grad0, grad1, grad5, grad1ss, sample25
                training latent: mean [Grad 0], k gradient steps [Grad k], gradient through the
                update [Grad 1 **], 25 random samples [Sample 25].
@@ -46,32 +46,46 @@ Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`):
   tiny         a few steps of a tiny model, for tests.
 """
 
-from jaxrepr import config as config_lib
+from jaxrepr import config as config_lib, config_variants
 from jaxrepr.data import arc, pattern
 from jaxrepr.methods import lpn
 
-VARIANTS = ("pattern", "pattern_ood", "arc", "arc_small", "overfit", "grad0", "grad1", "grad5",
-            "grad1ss", "sample25", "rope", "table1", "tiny")
+VARIANTS = (
+  "pattern",
+  "pattern_ood",
+  "arc",
+  "arc_small",
+  "overfit",
+  "grad0",
+  "grad1",
+  "grad5",
+  "grad1ss",
+  "sample25",
+  "rope",
+  "table1",
+  "tiny",
+)
+# At most one data variant (none: the latent-space visualisation) and one training latent.
+DATA_VARIANTS = ("pattern", "pattern_ood", "arc", "arc_small", "overfit")
 TRAIN_LATENT = {
-    "grad0": dict(mode="mean"),
-    "grad1": dict(mode="gradient_ascent", steps=1, stop_gradient=True),
-    "grad5": dict(mode="gradient_ascent", steps=5, stop_gradient=True),
-    "grad1ss": dict(mode="gradient_ascent", steps=1, stop_gradient=False),
-    "sample25": dict(mode="random_search", num_samples=25),
+  "grad0": dict(mode="mean"),
+  "grad1": dict(mode="gradient_ascent", steps=1, stop_gradient=True),
+  "grad5": dict(mode="gradient_ascent", steps=5, stop_gradient=True),
+  "grad1ss": dict(mode="gradient_ascent", steps=1, stop_gradient=False),
+  "sample25": dict(mode="random_search", num_samples=25),
 }
 TABLE1_SEARCHES = {
-    "grad0": {"mode": "mean"},
-    "grad1": {"mode": "gradient_ascent", "steps": 1},
-    "grad5": {"mode": "gradient_ascent", "steps": 5},
-    "grad20": {"mode": "gradient_ascent", "steps": 20},
-    "grad100": {"mode": "gradient_ascent", "steps": 100},
-    "sample250": {"mode": "random_search", "num_samples": 250},
+  "grad0": {"mode": "mean"},
+  "grad1": {"mode": "gradient_ascent", "steps": 1},
+  "grad5": {"mode": "gradient_ascent", "steps": 5},
+  "grad20": {"mode": "gradient_ascent", "steps": 20},
+  "grad100": {"mode": "gradient_ascent", "steps": 100},
+  "sample250": {"mode": "random_search", "num_samples": 250},
 }
 
 
 def _layers(num_layers, num_heads, head_dim, mlp_factor):
-  return dict(num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
-              mlp_factor=mlp_factor)
+  return dict(num_layers=num_layers, num_heads=num_heads, head_dim=head_dim, mlp_factor=mlp_factor)
 
 
 def _latent_viz(config):
@@ -90,8 +104,12 @@ def _latent_viz(config):
   m.train_latent.update(TRAIN_LATENT["grad1"])
   config.train.update(dict(steps=1500, batch_size=64, log_every=100, checkpoint_every=250))
   config.evals.test = dict(
-      kind="lpn_loo", every=500, batch_size=64, latent_plot=True,
-      searches={"mean": {"mode": "mean"}, "grad20": {"mode": "gradient_ascent", "steps": 20}})
+    kind="lpn_loo",
+    every=500,
+    batch_size=64,
+    latent_plot=True,
+    searches={"mean": {"mode": "mean"}, "grad20": {"mode": "gradient_ascent", "steps": 20}},
+  )
 
 
 def _pattern(config, ood: bool):
@@ -111,10 +129,13 @@ def _pattern(config, ood: bool):
   searches = dict(TABLE1_SEARCHES)
   if ood:
     searches = {k: searches[k] for k in ("grad0",)} | {
-        "grad10": {"mode": "gradient_ascent", "steps": 10}, "grad100": searches["grad100"]}
+      "grad10": {"mode": "gradient_ascent", "steps": 10},
+      "grad100": searches["grad100"],
+    }
     for name, density in (("test_in", 0.5), ("test_weak_ood", 0.75), ("test_strong_ood", 1.0)):
-      config.evals[name] = dict(kind="lpn_loo", every=0, batch_size=32, num_tasks=96,
-                                density=density, searches=searches)
+      config.evals[name] = dict(
+        kind="lpn_loo", every=0, batch_size=32, num_tasks=96, density=density, searches=searches
+      )
   else:
     config.evals.test = dict(kind="lpn_loo", every=0, batch_size=32, searches=searches)
 
@@ -127,10 +148,11 @@ def _arc(config, small: bool):
   m.decoder.update(_layers(6, 8, 64, 4))
   config.optim.lr = 3e-4
   config.train.update(dict(steps=100000, batch_size=256, log_every=100, checkpoint_every=2000))
-  searches = {"mean": {"mode": "mean"},
-              "grad100": {"mode": "gradient_ascent", "steps": 100, "lr": 5e-2}}
-  config.evals.arc = dict(kind="lpn_arc", every=0, batch_size=8, searches=searches,
-                               render=8)
+  searches = {
+    "mean": {"mode": "mean"},
+    "grad100": {"mode": "gradient_ascent", "steps": 100, "lr": 5e-2},
+  }
+  config.evals.arc = dict(kind="lpn_arc", every=0, batch_size=8, searches=searches, render=8)
   if small:
     # Grids up to 15 x 15: 189 of the 400 ARC-AGI-1 evaluation tasks (and 266 of the 400 training
     # tasks) fit; the others are skipped and counted at start-up (data.skip_oversize). At 30 x 30
@@ -143,7 +165,9 @@ def _arc(config, small: bool):
     config.evals.arc.update(dict(batch_size=8, render=4))
     # Assigned, not updated: update() would merge these into the full config's searches.
     config.evals.arc.searches = {
-        "mean": {"mode": "mean"}, "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2}}
+      "mean": {"mode": "mean"},
+      "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2},
+    }
 
 
 def _overfit(config):
@@ -155,33 +179,55 @@ def _overfit(config):
   change what a valid token sees.
   """
   config.data = arc.default_config()
-  config.data.update(dict(arc_weight=1.0, dihedral="none", colour_permutation=False,
-                          task_ids="007bbfb7", max_rows=10, max_cols=10, skip_oversize=False))
+  config.data.update(
+    dict(
+      arc_weight=1.0,
+      dihedral="none",
+      colour_permutation=False,
+      task_ids="007bbfb7",
+      max_rows=10,
+      max_cols=10,
+      skip_oversize=False,
+    )
+  )
   m = config.model
   m.update(dict(max_rows=10, max_cols=10, latent_dim=32, kl_coeff=1e-4))
   m.encoder.update(_layers(1, 4, 16, 1))
   m.decoder.update(_layers(3, 6, 16, 1))
   config.train.update(dict(steps=2000, batch_size=16, log_every=50, checkpoint_every=500))
-  config.evals.arc = dict(kind="lpn_arc", every=0, split="train", batch_size=8, render=1,
-                               searches={"mean": {"mode": "mean"}})
+  config.evals.arc = dict(
+    kind="lpn_arc",
+    every=0,
+    split="train",
+    batch_size=8,
+    render=1,
+    searches={"mean": {"mode": "mean"}},
+  )
 
 
 def get_config(arg: str | None = None):
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = sorted(set(variants) - set(VARIANTS))
-  if unknown:
-    raise ValueError(f"unknown variants {unknown} for configs/lpn.py; choose from {VARIANTS}")
+  variants = config_variants.parse(
+    arg, VARIANTS, "configs/lpn.py", exclusive=(DATA_VARIANTS, tuple(TRAIN_LATENT))
+  )
   config = config_lib.base_config()
   config.method = "lpn"
   config.model = lpn.default_model_config()
-  config.optim.update(dict(name="adamw", lr=4e-4, schedule="warmup_constant", warmup_steps=99,
-                           warmup_init_fraction=0.01, b1=0.9, b2=0.999, eps=1e-8,
-                           weight_decay=1e-4, clip_norm=1.0))
-  dataset = [v for v in variants if v in ("pattern", "pattern_ood", "arc", "arc_small", "overfit")]
-  if len(dataset) > 1:
-    raise ValueError(f"choose at most one of the data variants, got {dataset}")
-  choice = dataset[0] if dataset else "latent_viz"
-  if choice == "latent_viz":
+  config.optim.update(
+    dict(
+      name="adamw",
+      lr=4e-4,
+      schedule="warmup_constant",
+      warmup_steps=99,
+      warmup_init_fraction=0.01,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=1e-4,
+      clip_norm=1.0,
+    )
+  )
+  choice = variants.pick(DATA_VARIANTS)
+  if choice is None:
     _latent_viz(config)
   elif choice in ("pattern", "pattern_ood"):
     _pattern(config, ood=choice == "pattern_ood")
@@ -189,9 +235,9 @@ def get_config(arg: str | None = None):
     _arc(config, small=choice == "arc_small")
   else:
     _overfit(config)
-  for v in variants:
-    if v in TRAIN_LATENT:
-      config.model.train_latent.update(TRAIN_LATENT[v])
+  train_latent = variants.pick(tuple(TRAIN_LATENT))
+  if train_latent is not None:
+    config.model.train_latent.update(TRAIN_LATENT[train_latent])
   if "rope" in variants:
     config.model.positions = "rope"
   if "table1" in variants:

@@ -5,7 +5,7 @@
 
 The same experiment as `configs/noprop.py:ct,<variants>` (its docstring lists the dataset and
 embedding variants, the paper's hyper-parameters and the choices where the paper is silent); runs
-live in runs/noprop_ct[_<variant>...]. Measured here: the README's NoProp table.
+live in runs/noprop_ct[_<variant>...]. Measured results: docs/noprop.md.
 """
 
 import os

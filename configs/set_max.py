@@ -9,13 +9,11 @@ notebook's SAB(1->64, 4 heads) -> SAB(64) -> PMA(k=1) -> Linear(64->1), 37,953 p
 (`reference` attention mode).
 
 What a run shows: `test/mae`, the mean absolute error on 100 fixed batches of 128 evaluation sets.
-Paper (Table 1): SAB+PMA 0.2085 +- 0.0127; rFF + max-pooling 0.1355 +- 0.0074.
-Measured on a 2-core CPU shared with other jobs (load ~7): about 55 steps/s after a ~7 s compile,
-so the 20k steps take about 5 minutes: test/mae 0.951 / 0.384 / 0.515 / 0.458 at 5k / 10k / 15k /
-20k (DeepSets: 1.347 / 0.885 / 0.068 / 1.045); with a constant lr and the L1 loss the error swings
-from one evaluation to the next. A 400-step run (`--config.train.steps=400`, 16 s) reached 0.23.
-With `:cosine` (lr decayed to 0 along a cosine) the final error settles: 0.0041 +- 0.0006 over
-seeds 0-2 (DeepSets `:cosine,deepsets` 0.0004 +- 0.0002), README "Set Transformer tasks".
+On a 2-core CPU shared with other jobs (load ~7): about 55 steps/s after a ~7 s compile, so the
+20k steps take about 5 minutes. With a constant lr and the L1 loss the error swings from one
+evaluation to the next; with `:cosine` (lr decayed to 0 along a cosine) the final error settles.
+A 400-step run (`--config.train.steps=400`, 16 s) reached 0.23. Measured results over seeds and
+the paper comparison: docs/set_tasks.md.
 
 Variants (comma-separated):
   deepsets   the rFF + pooling baseline of Table 1 (4 x Linear(64), max-pooling, Linear(64) -> 1).
@@ -27,7 +25,7 @@ Variants (comma-separated):
   tiny       a tiny model for a few steps, for tests.
 """
 
-from jaxrepr import config as config_lib
+from jaxrepr import config as config_lib, config_variants
 from jaxrepr.data import sets
 from jaxrepr.methods import set_tasks
 
@@ -35,17 +33,15 @@ VARIANTS = ("cosine", "deepsets", "notebook", "paper", "tiny")
 
 
 def get_config(arg: str | None = None):
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = sorted(set(variants) - set(VARIANTS))
-  if unknown:
-    raise ValueError(f"unknown variants {unknown} for configs/set_max.py; choose from {VARIANTS}")
+  variants = config_variants.parse(arg, VARIANTS, "configs/set_max.py")
   config = config_lib.base_config()
   config.method = "set_tasks"
   config.data = sets.default_config("max")
   config.model = set_tasks.default_model_config("max")
   config.train.update(dict(steps=20000, batch_size=128, log_every=200, checkpoint_every=2000))
-  config.optim.update(dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0,
-                           weight_decay=0.0, clip_norm=0.0))
+  config.optim.update(
+    dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0)
+  )
   config.evals.test = dict(kind="set_tasks", every=5000, num_batches=100, batch_size=128)
 
   if "deepsets" in variants:

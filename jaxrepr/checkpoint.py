@@ -7,8 +7,8 @@
     names the first parameter that differs; nothing is restored, trained or written;
   - an *unreadable* checkpoint (half-copied, corrupted) is reported by path and the next older one
     is tried. The trainer (`repair=True`) also moves it to `<workdir>/unreadable_checkpoints/`, so
-    that the next save at that step writes it anew and `launch/eval.py` never evaluates an older step
-    than the run reports; readers only skip it.
+    that the next save at that step writes it anew and `launch/eval.py` never evaluates an older
+    step than the run reports; readers only skip it.
 * Saves are synchronous: a write that fails (no space, no permission) raises at once as one
   WorkdirError naming the directory, the operating system's error and the last good step, instead
   of a background thread's traceback after which training would go on without checkpoints.
@@ -27,7 +27,8 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -36,8 +37,9 @@ from etils import epath
 from jaxrepr.errors import WorkdirError
 
 UNREADABLE_DIR = "unreadable_checkpoints"
-START_OVER = ("To start over, rerun with --overwrite (moves the old workdir aside) or give another "
-              "--workdir")
+START_OVER = (
+  "To start over, rerun with --overwrite (moves the old workdir aside) or give another --workdir"
+)
 
 
 class Restored(NamedTuple):
@@ -57,8 +59,9 @@ def _shapes(tree: Any) -> dict[str, tuple]:
   """{'params/Dense_0/kernel': shape} for the array leaves of a state or of Orbax's metadata of it
   (both spell attribute, dict and sequence keys the same way here)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
-          for path, leaf in leaves}
+  return {
+    "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ())) for path, leaf in leaves
+  }
 
 
 def model_mismatch(saved: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]:
@@ -112,8 +115,9 @@ def _quiet_failed_writes():
   levels, previous_hook = [lg.level for lg in loggers], sys.unraisablehook
 
   def hook(unraisable):
-    if not (unraisable.exc_type is RuntimeError and "Event loop is closed" in
-            str(unraisable.exc_value)):
+    if not (
+      unraisable.exc_type is RuntimeError and "Event loop is closed" in str(unraisable.exc_value)
+    ):
       previous_hook(unraisable)
 
   for lg in loggers:
@@ -134,12 +138,16 @@ class Checkpointer:
     self.read_only = read_only
     self.skipped: list[tuple[int, str]] = []  # (step, why) of checkpoints the last restore passed
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=False, cleanup_tmp_directories=not read_only),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        enable_async_checkpointing=False,
+        cleanup_tmp_directories=not read_only,
+      ),
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -150,14 +158,20 @@ class Checkpointer:
     before = self.all_steps()
     try:
       with _quiet_failed_writes():
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))),
-            force=force)
+        self._manager.save(
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))
+          ),
+          force=force,
+        )
     except Exception as e:  # noqa: BLE001 - every failure to write ends the run the same way
       why = _os_error(e) or _first_line(e)
       last = f"step {before[-1]}" if before else "none"
-      raise WorkdirError(f"could not save the checkpoint of step {step} in {self.directory}: {why}; "
-                         f"last good checkpoint: {last}") from e
+      raise WorkdirError(
+        f"could not save the checkpoint of step {step} in {self.directory}: {why}; "
+        f"last good checkpoint: {last}"
+      ) from e
 
   def _move_unreadable(self, step: int) -> str:
     target = self.directory.parent / UNREADABLE_DIR / f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"
@@ -166,8 +180,9 @@ class Checkpointer:
     self._manager.reload()
     return str(target)
 
-  def restore_latest(self, abstract_state: Any, repair: bool = False,
-                     start_over: str = START_OVER) -> Restored | None:
+  def restore_latest(
+    self, abstract_state: Any, repair: bool = False, start_over: str = START_OVER
+  ) -> Restored | None:
     """The newest checkpoint that restores, or None if none does (or there is none).
 
     Raises WorkdirError if the newest readable checkpoint holds another model than
@@ -190,11 +205,16 @@ class Checkpointer:
         if differences:
           more = f" (and {len(differences) - 1} more differences)" if len(differences) > 1 else ""
           raise WorkdirError(
-              f"{self.directory.parent} holds checkpoints (steps {self.all_steps()}) of another "
-              f"model: {differences[0]}{more}. {start_over}")
+            f"{self.directory.parent} holds checkpoints (steps {self.all_steps()}) of another "
+            f"model: {differences[0]}{more}. {start_over}"
+          )
         try:
-          restored = self._manager.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+          restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            ),
+          )
           return Restored(step, restored["state"], dict(restored["data"]))
         except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
           error = e
@@ -203,8 +223,7 @@ class Checkpointer:
       note = "trying an older one"
       if repair and not self.read_only:
         note = f"moved to {self._move_unreadable(step)}; trying an older one"
-      print(f"checkpoint {path} could not be restored ({why}); {note}", file=sys.stderr,
-            flush=True)
+      print(f"checkpoint {path} could not be restored ({why}); {note}", file=sys.stderr, flush=True)
     return None
 
   def reload(self) -> None:
@@ -222,7 +241,8 @@ class Checkpointer:
 def abstract_like(tree: Any) -> Any:
   """Shapes, dtypes and shardings of a pytree of arrays: the target Orbax restores into."""
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+  )
 
 
 class PreemptionGuard:
@@ -246,10 +266,13 @@ class PreemptionGuard:
     self.signal_name = self.signal_name or name
     if signum == signal.SIGINT:
       # os.write: a print here could re-enter a print the main thread is in the middle of.
-      os.write(2, b"\nSIGINT: saving a checkpoint at the current step, then exiting "
-                  b"(Ctrl-C again aborts at once)\n")
+      os.write(
+        2,
+        b"\nSIGINT: saving a checkpoint at the current step, then exiting "
+        b"(Ctrl-C again aborts at once)\n",
+      )
 
-  def __enter__(self) -> "PreemptionGuard":
+  def __enter__(self) -> PreemptionGuard:
     for signum in (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[signum] = signal.signal(signum, self._handle)

@@ -12,34 +12,26 @@ Shared fields:
   train.steps, train.batch_size (global), train.grad_accum (micro-batches per step),
   train.log_every, train.checkpoint_every, train.keep_checkpoints
   optim             see jaxrepr/optim.py
-  evals             {name: {kind: module in jaxrepr.evaluators, every: steps (0 = only at the end), ...}}
+  evals             {name: {kind: module in jaxrepr.evaluators, every: steps (0 = only at the end),
+                    ...}}
   num_devices       use only the first n devices (placeholder: all of them)
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import pkgutil
-from types import ModuleType
 
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
 from jaxrepr import optim
 from jaxrepr.errors import ConfigError, MissingFileError
+from jaxrepr.methods import base as method_contract
 
-
-PRECISIONS = ("float32", "bfloat16")
-
-
-def compute_dtype(precision: str):
-  """The jnp dtype of `config.precision`; an unknown name is an error naming the field."""
-  if precision not in PRECISIONS:
-    raise ConfigError(f"config.precision={precision!r}: must be one of {PRECISIONS}")
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[precision]
+# Re-exported: the names predate jaxrepr/nn/precision.py and jaxrepr/registry.py.
+from jaxrepr.nn.precision import PRECISIONS, compute_dtype  # noqa: F401
+from jaxrepr.registry import data_module, lookup, method_module  # noqa: F401
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -48,15 +40,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(name=""))
   c.model = ml_collections.ConfigDict()
-  c.train = ml_collections.ConfigDict(dict(
-      steps=1000, batch_size=128, grad_accum=1, log_every=50, checkpoint_every=500,
-      keep_checkpoints=3))
+  c.train = ml_collections.ConfigDict(
+    dict(
+      steps=1000,
+      batch_size=128,
+      grad_accum=1,
+      log_every=50,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+    )
+  )
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
-  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each. Applied
-  # by launch/train.py, bench.py and eval.py before JAX starts (jaxrepr.parallel.set_cpu_devices);
-  # a direct train.run_experiment call uses the devices JAX already has. Unset: JAX's one device.
+  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each.
+  # Applied by launch/train.py, bench.py and eval.py before JAX starts
+  # (jaxrepr.parallel.set_cpu_devices); a direct train.run_experiment call uses the devices JAX
+  # already has. Unset: JAX's one device.
   c.cpu_devices = config_dict.placeholder(int)
   # Linux/glibc: restart the launcher once with malloc using transparent huge pages for its large
   # blocks (jaxrepr/host_memory.py), so that a CPU step does not page-fault its buffers in 4 KiB
@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
-  c.sharding = ml_collections.ConfigDict(dict(fsdp_min_bytes=2 ** 20))
+  c.sharding = ml_collections.ConfigDict(dict(fsdp_min_bytes=2**20))
   # Compute dtype of the models: 'float32' or 'bfloat16' (mixed precision: parameters, optimizer
   # state, softmax, normalisation statistics and losses stay float32).
   c.precision = "float32"
@@ -76,31 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _available(package: str) -> list[str]:
-  pkg = importlib.import_module(package)
-  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
-
-
-def lookup(package: str, name: str, field: str, attribute: str) -> ModuleType:
-  """`jaxrepr.<package>.<name>`, or an error naming the config field and the valid choices."""
-  choices = _available(f"jaxrepr.{package}")
-  if name not in choices:
-    raise ValueError(f"{field}={name!r} is not a module of jaxrepr.{package}; choose one of {choices}")
-  module = importlib.import_module(f"jaxrepr.{package}.{name}")
-  if not hasattr(module, attribute):
-    raise ValueError(f"{field}={name!r}: jaxrepr.{package}.{name} has no {attribute}()")
-  return module
-
-
-def method_module(config: ml_collections.ConfigDict) -> ModuleType:
-  return lookup("methods", config.method, "config.method", "build")
-
-
-def data_module(config: ml_collections.ConfigDict) -> ModuleType:
-  return lookup("data", config.data.name, "config.data.name", "train_iterator")
-
-
 def evaluator_class(name: str, eval_cfg: ml_collections.ConfigDict) -> type:
+  """The `Evaluator` of `config.evals.<name>.kind` (contract: jaxrepr/evaluators/__init__.py).
+  Here rather than in jaxrepr/registry.py, which the evaluators import."""
   module = lookup("evaluators", eval_cfg.kind, f"config.evals.{name}.kind", "Evaluator")
   return module.Evaluator
 
@@ -112,9 +90,11 @@ def _require(ok: bool, field: str, value, rule: str) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the shared fields; raises ValueError naming the first bad one."""
-  for section in ("method", "seed", "data", "model", "train", "optim", "evals"):
+  for section in base_config():  # what validate() and the trainer read without a fallback
     if section not in config:
-      raise ConfigError(f"config.{section} is missing; start configs from jaxrepr.config.base_config()")
+      raise ConfigError(
+        f"config.{section} is missing; start configs from jaxrepr.config.base_config()"
+      )
   method_module(config)
   data_module(config)
   t, o = config.train, config.optim
@@ -122,40 +102,69 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(t.steps > 0, "train.steps", t.steps, "must be > 0")
   _require(t.batch_size > 0, "train.batch_size", t.batch_size, "must be > 0")
   _require(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")
-  _require(t.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,
-           f"must divide train.batch_size={t.batch_size}")
+  _require(
+    t.batch_size % t.grad_accum == 0,
+    "train.grad_accum",
+    t.grad_accum,
+    f"must divide train.batch_size={t.batch_size}",
+  )
   _require(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
-  _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every,
-           "must be >= 0 (0 saves only at the end)")
+  _require(
+    t.checkpoint_every >= 0,
+    "train.checkpoint_every",
+    t.checkpoint_every,
+    "must be >= 0 (0 saves only at the end)",
+  )
   _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be >= 1")
   _require(o.name in optim.OPTIMIZERS, "optim.name", o.name, f"must be one of {optim.OPTIMIZERS}")
-  _require(o.schedule in optim.SCHEDULES, "optim.schedule", o.schedule,
-           f"must be one of {optim.SCHEDULES}")
+  _require(
+    o.schedule in optim.SCHEDULES, "optim.schedule", o.schedule, f"must be one of {optim.SCHEDULES}"
+  )
   _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
   _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
-  decay_at = tuple(o.get("decay_at", ()))
-  _require(all(isinstance(b, int) and b > 0 for b in decay_at)
-           and all(a < b for a, b in zip(decay_at, decay_at[1:])),
-           "optim.decay_at", decay_at, "must be strictly increasing positive step numbers")
-  _require(o.get("decay_factor", 0.1) > 0, "optim.decay_factor", o.get("decay_factor"), "must be > 0")
+  decay_at = tuple(o.decay_at)
+  _require(
+    all(isinstance(b, int) and b > 0 for b in decay_at)
+    and all(a < b for a, b in zip(decay_at, decay_at[1:])),
+    "optim.decay_at",
+    decay_at,
+    "must be strictly increasing positive step numbers",
+  )
+  _require(o.decay_factor > 0, "optim.decay_factor", o.decay_factor, "must be > 0")
   _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
   _require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, "must be >= 0 (0 disables clipping)")
   _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")
   _require(0 <= o.b2 < 1, "optim.b2", o.b2, "must be in [0, 1)")
-  _require(config.get("cpu_devices") is None or config.cpu_devices >= 1, "cpu_devices",
-           config.get("cpu_devices"), "must be >= 1 (unset: JAX's one CPU device)")
-  _require(config.get("profile_steps", 0) >= 0, "profile_steps", config.get("profile_steps"),
-           "must be >= 0 (0 disables profiling)")
-  _require(config.get("profile_start", 0) >= 0, "profile_start", config.get("profile_start"),
-           "must be >= 0")
-  _require(config.get("precision", "float32") in PRECISIONS, "precision", config.get("precision"),
-           f"must be one of {PRECISIONS}")
-  supported = getattr(method_module(config), "PRECISIONS", ("float32",))
-  _require(config.get("precision", "float32") in supported, "precision", config.get("precision"),
-           f"method {config.method!r} supports {supported}")
+  _require(
+    config.cpu_devices is None or config.cpu_devices >= 1,
+    "cpu_devices",
+    config.cpu_devices,
+    "must be >= 1 (unset: JAX's one CPU device)",
+  )
+  _require(
+    config.profile_steps >= 0,
+    "profile_steps",
+    config.profile_steps,
+    "must be >= 0 (0 disables profiling)",
+  )
+  _require(config.profile_start >= 0, "profile_start", config.profile_start, "must be >= 0")
+  _require(
+    config.precision in PRECISIONS, "precision", config.precision, f"must be one of {PRECISIONS}"
+  )
+  supported = method_contract.supported_precisions(method_module(config))
+  _require(
+    config.precision in supported,
+    "precision",
+    config.precision,
+    f"method {config.method!r} supports {supported}",
+  )
   _require(config.mesh.fsdp >= 1, "mesh.fsdp", config.mesh.fsdp, "must be >= 1")
-  _require(config.sharding.fsdp_min_bytes >= 0, "sharding.fsdp_min_bytes",
-           config.sharding.fsdp_min_bytes, "must be >= 0")
+  _require(
+    config.sharding.fsdp_min_bytes >= 0,
+    "sharding.fsdp_min_bytes",
+    config.sharding.fsdp_min_bytes,
+    "must be >= 0",
+  )
   if config.num_devices is not None:
     _require(config.num_devices >= 1, "num_devices", config.num_devices, "must be >= 1")
   for name, ev in config.evals.items():

@@ -3,7 +3,8 @@
 The launchers print these as one line (`error: ...`) and exit 1; the traceback is shown with
 `--verbosity=1` or `JAXREPR_TRACEBACK=1`. Anything else (a bug) keeps its traceback. The classes
 also derive from the built-in exception the code raised before (ValueError, FileNotFoundError), so
-callers that catch those keep working. This module imports nothing from jaxrepr, so every layer may use it.
+callers that catch those keep working. This module imports nothing from jaxrepr, so every layer
+may use it.
 """
 
 import contextlib
@@ -12,7 +13,8 @@ import sys
 
 
 class UserError(Exception):
-  """A problem in what the user gave the run (config, data, workdir); the message says what to do."""
+  """A problem in what the user gave the run (config, data, workdir); the message says what to
+  do."""
 
 
 class ConfigError(UserError, ValueError):

@@ -8,7 +8,7 @@ kernel maps it anew, one 4 KiB page at a time: 712,000 page faults and about 1.1
 per LPN pattern step on a 2-core CPU. glibc's tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35)
 makes malloc ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`) on such blocks: 2 MiB per
 fault, about 2,400 faults and 0.15 s of kernel time per step, the Grad 0 and Grad 1 steps 1.1-1.2x
-faster (README, Benchmarks), peak resident memory unchanged as the memory is still given back
+faster (docs/benchmarks.md), peak resident memory unchanged as the memory is still given back
 after each step.
 (Keeping the freed memory in the process instead, with `mallopt`, removed the faults too but
 fragmented the heap under two devices' concurrent allocations: resident memory grew from 3.5 to
@@ -23,11 +23,12 @@ anyway ("always") or never, off Linux or glibc, and in an interactive session or
 from stdin or `-c` (which a restart would lose). Buffers on a GPU or TPU do not go through malloc;
 there it only affects host-side memory.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -52,7 +53,7 @@ def transparent_huge_pages_mode(path: str = _THP_MODE_FILE) -> str | None:
     return None
   # The file lists every mode and brackets the active one: "always [madvise] never".
   start, end = text.find("["), text.find("]")
-  return text[start + 1:end] if 0 <= start < end else None
+  return text[start + 1 : end] if 0 <= start < end else None
 
 
 def _tunable_takes_effect(glibc: tuple[int, int] | None, thp_mode: str | None) -> bool:
@@ -60,12 +61,14 @@ def _tunable_takes_effect(glibc: tuple[int, int] | None, thp_mode: str | None) -
   return glibc is not None and glibc >= (2, 35) and thp_mode == "madvise"
 
 
-def huge_pages_environment(env: Mapping[str, str], glibc: tuple[int, int] | None,
-                           thp_mode: str | None) -> dict[str, str] | None:
+def huge_pages_environment(
+  env: Mapping[str, str], glibc: tuple[int, int] | None, thp_mode: str | None
+) -> dict[str, str] | None:
   """The environment to restart with, or None when a restart would change nothing."""
   tunables = env.get("GLIBC_TUNABLES", "")
-  if (not _tunable_takes_effect(glibc, thp_mode)
-      or HUGETLB_TUNABLE.split("=")[0] + "=" in tunables):  # set already, by us or the user
+  if (
+    not _tunable_takes_effect(glibc, thp_mode) or HUGETLB_TUNABLE.split("=")[0] + "=" in tunables
+  ):  # set already, by us or the user
     return None
   return {**env, "GLIBC_TUNABLES": f"{tunables}:{HUGETLB_TUNABLE}" if tunables else HUGETLB_TUNABLE}
 
@@ -84,7 +87,7 @@ def restart_with_huge_pages() -> None:
   restarts (same process id, same arguments and interpreter options, `sys.orig_argv`).
   """
   if sys.flags.interactive or not sys.argv or sys.argv[0] in ("", "-", "-c"):
-    return                        # a REPL, `python -c` or a script piped to stdin cannot rerun
+    return  # a REPL, `python -c` or a script piped to stdin cannot rerun
   env = huge_pages_environment(os.environ, glibc_version(), transparent_huge_pages_mode())
   if env is None:
     return

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import ml_collections
@@ -29,8 +29,9 @@ def check_finite(step: int, metrics: Mapping[str, float]) -> None:
   if bad:
     name = "loss" if "loss" in bad else sorted(bad)[0]
     raise NonFiniteError(
-        f"non-finite {name}={bad[name]} at step {step} (all non-finite metrics: {bad}); "
-        "lower config.optim.lr, check the data, or enable config.optim.clip_norm")
+      f"non-finite {name}={bad[name]} at step {step} (all non-finite metrics: {bad}); "
+      "lower config.optim.lr, check the data, or enable config.optim.clip_norm"
+    )
 
 
 def to_floats(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -48,6 +49,7 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       from tensorboardX import SummaryWriter  # imported only on the writing process
+
       self._tb = SummaryWriter(self.tb_dir, flush_secs=30)
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
@@ -82,7 +84,7 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
     try:
       rows.append(json.loads(line))
     except json.JSONDecodeError as e:
-      if number == len(lines):   # no newline yet: the writer is mid-line
+      if number == len(lines):  # no newline yet: the writer is mid-line
         continue
       raise DataError(f"{path}:{number} is not a JSON object: {e}") from None
   points = sorted(((r["step"], r[metric]) for r in rows if metric in r), key=lambda p: p[0])
@@ -150,6 +152,9 @@ class Progress:
       names = ["loss"] + sorted(k for k in metrics if k not in self.HIDDEN and k != "loss")
       shown = " ".join(f"{k}={metrics[k]:.4g}" for k in names if k in metrics)
       eta = duration((self.total - step) / rate) if rate > 0 else "?"
-      print(f"step {step}/{self.total} {shown} | {rate:.2f} steps/s | ETA {eta}",
-            file=self.stream, flush=True)
+      print(
+        f"step {step}/{self.total} {shown} | {rate:.2f} steps/s | ETA {eta}",
+        file=self.stream,
+        flush=True,
+      )
     return rate

@@ -1,6 +1,6 @@
 """Optax optimizers and learning-rate schedules from `config.optim`.
 
-Fields (all validated by `jaxrepr.config_check` before anything compiles):
+Fields (all validated by `jaxrepr.config.validate` before anything compiles):
   name: 'adam' | 'adamw' | 'sgd'
   lr: peak learning rate (> 0)
   schedule: 'constant' | 'warmup_constant' | 'warmup_cosine' | 'step'
@@ -37,29 +37,41 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
     return optax.constant_schedule(lr)
   if cfg.schedule == "warmup_constant":
     return optax.join_schedules(
-        [optax.linear_schedule(init, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup])
+      [optax.linear_schedule(init, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup]
+    )
   if cfg.schedule == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=init, peak_value=lr, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1), end_value=lr * cfg.get("end_lr_fraction", 0.0))
+      init_value=init,
+      peak_value=lr,
+      warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1),
+      end_value=lr * cfg.get("end_lr_fraction", 0.0),
+    )
   if cfg.schedule == "step":
     # piecewise_constant_schedule multiplies by the scale once the step passes each boundary
     return optax.piecewise_constant_schedule(
-        lr, {int(b): float(cfg.decay_factor) for b in cfg.get("decay_at", ())})
+      lr, {int(b): float(cfg.decay_factor) for b in cfg.get("decay_at", ())}
+    )
   raise ConfigError(f"config.optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+  cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
   lr = schedule(cfg, total_steps)
   wd = cfg.get("weight_decay", 0.0)
   if cfg.name == "adamw":
     opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
   elif cfg.name == "adam":
-    opt = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
-                      optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+    opt = optax.chain(
+      optax.add_decayed_weights(wd) if wd else optax.identity(),
+      optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+    )
   elif cfg.name == "sgd":
-    opt = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
-                      optax.sgd(lr, momentum=cfg.b1 or None))
+    opt = optax.chain(
+      optax.add_decayed_weights(wd) if wd else optax.identity(),
+      optax.sgd(lr, momentum=cfg.b1 or None),
+    )
   else:
     raise ConfigError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
   if cfg.get("clip_norm", 0.0):
@@ -68,8 +80,20 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-3, schedule="warmup_cosine", warmup_steps=100,
-      warmup_init_fraction=0.0, end_lr_fraction=0.0, decay_at=(), decay_factor=0.1,
+  return ml_collections.ConfigDict(
+    dict(
+      name="adamw",
+      lr=1e-3,
+      schedule="warmup_cosine",
+      warmup_steps=100,
+      warmup_init_fraction=0.0,
+      end_lr_fraction=0.0,
+      decay_at=(),
+      decay_factor=0.1,
       weight_decay=1e-4,
-      b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0))
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      clip_norm=1.0,
+    )
+  )

@@ -16,7 +16,8 @@ coordinator from SLURM / TPU environment variables or takes it explicitly.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -24,13 +25,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxrepr.errors import ConfigError
 
-DATA_AXIS = "data"
-FSDP_AXIS = "fsdp"
-BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
+# The axis names are shared with the building blocks (nn/ imports no trainer module).
+from jaxrepr.nn.mesh_axes import BATCH_AXES, DATA_AXIS, FSDP_AXIS  # noqa: F401 - re-exported
 
 
-def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+  coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
   """Starts the multi-controller runtime when this process is one of several.
 
   Explicit arguments win; otherwise JAX's cluster auto-detection (SLURM, TPU VM, Open MPI, ...)
@@ -44,13 +45,17 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     # setting only concerns the CPU client, so it is harmless on GPU/TPU hosts; it must be set
     # before any backend starts, hence no device query here.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
     return
   env = os.environ
-  multi = (env.get("JAXREPR_DISTRIBUTED") == "1"
-           or int(env.get("SLURM_NTASKS", "1")) > 1
-           or "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"])
+  multi = (
+    env.get("JAXREPR_DISTRIBUTED") == "1"
+    or int(env.get("SLURM_NTASKS", "1")) > 1
+    or "TPU_WORKER_HOSTNAMES" in env
+    and "," in env["TPU_WORKER_HOSTNAMES"]
+  )
   if multi:
     jax.distributed.initialize()
 
@@ -63,7 +68,7 @@ def set_cpu_devices(count: int | None) -> None:
   device that splits each op over the cores (XLA's CPU dot library runs the small batched
   matmuls of LPN's blocked attention on one thread): on a 2-core CPU the Set Transformer
   clustering step runs 1.5x faster on 2 devices than on 1, the LPN pattern step 1.1-1.25x
-  (README, Benchmarks). It concerns only the CPU client, so it changes nothing on GPU or TPU hosts.
+  (docs/benchmarks.md). It concerns only the CPU client, so it changes nothing on GPU or TPU hosts.
   Call it before anything runs on a JAX backend (the launchers do, first thing).
   """
   if count is None:
@@ -73,8 +78,10 @@ def set_cpu_devices(count: int | None) -> None:
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError as e:
-    raise RuntimeError(f"config.cpu_devices={count} must be set before JAX starts its backends "
-                       f"(launch/train.py, bench.py and eval.py do so first thing): {e}") from e
+    raise RuntimeError(
+      f"config.cpu_devices={count} must be set before JAX starts its backends "
+      f"(launch/train.py, bench.py and eval.py do so first thing): {e}"
+    ) from e
 
 
 def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mesh:
@@ -86,8 +93,12 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
     devices = devices[:num_devices]
   if fsdp < 1 or len(devices) % fsdp:
     raise ConfigError(f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
-  return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+  return jax.make_mesh(
+    (len(devices) // fsdp, fsdp),
+    BATCH_AXES,
+    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    devices=devices,
+  )
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -109,14 +120,22 @@ def fsdp_shardings(abstract_tree: Any, mesh: jax.sharding.Mesh, min_bytes: int) 
   """A NamedSharding per leaf of a pytree of shapes (parameters, optimizer state) by `fsdp_spec`."""
   fsdp = mesh.shape[FSDP_AXIS]
   return jax.tree.map(
-      lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), np.dtype(x.dtype).itemsize, fsdp,
-                                              min_bytes)), abstract_tree)
+    lambda x: NamedSharding(
+      mesh, fsdp_spec(tuple(x.shape), np.dtype(x.dtype).itemsize, fsdp, min_bytes)
+    ),
+    abstract_tree,
+  )
 
 
 def bytes_per_device(tree: Any) -> int:
   """Bytes of a pytree of arrays held by one device (the first addressable shard of each leaf)."""
-  return int(sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree)
-                 if hasattr(x, "addressable_shards")))
+  return int(
+    sum(
+      x.addressable_shards[0].data.nbytes
+      for x in jax.tree.leaves(tree)
+      if hasattr(x, "addressable_shards")
+    )
+  )
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -128,26 +147,27 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh, field: str
   n = mesh.devices.size
   if global_batch_size % n:
     raise ValueError(
-        f"{field}={global_batch_size} does not divide by the {n} devices of the mesh; "
-        f"use a multiple of {n} (for example {max(n, global_batch_size // n * n)})")
+      f"{field}={global_batch_size} does not divide by the {n} devices of the mesh; "
+      f"use a multiple of {n} (for example {max(n, global_batch_size // n * n)})"
+    )
   if global_batch_size % jax.process_count():
-    raise ValueError(f"{field}={global_batch_size} does not divide by the "
-                     f"{jax.process_count()} processes")
+    raise ValueError(
+      f"{field}={global_batch_size} does not divide by the {jax.process_count()} processes"
+    )
 
 
-def to_global(host_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+def to_global(
+  host_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh
+) -> dict[str, jax.Array]:
   """Host-local rows of a batch -> one global array per field, sharded on `P('data')`.
 
   Each process passes only its own rows (the data iterators slice by process); JAX assembles them.
   """
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in host_batch.items()}
-
-
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places a pytree (parameters, optimizer state) replicated on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    for k, v in host_batch.items()
+  }
 
 
 def fetch(tree: Any) -> Any:
@@ -162,4 +182,5 @@ def fetch(tree: Any) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
   return jax.tree.map(one, tree)

@@ -1,8 +1,8 @@
 """A jax.profiler trace of a window of training steps (`config.profile_steps`, `profile_start`).
 
 The trace covers steps [start, start + steps) of this run, after the step has compiled, so it shows
-the steady state. It is written under <workdir>/tensorboard/plugins/profile/<timestamp>/: open it with
-TensorBoard's profile plugin (`pip install tensorboard tensorboard-plugin-profile`, then
+the steady state. It is written under <workdir>/tensorboard/plugins/profile/<timestamp>/: open it
+with TensorBoard's profile plugin (`pip install tensorboard tensorboard-plugin-profile`, then
 `tensorboard --logdir <workdir>/tensorboard`, tab "Profile", tool "trace_viewer" or "op_profile"),
 or drop the `*.trace.json.gz` / `perfetto_trace.json.gz` file on https://ui.perfetto.dev. Only
 process 0 traces.
@@ -24,7 +24,7 @@ class StepProfiler:
     self.enabled = enabled and steps > 0
     self.active = False
 
-  def __enter__(self) -> "StepProfiler":
+  def __enter__(self) -> StepProfiler:
     return self
 
   def __exit__(self, *exc) -> None:
@@ -53,5 +53,8 @@ class StepProfiler:
     jax.profiler.stop_trace()
     self.active = False
     self.enabled = False
-    print(f"profile of steps {self.start}-{self.end - 1} written to "
-          f"{os.path.join(self.logdir, 'plugins', 'profile')}", flush=True)
+    print(
+      f"profile of steps {self.start}-{self.end - 1} written to "
+      f"{os.path.join(self.logdir, 'plugins', 'profile')}",
+      flush=True,
+    )

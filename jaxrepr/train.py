@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -22,6 +23,8 @@ from jax.experimental import multihost_utils
 
 from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, optim, parallel
 from jaxrepr import profiling, workdir as workdir_lib
+from jaxrepr import evaluators as evaluator_contract
+from jaxrepr.methods import base as method_contract
 from jaxrepr.methods.base import Method
 from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
 from jaxrepr.errors import ConfigError, WorkdirError
@@ -58,12 +61,17 @@ def build(config: ml_collections.ConfigDict) -> Run:
   t = config.train
   parallel.check_batch_size(t.batch_size, mesh, "config.train.batch_size")
   if t.grad_accum > 1:
-    parallel.check_batch_size(t.batch_size // t.grad_accum, mesh,
-                              "config.train.batch_size / config.train.grad_accum")
+    parallel.check_batch_size(
+      t.batch_size // t.grad_accum, mesh, "config.train.batch_size / config.train.grad_accum"
+    )
   method = config_lib.method_module(config).build(config)
   data = config_lib.data_module(config).train_iterator(
-      config.data, batch_size=t.batch_size, seed=config.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count())
+    config.data,
+    batch_size=t.batch_size,
+    seed=config.seed,
+    shard_index=jax.process_index(),
+    shard_count=jax.process_count(),
+  )
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
   optimizer = optim.make_optimizer(config.optim, t.steps)
   schedule = optim.schedule(config.optim, t.steps)
@@ -71,14 +79,18 @@ def build(config: ml_collections.ConfigDict) -> Run:
   replicated = parallel.replicated(mesh)
   min_bytes = config.sharding.fsdp_min_bytes
   with jax.set_mesh(mesh):
-    param_shardings = parallel.fsdp_shardings(jax.eval_shape(method.init, init_rng, example), mesh,
-                                              min_bytes)
+    param_shardings = parallel.fsdp_shardings(
+      jax.eval_shape(method.init, init_rng, example), mesh, min_bytes
+    )
     params = jax.jit(method.init, out_shardings=param_shardings)(init_rng, example)
     new_state = lambda p: create_state(p, optimizer)  # noqa: E731
     state_shardings = parallel.fsdp_shardings(jax.eval_shape(new_state, params), mesh, min_bytes)
     state = jax.jit(new_state, out_shardings=state_shardings)(params)
-    step_fn = jax.jit(make_train_step(method, optimizer, schedule, t.grad_accum),
-                      donate_argnums=(0,), out_shardings=(state_shardings, replicated))
+    step_fn = jax.jit(
+      make_train_step(method, optimizer, schedule, t.grad_accum),
+      donate_argnums=(0,),
+      out_shardings=(state_shardings, replicated),
+    )
   return Run(config, mesh, method, data, state, step_fn, train_rng, eval_rng)
 
 
@@ -88,10 +100,11 @@ def build_evaluators(config, run: Run, workdir: str, names=None) -> dict[str, An
   for name, ev in config.evals.items():
     if names is not None and name not in names:
       continue
-    kwargs = {k: v for k, v in ev.items() if k not in ("kind", "every")}
+    kwargs = evaluator_contract.evaluator_fields(ev)
     cls = config_lib.evaluator_class(name, ev)
-    evaluators[name] = cls(config=config, method=run.method, mesh=run.mesh, workdir=workdir,
-                           **kwargs)
+    evaluators[name] = cls(
+      config=config, method=run.method, mesh=run.mesh, workdir=workdir, **kwargs
+    )
   return evaluators
 
 
@@ -163,13 +176,18 @@ def _refuse_fresh_start(workdir: str, unreadable_steps: list[int]) -> None:
   if not os.path.exists(path):
     return
   steps = unreadable_steps
-  why = (f"none of its checkpoints (steps {steps}) could be restored" if steps else
-         "it has no checkpoint to resume from")
+  why = (
+    f"none of its checkpoints (steps {steps}) could be restored"
+    if steps
+    else "it has no checkpoint to resume from"
+  )
   moved = os.path.join(workdir, checkpoint.UNREADABLE_DIR)
   if os.path.isdir(moved) and os.listdir(moved):
     why += f" (unreadable ones were moved to {moved})"
-  raise WorkdirError(f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
-                     "rerun with --overwrite (moves the old workdir aside) or give another --workdir")
+  raise WorkdirError(
+    f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
+    "rerun with --overwrite (moves the old workdir aside) or give another --workdir"
+  )
 
 
 def _keep_old_config(workdir: str, config: ml_collections.ConfigDict, start: int) -> None:
@@ -181,8 +199,11 @@ def _keep_old_config(workdir: str, config: ml_collections.ConfigDict, start: int
       n += 1
       old = os.path.join(workdir, f"config.until_step{start}.{n}.json")
     os.replace(os.path.join(workdir, "config.json"), old)
-    print(f"warning: the config differs from the one this workdir was started with: {changed} "
-          f"(the earlier one is kept as {old})", flush=True)
+    print(
+      f"warning: the config differs from the one this workdir was started with: {changed} "
+      f"(the earlier one is kept as {old})",
+      flush=True,
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -220,9 +241,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     # Each process reads its own shards: all must resume from the same step (or all start fresh).
     steps = multihost_utils.process_allgather(np.int32(-1 if restored is None else restored.step))
     if len(set(np.asarray(steps).tolist())) > 1:
-      raise WorkdirError(f"{checkpoints}: the processes restored different steps "
-                         f"({np.asarray(steps).tolist()}, -1: none); a checkpoint is unreadable on "
-                         "some of them (their logs name it)")
+      raise WorkdirError(
+        f"{checkpoints}: the processes restored different steps "
+        f"({np.asarray(steps).tolist()}, -1: none); a checkpoint is unreadable on "
+        "some of them (their logs name it)"
+      )
     multihost_utils.sync_global_devices("checkpoints repaired")
     ckpt.reload()  # every process sees the checkpoints process 0 moved aside
   if restored is None:
@@ -239,9 +262,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   metrics_lib.write_config(workdir, config)
   if main:
     note = f" ({run.method.param_count_note})" if run.method.param_count_note else ""
-    print(f"{config.method}: {param_count(run.state.params):,} parameters{note}; "
-          f"{run.mesh.devices.size} devices over {jax.process_count()} processes; "
-          f"global batch {t.batch_size}", flush=True)
+    print(
+      f"{config.method}: {param_count(run.state.params):,} parameters{note}; "
+      f"{run.mesh.devices.size} devices over {jax.process_count()} processes; "
+      f"global batch {t.batch_size}",
+      flush=True,
+    )
 
   writer = metrics_lib.MetricWriter(workdir)
   progress = metrics_lib.Progress(t.steps, start)
@@ -260,8 +286,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       writer.write(done, dict(scalars, steps_per_second=rate), prefix="train/")
       last_logged = scalars
 
-  profiler = profiling.StepProfiler(workdir, start + config.get("profile_start", 0),
-                                   config.get("profile_steps", 0), main)
+  profiler = profiling.StepProfiler(
+    workdir, start + config.profile_start, config.profile_steps, main
+  )
   with jax.set_mesh(run.mesh), checkpoint.PreemptionGuard() as guard, profiler:
     step = start
     while step < t.steps:
@@ -299,8 +326,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       if guard.requested:
         stopped_by_signal = True
         if main:
-          print(f"{guard.signal_name}: saved the final checkpoint at step {step}; exiting before "
-                "the final evaluation", flush=True)
+          print(
+            f"{guard.signal_name}: saved the final checkpoint at step {step}; exiting before "
+            "the final evaluation",
+            flush=True,
+          )
   # The final evaluations run without the guard: a SIGTERM now ends the process at once (a long
   # evaluation would outlast a preemption's grace period), and a rerun resumes at the final
   # checkpoint and evaluates again.
@@ -310,15 +340,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       results = _run_evals(evaluators, config, run, step, writer, final=True)
   ckpt.close()
   writer.close()
-  summary = {"step": step, "train": last_logged, "eval": results, "workdir": workdir,
-             "preempted": stopped_by_signal, "seconds": time.perf_counter() - t_start}
+  summary = {
+    "step": step,
+    "train": last_logged,
+    "eval": results,
+    "workdir": workdir,
+    "preempted": stopped_by_signal,
+    "seconds": time.perf_counter() - t_start,
+  }
   if main and not stopped_by_signal:
     _print_summary(summary, writer)
   return summary
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str,
-                   overwrite: bool = False) -> dict[str, Any]:
+def run_experiment(
+  config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+) -> dict[str, Any]:
   """Runs what `config` describes in `workdir`: one `train_and_evaluate`, or, when the config has a
   `stages` section, the method's multi-stage experiment `jaxrepr.methods.<method>.run_stages`
   (e.g. distillation: teacher, then one trainer run per stage in its own sub-workdir).
@@ -326,6 +363,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   `overwrite` first moves an existing workdir aside to `<workdir>.<timestamp>` (nothing is deleted).
   """
   if overwrite:
+
     def move():
       moved = workdir_lib.move_aside(workdir)
       if moved:
@@ -335,20 +373,30 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   if config.get("stages") is None:
     return train_and_evaluate(config, workdir)
   module = config_lib.method_module(config)  # an unknown method: an error naming the choices
-  if not hasattr(module, "run_stages"):
-    raise ConfigError(f"config.stages is set but method {config.method!r} has no multi-stage runner "
-                      f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages")
+  run_stages = method_contract.stages_runner(module)
+  if run_stages is None:
+    raise ConfigError(
+      f"config.stages is set but method {config.method!r} has no multi-stage runner "
+      f"(jaxrepr.methods.{config.method}.run_stages); remove config.stages"
+    )
   with owned(workdir):
-    return module.run_stages(config, workdir)
+    return run_stages(config, workdir, train_and_evaluate)
 
 
 def _print_summary(summary: dict, writer: metrics_lib.MetricWriter) -> None:
   lines = [f"done: {summary['step']} steps in {summary['seconds']:.1f}s"]
   if summary["train"]:
-    lines.append("  train: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(summary["train"].items())
-                                        if not k.endswith("norm") and k != "lr"))
+    lines.append(
+      "  train: "
+      + " ".join(
+        f"{k}={v:.4g}"
+        for k, v in sorted(summary["train"].items())
+        if not k.endswith("norm") and k != "lr"
+      )
+    )
   for k, v in sorted(summary["eval"].items()):
     lines.append(f"  {k} = {v:.4g}")
-  lines.append(f"  outputs: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, "
-               f"config.json)")
+  lines.append(
+    f"  outputs: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, config.json)"
+  )
   print("\n".join(lines), flush=True)

@@ -8,7 +8,8 @@ the method's own plus loss, learning rate and gradient / parameter / update norm
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax
 import jax
@@ -35,14 +36,17 @@ def _split_micro(batch: Batch, num_micro: int) -> Batch:
   Strided rows keep every micro-batch evenly spread over the devices that hold the batch, so the
   split moves no data between devices.
   """
+
   def split(x):
     b = x.shape[0]
     return jnp.swapaxes(x.reshape((b // num_micro, num_micro) + x.shape[1:]), 0, 1)
+
   return jax.tree.map(split, batch)
 
 
-def _loss_and_grads(method: Method, params: Any, batch: Batch, rng: jax.Array,
-                    num_micro: int) -> tuple[jax.Array, Metrics, Any]:
+def _loss_and_grads(
+  method: Method, params: Any, batch: Batch, rng: jax.Array, num_micro: int
+) -> tuple[jax.Array, Metrics, Any]:
   grad_fn = jax.value_and_grad(method.loss, has_aux=True)
   if num_micro == 1:
     (loss, metrics), grads = grad_fn(params, batch, rng)
@@ -53,18 +57,25 @@ def _loss_and_grads(method: Method, params: Any, batch: Batch, rng: jax.Array,
     (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
     return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
 
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
-      lambda: grad_fn(params, jax.tree.map(lambda x: x[0], _split_micro(batch, num_micro)), rng)))
+  zeros = jax.tree.map(
+    lambda s: jnp.zeros(s.shape, s.dtype),
+    jax.eval_shape(
+      lambda: grad_fn(params, jax.tree.map(lambda x: x[0], _split_micro(batch, num_micro)), rng)
+    ),
+  )
   (loss, metrics), grads = zeros
-  total, _ = jax.lax.scan(body, (loss, metrics, grads),
-                          (jnp.arange(num_micro), _split_micro(batch, num_micro)))
+  total, _ = jax.lax.scan(
+    body, (loss, metrics, grads), (jnp.arange(num_micro), _split_micro(batch, num_micro))
+  )
   return jax.tree.map(lambda x: x / num_micro, total)
 
 
-def make_train_step(method: Method, optimizer: optax.GradientTransformation,
-                    lr_schedule: Callable[[jax.Array], jax.Array],
-                    grad_accum: int = 1) -> Callable[[TrainState, Batch, jax.Array],
-                                                     tuple[TrainState, Metrics]]:
+def make_train_step(
+  method: Method,
+  optimizer: optax.GradientTransformation,
+  lr_schedule: Callable[[jax.Array], jax.Array],
+  grad_accum: int = 1,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
     step_rng = jax.random.fold_in(rng, state.step)
     loss, metrics, grads = _loss_and_grads(method, state.params, batch, step_rng, grad_accum)
@@ -72,9 +83,12 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
     metrics.update(
-        loss=loss, lr=lr_schedule(state.step),
-        grad_norm=optax.tree.norm(grads), update_norm=optax.tree.norm(updates),
-        param_norm=optax.tree.norm(params))
+      loss=loss,
+      lr=lr_schedule(state.step),
+      grad_norm=optax.tree.norm(grads),
+      update_norm=optax.tree.norm(updates),
+      param_norm=optax.tree.norm(params),
+    )
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

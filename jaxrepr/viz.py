@@ -5,14 +5,24 @@ matplotlib with the Agg backend (no display needed); imported lazily by the eval
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 # The ARC colour palette (0 black, 1 blue, 2 red, 3 green, 4 yellow, 5 grey, 6 magenta, 7 orange,
 # 8 light blue, 9 maroon).
-ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE",
-               "#FF851B", "#7FDBFF", "#870C25"]
+ARC_COLOURS = [
+  "#000000",
+  "#0074D9",
+  "#FF4136",
+  "#2ECC40",
+  "#FFDC00",
+  "#AAAAAA",
+  "#F012BE",
+  "#FF851B",
+  "#7FDBFF",
+  "#870C25",
+]
 
 
 def _plt():
@@ -41,8 +51,9 @@ def draw_grid(ax, grid: np.ndarray | None, title: str = "") -> None:
   ax.tick_params(which="minor", length=0)
 
 
-def save_task_png(path: str, task_id: str, spec: Sequence[tuple[np.ndarray, np.ndarray]],
-                  tests: Sequence[dict]) -> None:
+def save_task_png(
+  path: str, task_id: str, spec: Sequence[tuple[np.ndarray, np.ndarray]], tests: Sequence[dict]
+) -> None:
   """Spec pairs on the first rows; per test input: input, attempt 1, attempt 2, truth.
 
   `tests`: dicts with 'input', 'attempt_1', 'attempt_2' and optionally 'output' (and 'solved').
@@ -61,16 +72,25 @@ def save_task_png(path: str, task_id: str, spec: Sequence[tuple[np.ndarray, np.n
     draw_grid(row[1], t["attempt_1"], "attempt 1")
     draw_grid(row[2], t["attempt_2"], "attempt 2")
     solved = t.get("solved")
-    draw_grid(row[3], t.get("output"),
-              "truth" + ("" if solved is None else (" (solved)" if solved else " (missed)")))
+    draw_grid(
+      row[3],
+      t.get("output"),
+      "truth" + ("" if solved is None else (" (solved)" if solved else " (missed)")),
+    )
   fig.suptitle(task_id, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def save_latent_plot(path: str, mu_Px2: np.ndarray, task_of_pair: np.ndarray,
-                     decoded_GxGxRxC: np.ndarray, extent: float, title: str) -> None:
+def save_latent_plot(
+  path: str,
+  mu_Px2: np.ndarray,
+  task_of_pair: np.ndarray,
+  decoded_GxGxRxC: np.ndarray,
+  extent: float,
+  title: str,
+) -> None:
   """Left: encoder means of pairs, one colour per task. Right: decoder outputs on a latent grid."""
   plt = _plt()
   g = decoded_GxGxRxC.shape[0]
@@ -87,15 +107,22 @@ def save_latent_plot(path: str, mu_Px2: np.ndarray, task_of_pair: np.ndarray,
   mosaic = np.full((g * (r + 1) - 1, g * (c + 1) - 1), np.nan)
   for i in range(g):
     for j in range(g):
-      mosaic[(g - 1 - i) * (r + 1):(g - 1 - i) * (r + 1) + r,
-             j * (c + 1):j * (c + 1) + c] = decoded_GxGxRxC[i, j]
+      mosaic[(g - 1 - i) * (r + 1) : (g - 1 - i) * (r + 1) + r, j * (c + 1) : j * (c + 1) + c] = (
+        decoded_GxGxRxC[i, j]
+      )
   from matplotlib.colors import ListedColormap
 
   cmap = ListedColormap(ARC_COLOURS)
   cmap.set_bad("white")
   ax2 = fig.add_subplot(1, 2, 2)
-  ax2.imshow(mosaic, cmap=cmap, vmin=0, vmax=9, interpolation="nearest",
-             extent=(-extent, extent, -extent, extent))
+  ax2.imshow(
+    mosaic,
+    cmap=cmap,
+    vmin=0,
+    vmax=9,
+    interpolation="nearest",
+    extent=(-extent, extent, -extent, extent),
+  )
   ax2.set_title("decoder output on a grid of latents (same input)", fontsize=9)
   ax2.set_xlabel("z[0]")
   fig.suptitle(title)

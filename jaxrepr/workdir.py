@@ -1,12 +1,12 @@
 """A workdir belongs to one run: its lock, and moving an old run aside to start over.
 
-* `acquire(workdir)` / `release(workdir)` take and drop `<workdir>/run.lock`, a JSON file naming the holder's
-  pid, host, process start time and command. Only process 0 of a multi-process run takes it. A
-  second run on the same workdir stops at once naming the holder. A lock left by a process that no
-  longer exists on this host (SIGKILL, a crash, a node reboot that reused the pid) is stale and
-  taken over; the process start time tells a reused pid apart. A lock held from another host cannot
-  be checked by pid: the holder touches the file every HEARTBEAT_S seconds (`heartbeat`), and a
-  lock from another host whose heartbeat stopped STALE_AFTER_S ago is stale (a node that died; a
+* `acquire(workdir)` / `release(workdir)` take and drop `<workdir>/run.lock`, a JSON file naming the
+  holder's pid, host, process start time and command. Only process 0 of a multi-process run takes
+  it. A second run on the same workdir stops at once naming the holder. A lock left by a process
+  that no longer exists on this host (SIGKILL, a crash, a node reboot that reused the pid) is stale
+  and taken over; the process start time tells a reused pid apart. A lock held from another host
+  cannot be checked by pid: the holder touches the file every HEARTBEAT_S seconds (`heartbeat`), and
+  a lock from another host whose heartbeat stopped STALE_AFTER_S ago is stale (a node that died; a
   requeued cluster job lands on another node). A lock of this very SLURM job (SLURM_JOB_ID) is
   stale at once: a requeued job restarts while its old lock names the node that died. Until then the
   error names the holder and the file to delete if that run is gone. A stale lock is renamed away
@@ -58,10 +58,15 @@ def _boot_id() -> str | None:
 
 
 def _this_process() -> dict:
-  return {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_ticks(os.getpid()),
-          "boot_id": _boot_id(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:500],
-          "slurm_job": os.environ.get("SLURM_JOB_ID")}
+  return {
+    "pid": os.getpid(),
+    "host": socket.gethostname(),
+    "start_ticks": _start_ticks(os.getpid()),
+    "boot_id": _boot_id(),
+    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:500],
+    "slurm_job": os.environ.get("SLURM_JOB_ID"),
+  }
 
 
 def _same_process(a: dict, b: dict) -> bool:
@@ -125,8 +130,10 @@ def read_lock(workdir: str) -> dict | None:
 def _describe(holder: dict) -> str:
   if "unreadable" in holder:
     return f"an unreadable lock file {holder['unreadable']}"
-  return (f"pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')}: "
-          f"{holder.get('command', '?')})")
+  return (
+    f"pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')}: "
+    f"{holder.get('command', '?')})"
+  )
 
 
 def _try_create(path: str, me: dict) -> bool:
@@ -188,15 +195,23 @@ def acquire(workdir: str) -> bool:
     age = _heartbeat_age(workdir)
     alive = holder_alive(holder, age)
     if alive is False:
-      print(f"{workdir}: removing the stale lock of {_describe(holder)}, which is no longer "
-            f"running (last heartbeat {age:.0f} s ago)", file=sys.stderr, flush=True)
+      print(
+        f"{workdir}: removing the stale lock of {_describe(holder)}, which is no longer "
+        f"running (last heartbeat {age:.0f} s ago)",
+        file=sys.stderr,
+        flush=True,
+      )
       _remove_if_still(path, holder)
       continue
-    hint = ("wait for it to finish or stop it" if alive else
-            f"its last heartbeat was {age:.0f} s ago; if that run has ended, delete {path} (or "
-            f"wait: after {STALE_AFTER_S:.0f} s without a heartbeat the lock counts as stale)")
-    raise WorkdirError(f"{workdir} is in use by {_describe(holder)}; {hint}, or give this run "
-                       "another --workdir")
+    hint = (
+      "wait for it to finish or stop it"
+      if alive
+      else f"its last heartbeat was {age:.0f} s ago; if that run has ended, delete {path} (or "
+      f"wait: after {STALE_AFTER_S:.0f} s without a heartbeat the lock counts as stale)"
+    )
+    raise WorkdirError(
+      f"{workdir} is in use by {_describe(holder)}; {hint}, or give this run another --workdir"
+    )
   raise WorkdirError(f"{path}: could not take the lock (another process keeps taking it)")
 
 

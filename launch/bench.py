@@ -26,7 +26,8 @@ shardings as launch/train.py):
 128) and the NoProp-DT step (all blocks and one block per step), all in bfloat16, a few timed
 steps each, so that the whole suite fits one short call; rows are named with the device kind.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
---out/results.md is rewritten from all of them.
+--out/results.md is rewritten from all of them; when --out is the checkout's bench/ (the default,
+run from the checkout's root), so is the table between the markers of docs/benchmarks.md.
 """
 
 import json
@@ -41,28 +42,37 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file.", lock_config=True
+)
 _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "Run a fixed list of benchmarks instead.")
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _BATCHES = flags.DEFINE_integer(
-    "batches", 1, "Distinct batches drawn before timing and cycled through; above 1 the step time "
-    "is the mean (throughput), for steps whose cost depends on the batch (set sizes under "
-    "config.model.length_buckets).")
+  "batches",
+  1,
+  "Distinct batches drawn before timing and cycled through; above 1 the step time "
+  "is the mean (throughput), for steps whose cost depends on the batch (set sizes under "
+  "config.model.length_buckets).",
+)
 _OUT = flags.DEFINE_string("out", "bench", "Directory for results.json and results.md.")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul for the peak.")
-flags.register_validator("config", lambda c: c is not None or flags.FLAGS.suite is not None,
-                         "give --config or --suite")
+flags.register_validator(
+  "config", lambda c: c is not None or flags.FLAGS.suite is not None, "give --config or --suite"
+)
 
 # (row name, config file, variant, overrides): what `--suite=gpu` runs.
 GPU_SUITE = (
-    ("lpn_pattern_grad0_b128_bf16", "lpn.py", "pattern,grad0", {"precision": "bfloat16"}),
-    ("lpn_pattern_grad1_b128_bf16", "lpn.py", "pattern,grad1", {"precision": "bfloat16"}),
-    ("noprop_dt_all_blocks_mnist5k_bf16", "noprop.py", "dt,mnist5k", {"precision": "bfloat16"}),
-    ("noprop_dt_one_block_mnist5k_bf16", "noprop.py", "dt,mnist5k",
-     {"model.block_schedule": "sampled", "precision": "bfloat16"}),
+  ("lpn_pattern_grad0_b128_bf16", "lpn.py", "pattern,grad0", {"precision": "bfloat16"}),
+  ("lpn_pattern_grad1_b128_bf16", "lpn.py", "pattern,grad1", {"precision": "bfloat16"}),
+  ("noprop_dt_all_blocks_mnist5k_bf16", "noprop.py", "dt,mnist5k", {"precision": "bfloat16"}),
+  (
+    "noprop_dt_one_block_mnist5k_bf16",
+    "noprop.py",
+    "dt,mnist5k",
+    {"model.block_schedule": "sampled", "precision": "bfloat16"},
+  ),
 )
 
 
@@ -99,7 +109,7 @@ def matmul_peak_flops(n: int, dtype: str = "float32", reps: int = 10) -> float:
     t0 = time.perf_counter()
     f(a, b).block_until_ready()
     times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / float(np.median(times))
+  return 2 * n**3 / float(np.median(times))
 
 
 def _memory(compiled) -> dict:
@@ -107,11 +117,18 @@ def _memory(compiled) -> dict:
   if m is None:
     return {}
   get = lambda k: int(getattr(m, k, 0) or 0)  # noqa: E731
-  peak = (get("argument_size_in_bytes") + get("output_size_in_bytes") + get("temp_size_in_bytes")
-          - get("alias_size_in_bytes"))
-  return {"peak_bytes": peak, "temp_bytes": get("temp_size_in_bytes"),
-          "argument_bytes": get("argument_size_in_bytes"),
-          "donated_bytes": get("alias_size_in_bytes")}   # state buffers reused in place
+  peak = (
+    get("argument_size_in_bytes")
+    + get("output_size_in_bytes")
+    + get("temp_size_in_bytes")
+    - get("alias_size_in_bytes")
+  )
+  return {
+    "peak_bytes": peak,
+    "temp_bytes": get("temp_size_in_bytes"),
+    "argument_bytes": get("argument_size_in_bytes"),
+    "donated_bytes": get("alias_size_in_bytes"),
+  }  # state buffers reused in place
 
 
 def _flops(compiled) -> float:
@@ -170,41 +187,59 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
       state, metrics = compiled(state, batches[(warmup + i) % num_batches], run.train_rng)
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - t0)
-    # page faults: a CPU step that maps its buffers anew each time shows them (jaxrepr/host_memory.py)
+    # page faults: a CPU step that maps its buffers anew each time shows them
+    # (jaxrepr/host_memory.py)
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
   # one batch: the median resists noise; varied batches: the mean is the throughput
   step_s = float(np.median(times) if num_batches == 1 else np.mean(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
   flops = _flops(compiled)
-  if config.get("model") and (config.model.get("attention", "xla") != "xla" or config.model.get(
-      "train_latent", {}).get("per_position", False)):
+  if config.get("model") and (
+    config.model.get("attention", "xla") != "xla"
+    or config.model.get("train_latent", {}).get("per_position", False)
+  ):
     flops = _plain_attention_flops(config, batch)
   # XLA counts a conditional as its largest branch: with length buckets the count is that of the
   # fully padded step, an upper bound of the work done, and so is the utilisation
   flops_upper_bound = bool(config.get("model") and config.model.get("length_buckets", 1) > 1)
-  peak = matmul_peak_flops(matmul_n, config.get("precision", "float32"))
+  peak = matmul_peak_flops(matmul_n, config.precision)
   devices = run.mesh.devices.size
   flops *= devices  # cost analysis counts one device's partition of the step
   # Simulated CPU devices share the host's cores, which the one measured matmul already uses.
   peak_devices = 1 if jax.default_backend() == "cpu" else devices
   return dict(
-      params=param_count(state.params), batch_size=config.train.batch_size, devices=devices,
-      fsdp=int(run.mesh.shape["fsdp"]),
-      param_bytes_per_device=parallel.bytes_per_device(state.params),
-      state_bytes_per_device=parallel.bytes_per_device(state),
-      device_kind=jax.devices()[0].device_kind, platform=jax.default_backend(),
-      host=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-      compile_s=compile_s, step_s=step_s, steps_per_s=1.0 / step_s, distinct_batches=num_batches,
-      step_s_min=float(np.min(times)), step_s_max=float(np.max(times)),
-      step_s_mean=float(np.mean(times)), page_faults_per_step=faults_per_step,
-      malloc_huge_pages=host_memory.huge_pages_active(),
-      transparent_huge_pages=host_memory.transparent_huge_pages_mode(),
-      flops_per_step=flops, achieved_flops=flops / step_s, flops_upper_bound=flops_upper_bound,
-      matmul_peak_flops=peak * peak_devices, utilisation=flops / step_s / (peak * peak_devices),
-      peak_rss_bytes=peak_rss,
-      precision=config.get("precision", "float32"),
-      **_memory(compiled), jax_version=jax.__version__, loss=float(metrics["loss"]),
-      commit=_commit())
+    params=param_count(state.params),
+    batch_size=config.train.batch_size,
+    devices=devices,
+    fsdp=int(run.mesh.shape["fsdp"]),
+    param_bytes_per_device=parallel.bytes_per_device(state.params),
+    state_bytes_per_device=parallel.bytes_per_device(state),
+    device_kind=jax.devices()[0].device_kind,
+    platform=jax.default_backend(),
+    host=platform.processor() or platform.machine(),
+    cpu_count=os.cpu_count(),
+    compile_s=compile_s,
+    step_s=step_s,
+    steps_per_s=1.0 / step_s,
+    distinct_batches=num_batches,
+    step_s_min=float(np.min(times)),
+    step_s_max=float(np.max(times)),
+    step_s_mean=float(np.mean(times)),
+    page_faults_per_step=faults_per_step,
+    malloc_huge_pages=host_memory.huge_pages_active(),
+    transparent_huge_pages=host_memory.transparent_huge_pages_mode(),
+    flops_per_step=flops,
+    achieved_flops=flops / step_s,
+    flops_upper_bound=flops_upper_bound,
+    matmul_peak_flops=peak * peak_devices,
+    utilisation=flops / step_s / (peak * peak_devices),
+    peak_rss_bytes=peak_rss,
+    precision=config.precision,
+    **_memory(compiled),
+    jax_version=jax.__version__,
+    loss=float(metrics["loss"]),
+    commit=_commit(),
+  )
 
 
 def _commit() -> str:
@@ -213,10 +248,18 @@ def _commit() -> str:
 
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+      ["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "?"
   return head + ("+" if dirty else "")
@@ -228,25 +271,57 @@ def _fmt_bytes(b) -> str:
   return f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
-def write_table(results: dict, path: str) -> None:
-  rows = ["| name | device | batch | params | param bytes / device | steps/s | step ms (median; mean*) | "
-          "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak | commit |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS_PAGE = os.path.join(_CHECKOUT, "docs", "benchmarks.md")
+DOCS_MARKERS = (
+  "<!-- benchmarks-table: written by launch/bench.py from bench/results.json; "
+  "do not edit by hand -->",
+  "<!-- /benchmarks-table -->",
+)
+
+
+def table_lines(results: dict) -> list[str]:
+  """The markdown table of every result, one row per name."""
+  rows = [
+    "| name | device | batch | params | param bytes / device | steps/s | step ms (median; mean*) | "
+    "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak | commit |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for name, r in results.items():
     fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
     bound = "<= " if r.get("flops_upper_bound") else ""
-    per_device = (_fmt_bytes(r["param_bytes_per_device"]) + fsdp
-                  if "param_bytes_per_device" in r else "")
+    per_device = (
+      _fmt_bytes(r["param_bytes_per_device"]) + fsdp if "param_bytes_per_device" in r else ""
+    )
     rows.append(
-        f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
-        f"{per_device} | "
-        f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f}"
-        f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | {r['compile_s']:.1f} | "
-        f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
-        f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% | "
-        f"{r.get('commit', '')} |")
+      f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
+      f"{per_device} | "
+      f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f}"
+      f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | {r['compile_s']:.1f} | "
+      f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
+      f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% | "
+      f"{r.get('commit', '')} |"
+    )
+  return rows
+
+
+def write_table(results: dict, path: str) -> None:
   with open(path, "w") as f:
-    f.write("\n".join(rows) + "\n")
+    f.write("\n".join(table_lines(results)) + "\n")
+
+
+def write_docs_table(results: dict, path: str = DOCS_PAGE) -> None:
+  """Replaces the table between the DOCS_MARKERS of `path` (docs/benchmarks.md) with the table of
+  `results`; the page's other text is kept as it is."""
+  with open(path) as f:
+    text = f.read()
+  begin, end = DOCS_MARKERS
+  if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+    raise ValueError(f"{path}: expected one '{begin}' line before one '{end}' line")
+  head, rest = text.split(begin, 1)
+  tail = rest.split(end, 1)[1]
+  with open(path, "w") as f:
+    f.write(head + begin + "\n" + "\n".join(table_lines(results)) + "\n" + end + tail)
 
 
 def main(argv):
@@ -270,14 +345,21 @@ def _bench_all():
     import jax
 
     kind = jax.devices()[0].device_kind.replace(" ", "_")
-    runs = [(f"{name}_{kind}", suite_config(file, variant, overrides))
-            for name, file, variant, overrides in GPU_SUITE]
+    runs = [
+      (f"{name}_{kind}", suite_config(file, variant, overrides))
+      for name, file, variant, overrides in GPU_SUITE
+    ]
   else:
     from jaxrepr import parallel
 
-    parallel.set_cpu_devices(_CONFIG.value.get("cpu_devices"))
-    runs = [(_NAME.value or config_lib.config_name(
-        config_flags.get_config_filename(flags.FLAGS["config"])), _CONFIG.value)]
+    parallel.set_cpu_devices(_CONFIG.value.cpu_devices)
+    runs = [
+      (
+        _NAME.value
+        or config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])),
+        _CONFIG.value,
+      )
+    ]
   for name, config in runs:
     _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value))
 
@@ -290,21 +372,27 @@ def _record(name: str, result: dict) -> None:
   with open(path, "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
   write_table(results, os.path.join(_OUT.value, "results.md"))
+  written = [path, os.path.join(_OUT.value, "results.md")]
+  if os.path.realpath(_OUT.value) == os.path.realpath(os.path.join(_CHECKOUT, "bench")):
+    write_docs_table(results)  # only the checkout's own results belong in its docs
+    written.append(DOCS_PAGE)
   batches = result.get("distinct_batches", 1)
   stat = "median" if batches == 1 else f"mean over {batches} batches"
   bound = "<= " if result.get("flops_upper_bound") else ""
-  print(f"{name}: {result['steps_per_s']:.2f} steps/s ({stat} {1e3 * result['step_s']:.1f} ms), "
-        f"compile {result['compile_s']:.1f}s, peak {_fmt_bytes(result.get('peak_bytes', 0))} "
-        f"(state {_fmt_bytes(result['state_bytes_per_device'])}, donated "
-        f"{_fmt_bytes(result.get('donated_bytes', 0))}) "
-        f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
-        f"{bound}{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
-        f"utilisation {bound}{100 * result['utilisation']:.1f}% of the measured "
-        f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak; "
-        f"mean step {1e3 * result['step_s_mean']:.1f} ms, "
-        f"{result['page_faults_per_step']:,.0f} page faults/step, malloc huge pages "
-        f"{'on' if result['malloc_huge_pages'] else 'off'}")
-  print(f"wrote {path} and {os.path.join(_OUT.value, 'results.md')}", flush=True)
+  print(
+    f"{name}: {result['steps_per_s']:.2f} steps/s ({stat} {1e3 * result['step_s']:.1f} ms), "
+    f"compile {result['compile_s']:.1f}s, peak {_fmt_bytes(result.get('peak_bytes', 0))} "
+    f"(state {_fmt_bytes(result['state_bytes_per_device'])}, donated "
+    f"{_fmt_bytes(result.get('donated_bytes', 0))}) "
+    f"(RSS {_fmt_bytes(result['peak_rss_bytes'])}), "
+    f"{bound}{result['flops_per_step'] / 1e9:.3f} GFLOP/step, "
+    f"utilisation {bound}{100 * result['utilisation']:.1f}% of the measured "
+    f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s {result['precision']} matmul peak; "
+    f"mean step {1e3 * result['step_s_mean']:.1f} ms, "
+    f"{result['page_faults_per_step']:,.0f} page faults/step, malloc huge pages "
+    f"{'on' if result['malloc_huge_pages'] else 'off'}"
+  )
+  print(f"wrote {', '.join(written)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "The run's config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (default: runs/<config name>).")
 _EVALS = flags.DEFINE_list("evals", None, "Evaluators of config.evals to run (default: all).")
 _SEARCH = flags.DEFINE_string("search", None, "Search method (replaces the evaluators' searches).")
@@ -68,9 +69,10 @@ def _evaluate(config):
   from jaxrepr import checkpoint, config as config_lib, parallel, train
   from jaxrepr.errors import MissingFileError
 
-  parallel.set_cpu_devices(config.get("cpu_devices"))
+  parallel.set_cpu_devices(config.cpu_devices)
   workdir = _WORKDIR.value or os.path.join(
-      "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"])))
+    "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
+  )
   names = _EVALS.value or list(config.evals.keys())
   unknown = [n for n in names if n not in config.evals]
   if unknown:
@@ -87,13 +89,16 @@ def _evaluate(config):
         config.evals[n].searches = {label: search}
   checkpoints = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(checkpoints):
-    raise MissingFileError(f"{checkpoints}: no checkpoints to evaluate (train the run first with "
-                           f"python launch/train.py --config=... --workdir={workdir})")
+    raise MissingFileError(
+      f"{checkpoints}: no checkpoints to evaluate (train the run first with "
+      f"python launch/train.py --config=... --workdir={workdir})"
+    )
   run = train.build(config)
   ckpt = checkpoint.Checkpointer(checkpoints, config.train.keep_checkpoints, read_only=True)
   restored = ckpt.restore_latest(
-      checkpoint.abstract_like(run.state),
-      start_over="Evaluate with the config (and variants, overrides) the run was trained with")
+    checkpoint.abstract_like(run.state),
+    start_over="Evaluate with the config (and variants, overrides) the run was trained with",
+  )
   if restored is None:
     raise MissingFileError(f"{checkpoints}: no checkpoint that restores")
   step, run.state, _ = restored
@@ -101,7 +106,8 @@ def _evaluate(config):
   why = ""
   if ckpt.skipped:
     why = "; newer checkpoints could not be restored: " + ", ".join(
-        f"step {s} ({reason})" for s, reason in ckpt.skipped)
+      f"step {s} ({reason})" for s, reason in ckpt.skipped
+    )
   if logged is not None and logged != step:
     why += f"; note: metrics.jsonl reports up to step {logged}"
   print(f"evaluating step {step} of {workdir}{why}", flush=True)

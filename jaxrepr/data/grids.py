@@ -1,7 +1,8 @@
 """ARC-style grids: validation, padding into the LPN batch layout, cropping back.
 
 A grid is a rectangular 2-D array of colours 0..9 with 1..30 rows and columns (ARC-AGI rules).
-LPN consumes a task's pairs as one padded array (the layout of the reference code, method sheet §2):
+LPN consumes a task's pairs as one padded array (the layout of the LPN reference code,
+github.com/clement-bonnet/lpn):
 
   grids  int32 (N, R, C, 2): channel 0 = input, 1 = output, zero-padded bottom/right to R x C
   shapes int32 (N, 2, 2):    [[R_in, R_out], [C_in, C_out]], values in [1, max]
@@ -12,7 +13,8 @@ that names where the grid came from; callers that prefer to skip such tasks catc
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,8 +44,10 @@ def validate_grid(grid: Any, where: str = "grid") -> np.ndarray:
     arr = grid.astype(np.int32)
   else:
     if not isinstance(grid, (list, tuple)) or not grid:
-      raise DataError(f"{where}: a grid must be a non-empty list of rows, got {type(grid).__name__}"
-                      + ("" if grid else " (empty)"))
+      raise DataError(
+        f"{where}: a grid must be a non-empty list of rows, got {type(grid).__name__}"
+        + ("" if grid else " (empty)")
+      )
     width = None
     for i, row in enumerate(grid):
       if not isinstance(row, (list, tuple)):
@@ -51,8 +55,9 @@ def validate_grid(grid: Any, where: str = "grid") -> np.ndarray:
       if width is None:
         width = len(row)
       elif len(row) != width:
-        raise DataError(f"{where}: the grid is not rectangular (row 0 has {width} cells, "
-                        f"row {i} has {len(row)})")
+        raise DataError(
+          f"{where}: the grid is not rectangular (row 0 has {width} cells, row {i} has {len(row)})"
+        )
       for j, v in enumerate(row):
         # bool is an int subclass in Python; a JSON true/false in a grid is a data error.
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -73,34 +78,40 @@ def fits(grid: np.ndarray, max_rows: int, max_cols: int) -> bool:
 
 def check_fits(grid: np.ndarray, max_rows: int, max_cols: int, where: str = "grid") -> None:
   if not fits(grid, max_rows, max_cols):
-    raise OversizeGridError(f"{where}: grid is {grid.shape[0]}x{grid.shape[1]}, larger than the "
-                            f"configured max_rows x max_cols = {max_rows}x{max_cols}")
+    raise OversizeGridError(
+      f"{where}: grid is {grid.shape[0]}x{grid.shape[1]}, larger than the "
+      f"configured max_rows x max_cols = {max_rows}x{max_cols}"
+    )
 
 
 def pad_grid(grid: np.ndarray, max_rows: int, max_cols: int, where: str = "grid") -> np.ndarray:
   """Zero-pads one grid bottom/right to (max_rows, max_cols); raises if it does not fit."""
   check_fits(grid, max_rows, max_cols, where)
   out = np.zeros((max_rows, max_cols), np.int32)
-  out[:grid.shape[0], :grid.shape[1]] = grid
+  out[: grid.shape[0], : grid.shape[1]] = grid
   return out
 
 
-def pad_pair(inp: np.ndarray, out: np.ndarray, max_rows: int, max_cols: int,
-             where: str = "pair") -> tuple[np.ndarray, np.ndarray]:
+def pad_pair(
+  inp: np.ndarray, out: np.ndarray, max_rows: int, max_cols: int, where: str = "pair"
+) -> tuple[np.ndarray, np.ndarray]:
   """One (input, output) pair -> (grids int32 (R, C, 2), shapes int32 (2, 2))."""
   check_fits(inp, max_rows, max_cols, f"{where} input")
   check_fits(out, max_rows, max_cols, f"{where} output")
   grids_RxCx2 = np.zeros((max_rows, max_cols, 2), np.int32)
-  grids_RxCx2[:inp.shape[0], :inp.shape[1], 0] = inp
-  grids_RxCx2[:out.shape[0], :out.shape[1], 1] = out
+  grids_RxCx2[: inp.shape[0], : inp.shape[1], 0] = inp
+  grids_RxCx2[: out.shape[0], : out.shape[1], 1] = out
   shapes_2x2 = np.array([[inp.shape[0], out.shape[0]], [inp.shape[1], out.shape[1]]], np.int32)
   return grids_RxCx2, shapes_2x2
 
 
-def pad_pairs(pairs: Sequence[Pair], max_rows: int, max_cols: int,
-              where: str = "task") -> dict[str, np.ndarray]:
+def pad_pairs(
+  pairs: Sequence[Pair], max_rows: int, max_cols: int, where: str = "task"
+) -> dict[str, np.ndarray]:
   """N pairs -> {'grids': int32 (N, R, C, 2), 'shapes': int32 (N, 2, 2)}."""
-  padded = [pad_pair(i, o, max_rows, max_cols, f"{where} pair {k}") for k, (i, o) in enumerate(pairs)]
+  padded = [
+    pad_pair(i, o, max_rows, max_cols, f"{where} pair {k}") for k, (i, o) in enumerate(pairs)
+  ]
   return {"grids": np.stack([g for g, _ in padded]), "shapes": np.stack([s for _, s in padded])}
 
 
@@ -115,8 +126,10 @@ def crop(grid_RxC: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def unpad_pair(grids_RxCx2: np.ndarray, shapes_2x2: np.ndarray) -> Pair:
   """Inverse of `pad_pair`: the (input, output) grids at their true shapes."""
   shapes_2x2 = np.asarray(shapes_2x2)
-  return (crop(grids_RxCx2[..., 0], shapes_2x2[0, 0], shapes_2x2[1, 0]),
-          crop(grids_RxCx2[..., 1], shapes_2x2[0, 1], shapes_2x2[1, 1]))
+  return (
+    crop(grids_RxCx2[..., 0], shapes_2x2[0, 0], shapes_2x2[1, 0]),
+    crop(grids_RxCx2[..., 1], shapes_2x2[0, 1], shapes_2x2[1, 1]),
+  )
 
 
 def unpad_pairs(grids_NxRxCx2: np.ndarray, shapes_Nx2x2: np.ndarray) -> list[Pair]:

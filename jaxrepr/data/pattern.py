@@ -1,4 +1,4 @@
-"""The pattern task of "Searching Latent Program Spaces" (method sheet lpn.md §5, paper §5.2).
+"""The pattern task of Macfarlane & Bonnet, "Searching Latent Program Spaces" (§5.2).
 
 A task is one hidden P x P pattern; each cell is non-zero with probability `density`, its colour
 uniform in 1..9. Each of the N pairs puts a single marker (colour 1) at a random (r, c) in an
@@ -59,8 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _padded_size(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
-  rows = cfg.get("max_rows") or cfg.grid_rows
-  cols = cfg.get("max_cols") or cfg.grid_cols
+  rows = cfg.max_rows or cfg.grid_rows
+  cols = cfg.max_cols or cfg.grid_cols
   return int(rows), int(cols)
 
 
@@ -68,27 +68,41 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad `config.data` field."""
   rows, cols = _padded_size(cfg)
   if not 1 <= cfg.pattern_size <= min(cfg.grid_rows, cfg.grid_cols):
-    raise ConfigError(f"config.data.pattern_size={cfg.pattern_size} must be in 1..min(grid_rows, "
-                      f"grid_cols)={min(cfg.grid_rows, cfg.grid_cols)}")
+    raise ConfigError(
+      f"config.data.pattern_size={cfg.pattern_size} must be in 1..min(grid_rows, "
+      f"grid_cols)={min(cfg.grid_rows, cfg.grid_cols)}"
+    )
   if not 1 <= cfg.grid_rows <= 30 or not 1 <= cfg.grid_cols <= 30:
-    raise ConfigError(f"config.data.grid_rows/grid_cols must be in 1..30, got "
-                      f"{cfg.grid_rows}x{cfg.grid_cols}")
+    raise ConfigError(
+      f"config.data.grid_rows/grid_cols must be in 1..30, got {cfg.grid_rows}x{cfg.grid_cols}"
+    )
   if rows < cfg.grid_rows or cols < cfg.grid_cols:
-    raise ConfigError(f"config.data.max_rows x max_cols = {rows}x{cols} is smaller than the grid "
-                      f"{cfg.grid_rows}x{cfg.grid_cols}")
+    raise ConfigError(
+      f"config.data.max_rows x max_cols = {rows}x{cols} is smaller than the grid "
+      f"{cfg.grid_rows}x{cfg.grid_cols}"
+    )
   for field in ("density", "eval_density"):
-    d = cfg.get(field)
+    d = cfg[field]
     if d is not None and not 0.0 <= d <= 1.0:
       raise ConfigError(f"config.data.{field}={d} must be in [0, 1]")
-  if not 1 <= cfg.get("colours", 9) <= 9:
+  if not 1 <= cfg.colours <= 9:
     raise ConfigError(f"config.data.colours={cfg.colours} must be in 1..9")
   if cfg.num_pairs < 1:
     raise ConfigError(f"config.data.num_pairs={cfg.num_pairs} must be >= 1")
 
 
-def make_task(rng: np.random.Generator, *, grid_rows: int, grid_cols: int, pattern_size: int,
-              density: float, num_pairs: int, max_rows: int | None = None,
-              max_cols: int | None = None, colours: int = 9) -> dict[str, np.ndarray]:
+def make_task(
+  rng: np.random.Generator,
+  *,
+  grid_rows: int,
+  grid_cols: int,
+  pattern_size: int,
+  density: float,
+  num_pairs: int,
+  max_rows: int | None = None,
+  max_cols: int | None = None,
+  colours: int = 9,
+) -> dict[str, np.ndarray]:
   """One pattern task: {'grids': int32 (N, max_rows, max_cols, 2), 'shapes': int32 (N, 2, 2)}."""
   max_rows = max_rows or grid_rows
   max_cols = max_cols or grid_cols
@@ -104,42 +118,67 @@ def make_task(rng: np.random.Generator, *, grid_rows: int, grid_cols: int, patte
   rr_NxPxP = r_N[:, None, None] + np.arange(p)[None, :, None]
   cc_NxPxP = c_N[:, None, None] + np.arange(p)[None, None, :]
   grids[pairs[:, None, None], rr_NxPxP, cc_NxPxP, 1] = pattern_PxP[None]
-  shapes = np.broadcast_to(np.array([[grid_rows, grid_rows], [grid_cols, grid_cols]], np.int32),
-                           (num_pairs, 2, 2)).copy()
+  shapes = np.broadcast_to(
+    np.array([[grid_rows, grid_rows], [grid_cols, grid_cols]], np.int32), (num_pairs, 2, 2)
+  ).copy()
   return {"grids": grids, "shapes": shapes}
 
 
 def _task_kwargs(cfg: ml_collections.ConfigDict, density: float) -> dict:
   rows, cols = _padded_size(cfg)
-  return dict(grid_rows=cfg.grid_rows, grid_cols=cfg.grid_cols, pattern_size=cfg.pattern_size,
-              density=density, num_pairs=cfg.num_pairs, max_rows=rows, max_cols=cols,
-              colours=cfg.get("colours", 9))
+  return dict(
+    grid_rows=cfg.grid_rows,
+    grid_cols=cfg.grid_cols,
+    pattern_size=cfg.pattern_size,
+    density=density,
+    num_pairs=cfg.num_pairs,
+    max_rows=rows,
+    max_cols=cols,
+    colours=cfg.colours,
+  )
 
 
-def train_iterator(data_cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
-                   shard_index: int = 0, shard_count: int = 1) -> pipeline.GeneratorIterator:
+def train_iterator(
+  data_cfg: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  seed: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> pipeline.GeneratorIterator:
   """Endless batches of fresh pattern tasks at `data_cfg.density`."""
   check_config(data_cfg)
   kwargs = _task_kwargs(data_cfg, data_cfg.density)
-  return pipeline.GeneratorIterator(lambda rng: make_task(rng, **kwargs), batch_size, seed=seed,
-                                    shard_index=shard_index, shard_count=shard_count)
+  return pipeline.GeneratorIterator(
+    lambda rng: make_task(rng, **kwargs),
+    batch_size,
+    seed=seed,
+    shard_index=shard_index,
+    shard_count=shard_count,
+  )
 
 
-def eval_set(data_cfg: ml_collections.ConfigDict, num_tasks: int | None = None,
-             seed: int | None = None, density: float | None = None) -> dict[str, np.ndarray]:
+def eval_set(
+  data_cfg: ml_collections.ConfigDict,
+  num_tasks: int | None = None,
+  seed: int | None = None,
+  density: float | None = None,
+) -> dict[str, np.ndarray]:
   """A fixed test set: {'grids': (num_tasks, N, R, C, 2), 'shapes': (num_tasks, N, 2, 2)}.
 
   Defaults: `data_cfg.eval_num_tasks` tasks, seed `data_cfg.eval_seed`, density
   `data_cfg.eval_density` (falling back to the training density). The tasks come from a seed
   stream separate from training (`[seed, 2**32 - 1, i]`; the iterator's `[seed, k, j]` would need
-  batch k = 2**32 - 1 to collide), so test tasks are not training tasks even when the seeds coincide.
+  batch k = 2**32 - 1 to collide), so test tasks are not training tasks even when the seeds
+  coincide.
   """
   check_config(data_cfg)
   num_tasks = data_cfg.eval_num_tasks if num_tasks is None else num_tasks
   seed = data_cfg.eval_seed if seed is None else seed
   if density is None:
-    density = data_cfg.get("eval_density")
-    density = data_cfg.density if density is None else density
+    density = data_cfg.density if data_cfg.eval_density is None else data_cfg.eval_density
   kwargs = _task_kwargs(data_cfg, density)
-  tasks = [make_task(np.random.default_rng([seed, 2**32 - 1, i]), **kwargs) for i in range(num_tasks)]
+  tasks = [
+    make_task(np.random.default_rng([seed, 2**32 - 1, i]), **kwargs) for i in range(num_tasks)
+  ]
   return pipeline.stack_examples(tasks)

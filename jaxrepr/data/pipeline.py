@@ -16,7 +16,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -30,7 +30,8 @@ def local_slice(global_batch_size: int, shard_index: int, shard_count: int) -> s
   """The rows of a global batch that process `shard_index` of `shard_count` loads."""
   if global_batch_size % shard_count:
     raise DataError(
-        f"global batch size {global_batch_size} does not divide by the process count {shard_count}")
+      f"global batch size {global_batch_size} does not divide by the process count {shard_count}"
+    )
   per = global_batch_size // shard_count
   return slice(shard_index * per, (shard_index + 1) * per)
 
@@ -44,8 +45,16 @@ def stack_examples(examples: list[Example]) -> HostBatch:
 class ArrayIterator(Iterator[HostBatch]):
   """Epoch-shuffled batches of in-memory arrays; drops the incomplete last batch of an epoch."""
 
-  def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int,
-               shuffle: bool = True, shard_index: int = 0, shard_count: int = 1):
+  def __init__(
+    self,
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    shard_index: int = 0,
+    shard_count: int = 1,
+  ):
     sizes = {k: len(v) for k, v in arrays.items()}
     if len(set(sizes.values())) != 1:
       raise DataError(f"arrays have different leading sizes: {sizes}")
@@ -65,13 +74,16 @@ class ArrayIterator(Iterator[HostBatch]):
   def _order_for(self, epoch: int) -> np.ndarray:
     if epoch != self._order_epoch:
       self._order_epoch = epoch
-      self._order = (np.random.default_rng([self._seed, epoch]).permutation(self._n)
-                     if self._shuffle else np.arange(self._n))
+      self._order = (
+        np.random.default_rng([self._seed, epoch]).permutation(self._n)
+        if self._shuffle
+        else np.arange(self._n)
+      )
     return self._order
 
   def __next__(self) -> HostBatch:
     epoch, k = divmod(self._step, self._batches_per_epoch)
-    global_idx = self._order_for(epoch)[k * self._batch_size:(k + 1) * self._batch_size]
+    global_idx = self._order_for(epoch)[k * self._batch_size : (k + 1) * self._batch_size]
     idx = global_idx[self._rows]
     self._step += 1
     return {name: a[idx] for name, a in self._arrays.items()}
@@ -86,8 +98,15 @@ class ArrayIterator(Iterator[HostBatch]):
 class GeneratorIterator(Iterator[HostBatch]):
   """Batches of procedurally generated examples; example j of batch k depends on (seed, k, j)."""
 
-  def __init__(self, make_example: Callable[[np.random.Generator], Example], batch_size: int, *,
-               seed: int, shard_index: int = 0, shard_count: int = 1):
+  def __init__(
+    self,
+    make_example: Callable[[np.random.Generator], Example],
+    batch_size: int,
+    *,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+  ):
     self._make_example = make_example
     self._batch_size = batch_size
     self._seed = seed
@@ -98,7 +117,8 @@ class GeneratorIterator(Iterator[HostBatch]):
     k = self._step
     self._step += 1
     return stack_examples(
-        [self._make_example(np.random.default_rng([self._seed, k, j])) for j in self._rows])
+      [self._make_example(np.random.default_rng([self._seed, k, j])) for j in self._rows]
+    )
 
   def get_state(self) -> dict:
     return {"step": self._step}
@@ -107,8 +127,9 @@ class GeneratorIterator(Iterator[HostBatch]):
     self._step = int(state["step"])
 
 
-def eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int, *, shard_index: int = 0,
-                 shard_count: int = 1) -> Iterator[HostBatch]:
+def eval_batches(
+  arrays: Mapping[str, np.ndarray], batch_size: int, *, shard_index: int = 0, shard_count: int = 1
+) -> Iterator[HostBatch]:
   """One pass over a finite set in order, padding the last batch; `mask` marks real rows.
 
   Every batch has the same shape, so an evaluator compiles once.

@@ -32,13 +32,13 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxrepr import parallel
-from jaxrepr.data import embeddings, sets
+from jaxrepr.data import embeddings
+from jaxrepr.methods.base import generation_key
 from jaxrepr.methods.enroll import baselines, episodes
 from jaxrepr.errors import ConfigError, DataError
 
@@ -56,29 +56,50 @@ def _check_held_out(spec, train_spec, test_src, train_src) -> None:
   held_out, seen = np.unique(test_src["labels"]), np.unique(train_src["labels"])
   shared = np.intersect1d(held_out, seen).size
   if shared:
-    raise DataError(f"config.evals.<name>.source is the training source, but {shared} of its "
-                    f"{held_out.size} held-out identities are among the {seen.size} training "
-                    "identities; set its split to 'test' (the training source's to 'train') and "
-                    "give both the same test_fraction and split_seed")
+    raise DataError(
+      f"config.evals.<name>.source is the training source, but {shared} of its "
+      f"{held_out.size} held-out identities are among the {seen.size} training "
+      "identities; set its split to 'test' (the training source's to 'train') and "
+      "give both the same test_fraction and split_seed"
+    )
 
 
 class Evaluator:
-  def __init__(self, *, config, method, mesh, workdir, source, n_ids=(5, 10, 20, 40),
-               walks=(1, 2, 4, 8), episodes_per_cell: int = 128, tune_episodes: int = 2048,
-               batch_size: int = 256, knn_k: int = 5, tag: str = ""):
+  def __init__(
+    self,
+    *,
+    config,
+    method,
+    mesh,
+    workdir,
+    source,
+    n_ids=(5, 10, 20, 40),
+    walks=(1, 2, 4, 8),
+    episodes_per_cell: int = 128,
+    tune_episodes: int = 2048,
+    batch_size: int = 256,
+    knn_k: int = 5,
+    tag: str = "",
+  ):
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
-    if config.data.get("name") != "embeddings":
-      raise ConfigError(f"the enroll evaluator needs config.data.name='embeddings', got "
-                        f"{config.data.get('name')!r}")
-    spec = source if isinstance(source, ml_collections.ConfigDict) else \
-        ml_collections.ConfigDict(dict(source))
+    if config.data.name != "embeddings":
+      raise ConfigError(
+        f"the enroll evaluator needs config.data.name='embeddings', got {config.data.name!r}"
+      )
+    spec = (
+      source
+      if isinstance(source, ml_collections.ConfigDict)
+      else ml_collections.ConfigDict(dict(source))
+    )
     embeddings.validate_source(spec, "config.evals.<name>.source")
     if episodes_per_cell < 1 or tune_episodes < 2:
       raise ConfigError("config.evals.<name>.episodes_per_cell must be >= 1 and tune_episodes >= 2")
     self._n_ids, self._walks = sorted(int(n) for n in n_ids), sorted(int(w) for w in walks)
     self._test_scn = episodes.scenario_from_config(
-        config.data, n_id_range=(self._n_ids[0], self._n_ids[-1]),
-        walks_range=(self._walks[0], self._walks[-1]))
+      config.data,
+      n_id_range=(self._n_ids[0], self._n_ids[-1]),
+      walks_range=(self._walks[0], self._walks[-1]),
+    )
     self._train_scn = episodes.scenario_from_config(config.data)
     # Built now, before the trainer's first step: a missing file, package or encoder run stops
     # the run at start-up rather than after training.
@@ -88,9 +109,11 @@ class Evaluator:
     train_src = embeddings.make_source(config.data.source)
     _check_held_out(spec, config.data.source, test_src, train_src)
     self._train_table = episodes.make_table(train_src, tuple(config.data.probe_groups))
-    self._model_ok = not (config.model.get("input") == "raw" and
-                          test_src["embeddings"].shape[1] != train_src["embeddings"].shape[1])
-    self._root = sets.generation_key(config)
+    self._model_ok = not (
+      config.model.input == "raw"
+      and test_src["embeddings"].shape[1] != train_src["embeddings"].shape[1]
+    )
+    self._root = generation_key(config)
     self._mesh, self._batch_size, self._knn_k = mesh, batch_size, knn_k
     self._per_cell, self._tune_n = episodes_per_cell, tune_episodes
     self._workdir, self._tag = workdir, tag or spec.kind
@@ -113,15 +136,19 @@ class Evaluator:
     for start in range(0, len(ids), self._batch_size):
       idx = np.minimum(np.arange(start, start + self._batch_size), len(ids) - 1)
       arrays = [a[idx][rows] for a in (ids, *extra)]
-      yield min(self._batch_size, len(ids) - start), [
-          jax.make_array_from_process_local_data(sharding, a) for a in arrays]
+      yield (
+        min(self._batch_size, len(ids) - start),
+        [jax.make_array_from_process_local_data(sharding, a) for a in arrays],
+      )
 
-  def _run_episodes(self, table, scenario, ids, n_id=None, walks=None, params=None,
-                    with_model=False):
+  def _run_episodes(
+    self, table, scenario, ids, n_id=None, walks=None, params=None, with_model=False
+  ):
     """Per-episode host arrays: label, n_id, walks, the context fields and (with_model) logit."""
     if id(table) not in self._device_tables:
-      self._device_tables[id(table)] = jax.device_put(episodes.device_table(table),
-                                                      parallel.replicated(self._mesh))
+      self._device_tables[id(table)] = jax.device_put(
+        episodes.device_table(table), parallel.replicated(self._mesh)
+      )
     dev_table = self._device_tables[id(table)]
     if (scenario, with_model) not in self._jits:
       method, root = self._method, self._root
@@ -145,22 +172,37 @@ class Evaluator:
 
   def _baselines(self) -> dict:
     off = embeddings.EVAL_ID_OFFSET
-    train_ep = self._run_episodes(self._train_table, self._train_scn,
-                                  np.arange(self._tune_n, dtype=np.int32) + off)
+    train_ep = self._run_episodes(
+      self._train_table, self._train_scn, np.arange(self._tune_n, dtype=np.int32) + off
+    )
     y_train = train_ep["label"] == 1
     nn_tau = -baselines.tune_threshold(
-        -baselines.nn_distance(train_ep["ctx_dist"], train_ep["ctx_mask"]), y_train)[0]
+      -baselines.nn_distance(train_ep["ctx_dist"], train_ep["ctx_mask"]), y_train
+    )[0]
     knn_tau, knn_m, _ = baselines.tune_knn(train_ep, y_train, self._knn_k)
     reps = -(-self._tune_n // (len(self._n_ids) * len(self._walks)))
     tn, tw = self._grid(reps)
-    tune_ep = self._run_episodes(self._test_table, self._test_scn,
-                                 np.arange(len(tn), dtype=np.int32) + off + _TUNE_OFFSET, tn, tw)
+    tune_ep = self._run_episodes(
+      self._test_table,
+      self._test_scn,
+      np.arange(len(tn), dtype=np.int32) + off + _TUNE_OFFSET,
+      tn,
+      tw,
+    )
     oracle_tau = -baselines.tune_threshold(
-        -baselines.nn_distance(tune_ep["ctx_dist"], tune_ep["ctx_mask"]), tune_ep["label"] == 1)[0]
+      -baselines.nn_distance(tune_ep["ctx_dist"], tune_ep["ctx_mask"]), tune_ep["label"] == 1
+    )[0]
     n_id, walks = self._grid(self._per_cell)
     ids = np.arange(len(n_id), dtype=np.int32) + off
-    return {"nn_tau": nn_tau, "knn_tau": knn_tau, "knn_m": knn_m, "oracle_tau": oracle_tau,
-            "ids": ids, "n_id": n_id, "walks": walks}
+    return {
+      "nn_tau": nn_tau,
+      "knn_tau": knn_tau,
+      "knn_m": knn_m,
+      "oracle_tau": oracle_tau,
+      "ids": ids,
+      "n_id": n_id,
+      "walks": walks,
+    }
 
   # -------------------------------------------------------------------------------------- run
   def run(self, params, rng, step) -> dict[str, float]:
@@ -168,23 +210,38 @@ class Evaluator:
     if self._fixed is None:
       self._fixed = self._baselines()
     f = self._fixed
-    ep = self._run_episodes(self._test_table, self._test_scn, f["ids"], f["n_id"], f["walks"],
-                            params, with_model=self._model_ok)
+    ep = self._run_episodes(
+      self._test_table,
+      self._test_scn,
+      f["ids"],
+      f["n_id"],
+      f["walks"],
+      params,
+      with_model=self._model_ok,
+    )
     y = ep["label"] == 1
     d0 = baselines.nn_distance(ep["ctx_dist"], ep["ctx_mask"])
-    vote = baselines.knn_vote(ep["ctx_dist"], ep["ctx_label"], ep["ctx_walks"], ep["ctx_mask"],
-                              self._knn_k, f["knn_tau"])
-    decisions = {"nn": (d0 <= f["nn_tau"], -d0), "knn": (vote >= f["knn_m"] - 1e-9, vote),
-                 "oracle": (d0 <= f["oracle_tau"], None)}
+    vote = baselines.knn_vote(
+      ep["ctx_dist"], ep["ctx_label"], ep["ctx_walks"], ep["ctx_mask"], self._knn_k, f["knn_tau"]
+    )
+    decisions = {
+      "nn": (d0 <= f["nn_tau"], -d0),
+      "knn": (vote >= f["knn_m"] - 1e-9, vote),
+      "oracle": (d0 <= f["oracle_tau"], None),
+    }
     if self._model_ok:
       decisions = {"set": (ep["logit"] > 0, ep["logit"]), **decisions}
-    out: dict[str, float] = {"nn_threshold": f["nn_tau"], "oracle_threshold": f["oracle_tau"],
-                             "set_skipped": float(not self._model_ok)}
+    out: dict[str, float] = {
+      "nn_threshold": f["nn_tau"],
+      "oracle_threshold": f["oracle_tau"],
+      "set_skipped": float(not self._model_ok),
+    }
     cells = []
     for name, (pred, score) in decisions.items():
       if score is None:
-        out.update({f"{name}_accuracy": baselines.accuracy(pred, y), f"{name}_f1":
-                    baselines.f1(pred, y)})
+        out.update(
+          {f"{name}_accuracy": baselines.accuracy(pred, y), f"{name}_f1": baselines.f1(pred, y)}
+        )
       else:
         out.update({f"{name}_{k}": v for k, v in baselines.scores(pred, score, y).items()})
       for n in self._n_ids:
@@ -196,8 +253,15 @@ class Evaluator:
       for n in self._n_ids:
         for w in self._walks:
           s = (ep["n_id"] == n) & (ep["walks"] == w)
-          cells.append({"method": name, "n_id": n, "walks": w,
-                        "accuracy": baselines.accuracy(pred[s], y[s]), "episodes": int(s.sum())})
+          cells.append(
+            {
+              "method": name,
+              "n_id": n,
+              "walks": w,
+              "accuracy": baselines.accuracy(pred[s], y[s]),
+              "episodes": int(s.sum()),
+            }
+          )
     if jax.process_index() == 0 and self._workdir:
       self._save(step, out, cells, list(decisions))
     return out
@@ -212,14 +276,25 @@ class Evaluator:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"set": "SetTransformer (no tuning)", "nn": "NN threshold (frozen)",
-              "knn": "kNN vote (frozen)", "oracle": "NN threshold re-tuned (oracle)"}
+    labels = {
+      "set": "SetTransformer (no tuning)",
+      "nn": "NN threshold (frozen)",
+      "knn": "kNN vote (frozen)",
+      "oracle": "NN threshold re-tuned (oracle)",
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, key, grid, title in ((axes[0], "nid", self._n_ids, "gallery identities n_id"),
-                                 (axes[1], "w", self._walks, "walks per identity")):
+    for ax, key, grid, title in (
+      (axes[0], "nid", self._n_ids, "gallery identities n_id"),
+      (axes[1], "w", self._walks, "walks per identity"),
+    ):
       for name in names:
-        ax.plot(grid, [out[f"{name}_acc_{key}{g}"] for g in grid], marker="o",
-                label=labels[name], linestyle="--" if name == "oracle" else "-")
+        ax.plot(
+          grid,
+          [out[f"{name}_acc_{key}{g}"] for g in grid],
+          marker="o",
+          label=labels[name],
+          linestyle="--" if name == "oracle" else "-",
+        )
       ax.set_xlabel(title)
       ax.set_xscale("log", base=2)
       ax.set_xticks(grid, [str(g) for g in grid])

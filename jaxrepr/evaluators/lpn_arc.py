@@ -1,4 +1,5 @@
-"""LPN on real ARC-AGI tasks (sheet lpn.md §6; the paper's Table 4 protocol).
+"""LPN on real ARC-AGI tasks: the protocol of Table 4 of Macfarlane & Bonnet, "Searching Latent
+Program Spaces", as the reference code's `Evaluator` runs it.
 
 Per task the spec is all its "train" pairs; for every "test" input the latent is searched on the
 spec (fresh encoder samples per test input) and the best and second-best latents are decoded
@@ -32,7 +33,7 @@ import time
 import jax
 import numpy as np
 
-from jaxrepr import config as config_lib, metrics as metrics_lib, parallel
+from jaxrepr import metrics as metrics_lib, parallel, registry
 from jaxrepr.data import arc, grids as grids_lib, pipeline
 from jaxrepr.errors import ConfigError
 from jaxrepr.evaluators._lpn_grid_metrics import attempts_metrics
@@ -53,17 +54,39 @@ def _items(tasks, max_rows, max_cols, max_spec):
     spec[:m], spec_shapes[:m] = a["spec_grids"][:m], a["spec_shapes"][:m]
     mask = np.arange(max_spec) < m
     for k in range(len(a["test_grids"])):
-      items.append(dict(task=t.id, test_index=k, has_output=bool(a["test_has_output"][k]),
-                        arrays=dict(spec_grids=spec, spec_shapes=spec_shapes, spec_mask=mask,
-                                    test_grids=a["test_grids"][k],
-                                    test_shapes=a["test_shapes"][k])))
+      items.append(
+        dict(
+          task=t.id,
+          test_index=k,
+          has_output=bool(a["test_has_output"][k]),
+          arrays=dict(
+            spec_grids=spec,
+            spec_shapes=spec_shapes,
+            spec_mask=mask,
+            test_grids=a["test_grids"][k],
+            test_shapes=a["test_shapes"][k],
+          ),
+        )
+      )
   return items
 
 
 class Evaluator:
-  def __init__(self, *, config, method, mesh, workdir, searches=None, max_tasks=None,
-               task_ids=None, split: str = "eval", max_spec: int = 10, batch_size: int = 8,
-               render: int = 4):
+  def __init__(
+    self,
+    *,
+    config,
+    method,
+    mesh,
+    workdir,
+    searches=None,
+    max_tasks=None,
+    task_ids=None,
+    split: str = "eval",
+    max_spec: int = 10,
+    batch_size: int = 8,
+    render: int = 4,
+  ):
     del method
     if config.method != "lpn":
       raise ConfigError(f"the lpn_arc evaluator needs config.method='lpn', got {config.method!r}")
@@ -83,21 +106,23 @@ class Evaluator:
     self._items = _items(tasks, r, c, max_spec)
     self._mesh, self._batch_size, self._workdir, self._render = mesh, batch_size, workdir, render
     searches = searches if searches is not None else {"mean": {"mode": "mean"}}
-    lpn = config_lib.method_module(config)
-    encoder, decoder = lpn.model.modules_from_config(
-        config.model, config.get("precision", "float32"))
+    lpn = registry.method_module(config)
+    encoder, decoder = lpn.model.modules_from_config(config.model, config.precision)
     self._fns = {}
     for name, overrides in dict(searches).items():
       eval_cfg = with_eval_latent(config, overrides).model.eval_latent
 
       def solve(params, b, rng, eval_cfg=eval_cfg):
         def one(sg, ss, sm, tg, ts, key):
-          out = lpn.solve_task(encoder, decoder, params, sg, ss, sm, tg[None, ..., 0],
-                               ts[None, :, 0], key, eval_cfg)
+          out = lpn.solve_task(
+            encoder, decoder, params, sg, ss, sm, tg[None, ..., 0], ts[None, :, 0], key, eval_cfg
+          )
           return jax.tree.map(lambda v: v[0], out)
+
         keys = jax.random.split(rng, b["test_grids"].shape[0])
-        out = jax.vmap(one)(b["spec_grids"], b["spec_shapes"], b["spec_mask"], b["test_grids"],
-                            b["test_shapes"], keys)
+        out = jax.vmap(one)(
+          b["spec_grids"], b["spec_shapes"], b["spec_mask"], b["test_grids"], b["test_shapes"], keys
+        )
         out.update(attempts_metrics(out, b["test_grids"][..., 1], b["test_shapes"][..., 1]))
         return out
 
@@ -108,8 +133,10 @@ class Evaluator:
     rows = range(bs)[pipeline.local_slice(bs, jax.process_index(), jax.process_count())]
     for start in range(0, n, bs):
       idx = [min(start + j, n - 1) for j in rows]  # the last batch repeats the last item
-      yield start, {k: np.stack([self._items[i]["arrays"][k] for i in idx])
-                    for k in self._items[0]["arrays"]}
+      yield (
+        start,
+        {k: np.stack([self._items[i]["arrays"][k] for i in idx]) for k in self._items[0]["arrays"]},
+      )
 
   def run(self, params, rng, step) -> dict[str, float]:
     results = {}
@@ -118,16 +145,24 @@ class Evaluator:
       per_item = []
       t_start = t_last = time.perf_counter()
       for start, batch in self._batches():
-        out = parallel.fetch(fn(params, parallel.to_global(batch, self._mesh),
-                                jax.random.fold_in(jax.random.fold_in(rng, s), start)))
+        out = parallel.fetch(
+          fn(
+            params,
+            parallel.to_global(batch, self._mesh),
+            jax.random.fold_in(jax.random.fold_in(rng, s), start),
+          )
+        )
         for j in range(min(self._batch_size, n - start)):
-          per_item.append(jax.tree.map(lambda v: v[j], out))
+          per_item.append(jax.tree.map(lambda v, j=j: v[j], out))
         now, done = time.perf_counter(), len(per_item)
         if jax.process_index() == 0 and (now - t_last > PROGRESS_SECONDS or done == n):
           t_last = now
           eta = metrics_lib.duration((now - t_start) / done * (n - done))
-          print(f"lpn_arc {name}: {done}/{n} test inputs of {len(self._tasks)} tasks | "
-                f"{metrics_lib.duration(now - t_start)} elapsed | ETA {eta}", flush=True)
+          print(
+            f"lpn_arc {name}: {done}/{n} test inputs of {len(self._tasks)} tasks | "
+            f"{metrics_lib.duration(now - t_start)} elapsed | ETA {eta}",
+            flush=True,
+          )
       results.update(self._score(name, per_item, step))
     return results
 
@@ -138,18 +173,25 @@ class Evaluator:
       a1 = grids_lib.crop(out["grids"], *out["shapes"])
       a2 = grids_lib.crop(out["grids_2"], *out["shapes_2"])
       submission.setdefault(item["task"], []).append(
-          {"attempt_1": a1.tolist(), "attempt_2": a2.tolist()})
+        {"attempt_1": a1.tolist(), "attempt_2": a2.tolist()}
+      )
       if item["has_output"]:
         credit.setdefault(item["task"], []).append(
-            {k: float(out[k]) for k in ("exact", "top2", "shape", "pixel")}
-            | {"latent_evals": int(out["latent_evals"])})
-    per_task = {t: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]}
-                for t, vs in credit.items()}
+          {k: float(out[k]) for k in ("exact", "top2", "shape", "pixel")}
+          | {"latent_evals": int(out["latent_evals"])}
+        )
+    per_task = {
+      t: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for t, vs in credit.items()
+    }
     mean = lambda k: float(np.mean([v[k] for v in per_task.values()])) if per_task else 0.0  # noqa: E731
-    summary = {f"{name}/top2": mean("top2"), f"{name}/top1": mean("exact"),
-               f"{name}/shape": mean("shape"), f"{name}/pixel": mean("pixel"),
-               f"{name}/tasks": float(len(per_task)),
-               f"{name}/latent_evals": mean("latent_evals")}
+    summary = {
+      f"{name}/top2": mean("top2"),
+      f"{name}/top1": mean("exact"),
+      f"{name}/shape": mean("shape"),
+      f"{name}/pixel": mean("pixel"),
+      f"{name}/tasks": float(len(per_task)),
+      f"{name}/latent_evals": mean("latent_evals"),
+    }
     if jax.process_index() == 0:
       self._write(name, step, submission, per_task, per_item, summary)
     return summary
@@ -167,11 +209,17 @@ class Evaluator:
     by_task: dict[str, list] = {}
     for item, out in zip(self._items, per_item):
       by_task.setdefault(item["task"], []).append((item, out))
-    for task in self._tasks[:self._render]:
+    for task in self._tasks[: self._render]:
       tests = []
       for item, out in by_task.get(task.id, []):
         x, y = task.test[item["test_index"]]
-        tests.append(dict(input=x, output=y, solved=bool(out["top2"]) if y is not None else None,
-                          attempt_1=grids_lib.crop(out["grids"], *out["shapes"]),
-                          attempt_2=grids_lib.crop(out["grids_2"], *out["shapes_2"])))
+        tests.append(
+          dict(
+            input=x,
+            output=y,
+            solved=bool(out["top2"]) if y is not None else None,
+            attempt_1=grids_lib.crop(out["grids"], *out["shapes"]),
+            attempt_2=grids_lib.crop(out["grids_2"], *out["shapes_2"]),
+          )
+        )
       viz.save_task_png(f"{prefix}_{task.id}.png", task.id, list(task.train), tests)

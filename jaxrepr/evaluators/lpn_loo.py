@@ -1,4 +1,5 @@
-"""LPN on generated tasks: each pair predicted from the other pairs of its task (sheet lpn.md §6).
+"""LPN on generated tasks: each pair predicted from the other pairs of its task (the evaluation of
+the LPN reference code; Macfarlane & Bonnet, "Searching Latent Program Spaces", Tables 1, 3 and 6).
 
 For every task of the data module's fixed test set (`eval_set`, e.g. the pattern task's 256 tasks)
 and every pair i, the other N-1 pairs are the spec; the latent is searched with each configured
@@ -25,7 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxrepr import config as config_lib, parallel
+from jaxrepr import parallel, registry
+from jaxrepr import data as data_contract
 from jaxrepr.evaluators._batched import sum_over_batches
 from jaxrepr.evaluators._lpn_grid_metrics import attempts_metrics
 from jaxrepr.errors import ConfigError
@@ -39,27 +41,42 @@ def with_eval_latent(config: ml_collections.ConfigDict, overrides) -> ml_collect
   with cfg.unlocked():
     for k, v in dict(overrides).items():
       if k not in cfg.model.eval_latent:
-        raise ConfigError(f"search field {k!r} is not a field of config.model.eval_latent "
-                          f"({sorted(cfg.model.eval_latent)})")
+        raise ConfigError(
+          f"search field {k!r} is not a field of config.model.eval_latent "
+          f"({sorted(cfg.model.eval_latent)})"
+        )
       cfg.model.eval_latent[k] = v
   return cfg
 
 
 class Evaluator:
-  def __init__(self, *, config, method, mesh, workdir, searches=None, num_tasks=None,
-               density=None, batch_size: int = 64, latent_plot: bool = False):
+  def __init__(
+    self,
+    *,
+    config,
+    method,
+    mesh,
+    workdir,
+    searches=None,
+    num_tasks=None,
+    density=None,
+    batch_size: int = 64,
+    latent_plot: bool = False,
+  ):
     del method  # one method per search is built below
-    data = config_lib.data_module(config)
-    if not hasattr(data, "eval_set"):
-      raise ConfigError(f"config.data.name={config.data.name!r} has no fixed generated test set "
-                        "(eval_set); the lpn_loo evaluator needs one")
+    data = registry.data_module(config)
+    if data_contract.eval_set_fn(data) is None:
+      raise ConfigError(
+        f"config.data.name={config.data.name!r} has no fixed generated test set "
+        "(eval_set); the lpn_loo evaluator needs one"
+      )
     parallel.check_batch_size(batch_size, mesh, "lpn_loo batch_size")
     self._arrays = data.eval_set(config.data, num_tasks=num_tasks, density=density)
     self._mesh, self._batch_size, self._workdir = mesh, batch_size, workdir
     self._config = config
     self._latent_plot = latent_plot and config.model.latent_dim == 2
     searches = searches if searches is not None else {"mean": {"mode": "mean"}}
-    lpn = config_lib.method_module(config)
+    lpn = registry.method_module(config)
     self._fns = {}
     for name, overrides in dict(searches).items():
       predict = lpn.build(with_eval_latent(config, overrides)).predict
@@ -77,8 +94,9 @@ class Evaluator:
   def run(self, params, rng, step) -> dict[str, float]:
     results = {}
     for s, (name, fn) in enumerate(self._fns.items()):
-      total = sum_over_batches(fn, params, self._arrays, self._batch_size, self._mesh,
-                               jax.random.fold_in(rng, s))
+      total = sum_over_batches(
+        fn, params, self._arrays, self._batch_size, self._mesh, jax.random.fold_in(rng, s)
+      )
       results.update({f"{name}/{k}": total[k] / total["count"] for k in METRICS})
     if self._latent_plot and jax.process_index() == 0:
       path = os.path.join(self._workdir, f"latent_space_step{step}.png")
@@ -86,25 +104,41 @@ class Evaluator:
     return results
 
 
-def save_latent_space(path: str, config, params, arrays, step: int, num_tasks: int = 16,
-                      grid_points: int = 9, extent: float = 3.0) -> None:
+def save_latent_space(
+  path: str,
+  config,
+  params,
+  arrays,
+  step: int,
+  num_tasks: int = 16,
+  grid_points: int = 9,
+  extent: float = 3.0,
+) -> None:
   """The 2-D latent space of programs: encoder means by task, decoder outputs on a latent grid."""
   from jaxrepr import viz
   from jaxrepr.methods.lpn import decode, model
 
-  encoder, decoder = model.modules_from_config(config.model, config.get("precision", "float32"))
+  encoder, decoder = model.modules_from_config(config.model, config.precision)
   grids = jnp.asarray(arrays["grids"][:num_tasks])
   shapes = jnp.asarray(arrays["shapes"][:num_tasks])
   t, n = grids.shape[:2]
-  mu, _ = jax.jit(encoder.apply)(params["encoder"], grids.reshape((t * n,) + grids.shape[2:]),
-                                 shapes.reshape((t * n, 2, 2)))
+  mu, _ = jax.jit(encoder.apply)(
+    params["encoder"], grids.reshape((t * n,) + grids.shape[2:]), shapes.reshape((t * n, 2, 2))
+  )
   axis = np.linspace(-extent, extent, grid_points)
   zz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)[:, ::-1]
   # Rows of the mosaic follow z[1], columns z[0]: zz[i * G + j] = (axis[j], axis[i]).
   x = jnp.broadcast_to(grids[0, 0, ..., 0], (len(zz),) + grids.shape[2:4])
   xs = jnp.broadcast_to(shapes[0, 0, :, 0], (len(zz), 2))
   out = jax.jit(lambda p, x, s, z: decode.greedy_decode(decoder, p, x, s, z))(
-      params["decoder"], x, xs, jnp.asarray(zz, jnp.float32))
+    params["decoder"], x, xs, jnp.asarray(zz, jnp.float32)
+  )
   decoded = np.asarray(out["grid"]).reshape(grid_points, grid_points, *grids.shape[2:4])
-  viz.save_latent_plot(path, np.asarray(mu), np.repeat(np.arange(t), n), decoded, extent,
-                       f"LPN latent space, step {step}")
+  viz.save_latent_plot(
+    path,
+    np.asarray(mu),
+    np.repeat(np.arange(t), n),
+    decoded,
+    extent,
+    f"LPN latent space, step {step}",
+  )

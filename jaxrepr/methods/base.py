@@ -1,21 +1,60 @@
-"""The method contract: what the trainer knows about a method, and nothing more.
+"""The method contract: everything the trainer, the config checks and the evaluators know about a
+method, and nothing more. A new method copies `jaxrepr/methods/classifier/` (the smallest one).
 
-A method package `jaxrepr.methods.<name>` exposes `build(config) -> Method`. The trainer jits
-`loss` (under `jax.value_and_grad`) and the evaluators jit `predict`; both see global batches whose
-leading axis is sharded over the `data` mesh axis, so a loss that averages over the batch gives the
-same number on one device and on many.
+Required: a package `jaxrepr/methods/<name>/` whose `__init__.py` defines
+
+    build(config: ConfigDict) -> Method
+
+`config.method = '<name>'` selects it (jaxrepr/registry.py). `build` reads `config.model` (and
+whatever of `config.data` the method needs to know, e.g. sizes) and returns pure functions:
+
+    Method.init(rng, batch) -> params              Flax `.init`; `batch` is an example batch
+    Method.loss(params, batch, rng) -> (scalar, {name: scalar})   pure and jittable
+    Method.predict(params, batch, rng) -> outputs  any pytree; what evaluators call
+    Method.param_count_note: str                   printed next to the parameter count
+
+The trainer jits `loss` under `jax.value_and_grad` and the evaluators jit `predict`; both see global
+batches whose leading axis is sharded over the mesh's batch axes, so a loss that averages over the
+batch gives the same number on one device and on many. A method never imports a data module
+(tests/core/test_import_rules.py): what it needs of the data reaches it through `config.data`, the
+batches, or a neutral module both sides may import.
+
+Optional module-level hooks (the only other names the framework reads from a method package; read
+them through the accessors below, never with getattr/hasattr):
+
+    PRECISIONS: tuple[str, ...]
+        the `config.precision` values the method implements (default ('float32',)); the names are
+        those of jaxrepr/nn/precision.py. Read by jaxrepr/config.py:validate.
+    run_stages(config, workdir, train_and_evaluate) -> dict
+        a multi-stage experiment (distillation generations): runs when the config has a `stages`
+        section, and calls the `train_and_evaluate(config, workdir)` it is handed (the trainer's
+        own) once per stage, each stage in its own sub-workdir so that it resumes on its own; the
+        method never imports the trainer. Called by jaxrepr/train.py:run_experiment.
+    default_model_config(*args) -> ConfigDict
+        the method's `config.model` defaults, for config files (configs/<name>.py call it
+        directly; the framework itself never does).
+
+Batches of example ids. A data module may yield only `{'example_id': int32 (B,)}` and leave the
+examples to be generated on device inside `loss`/`predict` (jaxrepr/data/sets.py and the set_tasks
+and enroll methods): example `i` then depends only on (`generation_key(config)`, i), never on the
+device count, the step's RNG or a resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from types import ModuleType
+from typing import Any
+from collections.abc import Callable
 
 import jax
+import ml_collections
 
 Batch = dict[str, jax.Array]
 Params = Any
 Metrics = dict[str, jax.Array]
+
+DEFAULT_PRECISIONS = ("float32",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,3 +72,23 @@ class Method:
   loss: Callable[[Params, Batch, jax.Array], tuple[jax.Array, Metrics]]
   predict: Callable[[Params, Batch, jax.Array], Any]
   param_count_note: str = ""
+
+
+def supported_precisions(module: ModuleType) -> tuple[str, ...]:
+  """The `config.precision` values the method package implements (its `PRECISIONS` hook)."""
+  return tuple(getattr(module, "PRECISIONS", DEFAULT_PRECISIONS))
+
+
+def stages_runner(module: ModuleType) -> Callable[..., dict] | None:
+  """The method package's multi-stage runner `run_stages(config, workdir, train_and_evaluate)`, or
+  None."""
+  return getattr(module, "run_stages", None)
+
+
+def generation_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The root key of data generated on device from example ids: `config.data.seed`, or
+  `config.seed` when that is unset (a placeholder)."""
+  seed = config.data.get("seed", None)
+  if seed is None:
+    seed = config.get("seed", 0)
+  return jax.random.key(seed)

@@ -10,12 +10,12 @@ zero gradients; no gradient reaches q or k through masked logits.
 - `'xla'`: materialises the (B, H, T, S) logits and probabilities; the backward pass keeps them.
 - `'blocked'`: the FlashAttention recipe (Dao et al., 2022) written in JAX: attention runs over
   blocks of (sequences, queries) whose (H, tq, S) logits fit in `block_bytes` (a cache-sized
-  working set), the softmax uses exp2 with log2(e) folded into the scale, and a custom VJP saves only
-  q, k, v, the output and the per-row softmax max and sum, recomputing probabilities block by block in the
-  backward pass. Peak memory is O(B T H D + block) instead of O(B H T S), and on CPUs, where the
-  (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/). With a
-  structure, the queries are split into at most two contiguous runs, each over only the keys it
-  can see (`query_segments`: 75% of the pairs for LPN's decoder), and the structure enters each
+  working set), the softmax uses exp2 with log2(e) folded into the scale, and a custom VJP saves
+  only q, k, v, the output and the per-row softmax max and sum, recomputing probabilities block by
+  block in the backward pass. Peak memory is O(B T H D + block) instead of O(B H T S), and on CPUs,
+  where the (T, S) arrays of the plain form do not fit in cache, it is also faster (see bench/).
+  With a structure, the queries are split into at most two contiguous runs, each over only the keys
+  it can see (`query_segments`: 75% of the pairs for LPN's decoder), and the structure enters each
   block as a constant, pre-transposed for the backward pass, instead of a per-sequence mask. A
   fully masked row is zeroed through its softmax normaliser (its max is the most negative float),
   so the backward pass's score gradient needs no mask pass of its own. The two forms agree
@@ -23,7 +23,7 @@ zero gradients; no gradient reaches q or k through masked logits.
   differentiates the custom rules themselves; LPN's Grad k ** needs it); forward mode (jax.jvp,
   jax.hessian) does not, as for every custom_vjp (under a batch-sharded mesh JAX's error message
   is less clear): use `'xla'` for that. Under a mesh that shards
-  the batch (`jax.set_mesh`, axes `parallel.BATCH_AXES`), the blocked form runs in a shard_map so
+  the batch (`jax.set_mesh`, axes `mesh_axes.BATCH_AXES`), the blocked form runs in a shard_map so
   that each device loops over its own sequences: XLA's sharding propagation cannot split a loop
   over the batch axis, and without it every device ran the loops over the whole global batch.
 """
@@ -37,17 +37,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from jaxrepr import parallel
+from jaxrepr.nn.mesh_axes import BATCH_AXES
 
 IMPLEMENTATIONS = ("auto", "blocked", "xla")
 _LOG2E = float(np.log2(np.e))
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 
-def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
-                          mask: jax.Array, implementation: str = "auto",
-                          block_bytes: int = 2 ** 23, shard_batch: bool = True,
-                          structure: np.ndarray | StaticMask | None = None) -> jax.Array:
+def dot_product_attention(
+  q_BxTxHxD: jax.Array,
+  k_BxSxHxD: jax.Array,
+  v_BxSxHxD: jax.Array,
+  mask: jax.Array,
+  implementation: str = "auto",
+  block_bytes: int = 2**23,
+  shard_batch: bool = True,
+  structure: np.ndarray | StaticMask | None = None,
+) -> jax.Array:
   """Multi-head attention output (B, T, H, D) in the dtype of v (see module docstring).
 
   `structure`: an optional static (numpy) bool (T, S) mask shared by every sequence, ANDed with
@@ -65,20 +71,34 @@ def dot_product_attention(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD:
   implementation = _resolve(implementation)
   mask_BxTmxS, structure = _check_masks(q_BxTxHxD, k_BxSxHxD, mask, structure)
   if implementation == "xla":
-    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD,
-                          _full_mask(mask_BxTmxS, structure))[0]
+    return _xla_attention(q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, _full_mask(mask_BxTmxS, structure))[0]
 
   def make(seqs, q_block, st):
     return lambda q, k, v, m: _blocked(q, k, v, m, StaticMask(st), seqs, q_block)
-  return _segmented(make, q_BxTxHxD, k_BxSxHxD, v_BxSxHxD, mask_BxTmxS, structure, block_bytes,
-                    shard_batch, num_outputs=1)
+
+  return _segmented(
+    make,
+    q_BxTxHxD,
+    k_BxSxHxD,
+    v_BxSxHxD,
+    mask_BxTmxS,
+    structure,
+    block_bytes,
+    shard_batch,
+    num_outputs=1,
+  )
 
 
-def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHxD: jax.Array,
-                            mask: jax.Array, implementation: str = "auto",
-                            block_bytes: int = 2 ** 23, shard_batch: bool = True,
-                            structure: np.ndarray | StaticMask | None = None
-                            ) -> tuple[jax.Array, jax.Array]:
+def attention_and_logsumexp(
+  q_BxTxHxD: jax.Array,
+  k_BxSxHxD: jax.Array,
+  v_BxSxHxD: jax.Array,
+  mask: jax.Array,
+  implementation: str = "auto",
+  block_bytes: int = 2**23,
+  shard_batch: bool = True,
+  structure: np.ndarray | StaticMask | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """(attention output (B, T, H, D), log-sum-exp of each row's masked logits (B, T, H), float32).
 
   For constants only: no gradient flows through it (the inputs are stop-gradient'd). With the
@@ -95,12 +115,13 @@ def attention_and_logsumexp(q_BxTxHxD: jax.Array, k_BxSxHxD: jax.Array, v_BxSxHx
   def make(seqs, q_block, st):
     def run(q, k, v, m):
       out, res = _blocked_fwd(q, k, v, m, StaticMask(st), seqs, q_block)
-      mx, tot = res[-1]                                        # (nb, nq, c, H, tq), base 2
-      lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)            # (nb, nq, c, tq, H)
+      mx, tot = res[-1]  # (nb, nq, c, H, tq), base 2
+      lse2 = jnp.swapaxes(mx + jnp.log2(tot), 3, 4)  # (nb, nq, c, tq, H)
       return out, _merge(lse2, q.shape[1]) / _LOG2E
+
     return run
-  return _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch,
-                    num_outputs=2)
+
+  return _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch, num_outputs=2)
 
 
 def _check_masks(q, k, mask, structure):
@@ -109,15 +130,19 @@ def _check_masks(q, k, mask, structure):
   s = k.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]) if mask.ndim == 3 else None
   if mask_BxTmxS is None or mask_BxTmxS.shape[1] not in (1, t) or mask_BxTmxS.shape[2] != s:
-    raise ValueError(f"mask must broadcast to (B, T, S) = {(b, t, s)} with a query axis of 1 or "
-                     f"T, got {mask.shape}")
+    raise ValueError(
+      f"mask must broadcast to (B, T, S) = {(b, t, s)} with a query axis of 1 or "
+      f"T, got {mask.shape}"
+    )
   if isinstance(structure, StaticMask):
     structure = structure.array
   if structure is not None:
     structure = np.asarray(structure)
     if structure.shape != (t, s) or structure.dtype != np.bool_:
-      raise ValueError(f"structure must be a static bool (T, S) = {(t, s)} array, got "
-                       f"{structure.dtype} {structure.shape}")
+      raise ValueError(
+        f"structure must be a static bool (T, S) = {(t, s)} array, got "
+        f"{structure.dtype} {structure.shape}"
+      )
   return mask_BxTmxS, structure
 
 
@@ -126,21 +151,23 @@ def _full_mask(mask_BxTmxS, structure):
 
 
 @functools.lru_cache(maxsize=64)
-def _segments_cached(extent_bytes: bytes, max_segments: int,
-                     min_saving: float) -> tuple[tuple[int, int, int], ...]:
+def _segments_cached(
+  extent_bytes: bytes, max_segments: int, min_saving: float
+) -> tuple[tuple[int, int, int], ...]:
   """Dynamic programme over query runs; extent[i] = the keys query row i needs."""
   extent = np.frombuffer(extent_bytes, np.int64).astype(np.float64)
   t = extent.size
   rows = np.arange(t)
-  reach = np.zeros((t, t))                 # reach[i, j] = max(extent[i..j]), j >= i
+  reach = np.zeros((t, t))  # reach[i, j] = max(extent[i..j]), j >= i
   for i in range(t):
     reach[i, i:] = np.maximum.accumulate(extent[i:])
-  run_cost = np.where(rows[None, :] >= rows[:, None],
-                      (rows[None, :] - rows[:, None] + 1) * reach, np.inf)  # rows i..j as one run
-  costs = [run_cost[0]]                    # costs[n][j]: rows 0..j in exactly n + 1 runs
-  starts = [np.zeros(t, np.int64)]         # starts[n][j]: first row of the last of those runs
+  run_cost = np.where(
+    rows[None, :] >= rows[:, None], (rows[None, :] - rows[:, None] + 1) * reach, np.inf
+  )  # rows i..j as one run
+  costs = [run_cost[0]]  # costs[n][j]: rows 0..j in exactly n + 1 runs
+  starts = [np.zeros(t, np.int64)]  # starts[n][j]: first row of the last of those runs
   for _ in range(1, min(max_segments, t)):
-    cand = costs[-1][:-1, None] + run_cost[1:, :]             # last run starts at row i = 1..t-1
+    cand = costs[-1][:-1, None] + run_cost[1:, :]  # last run starts at row i = 1..t-1
     first = np.argmin(cand, axis=0)
     costs.append(cand[first, rows])
     starts.append(first + 1)
@@ -154,8 +181,9 @@ def _segments_cached(extent_bytes: bytes, max_segments: int,
   return tuple(reversed(runs))
 
 
-def query_segments(structure: np.ndarray | None, t: int, s: int, max_segments: int = 2,
-                   min_saving: float = 0.05) -> tuple[tuple[int, int, int], ...]:
+def query_segments(
+  structure: np.ndarray | None, t: int, s: int, max_segments: int = 2, min_saving: float = 0.05
+) -> tuple[tuple[int, int, int], ...]:
   """Contiguous query runs (start, stop, keys) for a static structure: queries [start, stop) only
   need keys [0, keys). Chosen to minimise the attended (query, key) pairs with at most
   `max_segments` runs, preferring fewer runs unless more save over `min_saving` of the work.
@@ -182,8 +210,13 @@ def _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch, 
     st = None if structure is None else structure[start:stop, :keys]
     if st is not None and st.all():
       st = None
-    fn = _per_device(lambda seqs, q_block, st=st: make(seqs, q_block, st),
-                     (b, stop - start, keys, h), block_bytes, shard_batch, num_outputs)
+    fn = _per_device(
+      lambda seqs, q_block, st=st: make(seqs, q_block, st),
+      (b, stop - start, keys, h),
+      block_bytes,
+      shard_batch,
+      num_outputs,
+    )
     outs.append(fn(q[:, start:stop], k[:, :keys], v[:, :keys], m[:, :, :keys]))
   if len(outs) == 1:
     return outs[0]
@@ -192,8 +225,9 @@ def _segmented(make, q, k, v, mask_BxTmxS, structure, block_bytes, shard_batch, 
   return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*outs))
 
 
-def _per_device(make, btsh: tuple[int, int, int, int], block_bytes: int, shard_batch: bool,
-                num_outputs: int):
+def _per_device(
+  make, btsh: tuple[int, int, int, int], block_bytes: int, shard_batch: bool, num_outputs: int
+):
   """make(seqs, q_block) -> fn(q, k, v, mask) with block sizes for one device's batch, run in a
   shard_map over the batch axes when the current mesh shards them (and shard_batch is on).
 
@@ -218,7 +252,7 @@ def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
     return (), 1
   # Every batch axis of the mesh, size 1 included: an axis left out of the specs would count as
   # unmapped, and the shard_map's transpose would all-reduce the gradients over it.
-  axes = tuple(a for a in parallel.BATCH_AXES if a in mesh.axis_names)
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
   shards = int(np.prod([mesh.shape[a] for a in axes]))
   if shards == 1 or b % shards:
     return (), 1
@@ -228,8 +262,9 @@ def _batch_shards(b: int) -> tuple[tuple[str, ...], int]:
 def _resolve(implementation: str) -> str:
   """'blocked' or 'xla' for a configured implementation name; a clear error for others."""
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
-                     f"{implementation!r}")
+    raise ValueError(
+      f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
+    )
   if implementation == "auto":
     return "blocked" if jax.default_backend() == "cpu" else "xla"
   return implementation
@@ -243,7 +278,7 @@ def block_sizes(b: int, t: int, s: int, h: int, block_bytes: int) -> tuple[int, 
   """
   per_query = h * s * 4
   q_block = int(min(t, max(1, block_bytes // per_query)))
-  q_block = -(-t // -(-t // q_block))     # the same number of blocks, with the least padding
+  q_block = -(-t // -(-t // q_block))  # the same number of blocks, with the least padding
   per_seq = per_query * q_block
   seqs = max(1, min(b, block_bytes // per_seq))
   while b % seqs:
@@ -257,7 +292,7 @@ def _xla_attention(q, k, v, mask_BxTmxS):
   logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask_BxTmxS[:, None], logits, _NEG)
   probs = jax.nn.softmax(logits, axis=-1)
-  live = jnp.any(mask_BxTmxS, axis=-1)[:, None, :, None]       # a fully masked row outputs zeros
+  live = jnp.any(mask_BxTmxS, axis=-1)[:, None, :, None]  # a fully masked row outputs zeros
   probs = jnp.where(live, probs, 0.0).astype(v.dtype)
   lse = jnp.swapaxes(jax.nn.logsumexp(logits, axis=-1), 1, 2)
   return jnp.einsum("bhts,bshd->bthd", probs, v), lse
@@ -265,8 +300,10 @@ def _xla_attention(q, k, v, mask_BxTmxS):
 
 def _block_logits2(q_cxHxTqxD, k_cxHxSxD, m_cxTqxS, scale2):
   """Base-2 logits (c, H, tq, S) in float32, masked."""
-  l2 = jnp.einsum("chtd,chsd->chts", q_cxHxTqxD, k_cxHxSxD,
-                  preferred_element_type=jnp.float32) * scale2
+  l2 = (
+    jnp.einsum("chtd,chsd->chts", q_cxHxTqxD, k_cxHxSxD, preferred_element_type=jnp.float32)
+    * scale2
+  )
   return jnp.where(m_cxTqxS[:, None], l2, _NEG)
 
 
@@ -361,13 +398,13 @@ def _blocked_fwd(q, k, v, mask, structure, seqs, q_block):
 
     def query_block(args):
       q_cxTqxHxD, m_cxTqxS, st_TqxS = args
-      l2 = _block_logits2(_heads_first(q_cxTqxHxD), kh, _with_structure(m_cxTqxS, st_TqxS),
-                          scale2)
+      l2 = _block_logits2(_heads_first(q_cxTqxHxD), kh, _with_structure(m_cxTqxS, st_TqxS), scale2)
       mx = jnp.max(l2, axis=-1, keepdims=True)
       e = jnp.exp2(l2 - mx)
       tot = jnp.sum(e, axis=-1, keepdims=True)
-      o = jnp.einsum("chts,chsd->chtd", e.astype(v.dtype), vh,
-                     preferred_element_type=jnp.float32) * _inverse_total(mx, tot)
+      o = jnp.einsum(
+        "chts,chsd->chtd", e.astype(v.dtype), vh, preferred_element_type=jnp.float32
+      ) * _inverse_total(mx, tot)
       return _heads_first(o).astype(v.dtype), (mx[..., 0], tot[..., 0])
 
     m_all = jnp.broadcast_to(m_nqxcxTqxS, (nq,) + m_nqxcxTqxS.shape[1:])
@@ -400,7 +437,7 @@ def _blocked_bwd(structure, seqs, q_block, res, dout):
       # Keys-major (S, tq) layout: the two accumulations over queries (dk, dv) then contract the
       # minor axis. The forward pass's max and sum are reused (one log-sum-exp would lose a fully
       # masked row, whose max is the most negative float).
-      m_t = jnp.swapaxes(m_c, 1, 2)[:, None]                              # (c, 1, S, tq or 1)
+      m_t = jnp.swapaxes(m_c, 1, 2)[:, None]  # (c, 1, S, tq or 1)
       if st_t is not None:
         m_t = m_t & st_t[None, None]
       l2_t = jnp.einsum("chsd,chtd->chst", kh, qh, preferred_element_type=jnp.float32) * scale2
@@ -408,10 +445,10 @@ def _blocked_bwd(structure, seqs, q_block, res, dout):
       # p is zero at every masked key, also in a fully masked row (zeroed through its normaliser
       # as in the forward pass): ds = p (dp - delta) then needs no mask of its own, and no
       # gradient reaches q or k through masked logits, which are constants.
-      p_t = (jnp.exp2(l2_t - mx_c[:, :, None, :])
-             * _inverse_total(mx_c, tot_c)[:, :, None, :])
-      dv_acc = dv_acc + jnp.einsum("chst,chtd->chsd", p_t.astype(doh.dtype), doh,
-                                   preferred_element_type=jnp.float32)
+      p_t = jnp.exp2(l2_t - mx_c[:, :, None, :]) * _inverse_total(mx_c, tot_c)[:, :, None, :]
+      dv_acc = dv_acc + jnp.einsum(
+        "chst,chtd->chsd", p_t.astype(doh.dtype), doh, preferred_element_type=jnp.float32
+      )
       dp_t = jnp.einsum("chsd,chtd->chst", vh, doh, preferred_element_type=jnp.float32)
       delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), axis=-1)
       ds_t = (p_t * (dp_t - delta[:, :, None, :])).astype(qh.dtype)
@@ -420,17 +457,18 @@ def _blocked_bwd(structure, seqs, q_block, res, dout):
       # back to a generic dot 2.4x slower (90 against 38 ms a layer for LPN's pattern batch).
       dq_t = jnp.einsum("chsd,chst->chdt", kh, ds_t, preferred_element_type=jnp.float32)
       dq = jnp.swapaxes(jax.lax.optimization_barrier(dq_t), 2, 3) * scale
-      dk_acc = dk_acc + jnp.einsum("chst,chtd->chsd", ds_t, qh,
-                                   preferred_element_type=jnp.float32) * scale
+      dk_acc = (
+        dk_acc + jnp.einsum("chst,chtd->chsd", ds_t, qh, preferred_element_type=jnp.float32) * scale
+      )
       return (dk_acc, dv_acc), _heads_first(dq).astype(q.dtype)
 
     zeros = jnp.zeros(kh.shape, jnp.float32)
-    (dk, dv), dq_nq = jax.lax.scan(query_block, (zeros, zeros),
-                                   (q_nq, m_all, o_nq, do_nq, stats_nq, st_blocks))
+    (dk, dv), dq_nq = jax.lax.scan(
+      query_block, (zeros, zeros), (q_nq, m_all, o_nq, do_nq, stats_nq, st_blocks)
+    )
     return dq_nq, _heads_first(dk).astype(k.dtype), _heads_first(dv).astype(v.dtype)
 
-  dq_blocks, dk_blocks, dv_blocks = jax.lax.map(seq_block,
-                                                (qb, kb, vb, mb, ob, dob, stats_blocks))
+  dq_blocks, dk_blocks, dv_blocks = jax.lax.map(seq_block, (qb, kb, vb, mb, ob, dob, stats_blocks))
   dq = _merge(dq_blocks, t)
   dk = dk_blocks.reshape(k.shape)
   dv = dv_blocks.reshape(v.shape)

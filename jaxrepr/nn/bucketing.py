@@ -18,7 +18,8 @@ and backward, and the residual is one parameter-sized gradient.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +35,9 @@ def bucket_lengths(min_len: int, max_len: int, num_buckets: int) -> tuple[int, .
   if num_buckets < 1:
     raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
   span = max_len - min_len + 1
-  return tuple(sorted({min_len - 1 + -(-span * (i + 1) // num_buckets)
-                       for i in range(num_buckets)}))
+  return tuple(
+    sorted({min_len - 1 + -(-span * (i + 1) // num_buckets) for i in range(num_buckets)})
+  )
 
 
 def _check_lengths(lengths: Sequence[int]) -> tuple[int, ...]:
@@ -50,9 +52,12 @@ def bucket_index(lengths: Sequence[int], n: jax.Array) -> jax.Array:
   return jnp.minimum(jnp.searchsorted(jnp.asarray(lengths), n, side="left"), len(lengths) - 1)
 
 
-def bucketed_call(fn: Callable[[Any], Any], lengths: Sequence[int],
-                  length_of: Callable[[Any], jax.Array],
-                  cut: Callable[[Any, int], Any]) -> Callable[[Any], Any]:
+def bucketed_call(
+  fn: Callable[[Any], Any],
+  lengths: Sequence[int],
+  length_of: Callable[[Any], jax.Array],
+  cut: Callable[[Any, int], Any],
+) -> Callable[[Any], Any]:
   """`fn(cut(data, L))` for the smallest L in `lengths` with L >= `length_of(data)`, one program.
 
   For forward-only work (prediction, evaluation); `fn`'s outputs must not have the padded axis,
@@ -63,10 +68,12 @@ def bucketed_call(fn: Callable[[Any], Any], lengths: Sequence[int],
   return lambda data: jax.lax.switch(bucket_index(lengths, length_of(data)), branches, data)
 
 
-def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
-                  lengths: Sequence[int],
-                  length_of: Callable[[Any], jax.Array],
-                  cut: Callable[[Any, int], Any]) -> Callable[[Any, Any], tuple[jax.Array, Any]]:
+def bucketed_loss(
+  loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
+  lengths: Sequence[int],
+  length_of: Callable[[Any], jax.Array],
+  cut: Callable[[Any, int], Any],
+) -> Callable[[Any, Any], tuple[jax.Array, Any]]:
   """`loss_fn(params, data) -> (loss, aux)` run on `cut(data, L)` for the smallest L in `lengths`
   with L >= `length_of(data)`, inside one program; differentiable in `params` only.
 
@@ -89,8 +96,9 @@ def bucketed_loss(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
     return bucketed_call(lambda d: loss_fn(params, d), lengths, length_of, cut)(data)
 
   def loss_fwd(params, data):  # ((loss, aux), grads): the gradient is the residual
-    return jax.lax.switch(bucket_index(lengths, length_of(data)),
-                          [grad_at_length(n) for n in lengths], params, data)
+    return jax.lax.switch(
+      bucket_index(lengths, length_of(data)), [grad_at_length(n) for n in lengths], params, data
+    )
 
   def loss_bwd(grads, cotangent):
     g_loss = cotangent[0]  # the aux part of the cotangent is ignored: aux is not differentiated

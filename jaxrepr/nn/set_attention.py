@@ -1,4 +1,5 @@
-"""Set Transformer blocks (Lee et al., ICML 2019): MAB, SAB, ISAB and PMA with masks for padded sets.
+"""Set Transformer blocks (Lee et al., ICML 2019): MAB, SAB, ISAB and PMA with masks for padded
+sets.
 
 Definitions (paper §2.2, §3):
   Att(Q, K, V) = softmax(Q K^T / sqrt(d)) V;  Multihead = concat(O_1..O_h) W^O          (§2.2)
@@ -11,33 +12,34 @@ The authors' code (github.com/juho-lee/set_transformer, modules.py) differs from
 block has a `mode`:
 
 * `'reference'` reproduces modules.py: q, k, v are Linear maps of width dim_V; the softmax scale is
-  1/sqrt(dim_V) of the *full* width (not per head); the residual is the projected query fc_q(X); there
-  is no W^O; the rFF is one Linear + ReLU with a residual (O + ReLU(fc_o(O))); LayerNorm is applied
-  after each residual and is off by default; PMA is MAB(S, Z) without rFF(Z) (the supplement §2 also
-  omits it). Initialisation follows PyTorch's defaults (weights and biases U(+-1/sqrt(fan_in)); I and S
-  with torch's xavier_uniform_ bound sqrt(6 / ((m + 1) d)) on a (1, m, d) tensor; LayerNorm eps 1e-5),
-  so parameter counts and initial statistics match: the MoG model has 423,172 parameters (426,756 with
-  LayerNorm on).
+  1/sqrt(dim_V) of the *full* width (not per head); the residual is the projected query fc_q(X);
+  there is no W^O; the rFF is one Linear + ReLU with a residual (O + ReLU(fc_o(O))); LayerNorm is
+  applied after each residual and is off by default; PMA is MAB(S, Z) without rFF(Z) (the supplement
+  §2 also omits it). Initialisation follows PyTorch's defaults (weights and biases
+  U(+-1/sqrt(fan_in)); I and S with torch's xavier_uniform_ bound sqrt(6 / ((m + 1) d)) on a
+  (1, m, d) tensor; LayerNorm eps 1e-5), so parameter counts and initial statistics match: the MoG
+  model has 423,172 parameters (426,756 with LayerNorm on).
 * `'paper'` follows the paper's equations with the modern choices the authors recommend (reference
-  issues #9, #16, #18): per-head scale 1/sqrt(dim_V / h), an output projection W^O, a residual on the
-  block input itself, pre-LayerNorm (on by default), a two-layer ReLU rFF (hidden width dim_V), and PMA
-  with its rFF(Z). Where a block's input width differs from its width, the block maps the input once
-  with a Linear embedding (`embed`) so residuals are well defined and LayerNorm never sees the raw,
-  e.g. 2-D, points. The paper writes post-LN (Eq. 6-7); pre-LN is what the authors suggest for stacked
-  ISABs and is the choice here. Initialisation uses Flax's defaults (lecun_normal kernels, zero biases,
-  xavier_uniform for I and S).
+  issues #9, #16, #18): per-head scale 1/sqrt(dim_V / h), an output projection W^O, a residual on
+  the block input itself, pre-LayerNorm (on by default), a two-layer ReLU rFF (hidden width dim_V),
+  and PMA with its rFF(Z). Where a block's input width differs from its width, the block maps the
+  input once with a Linear embedding (`embed`) so residuals are well defined and LayerNorm never
+  sees the raw, e.g. 2-D, points. The paper writes post-LN (Eq. 6-7); pre-LN is what the authors
+  suggest for stacked ISABs and is the choice here. Initialisation uses Flax's defaults
+  (lecun_normal kernels, zero biases, xavier_uniform for I and S).
 
-Masks: `mask_BxN` is a boolean (B, n) array marking the valid elements of zero-padded sets. Masked keys
-get exactly zero attention weight and their values are zeroed before the weighted sum (so even NaN
-padding cannot leak), and SAB/ISAB outputs are zero at padded rows. Hence outputs at valid positions,
-and PMA-pooled outputs, do not depend on the padding length or content, and one compiled program
-serves every set size up to the padded maximum. Every set must have at least one valid element.
+Masks: `mask_BxN` is a boolean (B, n) array marking the valid elements of zero-padded sets. Masked
+keys get exactly zero attention weight and their values are zeroed before the weighted sum (so even
+NaN padding cannot leak), and SAB/ISAB outputs are zero at padded rows. Hence outputs at valid
+positions, and PMA-pooled outputs, do not depend on the padding length or content, and one compiled
+program serves every set size up to the padded maximum. Every set must have at least one valid
+element.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -55,11 +57,13 @@ def _check_mode(mode: str) -> None:
 def _uniform(bound: float) -> Callable:
   def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
 class Linear(nn.Module):
-  """y = x W + b on the last axis. `torch_init`: PyTorch's nn.Linear init, U(+-1/sqrt(fan_in)) for both.
+  """y = x W + b on the last axis. `torch_init`: PyTorch's nn.Linear init, U(+-1/sqrt(fan_in)) for
+  both.
 
   Flax's Dense cannot give the bias a fan-in dependent init, hence this small module. `weights`
   returns (W, b) without applying them, for attention over shared queries (`attend_shared_queries`).
@@ -85,24 +89,32 @@ class Linear(nn.Module):
     return y + bias_F.reshape((1,) * (y.ndim - 1) + (self.features,))
 
 
-def _check_mask(mask_BxN: Optional[jax.Array], x_BxNxD: jax.Array) -> Optional[jax.Array]:
+def _check_mask(mask_BxN: jax.Array | None, x_BxNxD: jax.Array) -> jax.Array | None:
   if mask_BxN is None:
     return None
   if mask_BxN.shape != x_BxNxD.shape[:2]:
-    raise ValueError(f"mask shape {mask_BxN.shape} does not match the set shape "
-                     f"{x_BxNxD.shape[:2]} (batch, set size)")
+    raise ValueError(
+      f"mask shape {mask_BxN.shape} does not match the set shape "
+      f"{x_BxNxD.shape[:2]} (batch, set size)"
+    )
   return mask_BxN.astype(bool)
 
 
-def _zero_padding(x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array]) -> jax.Array:
+def _zero_padding(x_BxNxD: jax.Array, mask_BxN: jax.Array | None) -> jax.Array:
   # `where`, not a product: NaN or inf in padded rows must not survive.
   if mask_BxN is None:
     return x_BxNxD
   return jnp.where(mask_BxN[:, :, None], x_BxNxD, jnp.zeros((), x_BxNxD.dtype))
 
 
-def multihead_attend(q_BxQxD: jax.Array, k_BxKxD: jax.Array, v_BxKxD: jax.Array,
-                     mask_BxK: Optional[jax.Array], num_heads: int, scale: float) -> jax.Array:
+def multihead_attend(
+  q_BxQxD: jax.Array,
+  k_BxKxD: jax.Array,
+  v_BxKxD: jax.Array,
+  mask_BxK: jax.Array | None,
+  num_heads: int,
+  scale: float,
+) -> jax.Array:
   """softmax(q_j k_j^T * scale) v_j per head j (feature chunks of D/h), heads concatenated.
 
   Masked keys get weight exactly 0 (their logits sit at the dtype's minimum, and exp underflows).
@@ -117,21 +129,30 @@ def multihead_attend(q_BxQxD: jax.Array, k_BxKxD: jax.Array, v_BxKxD: jax.Array,
   v_BxKxHxd = v_BxKxD.reshape(B, K, H, D // H)
   logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxd, k_BxKxHxd) * scale
   if mask_BxK is not None:
-    logits_BxHxQxK = jnp.where(mask_BxK[:, None, None, :], logits_BxHxQxK,
-                               jnp.finfo(logits_BxHxQxK.dtype).min)
+    logits_BxHxQxK = jnp.where(
+      mask_BxK[:, None, None, :], logits_BxHxQxK, jnp.finfo(logits_BxHxQxK.dtype).min
+    )
   attn_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1)
   o_BxQxHxd = jnp.einsum("bhqk,bkhd->bqhd", attn_BxHxQxK, v_BxKxHxd)
   return o_BxQxHxd.reshape(B, Q, D)
 
 
-def attend_shared_queries(q_QxD: jax.Array, y_BxKxDk: jax.Array, wk_DkxD: jax.Array,
-                          wv_DkxD: jax.Array, bv_D: jax.Array, mask_BxK: Optional[jax.Array],
-                          num_heads: int, scale: float) -> jax.Array:
-  """multihead_attend(q, y Wk + bk, y Wv + bv) for queries shared by the whole batch, without forming
-  the keys and values of the K set elements.
+def attend_shared_queries(
+  q_QxD: jax.Array,
+  y_BxKxDk: jax.Array,
+  wk_DkxD: jax.Array,
+  wv_DkxD: jax.Array,
+  bv_D: jax.Array,
+  mask_BxK: jax.Array | None,
+  num_heads: int,
+  scale: float,
+) -> jax.Array:
+  """multihead_attend(q, y Wk + bk, y Wv + bv) for queries shared by the whole batch, without
+  forming the keys and values of the K set elements.
 
   With head h's feature chunk c_h (the algebra is exact; only float rounding differs):
-    logit[b, k, (h, q)] = (y_bk Wk_h + bk_h) . q_h * scale = y_bk (Wk_h q_h^T) scale + bk_h . q_h scale,
+    logit[b, k, (h, q)] = (y_bk Wk_h + bk_h) . q_h * scale
+                        = y_bk (Wk_h q_h^T) scale + bk_h . q_h scale,
     out[b, q, c_h] = sum_k a[b, k, (h, q)] (y_bk Wv_h + bv_h) = (sum_k a y_bk) Wv_h + bv_h,
   where the key bias term is the same for every key k and cancels in the softmax (so bk is not an
   argument; its gradient is zero on either path), and the last step holds because the attention
@@ -154,12 +175,12 @@ def attend_shared_queries(q_QxD: jax.Array, y_BxKxDk: jax.Array, wk_DkxD: jax.Ar
   wq_BxCxDk = jnp.broadcast_to(wq_CxDk[None], (B, H * Q, Dk)) * scale
   logits_BxCxK = jnp.einsum("bce,bke->bck", wq_BxCxDk, y_BxKxDk)
   if mask_BxK is not None:
-    logits_BxCxK = jnp.where(mask_BxK[:, None, :], logits_BxCxK,
-                             jnp.finfo(logits_BxCxK.dtype).min)
+    logits_BxCxK = jnp.where(mask_BxK[:, None, :], logits_BxCxK, jnp.finfo(logits_BxCxK.dtype).min)
   attn_BxCxK = jax.nn.softmax(logits_BxCxK, axis=-1)
   pooled_BxHxQxDk = jnp.einsum("bck,bke->bce", attn_BxCxK, y_BxKxDk).reshape(B, H, Q, Dk)
-  out_BxQxHxd = (jnp.einsum("bhqe,ehd->bqhd", pooled_BxHxQxDk, wv_DkxD.reshape(Dk, H, d))
-                 + bv_D.reshape(1, 1, H, d))
+  out_BxQxHxd = jnp.einsum(
+    "bhqe,ehd->bqhd", pooled_BxHxQxDk, wv_DkxD.reshape(Dk, H, d)
+  ) + bv_D.reshape(1, 1, H, d)
   return out_BxQxHxd.reshape(B, Q, D)
 
 
@@ -170,7 +191,8 @@ class MAB(nn.Module):
     dim: dim_V, the output width; must divide by `num_heads`.
     num_heads: h.
     mode: 'reference' (authors' code) or 'paper'.
-    ln: LayerNorm on/off; None means the mode's default (reference: off, post-LN; paper: on, pre-LN).
+    ln: LayerNorm on/off; None means the mode's default (reference: off, post-LN; paper: on,
+      pre-LN).
     torch_init: PyTorch-default initialisation; None means `mode == 'reference'`.
 
   Queries X with batch size 1 are shared by the whole batch of Y (ISAB's inducing points, PMA's
@@ -181,18 +203,20 @@ class MAB(nn.Module):
   dim: int
   num_heads: int
   mode: str = "reference"
-  ln: Optional[bool] = None
-  torch_init: Optional[bool] = None
+  ln: bool | None = None
+  torch_init: bool | None = None
 
   @nn.compact
-  def __call__(self, x_BxQxDq: jax.Array, y_BxKxDk: jax.Array,
-               mask_BxK: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(
+    self, x_BxQxDq: jax.Array, y_BxKxDk: jax.Array, mask_BxK: jax.Array | None = None
+  ) -> jax.Array:
     _check_mode(self.mode)
     if self.dim % self.num_heads:
       raise ValueError(f"MAB width {self.dim} does not divide by num_heads={self.num_heads}")
     if x_BxQxDq.ndim != 3 or y_BxKxDk.ndim != 3:
-      raise ValueError(f"MAB expects (batch, set, features) inputs, got {x_BxQxDq.shape} and "
-                       f"{y_BxKxDk.shape}")
+      raise ValueError(
+        f"MAB expects (batch, set, features) inputs, got {x_BxQxDq.shape} and {y_BxKxDk.shape}"
+      )
     mask_BxK = _check_mask(mask_BxK, y_BxKxDk)
     reference = self.mode == "reference"
     ln = (not reference) if self.ln is None else self.ln
@@ -204,15 +228,24 @@ class MAB(nn.Module):
       fc_k, fc_v = dense("fc_k"), dense("fc_v")
       if q_BxQxD.shape[0] == 1:  # queries shared by the batch: no K x D keys or values formed
         wk_DkxD, _ = fc_k.weights(kv_BxKxDk.shape[-1])  # the key bias cancels in the softmax
-        return attend_shared_queries(q_BxQxD[0], kv_BxKxDk, wk_DkxD,
-                                     *fc_v.weights(kv_BxKxDk.shape[-1]), mask_BxK,
-                                     self.num_heads, scale)
-      return multihead_attend(q_BxQxD, fc_k(kv_BxKxDk), fc_v(kv_BxKxDk), mask_BxK,
-                              self.num_heads, scale)
+        return attend_shared_queries(
+          q_BxQxD[0],
+          kv_BxKxDk,
+          wk_DkxD,
+          *fc_v.weights(kv_BxKxDk.shape[-1]),
+          mask_BxK,
+          self.num_heads,
+          scale,
+        )
+      return multihead_attend(
+        q_BxQxD, fc_k(kv_BxKxDk), fc_v(kv_BxKxDk), mask_BxK, self.num_heads, scale
+      )
 
     if x_BxQxDq.shape[0] not in (1, y_BxKxDk.shape[0]):
-      raise ValueError(f"MAB queries {x_BxQxDq.shape} must have the batch size of the keys "
-                       f"{y_BxKxDk.shape}, or 1 (queries shared by the batch)")
+      raise ValueError(
+        f"MAB queries {x_BxQxDq.shape} must have the batch size of the keys "
+        f"{y_BxKxDk.shape}, or 1 (queries shared by the batch)"
+      )
     if reference:
       q_BxQxD = dense("fc_q")(x_BxQxDq)
       o_BxQxD = q_BxQxD + attend(q_BxQxD, y_BxKxDk, 1.0 / math.sqrt(self.dim))
@@ -224,8 +257,10 @@ class MAB(nn.Module):
       return o_BxQxD
 
     if x_BxQxDq.shape[-1] != self.dim or y_BxKxDk.shape[-1] != self.dim:
-      raise ValueError(f"paper-mode MAB needs inputs of width {self.dim}, got {x_BxQxDq.shape[-1]} "
-                       f"and {y_BxKxDk.shape[-1]}; the SAB/ISAB/PMA blocks embed their input first")
+      raise ValueError(
+        f"paper-mode MAB needs inputs of width {self.dim}, got {x_BxQxDq.shape[-1]} "
+        f"and {y_BxKxDk.shape[-1]}; the SAB/ISAB/PMA blocks embed their input first"
+      )
     xn_BxQxD = layer_norm("ln_q")(x_BxQxDq) if ln else x_BxQxDq
     yn_BxKxD = layer_norm("ln_k")(y_BxKxDk) if ln else y_BxKxDk
     q_BxQxD = dense("fc_q")(xn_BxQxD)
@@ -241,8 +276,8 @@ class _Block(nn.Module):
   dim: int
   num_heads: int
   mode: str = "reference"
-  ln: Optional[bool] = None
-  torch_init: Optional[bool] = None
+  ln: bool | None = None
+  torch_init: bool | None = None
 
   def _mab(self, name: str) -> MAB:
     return MAB(self.dim, self.num_heads, self.mode, self.ln, self.torch_init, name=name)
@@ -270,7 +305,7 @@ class SAB(_Block):
   """SAB(X) = MAB(X, X) (paper Eq. 8): permutation equivariant, O(n^2 d)."""
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     _check_mode(self.mode)
     mask_BxN = _check_mask(mask_BxN, x_BxNxD)
     x_BxNxD = self._embed(_zero_padding(x_BxNxD, mask_BxN))
@@ -283,7 +318,7 @@ class ISAB(_Block):
   num_inds: int = 32
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     _check_mode(self.mode)
     mask_BxN = _check_mask(mask_BxN, x_BxNxD)
     x_BxNxD = self._embed(_zero_padding(x_BxNxD, mask_BxN))
@@ -300,10 +335,10 @@ class PMA(_Block):
   """
 
   num_seeds: int = 1
-  rff: Optional[bool] = None
+  rff: bool | None = None
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     _check_mode(self.mode)
     mask_BxN = _check_mask(mask_BxN, x_BxNxD)
     x_BxNxD = _zero_padding(x_BxNxD, mask_BxN)
@@ -319,9 +354,17 @@ class PMA(_Block):
 ENCODERS = ("isab", "sab")
 
 
-def set_encoder(x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array], *, encoder: str,
-                num_blocks: int, dim_hidden: int, num_inds: int, name: str = "enc",
-                **common) -> jax.Array:
+def set_encoder(
+  x_BxNxD: jax.Array,
+  mask_BxN: jax.Array | None,
+  *,
+  encoder: str,
+  num_blocks: int,
+  dim_hidden: int,
+  num_inds: int,
+  name: str = "enc",
+  **common,
+) -> jax.Array:
   """`num_blocks` ISAB (with `num_inds` inducing points) or SAB blocks named <name>_<i>.
 
   Call it from a parent's `nn.compact` method: the blocks become the parent's submodules.

@@ -10,8 +10,8 @@
 - Optional 2-D rotary position embedding (`rope_angles`): half of each head's dimensions rotate with
   the row coordinate, half with the column coordinate.
 - Optional key/value cache: an explicit pytree `{'k', 'v'}` of shape (B, S, H, D) per layer that the
-  caller owns; a call with `cache` and `index` writes the new keys/values at `index` and attends over
-  the whole cache, so a token costs one token's forward pass during incremental decoding.
+  caller owns; a call with `cache` and `index` writes the new keys/values at `index` and attends
+  over the whole cache, so a token costs one token's forward pass during incremental decoding.
 
 Masked logits use the most negative finite float and a fully masked row outputs zeros instead of
 NaN; callers mask keys only, which leaves every valid token's output unchanged.
@@ -19,7 +19,7 @@ NaN; callers mask keys only, which leaves every valid token's output unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,9 +42,10 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 def rope_frequencies(head_dim: int, max_freq: float) -> np.ndarray:
   """Frequencies of the 2-D RoPE, (head_dim // 4,).
 
-  "Pixel" convention (as in rotary-embedding-torch with freqs_for='pixel'): linearly spaced from 1 to
-  max_freq / 2, times pi, applied to coordinates normalised to about [0, 1] by the caller. The paper
-  (Table 16, App. G) only states "row and column indices, max frequency 10"; this is our reading.
+  "Pixel" convention (as in rotary-embedding-torch with freqs_for='pixel'): linearly spaced from 1
+  to max_freq / 2, times pi, applied to coordinates normalised to about [0, 1] by the caller. The
+  paper (Table 16, App. G) only states "row and column indices, max frequency 10"; this is our
+  reading.
   """
   if head_dim % 4:
     raise ValueError(f"2-D RoPE needs head_dim divisible by 4, got {head_dim}")
@@ -71,10 +72,17 @@ def apply_rope(x_BxTxHxD: jax.Array, angles_BxTxK: jax.Array) -> jax.Array:
   return out.astype(x_BxTxHxD.dtype)
 
 
-def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: int,
-                                 implementation: str, shard_batch: bool = True,
-                                 structure: Optional[attention_lib.StaticMask] = None,
-                                 x_rest_BxTxE: Optional[jax.Array] = None) -> jax.Array:
+def one_token_gradient_attention(
+  projections,
+  x_BxTxE,
+  mask,
+  angles_BxTxK,
+  c: int,
+  implementation: str,
+  shard_batch: bool = True,
+  structure: attention_lib.StaticMask | None = None,
+  x_rest_BxTxE: jax.Array | None = None,
+) -> jax.Array:
   """Attention (before the output projection) whose only differentiable input is token c's.
 
   Same values as the plain path. For a gradient w.r.t. something that enters the sequence only
@@ -94,28 +102,41 @@ def one_token_gradient_attention(projections, x_BxTxE, mask, angles_BxTxK, c: in
   """
   q_proj, k_proj, v_proj = projections
   x_const = jax.lax.stop_gradient(x_BxTxE if x_rest_BxTxE is None else x_rest_BxTxE)
-  q, k, v = q_proj(x_const), k_proj(x_const), v_proj(x_const)          # (B, T, H, D) constants
-  x_c = x_BxTxE[:, c:c + 1]
-  q_c, k_c, v_c = q_proj(x_c), k_proj(x_c), v_proj(x_c)                # (B, 1, H, D)
+  q, k, v = q_proj(x_const), k_proj(x_const), v_proj(x_const)  # (B, T, H, D) constants
+  x_c = x_BxTxE[:, c : c + 1]
+  q_c, k_c, v_c = q_proj(x_c), k_proj(x_c), v_proj(x_c)  # (B, 1, H, D)
   if angles_BxTxK is not None:
     q, k = apply_rope(q, angles_BxTxK), apply_rope(k, angles_BxTxK)
-    q_c, k_c = apply_rope(q_c, angles_BxTxK[:, c:c + 1]), apply_rope(k_c, angles_BxTxK[:, c:c + 1])
+    q_c, k_c = (
+      apply_rope(q_c, angles_BxTxK[:, c : c + 1]),
+      apply_rope(k_c, angles_BxTxK[:, c : c + 1]),
+    )
   b, t, _, d = q.shape
   s = k.shape[1]
   mask_BxTmxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:])
-  st_TxS = np.ones((t, s), bool) if structure is None or structure.array is None else (
-      structure.array)
+  st_TxS = (
+    np.ones((t, s), bool) if structure is None or structure.array is None else (structure.array)
+  )
   others = np.arange(s) != c
   out_rest, lse_rest_BxTxH = attention_lib.attention_and_logsumexp(
-      q, k, v, mask_BxTmxS, implementation, shard_batch=shard_batch,
-      structure=st_TxS & others[None, :])
+    q,
+    k,
+    v,
+    mask_BxTmxS,
+    implementation,
+    shard_batch=shard_batch,
+    structure=st_TxS & others[None, :],
+  )
   scale = 1.0 / np.sqrt(d)
-  logit_c = jnp.einsum("bthd,bhd->bth", q.astype(jnp.float32), k_c[:, 0].astype(jnp.float32)) * scale
+  logit_c = (
+    jnp.einsum("bthd,bhd->bth", q.astype(jnp.float32), k_c[:, 0].astype(jnp.float32)) * scale
+  )
   sees_c = jnp.broadcast_to(mask_BxTmxS[:, :, c], (b, t)) & st_TxS[None, :, c]
   logit_c = jnp.where(sees_c[:, :, None], logit_c, attention_lib._NEG)
   lse = jnp.logaddexp(lse_rest_BxTxH, logit_c)
-  out = (jnp.exp(lse_rest_BxTxH - lse)[..., None] * out_rest.astype(jnp.float32)
-         + jnp.exp(logit_c - lse)[..., None] * v_c.astype(jnp.float32))
+  out = jnp.exp(lse_rest_BxTxH - lse)[..., None] * out_rest.astype(jnp.float32) + jnp.exp(
+    logit_c - lse
+  )[..., None] * v_c.astype(jnp.float32)
   # Query c's own row: its query changes too, so it attends afresh over all keys (one row).
   k_all = k.at[:, c].set(k_c[:, 0])
   v_all = v.at[:, c].set(v_c[:, 0])
@@ -132,23 +153,30 @@ class Attention(nn.Module):
   head_dim: int
   dtype: Any = jnp.float32
   implementation: str = "auto"
-  shard_batch: bool = True          # see attention.dot_product_attention
+  shard_batch: bool = True  # see attention.dot_product_attention
 
   @nn.compact
-  def __call__(self, x_BxTxE: jax.Array, mask_BxTxS: jax.Array,
-               angles_BxTxK: Optional[jax.Array] = None, cache: Optional[Cache] = None,
-               index: Optional[jax.Array] = None, grad_token: Optional[int] = None,
-               structure: Optional[attention_lib.StaticMask] = None,
-               queries: Optional[tuple[int, int]] = None,
-               x_rest_BxTxE: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[Cache]]:
+  def __call__(
+    self,
+    x_BxTxE: jax.Array,
+    mask_BxTxS: jax.Array,
+    angles_BxTxK: jax.Array | None = None,
+    cache: Cache | None = None,
+    index: jax.Array | None = None,
+    grad_token: int | None = None,
+    structure: attention_lib.StaticMask | None = None,
+    queries: tuple[int, int] | None = None,
+    x_rest_BxTxE: jax.Array | None = None,
+  ) -> tuple[jax.Array, Cache | None]:
     """`grad_token`: see `one_token_gradient_attention` (only without a cache). `structure`: a
     static (T, S) mask ANDed with `mask_BxTxS` (see `attention.dot_product_attention`).
     `queries`: a static (start, stop): only tokens start..stop-1 query (all T tokens remain keys
     and values); the output is theirs, (B, stop - start, E). `x_rest_BxTxE`: see
     `one_token_gradient_attention` (with grad_token only)."""
     e = x_BxTxE.shape[-1]
-    dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), use_bias=False,
-                                         dtype=self.dtype, name=name)
+    dense = lambda name: nn.DenseGeneral(
+      (self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype, name=name
+    )
     projections = dense("query"), dense("key"), dense("value")
     out_proj = nn.DenseGeneral(e, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out")
     if queries is not None and (cache is not None or grad_token is not None):
@@ -156,9 +184,19 @@ class Attention(nn.Module):
     if grad_token is not None:
       if cache is not None:
         raise ValueError("grad_token is for teacher-forced calls, not with a key/value cache")
-      return out_proj(one_token_gradient_attention(
-          projections, x_BxTxE, mask_BxTxS, angles_BxTxK, grad_token, self.implementation,
-          self.shard_batch, structure, x_rest_BxTxE)), None
+      return out_proj(
+        one_token_gradient_attention(
+          projections,
+          x_BxTxE,
+          mask_BxTxS,
+          angles_BxTxK,
+          grad_token,
+          self.implementation,
+          self.shard_batch,
+          structure,
+          x_rest_BxTxE,
+        )
+      ), None
     k_BxTxHxD, v_BxTxHxD = projections[1](x_BxTxE), projections[2](x_BxTxE)
     angles_q = angles_BxTxK
     if queries is not None:
@@ -179,14 +217,24 @@ class Attention(nn.Module):
         raise ValueError("a key/value cache needs the write index")
       zero = jnp.zeros((), jnp.int32)
       start = (zero, jnp.asarray(index, jnp.int32), zero, zero)
-      k_BxSxHxD = jax.lax.dynamic_update_slice(cache["k"], k_BxTxHxD.astype(cache["k"].dtype), start)
-      v_BxSxHxD = jax.lax.dynamic_update_slice(cache["v"], v_BxTxHxD.astype(cache["v"].dtype), start)
+      k_BxSxHxD = jax.lax.dynamic_update_slice(
+        cache["k"], k_BxTxHxD.astype(cache["k"].dtype), start
+      )
+      v_BxSxHxD = jax.lax.dynamic_update_slice(
+        cache["v"], v_BxTxHxD.astype(cache["v"].dtype), start
+      )
       new_cache = {"k": k_BxSxHxD, "v": v_BxSxHxD}
     else:
       k_BxSxHxD, v_BxSxHxD = k_BxTxHxD, v_BxTxHxD
     out_BxTxHxD = attention_lib.dot_product_attention(
-        q_BxTxHxD, k_BxSxHxD.astype(self.dtype), v_BxSxHxD.astype(self.dtype), mask_BxTxS,
-        self.implementation, shard_batch=self.shard_batch, structure=structure)
+      q_BxTxHxD,
+      k_BxSxHxD.astype(self.dtype),
+      v_BxSxHxD.astype(self.dtype),
+      mask_BxTxS,
+      self.implementation,
+      shard_batch=self.shard_batch,
+      structure=structure,
+    )
     out_BxTxE = out_proj(out_BxTxHxD)
     return out_BxTxE, new_cache
 
@@ -215,16 +263,35 @@ class Block(nn.Module):
   shard_batch: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
-               grad_token=None, structure=None, queries=None, x_rest_BxTxE=None):
+  def __call__(
+    self,
+    x_BxTxE,
+    mask_BxTxS,
+    angles_BxTxK=None,
+    cache=None,
+    index=None,
+    grad_token=None,
+    structure=None,
+    queries=None,
+    x_rest_BxTxE=None,
+  ):
     """`queries`: (start, stop) of the tokens whose outputs are computed (see `Attention`).
     `x_rest_BxTxE`: with grad_token, see `one_token_gradient_attention`."""
-    h, new_cache = Attention(self.num_heads, self.head_dim, self.dtype, self.attention,
-                             self.shard_batch, name="attn")(
-        layer_norm(x_BxTxE), mask_BxTxS, angles_BxTxK, cache, index, grad_token, structure,
-        queries, None if x_rest_BxTxE is None else layer_norm(x_rest_BxTxE))
+    h, new_cache = Attention(
+      self.num_heads, self.head_dim, self.dtype, self.attention, self.shard_batch, name="attn"
+    )(
+      layer_norm(x_BxTxE),
+      mask_BxTxS,
+      angles_BxTxK,
+      cache,
+      index,
+      grad_token,
+      structure,
+      queries,
+      None if x_rest_BxTxE is None else layer_norm(x_rest_BxTxE),
+    )
     if queries is not None:
-      x_BxTxE = x_BxTxE[:, queries[0]:queries[1]]
+      x_BxTxE = x_BxTxE[:, queries[0] : queries[1]]
     x_BxTxE = x_BxTxE + h
     x_BxTxE = x_BxTxE + Mlp(self.mlp_factor, self.dtype, name="mlp")(layer_norm(x_BxTxE))
     return x_BxTxE, new_cache
@@ -247,10 +314,18 @@ class Transformer(nn.Module):
   shard_batch: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxE, mask_BxTxS, angles_BxTxK=None, cache=None, index=None,
-               grad_token=None, structure: Optional[attention_lib.StaticMask] = None,
-               outputs: Optional[tuple[int, int]] = None,
-               x_rest_BxTxE: Optional[jax.Array] = None):
+  def __call__(
+    self,
+    x_BxTxE,
+    mask_BxTxS,
+    angles_BxTxK=None,
+    cache=None,
+    index=None,
+    grad_token=None,
+    structure: attention_lib.StaticMask | None = None,
+    outputs: tuple[int, int] | None = None,
+    x_rest_BxTxE: jax.Array | None = None,
+  ):
     """`grad_token`: gradients are wanted only w.r.t. what enters through this token's input;
     the first layer then uses `one_token_gradient_attention` (not under remat: it has no
     (T x S) backward to save memory on). `structure`: a static (T, S) mask shared by all
@@ -263,31 +338,48 @@ class Transformer(nn.Module):
     if outputs is not None and cache is not None:
       raise ValueError("outputs is for teacher-forced calls, not with a key/value cache")
     if outputs is not None and not 0 <= outputs[0] < outputs[1] <= x_BxTxE.shape[1]:
-      raise ValueError(f"outputs must be (start, stop) with 0 <= start < stop <= T = "
-                       f"{x_BxTxE.shape[1]}, got {outputs}")
+      raise ValueError(
+        f"outputs must be (start, stop) with 0 <= start < stop <= T = "
+        f"{x_BxTxE.shape[1]}, got {outputs}"
+      )
     if structure is not None and not isinstance(structure, attention_lib.StaticMask):
       structure = attention_lib.StaticMask(structure)
     # structure and queries are static arguments of the checkpointed block (7 and 8, with self)
-    block_cls = (nn.remat(Block, static_argnums=(7, 8)) if (self.remat and cache is None)
-                 else Block)
+    block_cls = nn.remat(Block, static_argnums=(7, 8)) if (self.remat and cache is None) else Block
     new_cache = []
     last = self.num_layers - 1
     for layer in range(self.num_layers):
       first_grad = grad_token if layer == 0 else None
       cls = Block if first_grad is not None else block_cls
       queries = outputs if (layer == last and first_grad is None) else None
-      x_BxTxE, layer_cache = cls(self.num_heads, self.head_dim, self.mlp_factor, self.dtype,
-                                 self.attention, self.shard_batch, name=f"block_{layer}")(
-          x_BxTxE, mask_BxTxS, angles_BxTxK, None if cache is None else cache[layer], index,
-          first_grad, structure, queries, x_rest_BxTxE if first_grad is not None else None)
+      x_BxTxE, layer_cache = cls(
+        self.num_heads,
+        self.head_dim,
+        self.mlp_factor,
+        self.dtype,
+        self.attention,
+        self.shard_batch,
+        name=f"block_{layer}",
+      )(
+        x_BxTxE,
+        mask_BxTxS,
+        angles_BxTxK,
+        None if cache is None else cache[layer],
+        index,
+        first_grad,
+        structure,
+        queries,
+        x_rest_BxTxE if first_grad is not None else None,
+      )
       new_cache.append(layer_cache)
     if outputs is not None and x_BxTxE.shape[1] != outputs[1] - outputs[0]:
-      x_BxTxE = x_BxTxE[:, outputs[0]:outputs[1]]      # one layer that also took grad_token
+      x_BxTxE = x_BxTxE[:, outputs[0] : outputs[1]]  # one layer that also took grad_token
     return x_BxTxE, (new_cache if cache is not None else None)
 
 
-def init_cache(num_layers: int, batch: int, length: int, num_heads: int, head_dim: int,
-               dtype: Any = jnp.float32) -> list[Cache]:
+def init_cache(
+  num_layers: int, batch: int, length: int, num_heads: int, head_dim: int, dtype: Any = jnp.float32
+) -> list[Cache]:
   """An empty key/value cache for `Transformer` (zeros; unwritten slots must be masked)."""
   zeros = lambda: jnp.zeros((batch, length, num_heads, head_dim), dtype)
   return [{"k": zeros(), "v": zeros()} for _ in range(num_layers)]

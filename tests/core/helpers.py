@@ -16,5 +16,10 @@ def load_config(name: str, arg: str | None = None):
 def train_cmd(config: str, workdir: str, *overrides: str) -> list[str]:
   import sys
 
-  return [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config}",
-          f"--workdir={workdir}", *overrides]
+  return [
+    sys.executable,
+    os.path.join(REPO, "launch", "train.py"),
+    f"--config={config}",
+    f"--workdir={workdir}",
+    *overrides,
+  ]

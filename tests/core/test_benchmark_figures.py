@@ -1,7 +1,10 @@
-"""Every benchmark figure in the README comes from bench/results.json, the artifact launch/bench.py
-writes: the README's Benchmarks table and bench/results.md are the table bench.py generates from it,
-and each steps/s or GiB / MiB figure quoted in the Benchmarks prose is a value of one of its rows."""
+"""Every benchmark figure in the documentation comes from bench/results.json, the artifact
+launch/bench.py writes: the table between the markers of docs/benchmarks.md and bench/results.md are
+the table bench.py generates from it (bench.py rewrites that part of the page itself), and each
+steps/s or GiB / MiB figure quoted in the page's prose, or anywhere in README.md, is a value of one
+of its rows."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -9,7 +12,10 @@ import re
 
 from tests.core.helpers import REPO
 
+PAGE = os.path.join(REPO, "docs", "benchmarks.md")
 
+
+@functools.cache  # executing launch/bench.py defines its absl flags, which may be defined once
 def _bench_module():
   spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "launch", "bench.py"))
   bench = importlib.util.module_from_spec(spec)
@@ -28,38 +34,83 @@ def _generated_table(tmp_path) -> list[str]:
   return path.read_text().splitlines()
 
 
-def _section(title: str) -> str:
-  text = open(os.path.join(REPO, "README.md")).read()
-  start = text.index(f"\n## {title}\n")
-  end = text.find("\n## ", start + 1)
-  return text[start:end if end >= 0 else None]
+def _page() -> tuple[list[str], str]:
+  """docs/benchmarks.md: the lines between its table markers, and the rest of its text."""
+  begin, end = _bench_module().DOCS_MARKERS
+  text = open(PAGE).read()
+  assert text.count(begin) == 1 and text.count(end) == 1, f"{PAGE}: the table markers are missing"
+  head, rest = text.split(begin, 1)
+  table, tail = rest.split(end, 1)
+  return table.strip("\n").splitlines(), head + tail
 
 
-def test_the_readme_benchmarks_table_is_the_table_bench_writes(tmp_path):
+def test_the_benchmarks_page_table_is_the_table_bench_writes(tmp_path):
   generated = _generated_table(tmp_path)
-  in_readme = [l for l in _section("Benchmarks").splitlines() if l.startswith("|")]
-  assert in_readme == generated
+  table, _ = _page()
+  assert table == generated
   assert open(os.path.join(REPO, "bench", "results.md")).read().splitlines() == generated
+
+
+def test_bench_rewrites_only_the_table_of_the_page(tmp_path):
+  """bench.py's writer puts the generated table between the markers and keeps the page's prose;
+  a table edited by hand is replaced."""
+  bench = _bench_module()
+  original = open(PAGE).read()
+  copy = tmp_path / "benchmarks.md"
+  copy.write_text(original)
+  bench.write_docs_table(_results(), str(copy))
+  assert copy.read_text() == original
+  first_row = bench.table_lines(_results())[2]
+  copy.write_text(original.replace(first_row, first_row.replace("|", "| edited", 2), 1))
+  bench.write_docs_table(_results(), str(copy))
+  assert copy.read_text() == original
 
 
 def _values(results: dict) -> dict[str, list[float]]:
   rates = [r["steps_per_s"] for r in results.values()]
-  memory = [r[k] for r in results.values() for k in (
-      "peak_bytes", "peak_rss_bytes", "param_bytes_per_device", "state_bytes_per_device")
-      if k in r]
+  memory = [
+    r[k]
+    for r in results.values()
+    for k in ("peak_bytes", "peak_rss_bytes", "param_bytes_per_device", "state_bytes_per_device")
+    if k in r
+  ]
   return {"steps/s": rates, "GiB": [b / 2**30 for b in memory], "MiB": [b / 2**20 for b in memory]}
 
 
-def test_every_rate_and_memory_figure_in_the_benchmarks_prose_is_in_the_results():
-  values = _values(_results())
-  prose = "\n".join(l for l in _section("Benchmarks").splitlines() if not l.startswith("|"))
+def _figures_not_in_results(text: str, values: dict[str, list[float]]) -> list[str]:
   missing = []
   # "20.98 steps/s", "3.14 GiB", "2.7 GiB of buffers"; a range "3.6-3.7 GiB" quotes both ends.
   # A machine's memory ("24 GiB of RAM") is not a measurement.
-  for m in re.finditer(r"(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))? ?(steps/s|GiB|MiB)\b(?! of RAM)",
-                       prose):
+  for m in re.finditer(
+    r"(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))? ?(steps/s|GiB|MiB)\b(?! of RAM)", text
+  ):
     for figure in filter(None, m.group(1, 2)):
       digits = len(figure.split(".")[1]) if "." in figure else 0
       if not any(round(v, digits) == float(figure) for v in values[m.group(3)]):
         missing.append(f"{figure} {m.group(3)}")
-  assert not missing, f"figures of the Benchmarks section with no row in bench/results.json: {missing}"
+  return missing
+
+
+def test_every_rate_and_memory_figure_in_the_benchmarks_prose_is_in_the_results():
+  _, prose = _page()
+  missing = _figures_not_in_results(prose, _values(_results()))
+  assert not missing, f"figures of docs/benchmarks.md with no row in bench/results.json: {missing}"
+
+
+def test_every_rate_and_memory_figure_in_the_readme_is_in_the_results():
+  readme = open(os.path.join(REPO, "README.md")).read()
+  missing = _figures_not_in_results(readme, _values(_results()))
+  assert not missing, (
+    f"README.md quotes figures with no row in bench/results.json (quote them "
+    f"from the generated table of docs/benchmarks.md): {missing}"
+  )
+
+
+def test_the_figure_check_catches_a_figure_not_in_the_results():
+  values = _values(_results())
+  quoted = f"{values['steps/s'][0]:.2f} steps/s"
+  assert not _figures_not_in_results(f"it runs {quoted}", values)
+  assert _figures_not_in_results("it runs 123456.78 steps/s in 98765.4 GiB", values) == [
+    "123456.78 steps/s",
+    "98765.4 GiB",
+  ]

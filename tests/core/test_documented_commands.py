@@ -45,9 +45,10 @@ from tests.core.helpers import REPO
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
 LAUNCHERS = ("train", "eval", "bench")
-# launch/train.py's --overwrite (DESIGN.md rule 6): known to the checks until the file defines it.
+# launch/train.py's --overwrite (moves an old workdir aside): known to the checks until the file
+# defines it.
 PENDING_FLAGS = {"train": {"overwrite": ("DEFINE_boolean", (False, "Move an old workdir aside."))}}
-# The README's own example of a misspelt field (a run stops on it, naming the field).
+# docs/running.md's own example of a misspelt field (a run stops on it, naming the field).
 DELIBERATELY_WRONG = {"trian.steps"}
 _COMMAND = re.compile(r"(?:\bpython3?\s+)?\blaunch/(train|eval|bench)\.py\b")
 _PLACEHOLDER = re.compile(r"^(\.\.\.|…|[a-z]|[A-Z][A-Z_]*|.*<[^>]*>.*|/path/to/.*|.*\.\.\..*)$")
@@ -61,8 +62,9 @@ _MENTION = re.compile(r"--config\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 def _sources() -> list[tuple[str, list[tuple[int, str]]]]:
   """(repo-relative path, [(line number, line)]) of every text that documents commands."""
   out = []
-  for rel in ["README.md"] + sorted(os.path.relpath(p, REPO)
-                                    for p in glob.glob(os.path.join(REPO, "docs", "*.md"))):
+  for rel in ["README.md"] + sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md"))
+  ):
     with open(os.path.join(REPO, rel)) as f:
       out.append((rel, list(enumerate(f.read().splitlines(), 1))))
   py = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -71,10 +73,14 @@ def _sources() -> list[tuple[str, list[tuple[int, str]]]]:
     with open(path) as f:
       text = f.read()
     body = ast.parse(text).body
-    if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)):
+    if not (
+      body
+      and isinstance(body[0], ast.Expr)
+      and isinstance(body[0].value, ast.Constant)
+      and isinstance(body[0].value.value, str)
+    ):
       continue
-    lines = text.splitlines()[body[0].lineno - 1:body[0].end_lineno]
+    lines = text.splitlines()[body[0].lineno - 1 : body[0].end_lineno]
     out.append((os.path.relpath(path, REPO), list(enumerate(lines, body[0].lineno))))
   return out
 
@@ -130,10 +136,16 @@ def _expansions(tokens: list[str], loops, cases) -> list[tuple[dict, list[str]]]
     env = dict(zip(drivers, combo))
     for name in names & set(cases):
       driver, clauses = cases[name]
-      env[name] = next((value for patterns, value in clauses
-                        if any(fnmatch.fnmatchcase(env[driver], p) for p in patterns)), "")
+      env[name] = next(
+        (
+          value
+          for patterns, value in clauses
+          if any(fnmatch.fnmatchcase(env[driver], p) for p in patterns)
+        ),
+        "",
+      )
 
-    def sub(m):
+    def sub(m, env=env):
       name = m.group(1) or m.group(4)
       value = env[name]
       return value.replace(m.group(2), m.group(3), 1) if m.group(2) else value
@@ -151,7 +163,7 @@ def _commands() -> list:
       for m in _COMMAND.finditer(line):
         text, _ = _command_text(lines, i, m.start())
         launcher = m.group(1)
-        rest = text[m.end() - m.start():]
+        rest = text[m.end() - m.start() :]
         if not m.group(0).startswith("python") and not re.match(r"\s+--", rest):
           continue  # a mention of the file, not a command
         try:
@@ -168,14 +180,17 @@ def _commands() -> list:
         found.append(pytest.param(launcher, args, loops, cases, id=f"{rel}:{lineno}"))
       for m in _WRAPPER.finditer(line):
         text, _ = _command_text(lines, i, m.start())
-        tokens = shlex.split(text[m.end() - m.start():], comments=True)
+        tokens = shlex.split(text[m.end() - m.start() :], comments=True)
         workdir = ["--workdir=" + tokens.pop(0)] if m.group(1) == "slurm_gpu.sbatch" else []
         args = [f"--config={m.group(2)}", *workdir, *tokens]
         found.append(pytest.param("train", args, loops, cases, id=f"{rel}:{lineno}"))
   ids = [p.id for p in found]
-  return [pytest.param(*p.values, id=p.id + (f"#{ids[:k].count(p.id) + 1}"
-                                             if ids.count(p.id) > 1 else ""))
-          for k, p in enumerate(found)]
+  return [
+    pytest.param(
+      *p.values, id=p.id + (f"#{ids[:k].count(p.id) + 1}" if ids.count(p.id) > 1 else "")
+    )
+    for k, p in enumerate(found)
+  ]
 
 
 COMMANDS = _commands()
@@ -197,15 +212,18 @@ def _launcher_flags(name: str) -> list[tuple[str, tuple, dict]]:
     tree = ast.parse(f.read())
   out = []
   for node in ast.walk(tree):
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        and isinstance(node.func.value, ast.Name) and node.func.value.id == "flags"
-        and node.func.attr.startswith("DEFINE_")):
+    if (
+      isinstance(node, ast.Call)
+      and isinstance(node.func, ast.Attribute)
+      and isinstance(node.func.value, ast.Name)
+      and node.func.value.id == "flags"
+      and node.func.attr.startswith("DEFINE_")
+    ):
       args = [_literal(a) for a in node.args]
       if len(args) > 2 and args[2] is None:  # a help text built at run time
         args[2] = ""
       kwargs = {k.arg: _literal(k.value) for k in node.keywords}
-      out.append((node.func.attr, tuple(args),
-                  {k: v for k, v in kwargs.items() if v is not None}))
+      out.append((node.func.attr, tuple(args), {k: v for k, v in kwargs.items() if v is not None}))
   defined = {args[0] for _, args, _ in out}
   for flag, (define, rest) in PENDING_FLAGS.get(name, {}).items():
     if flag not in defined:
@@ -213,8 +231,11 @@ def _launcher_flags(name: str) -> list[tuple[str, tuple, dict]]:
   return out
 
 
-_ABSL_FLAGS = {f.name for module in ("absl.logging", "absl.app")
-               for f in flags.FLAGS.get_flags_for_module(module)}
+_ABSL_FLAGS = {
+  f.name
+  for module in ("absl.logging", "absl.app")
+  for f in flags.FLAGS.get_flags_for_module(module)
+}
 
 
 def _is_placeholder(value: str) -> bool:
@@ -239,8 +260,9 @@ def _parse(launcher: str, args: list[str]):
     kept.append(arg)
   argv = [f"launch/{launcher}.py"] + kept
   fv = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
-                                           sys_argv=argv)
+  holder = config_flags.DEFINE_config_file(
+    "config", None, "", flag_values=fv, lock_config=True, sys_argv=argv
+  )
   for define, fargs, fkwargs in _launcher_flags(launcher):
     getattr(flags, define)(*fargs, **fkwargs, flag_values=fv)
   for name in _ABSL_FLAGS:  # absl's own (--verbosity, ...): every launcher accepts them
@@ -287,11 +309,31 @@ def test_the_command_list_covers_the_documentation():
     rel = os.path.relpath(config, REPO)
     assert any(i.startswith(rel + ":") for i in ids), f"{rel}: no documented command found"
   looped = [p for p in COMMANDS if any("$" in a for a in p.values[1])]
-  assert looped and all(len(_expansions(p.values[1], p.values[2], p.values[3])) > 1
-                        for p in looped)
-  wrapped = [p for p in COMMANDS if any(a.startswith("--config.stages.sparsity_schedule")
-                                        for a in p.values[1])]
-  assert wrapped, "the README's wrapped inline distillation command was not joined"
+  assert looped and all(len(_expansions(p.values[1], p.values[2], p.values[3])) > 1 for p in looped)
+  wrapped = [
+    p
+    for p in COMMANDS
+    if any(a.startswith("--config.stages.sparsity_schedule") for a in p.values[1])
+  ]
+  assert any(p.id.startswith("docs/distill.md:") for p in wrapped), (
+    "docs/distill.md's wrapped inline distillation command was not joined"
+  )
+  for rel, lines in _sources():  # README.md and every docs/*.md page that shows a command
+    if rel.endswith(".md") and any(
+      re.search(r"\bpython3?\s+launch/(train|eval|bench)\.py\b", l) for _, l in lines
+    ):
+      assert any(i.startswith(rel + ":") for i in ids), f"{rel}: its commands were not found"
+  pages = {rel for rel, _ in _sources() if rel.startswith("docs/")}
+  assert {
+    "docs/lpn.md",
+    "docs/noprop.md",
+    "docs/set_tasks.md",
+    "docs/enroll.md",
+    "docs/distill.md",
+    "docs/classifier.md",
+    "docs/benchmarks.md",
+    "docs/parallelism.md",
+  } <= pages, pages
 
 
 def test_a_missing_field_or_a_wrong_type_or_an_unknown_flag_fails(monkeypatch):
@@ -299,11 +341,13 @@ def test_a_missing_field_or_a_wrong_type_or_an_unknown_flag_fails(monkeypatch):
   monkeypatch.chdir(REPO)
   good = ["--config=configs/classifier.py", "--config.train.steps=2", "--workdir=DIR"]
   assert _parse("train", good).train.steps == 2
-  for bad, error in ((["--config.data.no_such_field=1"], AttributeError),
-                     (["--config.train.steps=two"], flags.IllegalFlagValueError),
-                     (["--no_such_flag=1"], flags.UnrecognizedFlagError),
-                     (["--config.nope.steps=n"], AttributeError),
-                     (["--search=evolution"], flags.UnrecognizedFlagError)):
+  for bad, error in (
+    (["--config.data.no_such_field=1"], AttributeError),
+    (["--config.train.steps=two"], flags.IllegalFlagValueError),
+    (["--no_such_flag=1"], flags.UnrecognizedFlagError),
+    (["--config.nope.steps=n"], AttributeError),
+    (["--search=evolution"], flags.UnrecognizedFlagError),
+  ):
     with pytest.raises(error):
       _parse("train", good + bad)
   with pytest.raises(flags.IllegalFlagValueError, match="unknown variants"):
@@ -336,7 +380,7 @@ def test_every_mentioned_override_names_a_field():
   missing = []
   for rel, lines in _sources():
     for lineno, line in lines:
-      if "<experiment>" in line:  # the README's pattern of a command line, not a field
+      if "<experiment>" in line:  # the pattern of a command line (README, docs), not a field
         continue
       for field in _MENTION.findall(line):
         if field not in DELIBERATELY_WRONG and not any(_has_field(c, field) for c in configs):

@@ -14,14 +14,15 @@ from tests.core.test_train import final_params, losses, small_config
 def test_fsdp_spec_picks_the_largest_divisible_axis():
   assert parallel.fsdp_spec((64, 4096), 4, 8, 1024) == P(None, "fsdp")
   assert parallel.fsdp_spec((4096, 64), 4, 8, 1024) == P("fsdp")
-  assert parallel.fsdp_spec((12, 7), 4, 8, 16) == P()          # no axis divides by 8
-  assert parallel.fsdp_spec((64, 4096), 4, 8, 2 ** 21) == P()   # below the size threshold
-  assert parallel.fsdp_spec((64, 4096), 4, 1, 0) == P()         # fsdp = 1: replicated
+  assert parallel.fsdp_spec((12, 7), 4, 8, 16) == P()  # no axis divides by 8
+  assert parallel.fsdp_spec((64, 4096), 4, 8, 2**21) == P()  # below the size threshold
+  assert parallel.fsdp_spec((64, 4096), 4, 1, 0) == P()  # fsdp = 1: replicated
 
 
 @pytest.mark.parametrize("name,arg,fsdp", [("classifier", "mlp", 8), ("lpn", "tiny", 4)])
-def test_fsdp_gives_the_losses_of_one_device_with_a_fraction_of_the_bytes(tmp_path, name, arg,
-                                                                            fsdp):
+def test_fsdp_gives_the_losses_of_one_device_with_a_fraction_of_the_bytes(
+  tmp_path, name, arg, fsdp
+):
   runs = {}
   for label, devices, shards in (("one", 1, 1), ("fsdp", 8, fsdp)):
     config = load_config(name, arg) if name == "lpn" else small_config()
@@ -39,16 +40,17 @@ def test_fsdp_gives_the_losses_of_one_device_with_a_fraction_of_the_bytes(tmp_pa
   np.testing.assert_allclose([sharded[s] for s in one], [one[s] for s in one], rtol=2e-5)
   _, params_one = final_params(runs["one"][0], runs["one"][1])
   _, params_fsdp = final_params(runs["fsdp"][0], runs["fsdp"][1])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               params_one, params_fsdp)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params_one, params_fsdp
+  )
   state_one, state_fsdp = runs["one"][2].state, runs["fsdp"][2].state
   specs = [x.sharding.spec for x in jax.tree.leaves(state_fsdp.params)]
-  assert any("fsdp" in spec for spec in specs)          # big leaves are split ...
+  assert any("fsdp" in spec for spec in specs)  # big leaves are split ...
   big = sum(x.nbytes for x in jax.tree.leaves(state_one.params) if x.nbytes >= 4096)
   small = sum(x.nbytes for x in jax.tree.leaves(state_one.params) if x.nbytes < 4096)
   per_device = parallel.bytes_per_device(state_fsdp.params)
   assert per_device < parallel.bytes_per_device(state_one.params)
-  assert per_device <= big / fsdp + small + 64 * len(specs)   # ... into fsdp pieces
+  assert per_device <= big / fsdp + small + 64 * len(specs)  # ... into fsdp pieces
   opt_per_device = parallel.bytes_per_device(state_fsdp.opt_state)
   assert opt_per_device < parallel.bytes_per_device(state_one.opt_state) / 2
 

@@ -14,18 +14,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_restart_environment_adds_the_tunable_only_where_it_changes_something():
   env = {"HOME": "/home/x"}
   assert host_memory.huge_pages_environment(env, (2, 36), "madvise") == {
-      "HOME": "/home/x", "GLIBC_TUNABLES": host_memory.HUGETLB_TUNABLE}
+    "HOME": "/home/x",
+    "GLIBC_TUNABLES": host_memory.HUGETLB_TUNABLE,
+  }
   # the user's own tunables are kept
   mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
   assert host_memory.huge_pages_environment(mine, (2, 36), "madvise")["GLIBC_TUNABLES"] == (
-      "glibc.malloc.arena_max=2:" + host_memory.HUGETLB_TUNABLE)
+    "glibc.malloc.arena_max=2:" + host_memory.HUGETLB_TUNABLE
+  )
   # set already (by the restart itself or by the user, either value): no second restart
   for tunables in (host_memory.HUGETLB_TUNABLE, "glibc.malloc.hugetlb=0"):
-    assert host_memory.huge_pages_environment({"GLIBC_TUNABLES": tunables}, (2, 36),
-                                              "madvise") is None
+    assert (
+      host_memory.huge_pages_environment({"GLIBC_TUNABLES": tunables}, (2, 36), "madvise") is None
+    )
   # the kernel maps huge pages for everything anyway, or never; glibc too old or not glibc
-  for glibc, mode in (((2, 36), "always"), ((2, 36), "never"), ((2, 36), None), ((2, 34), "madvise"),
-                      (None, "madvise")):
+  for glibc, mode in (
+    ((2, 36), "always"),
+    ((2, 36), "never"),
+    ((2, 36), None),
+    ((2, 34), "madvise"),
+    (None, "madvise"),
+  ):
     assert host_memory.huge_pages_environment(env, glibc, mode) is None
 
 
@@ -71,14 +80,23 @@ def _run(tmp_path, mode):
   script = tmp_path / "prepare.py"
   script.write_text(_SCRIPT.format(repo=REPO))
   env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-  out = subprocess.run([sys.executable, "-u", str(script), mode, "--flag=1"], env=env,
-                       capture_output=True, text=True, check=True).stdout.splitlines()
+  out = subprocess.run(
+    [sys.executable, "-u", str(script), mode, "--flag=1"],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.splitlines()
   return [line.split(" ", 1) for line in out]
 
 
 def _host_qualifies() -> bool:
-  return host_memory.huge_pages_environment(
-      {}, host_memory.glibc_version(), host_memory.transparent_huge_pages_mode()) is not None
+  return (
+    host_memory.huge_pages_environment(
+      {}, host_memory.glibc_version(), host_memory.transparent_huge_pages_mode()
+    )
+    is not None
+  )
 
 
 def _check_restarted(lines):

@@ -19,8 +19,13 @@ from tests.core.test_train import final_params, losses, small_config
 pytestmark = pytest.mark.slow
 
 CONFIG = os.path.join(REPO, "configs", "classifier.py") + ":mlp"
-OVERRIDES = ("--config.train.steps=300", "--config.train.batch_size=64", "--config.train.log_every=1",
-             "--config.train.checkpoint_every=7", "--config.evals.test.every=0")
+OVERRIDES = (
+  "--config.train.steps=300",
+  "--config.train.batch_size=64",
+  "--config.train.log_every=1",
+  "--config.train.checkpoint_every=7",
+  "--config.evals.test.every=0",
+)
 
 
 def _env(devices=1, optimized=False):
@@ -34,7 +39,10 @@ def _env(devices=1, optimized=False):
 def _wait_for_step(workdir, step, proc, timeout=120):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    if os.path.exists(os.path.join(workdir, "metrics.jsonl")) and max(losses(workdir), default=0) >= step:
+    if (
+      os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+      and max(losses(workdir), default=0) >= step
+    ):
       return
     if proc.poll() is not None:
       raise AssertionError(f"the run ended (rc={proc.returncode}) before step {step}")
@@ -52,15 +60,25 @@ def test_sigkill_then_rerun_ends_equal_to_an_uninterrupted_run(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   steps = ("--config.train.steps=150",)
   env = _env(optimized=True)
-  subprocess.run(train_cmd(CONFIG, straight, *OVERRIDES, *steps), check=True, env=env,
-                 capture_output=True)
-  proc = subprocess.Popen(train_cmd(CONFIG, killed, *OVERRIDES, *steps), env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  subprocess.run(
+    train_cmd(CONFIG, straight, *OVERRIDES, *steps), check=True, env=env, capture_output=True
+  )
+  proc = subprocess.Popen(
+    train_cmd(CONFIG, killed, *OVERRIDES, *steps),
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
   _wait_for_step(killed, random.Random().randint(20, 100), proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  rerun = subprocess.run(train_cmd(CONFIG, killed, *OVERRIDES, *steps), env=env,
-                         capture_output=True, text=True, check=True)
+  rerun = subprocess.run(
+    train_cmd(CONFIG, killed, *OVERRIDES, *steps),
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   assert rerun.stdout.splitlines()[0].startswith("resuming from step ")
   config = _config()
   config.train.steps = 150
@@ -72,8 +90,13 @@ def test_sigkill_then_rerun_ends_equal_to_an_uninterrupted_run(tmp_path):
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
   workdir = str(tmp_path)
-  proc = subprocess.Popen(train_cmd(CONFIG, workdir, *OVERRIDES), env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    train_cmd(CONFIG, workdir, *OVERRIDES),
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_step(workdir, 40, proc)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
@@ -85,20 +108,33 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
 
 
 def test_override_typo_stops_before_compiling(tmp_path):
-  res = subprocess.run(train_cmd(CONFIG, str(tmp_path), "--config.trian.steps=5"), env=_env(),
-                       capture_output=True, text=True)
+  res = subprocess.run(
+    train_cmd(CONFIG, str(tmp_path), "--config.trian.steps=5"),
+    env=_env(),
+    capture_output=True,
+    text=True,
+  )
   assert res.returncode != 0
   assert "trian" in res.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
 def test_cpu_devices_splits_the_cpu_into_replicas_with_the_same_losses(tmp_path):
-  short = ("--config.train.steps=4", "--config.train.batch_size=64", "--config.train.log_every=1",
-           "--config.evals.test.every=0")
-  one = subprocess.run(train_cmd(CONFIG, str(tmp_path / "one"), *short), env=_env(),
-                       capture_output=True, text=True)
-  two = subprocess.run(train_cmd(CONFIG, str(tmp_path / "two"), *short, "--config.cpu_devices=2"),
-                       env=_env(), capture_output=True, text=True)
+  short = (
+    "--config.train.steps=4",
+    "--config.train.batch_size=64",
+    "--config.train.log_every=1",
+    "--config.evals.test.every=0",
+  )
+  one = subprocess.run(
+    train_cmd(CONFIG, str(tmp_path / "one"), *short), env=_env(), capture_output=True, text=True
+  )
+  two = subprocess.run(
+    train_cmd(CONFIG, str(tmp_path / "two"), *short, "--config.cpu_devices=2"),
+    env=_env(),
+    capture_output=True,
+    text=True,
+  )
   assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
   assert "1 devices" in one.stdout + one.stderr and "2 devices" in two.stdout + two.stderr
   want, got = losses(str(tmp_path / "one")), losses(str(tmp_path / "two"))
@@ -116,22 +152,34 @@ def test_slurm_template_checkpoints_and_requeues_at_the_time_limit(tmp_path):
   # signals that task, as SLURM signals a job's steps; scontrol records what it is asked.
   (bin_dir / "srun").write_text(f'#!/bin/bash\nshift\necho $$ > {tmp_path}/task.pid\nexec "$@"\n')
   (bin_dir / "scancel").write_text(
-      f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel.log\nkill -TERM $(cat {tmp_path}/task.pid)\n')
+    f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel.log\nkill -TERM $(cat {tmp_path}/task.pid)\n'
+  )
   (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.log\n')
   for f in ("srun", "scancel", "scontrol"):
     os.chmod(bin_dir / f, 0o755)
   workdir = str(tmp_path / "run")
-  env = dict(_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=sys.executable,
-             SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1")
-  proc = subprocess.Popen(["bash", os.path.join(REPO, "launch", "slurm_gpu.sbatch"), CONFIG, workdir,
-                           *OVERRIDES], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  env = dict(
+    _env(),
+    PATH=f"{bin_dir}:{os.environ['PATH']}",
+    PYTHON=sys.executable,
+    SLURM_SUBMIT_DIR=REPO,
+    SLURM_JOB_ID="4242",
+    SLURM_JOB_NUM_NODES="1",
+  )
+  proc = subprocess.Popen(
+    ["bash", os.path.join(REPO, "launch", "slurm_gpu.sbatch"), CONFIG, workdir, *OVERRIDES],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_step(workdir, 30, proc)
-  proc.send_signal(signal.SIGUSR1)                 # what --signal=B:USR1@600 delivers
+  proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@600 delivers
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err
-  step = int([l for l in out.splitlines() if l.startswith("SIGTERM")][0].split("at step ")[1]
-             .split(";")[0])
+  step = int(
+    [l for l in out.splitlines() if l.startswith("SIGTERM")][0].split("at step ")[1].split(";")[0]
+  )
   assert 30 <= step < 300
   assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
   assert open(tmp_path / "scancel.log").read().split() == ["--signal=TERM", "4242"]
@@ -147,17 +195,30 @@ def test_tpu_template_creates_copies_installs_and_launches_on_all_workers(tmp_pa
   log = tmp_path / "gcloud.log"
   # `describe` fails (no slice yet), everything else succeeds.
   (bin_dir / "gcloud").write_text(
-      f"#!{sys.executable}\nimport json, sys\n"
-      f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-      f"sys.exit(1 if 'describe' in sys.argv else 0)\n")
+    f"#!{sys.executable}\nimport json, sys\n"
+    f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    f"sys.exit(1 if 'describe' in sys.argv else 0)\n"
+  )
   os.chmod(bin_dir / "gcloud", 0o755)
-  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PROJECT="my-project",
-             BUCKET="my-bucket")
-  subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_pod.sh"), "configs/lpn.py:arc,rope",
-                  "--config.train.steps=10"], env=env, cwd=REPO, check=True, capture_output=True)
+  env = dict(
+    os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PROJECT="my-project", BUCKET="my-bucket"
+  )
+  subprocess.run(
+    [
+      "bash",
+      os.path.join(REPO, "launch", "tpu_pod.sh"),
+      "configs/lpn.py:arc,rope",
+      "--config.train.steps=10",
+    ],
+    env=env,
+    cwd=REPO,
+    check=True,
+    capture_output=True,
+  )
   calls = [json.loads(line) for line in open(log).read().splitlines()]
-  assert [c[:7] for c in calls] == [["compute", "tpus", "tpu-vm", "--project", "my-project",
-                                     "--zone", "us-central2-b"]] * 5
+  assert [c[:7] for c in calls] == [
+    ["compute", "tpus", "tpu-vm", "--project", "my-project", "--zone", "us-central2-b"]
+  ] * 5
   assert [c[7] for c in calls] == ["describe", "create", "scp", "ssh", "ssh"]
   calls = [" ".join(c) for c in calls]
   assert "--accelerator-type v4-32" in calls[1]
@@ -199,8 +260,13 @@ def test_plot_runs_draws_the_metric_of_each_run_and_names_a_missing_one(tmp_path
       for step in range(1, 6):
         f.write(json.dumps({"step": step, "train/loss": scale / step}) + "\n")
   out = tmp_path / "curves.png"
-  cmd = [sys.executable, os.path.join(REPO, "launch", "plot_runs.py"),
-         f"--runs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=float32,bfloat16", f"--out={out}"]
+  cmd = [
+    sys.executable,
+    os.path.join(REPO, "launch", "plot_runs.py"),
+    f"--runs={tmp_path / 'a'},{tmp_path / 'b'}",
+    "--labels=float32,bfloat16",
+    f"--out={out}",
+  ]
   subprocess.run(cmd, check=True, capture_output=True)
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   bad = subprocess.run(cmd + ["--metric=test/accuracy"], capture_output=True, text=True)
@@ -219,13 +285,17 @@ def test_summarize_runs_gives_mean_and_std_over_seeds_and_names_an_unfinished_ru
 
   finals = {"dt_s0": 0.95, "dt_s1": 0.93, "dt_s2": 0.97, "backprop_s0": 0.84}
   for name, final in finals.items():
-    write_run(tmp_path / "a" / name, [
+    write_run(
+      tmp_path / "a" / name,
+      [
         {"step": 80, "test/accuracy": 0.1, "train/loss": 2.0},
-        {"step": 160, "train/loss": 1.0},                 # accuracy not logged in this row
+        {"step": 160, "train/loss": 1.0},  # accuracy not logged in this row
         {"step": 160, "test/accuracy": 0.2},
-        {"step": 160, "test/accuracy": final}])           # evaluated again after a resume
+        {"step": 160, "test/accuracy": final},
+      ],
+    )  # evaluated again after a resume
   write_run(tmp_path / "a" / "ct_s0", [{"step": 5, "train/loss": 3.0}])
-  write_run(tmp_path / "a" / "fm_s0", [{"step": 80, "test/accuracy": 0.5}])   # still training
+  write_run(tmp_path / "a" / "fm_s0", [{"step": 80, "test/accuracy": 0.5}])  # still training
   write_run(tmp_path / "b" / "dt_s0", [{"step": 160, "test/accuracy": 0.5}])
   script = os.path.join(REPO, "launch", "summarize_runs.py")
   cmd = [sys.executable, script, f"--runs={tmp_path}/a/*", "--scale=100", "--digits=3"]
@@ -240,12 +310,17 @@ def test_summarize_runs_gives_mean_and_std_over_seeds_and_names_an_unfinished_ru
   strict = subprocess.run(cmd, capture_output=True, text=True)
   assert strict.returncode != 0 and "has no 'test/accuracy'" in strict.stderr
   # Same run names under two parents are two groups, named with their parent.
-  both = subprocess.run([sys.executable, script, f"--runs={tmp_path}/a/dt_s*,{tmp_path}/b/*"],
-                        check=True, capture_output=True, text=True).stdout
+  both = subprocess.run(
+    [sys.executable, script, f"--runs={tmp_path}/a/dt_s*,{tmp_path}/b/*"],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
   assert f"| {tmp_path}/a/dt | 0.95 +- 0.02 | 3 |" in both
   assert f"| {tmp_path}/b/dt | 0.50 | 1 |" in both
-  typo = subprocess.run([sys.executable, script, f"--runs={tmp_path}/a/dt_s9"],
-                        capture_output=True, text=True)
+  typo = subprocess.run(
+    [sys.executable, script, f"--runs={tmp_path}/a/dt_s9"], capture_output=True, text=True
+  )
   assert typo.returncode != 0 and "no run directory matches" in typo.stderr
 
 

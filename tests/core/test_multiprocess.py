@@ -15,8 +15,13 @@ from tests.core.test_train import losses, small_config
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 CONFIG = os.path.join(REPO, "configs", "classifier.py") + ":mlp"
-OVERRIDES = ("--config.train.steps=20", "--config.train.batch_size=64", "--config.train.log_every=1",
-             "--config.train.checkpoint_every=10", "--config.evals.test.every=0")
+OVERRIDES = (
+  "--config.train.steps=20",
+  "--config.train.batch_size=64",
+  "--config.train.log_every=1",
+  "--config.train.checkpoint_every=10",
+  "--config.evals.test.every=0",
+)
 
 
 def _free_port() -> int:
@@ -37,18 +42,33 @@ def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path, fsdp):
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   sharding = (f"--config.mesh.fsdp={fsdp}", "--config.sharding.fsdp_min_bytes=4096")
-  procs = [subprocess.Popen(
-      train_cmd(CONFIG, multi, *OVERRIDES, *sharding, f"--coordinator=127.0.0.1:{port}",
-                "--num_processes=2", f"--process_id={i}"),
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      train_cmd(
+        CONFIG,
+        multi,
+        *OVERRIDES,
+        *sharding,
+        f"--coordinator=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ),
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert "8 devices over 2 processes" in outs[0][0]
   expected, got = losses(single), losses(multi)
   assert sorted(got) == list(range(1, 21))
-  np.testing.assert_allclose([got[s] for s in range(1, 21)], [expected[s] for s in range(1, 21)],
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    [got[s] for s in range(1, 21)], [expected[s] for s in range(1, 21)], rtol=2e-5
+  )
 
 
 def _kill_one_then_restart_both(tmp_path, config_path, config, overrides, kill_after, saved):
@@ -66,24 +86,40 @@ def _kill_one_then_restart_both(tmp_path, config_path, config, overrides, kill_a
 
   def start():
     port = _free_port()
-    return [subprocess.Popen(
-        train_cmd(config_path, multi, *overrides, f"--coordinator=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [
+      subprocess.Popen(
+        train_cmd(
+          config_path,
+          multi,
+          *overrides,
+          f"--coordinator=127.0.0.1:{port}",
+          "--num_processes=2",
+          f"--process_id={i}",
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(2)
+    ]
 
   procs = start()
   deadline = time.time() + 300
-  while max(losses(multi), default=0) < kill_after if os.path.exists(
-      os.path.join(multi, "metrics.jsonl")) else True:
+  while (
+    max(losses(multi), default=0) < kill_after
+    if os.path.exists(os.path.join(multi, "metrics.jsonl"))
+    else True
+  ):
     assert time.time() < deadline and all(p.poll() is None for p in procs), "no progress"
     time.sleep(0.05)
-  procs[1].send_signal(signal.SIGKILL)                 # one host dies ...
+  procs[1].send_signal(signal.SIGKILL)  # one host dies ...
   procs[1].wait()
-  procs[0].send_signal(signal.SIGKILL)                 # ... and the job is torn down
+  procs[0].send_signal(signal.SIGKILL)  # ... and the job is torn down
   procs[0].wait()
-  procs = start()                                      # both restart with the same command
+  procs = start()  # both restart with the same command
   outs = [p.communicate(timeout=300) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   starts = [l for l in outs[0][0].splitlines() if l.startswith(("resuming from", "starting fresh"))]
   assert starts and starts[0].startswith("resuming from step "), outs[0][0][:500]
@@ -99,11 +135,16 @@ def _kill_one_then_restart_both(tmp_path, config_path, config, overrides, kill_a
 def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint_small(tmp_path):
   """The check below on the classifier MLP, sized for CI."""
   config = small_config(steps=40, checkpoint_every=10)
-  overrides = ("--config.train.steps=40", "--config.train.batch_size=64",
-               "--config.train.log_every=1", "--config.train.checkpoint_every=10",
-               "--config.evals.test.every=0")
-  _kill_one_then_restart_both(tmp_path, CONFIG, config, overrides, kill_after=15,
-                              saved=(10, 20, 30))
+  overrides = (
+    "--config.train.steps=40",
+    "--config.train.batch_size=64",
+    "--config.train.log_every=1",
+    "--config.train.checkpoint_every=10",
+    "--config.evals.test.every=0",
+  )
+  _kill_one_then_restart_both(
+    tmp_path, CONFIG, config, overrides, kill_after=15, saved=(10, 20, 30)
+  )
 
 
 @pytest.mark.heavy  # about 4 minutes on a 2-core CPU; the classifier version above runs in CI
@@ -113,8 +154,12 @@ def test_killed_process_then_restart_of_both_resumes_from_the_checkpoint(tmp_pat
   from tests.core.helpers import load_config
 
   config_path = os.path.join(REPO, "configs", "lpn.py") + ":pattern,tiny"
-  overrides = ("--config.train.steps=12", "--config.train.checkpoint_every=4",
-               "--config.train.log_every=1", "--config.evals.test.num_tasks=8")
+  overrides = (
+    "--config.train.steps=12",
+    "--config.train.checkpoint_every=4",
+    "--config.train.log_every=1",
+    "--config.evals.test.num_tasks=8",
+  )
   config = load_config("lpn", "pattern,tiny")
   config.train.update(dict(steps=12, checkpoint_every=4, log_every=1))
   config.evals.test.num_tasks = 8

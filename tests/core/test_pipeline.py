@@ -26,10 +26,13 @@ def test_array_iterator_is_deterministic_and_covers_each_epoch():
   assert not np.array_equal(epoch0, epoch1)  # reshuffled per epoch
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: pipeline.ArrayIterator(_arrays(), 10, seed=1),
     lambda: pipeline.GeneratorIterator(lambda r: {"v": r.normal(size=2)}, 4, seed=1),
-])
+  ],
+)
 def test_resume_from_state_gives_the_same_batches(make):
   full = _take(make(), 9)
   it = make()
@@ -42,18 +45,23 @@ def test_resume_from_state_gives_the_same_batches(make):
       np.testing.assert_array_equal(u[k], v[k])
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda i, n: pipeline.ArrayIterator(_arrays(), 8, seed=2, shard_index=i, shard_count=n),
-    lambda i, n: pipeline.GeneratorIterator(lambda r: {"v": r.integers(0, 99, 3)}, 8, seed=2,
-                                            shard_index=i, shard_count=n),
-])
+    lambda i, n: pipeline.GeneratorIterator(
+      lambda r: {"v": r.integers(0, 99, 3)}, 8, seed=2, shard_index=i, shard_count=n
+    ),
+  ],
+)
 def test_global_batch_does_not_depend_on_process_count(make):
   whole = _take(make(0, 1), 3)
   shards = [_take(make(i, 2), 3) for i in range(2)]
   for k in range(3):
     for key in whole[k]:
       np.testing.assert_array_equal(
-          whole[k][key], np.concatenate([shards[0][k][key], shards[1][k][key]]))
+        whole[k][key], np.concatenate([shards[0][k][key], shards[1][k][key]])
+      )
 
 
 def test_eval_batches_pad_and_mask():

@@ -1,6 +1,6 @@
-"""config.precision='bfloat16': bf16 compute, float32 parameters and optimizer state, and loss curves
-that follow the float32 ones (classifier on 8 simulated devices; LPN, NoProp DT and CT on one, which
-compiles and runs their tiny steps several times faster)."""
+"""config.precision='bfloat16': bf16 compute, float32 parameters and optimizer state, and loss
+curves that follow the float32 ones (classifier on 8 simulated devices; LPN, NoProp DT and CT on
+one, which compiles and runs their tiny steps several times faster)."""
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +27,22 @@ def _noprop_config(variant):
     config.train.update(dict(steps=12, log_every=1, checkpoint_every=0))
     config.evals = {}
     return config
+
   return make
 
 
 # NoProp's loss is dominated by the denoising terms of the bf16 blocks (so the curve comparison
 # checks them), but with noise sampled afresh each step it does not fall within 12 steps of the tiny
 # model: no falling check there.
-@pytest.mark.parametrize("make_config,rtol,falls", [(small_config, 0.02, True),
-                                                    (_lpn_config, 0.03, True),
-                                                    (_noprop_config("dt"), 0.03, False),
-                                                    pytest.param(_noprop_config("ct"), 0.03, False,
-                                                                 marks=pytest.mark.heavy)])
+@pytest.mark.parametrize(
+  "make_config,rtol,falls",
+  [
+    (small_config, 0.02, True),
+    (_lpn_config, 0.03, True),
+    (_noprop_config("dt"), 0.03, False),
+    pytest.param(_noprop_config("ct"), 0.03, False, marks=pytest.mark.heavy),
+  ],
+)
 def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol, falls):
   curves = {}
   for precision in ("float32", "bfloat16"):
@@ -48,11 +53,14 @@ def test_bfloat16_loss_curve_follows_float32(tmp_path, make_config, rtol, falls)
     curves[precision] = losses(workdir)
     run = train.build(config)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(run.state.params))
-    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(run.state.opt_state)
-               if hasattr(p, "dtype") and jnp.issubdtype(p.dtype, jnp.floating))
+    assert all(
+      p.dtype == jnp.float32
+      for p in jax.tree.leaves(run.state.opt_state)
+      if hasattr(p, "dtype") and jnp.issubdtype(p.dtype, jnp.floating)
+    )
     with jax.set_mesh(run.mesh):
       hlo = run.train_step.lower(run.state, run.next_batch(), run.train_rng).as_text()
-    assert ("bf16" in hlo) == (precision == "bfloat16")   # the setting reaches the compute
+    assert ("bf16" in hlo) == (precision == "bfloat16")  # the setting reaches the compute
   f32, bf16 = (np.array([c[s] for s in sorted(c)]) for c in (curves["float32"], curves["bfloat16"]))
   assert len(f32) == len(bf16) > 5
   assert not np.array_equal(f32, bf16)

@@ -3,7 +3,6 @@ checkpoint fallback, outputs."""
 
 import json
 import os
-import shutil
 import signal
 
 import jax
@@ -44,8 +43,9 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / str(n)))
     out[n] = losses(tmp_path / str(n))
   assert sorted(out[1]) == list(range(1, 21))
-  np.testing.assert_allclose([out[8][s] for s in range(1, 21)], [out[1][s] for s in range(1, 21)],
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    [out[8][s] for s in range(1, 21)], [out[1][s] for s in range(1, 21)], rtol=2e-5
+  )
   p1 = final_params(small_config(), tmp_path / "1")[1]
   p8 = final_params(small_config(), tmp_path / "8")[1]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
@@ -58,11 +58,12 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     config.model.dropout = 0.0
     train.train_and_evaluate(config, str(tmp_path / str(accum)))
     out[accum] = final_params(config, tmp_path / str(accum))[1]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               out[1], out[4])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), out[1], out[4])
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("optim.lr", -0.1, r"config.optim.lr=-0.1: must be > 0"),
     ("method", "nope", r"config.method='nope' is not a module of jaxrepr.methods"),
     ("data.name", "nope", r"config.data.name='nope'"),
@@ -71,7 +72,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     ("profile_steps", -1, r"config.profile_steps=-1: must be >= 0"),
     ("optim.decay_at", (300, 200), r"config.optim.decay_at=\(300, 200\): must be strictly"),
     ("cpu_devices", 0, r"config.cpu_devices=0: must be >= 1"),
-])
+  ],
+)
 def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message):
   config = small_config()
   section, _, key = field.rpartition(".")
@@ -83,11 +85,13 @@ def test_bad_values_are_refused_naming_the_field(tmp_path, field, value, message
 
 def test_step_schedule_multiplies_the_lr_at_each_boundary():
   from jaxrepr import optim
+
   cfg = optim.default_config()
   cfg.update(schedule="step", lr=1e-3, decay_at=(10, 20), decay_factor=0.5)
   lr = optim.schedule(cfg, total_steps=30)
-  np.testing.assert_allclose([lr(s) for s in (0, 9, 10, 19, 20, 29)],
-                             [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
+  np.testing.assert_allclose(
+    [lr(s) for s in (0, 9, 10, 19, 20, 29)], [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6
+  )
 
 
 def test_final_evaluation_runs_without_the_sigterm_guard(tmp_path, monkeypatch):
@@ -106,7 +110,7 @@ def test_final_evaluation_runs_without_the_sigterm_guard(tmp_path, monkeypatch):
   before = signal.getsignal(signal.SIGTERM)
   train.train_and_evaluate(config, str(tmp_path))
   assert seen[False] is not before  # intermediate evaluations: the guard records SIGTERM
-  assert seen[True] is before       # final evaluation: the process's own handler
+  assert seen[True] is before  # final evaluation: the process's own handler
   assert 4 in checkpoint.Checkpointer(str(tmp_path / "checkpoints"), 3).all_steps()
 
 
@@ -173,8 +177,8 @@ def read_tensorboard_tags(path):
   data = open(path, "rb").read()
   pos = 0
   while pos < len(data):
-    length = int.from_bytes(data[pos:pos + 8], "little")
-    event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+    length = int.from_bytes(data[pos : pos + 8], "little")
+    event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
     tags.update(v.tag for v in event.summary.value)
     pos += 12 + length + 4
   return tags
@@ -185,10 +189,13 @@ def test_profile_steps_write_a_trace_of_those_steps(tmp_path, capsys):
   config.profile_start, config.profile_steps = 3, 2
   train.train_and_evaluate(config, str(tmp_path))
   assert "profile of steps 3-4 written to" in capsys.readouterr().out
-  traces = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "tensorboard" / "plugins")
-            for f in files]
+  traces = [
+    os.path.join(root, f)
+    for root, _, files in os.walk(tmp_path / "tensorboard" / "plugins")
+    for f in files
+  ]
   assert any(t.endswith(".xplane.pb") for t in traces)
   assert any(t.endswith("perfetto_trace.json.gz") for t in traces)
   pd = jax.profiler.ProfileData.from_file(next(t for t in traces if t.endswith(".xplane.pb")))
   names = {e.name for plane in pd.planes for line in plane.lines for e in line.events}
-  assert any("train_step" in n for n in names)   # the jitted step ran inside the trace
+  assert any("train_step" in n for n in names)  # the jitted step ran inside the trace

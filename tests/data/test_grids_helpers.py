@@ -12,7 +12,9 @@ def test_validate_accepts_lists_and_arrays():
   assert grids.validate_grid(np.ones((30, 1), np.int64)).shape == (30, 1)
 
 
-@pytest.mark.parametrize("bad, message", [
+@pytest.mark.parametrize(
+  "bad, message",
+  [
     ([[0, 1], [2]], "not rectangular"),
     ([[0, 10]], "colour 10"),
     ([[0, -1]], "colour -1"),
@@ -25,7 +27,8 @@ def test_validate_accepts_lists_and_arrays():
     ([[0]] * 31, "1..30"),
     (np.zeros((2, 2), np.float32), "integers"),
     (np.zeros((2, 2, 2), np.int32), "2-D"),
-])
+  ],
+)
 def test_validate_rejects_bad_grids_naming_the_place(bad, message):
   with pytest.raises(ValueError, match=message) as e:
     grids.validate_grid(bad, "tasks/abc.json: task abc train pair 0 input")
@@ -45,7 +48,9 @@ def test_pad_and_crop_round_trip():
   np.testing.assert_array_equal(back_out, out)
   batch = grids.pad_pairs([(inp, out), (out, inp)], 8, 8)
   assert batch["grids"].shape == (2, 8, 8, 2) and batch["shapes"].shape == (2, 2, 2)
-  for (i, o), (bi, bo) in zip([(inp, out), (out, inp)], grids.unpad_pairs(batch["grids"], batch["shapes"])):
+  for (i, o), (bi, bo) in zip(
+    [(inp, out), (out, inp)], grids.unpad_pairs(batch["grids"], batch["shapes"])
+  ):
     np.testing.assert_array_equal(i, bi)
     np.testing.assert_array_equal(o, bo)
 

@@ -1,4 +1,5 @@
-"""Tests of jaxrepr.data.images: embedded sets, IDX and CIFAR readers, normalisation, augmentation."""
+"""Tests of jaxrepr.data.images: embedded sets, IDX and CIFAR readers, normalisation,
+augmentation."""
 
 import builtins
 import gzip
@@ -16,7 +17,10 @@ from jaxrepr.errors import DataError
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"name": "images", **kw})
+  cfg = images.default_config()
+  cfg.lock()  # a field images.py does not define is an error here too
+  cfg.update(kw)
+  return cfg
 
 
 def _check(d, n, shape):
@@ -26,7 +30,10 @@ def _check(d, n, shape):
 
 
 def test_digits_split_is_disjoint_and_complete():
-  train, test = images.load(_cfg(dataset="digits"), "train"), images.load(_cfg(dataset="digits"), "test")
+  train, test = (
+    images.load(_cfg(dataset="digits"), "train"),
+    images.load(_cfg(dataset="digits"), "test"),
+  )
   _check(train, 1438, (8, 8, 1))
   _check(test, 359, (8, 8, 1))
   rows = {r.tobytes() for r in train["image"]}
@@ -44,8 +51,10 @@ def test_mnist5k_is_shuffled_before_splitting():
   assert train["image"].max() == 1.0
 
 
-@pytest.mark.skipif(not os.path.isdir(images.FASHION_MNIST_DEBIAN_DIR),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+  not os.path.isdir(images.FASHION_MNIST_DEBIAN_DIR),
+  reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_fashion_mnist_from_debian_package():
   test = images.load(_cfg(dataset="fashion_mnist"), "test")
   _check(test, 10000, (28, 28, 1))
@@ -143,17 +152,39 @@ def test_cifar100_reader_needs_fine_labels(tmp_path):
 def _py2_cifar_batch(data, labels):
   """The bytes of a batch as the real CIFAR files hold it: Python 2 cPickle, protocol 2, str fields
   as SHORT_BINSTRING, the array through numpy.core.multiarray._reconstruct."""
+
   def short(b):
     return b"U" + bytes([len(b)]) + b
+
   raw = data.tobytes()
-  return (b"\x80\x02}(" + short(b"data")
-          + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R("
-          + b"K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1])
-          + b"\x86cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R(K\x03" + short(b"|")
-          + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-          + b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tb"
-          + short(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
-          + short(b"batch_label") + short(b"training batch 1 of 5") + b"u.")
+  return (
+    b"\x80\x02}("
+    + short(b"data")
+    + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+    + short(b"b")
+    + b"\x87R("
+    + b"K\x01"
+    + b"M"
+    + struct.pack("<H", data.shape[0])
+    + b"M"
+    + struct.pack("<H", data.shape[1])
+    + b"\x86cnumpy\ndtype\n"
+    + short(b"u1")
+    + b"K\x00K\x01\x87R(K\x03"
+    + short(b"|")
+    + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    + b"\x89T"
+    + struct.pack("<I", len(raw))
+    + raw
+    + b"tb"
+    + short(b"labels")
+    + b"]("
+    + b"".join(b"K" + bytes([v]) for v in labels)
+    + b"e"
+    + short(b"batch_label")
+    + short(b"training batch 1 of 5")
+    + b"u."
+  )
 
 
 @pytest.mark.parametrize("protocol", ["py2", 2, 4, 5])
@@ -172,8 +203,16 @@ def test_cifar_reader_loads_well_formed_batches_unchanged(tmp_path, protocol):
       (root / f"data_batch_{i}").write_bytes(raw)
     path, cfg, n = root / "data_batch_1", _cfg(dataset="cifar10", data_dir=str(tmp_path)), 15
   else:
-    raw = pickle.dumps({b"data": data, b"fine_labels": labels, b"coarse_labels": np.array(labels),
-                        b"filenames": [b"a.png", "b.png"], b"batch_label": b"train"}, protocol=protocol)
+    raw = pickle.dumps(
+      {
+        b"data": data,
+        b"fine_labels": labels,
+        b"coarse_labels": np.array(labels),
+        b"filenames": [b"a.png", "b.png"],
+        b"batch_label": b"train",
+      },
+      protocol=protocol,
+    )
     (tmp_path / "train").write_bytes(raw)
     path, cfg, n = tmp_path / "train", _cfg(dataset="cifar100", data_dir=str(tmp_path)), 3
   plain = pickle.loads(raw, encoding="bytes")
@@ -215,11 +254,18 @@ class _Eval:
 
 @pytest.mark.parametrize("protocol", [2, 5])
 @pytest.mark.parametrize("nested", [False, True], ids=["top", "nested"])
-@pytest.mark.parametrize("payload, global_name", [
-    (_System, r"(posix|os)\.system"), (_Exec, r"(builtins|__builtin__)\.exec"),
-    (_Eval, r"(builtins|__builtin__)\.eval")], ids=["system", "exec", "eval"])
-def test_cifar_reader_refuses_code_in_a_crafted_batch(tmp_path, payload, global_name, nested,
-                                                      protocol):
+@pytest.mark.parametrize(
+  "payload, global_name",
+  [
+    (_System, r"(posix|os)\.system"),
+    (_Exec, r"(builtins|__builtin__)\.exec"),
+    (_Eval, r"(builtins|__builtin__)\.eval"),
+  ],
+  ids=["system", "exec", "eval"],
+)
+def test_cifar_reader_refuses_code_in_a_crafted_batch(
+  tmp_path, payload, global_name, nested, protocol
+):
   # A batch file is untrusted input: loading it must not run the callable it names, whether the
   # payload is the whole pickle or hides inside an otherwise genuine batch dict.
   marker = tmp_path / "marker"
@@ -241,8 +287,8 @@ def test_cifar_reader_refuses_code_in_a_crafted_batch(tmp_path, payload, global_
   # for a nested payload, not fail at all.
   assert not marker.exists(), f"loading {path} ran the code the batch names"
   assert error is not None and re.match(
-      re.escape(path) + r": refused to load a CIFAR batch that references " + global_name + ";",
-      error), error
+    re.escape(path) + r": refused to load a CIFAR batch that references " + global_name + ";", error
+  ), error
 
 
 def test_unknown_dataset_and_split():
@@ -269,7 +315,7 @@ def test_crop_flip_outputs_are_shifted_or_flipped_crops():
   assert out.shape == x.shape
   padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   for i in range(len(x)):
-    candidates = [padded[i, dy:dy + 5, dx:dx + 5] for dy in range(3) for dx in range(3)]
+    candidates = [padded[i, dy : dy + 5, dx : dx + 5] for dy in range(3) for dx in range(3)]
     candidates += [c[:, ::-1] for c in candidates]
     assert any(np.array_equal(out[i], c) for c in candidates)
   assert not np.array_equal(out, x)
@@ -284,8 +330,9 @@ def test_augmented_iterator_is_resumable_and_shard_independent():
   again = images.train_iterator(cfg, batch_size=8, seed=3)
   again.set_state(state)
   np.testing.assert_array_equal(next(again)["image"], after)
-  halves = [images.train_iterator(cfg, batch_size=8, seed=3, shard_index=i, shard_count=2)
-            for i in range(2)]
+  halves = [
+    images.train_iterator(cfg, batch_size=8, seed=3, shard_index=i, shard_count=2) for i in range(2)
+  ]
   np.testing.assert_array_equal(np.concatenate([next(h)["image"] for h in halves]), first[0])
   plain = next(images.train_iterator(_cfg(dataset="digits"), batch_size=8, seed=3))["image"]
   assert not np.array_equal(plain, first[0])

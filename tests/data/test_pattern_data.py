@@ -1,5 +1,6 @@
-"""The pattern task generator (method sheet lpn.md §5): shapes, pattern at the marker, density,
-determinism, resumable and shard-independent iterators."""
+"""The pattern task generator ("Searching Latent Program Spaces", §5.2; the reference code's
+`PatternTaskGenerator`): shapes, pattern at the marker, density, determinism, resumable and
+shard-independent iterators."""
 
 import chex
 import numpy as np
@@ -23,9 +24,9 @@ def _check_task(grids_NxRxCx2, shapes_Nx2x2, rows, cols, p):
     assert (inp != 0).sum() == 1 and inp.max() == pattern.MARKER_COLOUR
     r, c = np.argwhere(inp)[0]
     assert r <= rows - p and c <= cols - p
-    window = out[r:r + p, c:c + p].copy()
+    window = out[r : r + p, c : c + p].copy()
     rest = out.copy()
-    rest[r:r + p, c:c + p] = 0
+    rest[r : r + p, c : c + p] = 0
     assert not rest.any(), "output has colour outside the pattern window"
     patterns.append(window)
   for w in patterns[1:]:
@@ -68,7 +69,9 @@ def test_eval_set_fixed_ood_and_separate_from_training():
   a, b = pattern.eval_set(cfg), pattern.eval_set(cfg)
   chex.assert_shape(a["grids"], (32, 4, 10, 10, 2))
   np.testing.assert_array_equal(a["grids"], b["grids"])
-  assert (a["grids"][..., 1].reshape(32, -1) != 0).sum(1).min() == 4 * 16  # eval density 1.0, 4 pairs
+  assert (a["grids"][..., 1].reshape(32, -1) != 0).sum(
+    1
+  ).min() == 4 * 16  # eval density 1.0, 4 pairs
   train = next(pattern.train_iterator(cfg, batch_size=32, seed=cfg.eval_seed))
   assert not np.array_equal(train["grids"], a["grids"])
 
@@ -85,8 +88,10 @@ def test_iterator_deterministic_resumable_and_shard_independent():
   resumed = pattern.train_iterator(cfg, batch_size=8, seed=5)
   resumed.set_state(state)
   np.testing.assert_array_equal(next(resumed)["grids"], nxt["grids"])
-  shards = [pattern.train_iterator(cfg, batch_size=8, seed=5, shard_index=i, shard_count=2)
-            for i in range(2)]
+  shards = [
+    pattern.train_iterator(cfg, batch_size=8, seed=5, shard_index=i, shard_count=2)
+    for i in range(2)
+  ]
   for ref in first:
     parts = [next(s) for s in shards]
     np.testing.assert_array_equal(np.concatenate([p["grids"] for p in parts]), ref["grids"])
@@ -95,8 +100,9 @@ def test_iterator_deterministic_resumable_and_shard_independent():
   assert not np.array_equal(next(other)["grids"], first[0]["grids"])
 
 
-@pytest.mark.parametrize("field, value", [("pattern_size", 11), ("density", 1.5),
-                                          ("max_rows", 5), ("num_pairs", 0)])
+@pytest.mark.parametrize(
+  "field, value", [("pattern_size", 11), ("density", 1.5), ("max_rows", 5), ("num_pairs", 0)]
+)
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     pattern.train_iterator(_cfg(**{field: value}), batch_size=2, seed=0)

@@ -40,8 +40,12 @@ def test_top2_counts_either_attempt():
   true = np.ones((2, 3, 3), int)
   shapes = np.full((2, 2), 3)
   wrong = np.zeros((2, 3, 3), int)
-  pred = {"grids": np.stack([true[0], wrong[1]]), "shapes": shapes,
-          "grids_2": np.stack([wrong[0], true[1]]), "shapes_2": shapes}
+  pred = {
+    "grids": np.stack([true[0], wrong[1]]),
+    "shapes": shapes,
+    "grids_2": np.stack([wrong[0], true[1]]),
+    "shapes_2": shapes,
+  }
   out = attempts_metrics(pred, true, shapes)
   np.testing.assert_array_equal(np.asarray(out["exact"]), [1, 0])
   np.testing.assert_array_equal(np.asarray(out["top2"]), [1, 1])

@@ -31,8 +31,9 @@ def _train(name, arg, workdir):
 
 # DT with the one-hot embedding runs in tests/core/test_config_defaults.py (the default) and
 # tests/methods/test_methods_learn.py.
-@pytest.mark.parametrize("arg", ["ct,learned,tiny", "fm,prototype,tiny", "backprop,tiny",
-                                 "classifier,tiny"])
+@pytest.mark.parametrize(
+  "arg", ["ct,learned,tiny", "fm,prototype,tiny", "backprop,tiny", "classifier,tiny"]
+)
 def test_noprop_configs_train_and_evaluate(tmp_path, arg):
   _, results = _train("noprop", arg, tmp_path)
   assert 0.0 <= results["test/accuracy"] <= 1.0
@@ -49,8 +50,9 @@ def test_set_clustering_config_reports_ll_against_the_oracle(tmp_path):
   # sets; two steps of a tiny model cannot reach it.
   assert -2.0 < results["test/oracle"] < -1.0
   assert results["test/ll"] < results["test/oracle"]
-  np.testing.assert_allclose(results["test/gap"], results["test/oracle"] - results["test/ll"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    results["test/gap"], results["test/oracle"] - results["test/ll"], rtol=1e-6
+  )
 
 
 def test_set_max_config_reports_mae(tmp_path):
@@ -80,8 +82,9 @@ def test_set_clustering_model_has_the_reference_parameter_count():
   config = load_config("set_clustering")
   config.num_devices = 1
   method = config_lib.method_module(config).build(config)
-  params = jax.eval_shape(method.init, jax.random.key(0), {"example_id": jnp.zeros((10,),
-                                                                                   jnp.int32)})
+  params = jax.eval_shape(
+    method.init, jax.random.key(0), {"example_id": jnp.zeros((10,), jnp.int32)}
+  )
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 423172
 
 
@@ -97,6 +100,7 @@ def test_noprop_eval_scores_the_predicted_label_with_padding_masked():
   mesh = parallel.make_mesh(1)
   arrays = config_lib.data_module(config).eval_arrays(config.data, "test")
   n = len(arrays["label"])
+
   # Predict the true label on even rows and a wrong one on odd rows; the padded rows of the last
   # batch repeat row 0 (a correct one) and must not count.
   def predict(params, batch, rng):
@@ -104,9 +108,16 @@ def test_noprop_eval_scores_the_predicted_label_with_padding_masked():
     wrong = jnp.arange(batch["label"].shape[0]) % 2 == 1
     label = jnp.where(wrong, (batch["label"] + 1) % 10, batch["label"])
     return {"logits": jax.nn.one_hot(label, 10) * 5.0, "label": label}
+
   # Odd rows are odd within each batch of 64 (an even size), so globally too.
-  ev = noprop_eval.Evaluator(config=config, method=_FixedPredictor(predict), mesh=mesh, workdir="",
-                             batch_size=64, inference_runs=2)
+  ev = noprop_eval.Evaluator(
+    config=config,
+    method=_FixedPredictor(predict),
+    mesh=mesh,
+    workdir="",
+    batch_size=64,
+    inference_runs=2,
+  )
   with jax.set_mesh(mesh):
     out = ev.run(None, jax.random.key(0), 0)
   assert n % 64 != 0
@@ -120,14 +131,22 @@ def test_set_eval_weights_sets_by_their_size():
   config = load_config("set_clustering", "tiny")
   config.data.size_per = "example"  # sets of different sizes within a batch
   mesh = parallel.make_mesh(1)
+
   # Per-set values equal to the set's size: the per-point mean is sum(n^2) / sum(n).
   def predict(params, batch, rng):
     del params, rng
     n_B = (batch["example_id"] % 7 + 1).astype(jnp.int32)
     v_B = n_B.astype(jnp.float32)
     return {"num_points": n_B, "ll": -v_B, "ll1": -v_B, "oracle_ll": jnp.zeros_like(v_B)}
-  ev = set_eval.Evaluator(config=config, method=_FixedPredictor(predict), mesh=mesh, workdir="",
-                          num_batches=3, batch_size=4)
+
+  ev = set_eval.Evaluator(
+    config=config,
+    method=_FixedPredictor(predict),
+    mesh=mesh,
+    workdir="",
+    num_batches=3,
+    batch_size=4,
+  )
   with jax.set_mesh(mesh):
     out = ev.run(None, jax.random.key(0), 0)
   ids = np.arange(12) + 2**30

@@ -19,8 +19,9 @@ def _untrained(config, workdir, name):
   run = train.build(config)
   evaluator = train.build_evaluators(config, run, str(workdir), [name])[name]
   with jax.set_mesh(run.mesh):
-    out = evaluator.run(run.state.params, jax.random.fold_in(run.eval_rng, config.train.steps),
-                        config.train.steps)
+    out = evaluator.run(
+      run.state.params, jax.random.fold_in(run.eval_rng, config.train.steps), config.train.steps
+    )
   return {f"{name}/{k}": float(v) for k, v in out.items()}
 
 
@@ -43,20 +44,33 @@ def test_classifier_learns_digits(tmp_path):
   assert trained["test/accuracy"] > untrained["test/accuracy"] + 0.5, (trained, untrained)
 
 
-@pytest.mark.parametrize("variant,steps,model,floor", [
+@pytest.mark.parametrize(
+  "variant,steps,model,floor",
+  [
     ("dt", 150, {}, 0.5),
     # CT with -gamma'(t) weighting: with the paper's SNR'(t) (Eq. 9, the default) this budget
     # leaves CT at chance (0.11-0.17 at 150-300 steps, lr 3e-3 / 1e-2), since SNR' puts almost all
     # the weight where z_t alone gives the label (jaxrepr/methods/noprop/loss.py).
     ("ct", 150, {"ct_weight": "neg_gamma_prime"}, 0.5),
     ("fm", 300, {}, 0.4),
-])
+  ],
+)
 def test_noprop_learns_digits(tmp_path, variant, steps, model, floor):
   config = load_config("noprop", f"{variant},tiny")
   config.optim.lr = 3e-3
   config.train.update(dict(steps=steps, batch_size=64, log_every=50))
-  config.model.update(dict(conv_features=(8, 16, 16), hidden=32, head_hidden=32, num_blocks=4,
-                           inference_steps=10, gamma_hidden=32, time_dim=16, **model))
+  config.model.update(
+    dict(
+      conv_features=(8, 16, 16),
+      hidden=32,
+      head_hidden=32,
+      num_blocks=4,
+      inference_steps=10,
+      gamma_hidden=32,
+      time_dim=16,
+      **model,
+    )
+  )
   trained, untrained = _trained_and_untrained(config, tmp_path)
   # Chance is 0.1 over ten classes.
   assert trained["test/accuracy"] > floor, trained
@@ -115,7 +129,9 @@ def test_distillation_student_learns_from_the_teacher(tmp_path):
   teacher, student = report["rows"][0]["eval"], report["rows"][-1]["eval"]
   stage = stages_lib.plan(config, str(tmp_path / "run"))[-1]["config"]
   stage.num_devices = 1
-  pruned = _untrained(stage, tmp_path / "untrained", "test")   # the stage's start: the pruned teacher
+  pruned = _untrained(
+    stage, tmp_path / "untrained", "test"
+  )  # the stage's start: the pruned teacher
   assert teacher["accuracy"] > 0.85, teacher
   assert student["kl_reference"] < 0.5 * pruned["test/kl_reference"], (student, pruned)
   assert student["accuracy"] > pruned["test/accuracy"] + 0.1, (student, pruned)

@@ -37,11 +37,14 @@ _CUT = lambda data, n: {k: v[:, :n] for k, v in data.items()}
 _LARGEST = lambda data: jnp.max(jnp.sum(data["mask"], axis=1))
 
 
-@pytest.mark.parametrize("sizes,want_length", [([2, 3], 4), ([4, 1], 4), ([5, 8], 8),
-                                               ([12, 1], 12), ([9, 9], 12)])
+@pytest.mark.parametrize(
+  "sizes,want_length", [([2, 3], 4), ([4, 1], 4), ([5, 8], 8), ([12, 1], 12), ([9, 9], 12)]
+)
 def test_bucketed_loss_equals_the_padded_loss_and_its_gradient(sizes, want_length):
-  params = {"w1": jax.random.normal(jax.random.key(1), (3, 5)),
-            "w2": jax.random.normal(jax.random.key(2), (5, 1))}
+  params = {
+    "w1": jax.random.normal(jax.random.key(1), (3, 5)),
+    "w2": jax.random.normal(jax.random.key(2), (5, 1)),
+  }
   data = _data(sizes)
   loss = bucketing.bucketed_loss(_masked_loss, (4, 8, 12), _LARGEST, _CUT)
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -49,16 +52,18 @@ def test_bucketed_loss_equals_the_padded_loss_and_its_gradient(sizes, want_lengt
   (want_value, _), want_grads = jax.value_and_grad(_masked_loss, has_aux=True)(params, data)
   assert aux["length"] == want_length
   np.testing.assert_allclose(value, want_value, rtol=1e-6)
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7), grads,
-               want_grads)
+  jax.tree.map(
+    lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7), grads, want_grads
+  )
   # forward only (no differentiation) takes the same branch and value
   value_fwd, aux_fwd = jax.jit(loss)(params, data)
   assert aux_fwd["length"] == want_length
   np.testing.assert_allclose(value_fwd, want_value, rtol=1e-6)
   # a scaled outer cotangent scales the gradient (the custom VJP uses the incoming cotangent)
   grads3 = jax.grad(lambda p: 3.0 * loss(p, data)[0])(params)
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, 3.0 * w, rtol=1e-5, atol=1e-7), grads3,
-               want_grads)
+  jax.tree.map(
+    lambda g, w: np.testing.assert_allclose(g, 3.0 * w, rtol=1e-5, atol=1e-7), grads3, want_grads
+  )
 
 
 def test_bucketed_call_picks_the_bucket():

@@ -22,9 +22,9 @@ def _x(seed=0, b=B, n=N, d=D_IN):
 
 def _blocks(mode, ln=None):
   return {
-      "sab": SAB(DIM, HEADS, mode=mode, ln=ln),
-      "isab": ISAB(DIM, HEADS, mode=mode, ln=ln, num_inds=3),
-      "pma": PMA(DIM, HEADS, mode=mode, ln=ln, num_seeds=2),
+    "sab": SAB(DIM, HEADS, mode=mode, ln=ln),
+    "isab": ISAB(DIM, HEADS, mode=mode, ln=ln, num_inds=3),
+    "pma": PMA(DIM, HEADS, mode=mode, ln=ln, num_seeds=2),
   }
 
 
@@ -61,12 +61,12 @@ def test_padding_changes_nothing(mode, ln):
     out = f(x_pad, mask)
     assert np.all(np.isfinite(out)), name
     for b, n in enumerate(sizes):
-      ref = f(x[b:b + 1, :n])[0]
+      ref = f(x[b : b + 1, :n])[0]
       got = out[b] if name == "pma" else out[b, :n]
       np.testing.assert_allclose(got, ref, atol=2e-5, err_msg=f"{name} set {b}")
       if name != "pma":
         np.testing.assert_array_equal(out[b, n:], 0.0)
-    grads = jax.grad(lambda p: jnp.sum(block.apply(p, x_pad, mask)))(params)
+    grads = jax.grad(lambda p, block=block: jnp.sum(block.apply(p, x_pad, mask)))(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
 
 
@@ -99,8 +99,9 @@ def _np_mab(p, x, y, heads, mode, ln):
     return _np_layer_norm(o, p["ln1"]) if ln else o
   xn = _np_layer_norm(x, p["ln_q"]) if ln else x
   yn = _np_layer_norm(y, p["ln_k"]) if ln else y
-  h = x + lin("fc_out", attend(lin("fc_q", xn), lin("fc_k", yn), lin("fc_v", yn),
-                               1 / math.sqrt(dh)))
+  h = x + lin(
+    "fc_out", attend(lin("fc_q", xn), lin("fc_k", yn), lin("fc_v", yn), 1 / math.sqrt(dh))
+  )
   hn = _np_layer_norm(h, p["ln_ff"]) if ln else h
   return h + lin("ff_2", np.maximum(lin("ff_1", hn), 0))
 
@@ -166,7 +167,6 @@ def test_reference_mab_parameter_count_and_torch_init():
 
 
 class BlockVariantsTest(parameterized.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*MODES)
   def test_shapes_and_finite(self, mode):

@@ -25,8 +25,9 @@ def test_outputs_equal_the_full_stack_sliced(rope, remat):
   """outputs=(a, b): the last layer computes only those rows; values and gradients (parameters
   and input) equal the full stack's rows a..b-1, with a structure mask and the blocked core."""
   x, mask, structure, angles = _setup(rope)
-  model = transformer.Transformer(num_layers=2, num_heads=2, head_dim=8, mlp_factor=2,
-                                  remat=remat, attention="blocked")
+  model = transformer.Transformer(
+    num_layers=2, num_heads=2, head_dim=8, mlp_factor=2, remat=remat, attention="blocked"
+  )
   st = attention.StaticMask(structure)
   params = model.init(jax.random.key(1), x, mask, angles, structure=st)
   w = jax.random.normal(jax.random.key(2), (3, 6, 16))
@@ -35,9 +36,11 @@ def test_outputs_equal_the_full_stack_sliced(rope, remat):
     h, _ = model.apply(params, x, mask, angles, structure=st, outputs=outputs)
     h = h if outputs is not None else h[:, 4:10]
     return jnp.sum(jnp.sin(h) * w), h
+
   (l_full, h_full), g_full = jax.value_and_grad(loss, (0, 1), has_aux=True)(params, x, None)
-  (l_part, h_part), g_part = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True),
-                                     static_argnums=2)(params, x, (4, 10))
+  (l_part, h_part), g_part = jax.jit(
+    jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2
+  )(params, x, (4, 10))
   assert h_part.shape == (3, 6, 16)
   np.testing.assert_allclose(h_part, h_full, atol=2e-5)
   for a, e in zip(jax.tree.leaves(g_part), jax.tree.leaves(g_full)):
@@ -47,8 +50,9 @@ def test_outputs_equal_the_full_stack_sliced(rope, remat):
 def test_one_output_row_with_a_structure():
   """outputs of one token: its structure row alone, a single query run."""
   x, mask, structure, _ = _setup(False)
-  model = transformer.Transformer(num_layers=2, num_heads=2, head_dim=8, mlp_factor=1,
-                                  attention="blocked")
+  model = transformer.Transformer(
+    num_layers=2, num_heads=2, head_dim=8, mlp_factor=1, attention="blocked"
+  )
   st = attention.StaticMask(structure)
   params = model.init(jax.random.key(0), x, mask, structure=st)
   full, _ = model.apply(params, x, mask, structure=st)

@@ -23,7 +23,7 @@ still a deterministic function of its rng.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,19 +32,34 @@ from jaxrepr.data.arc_gen.base import MAX_SIDE, Generator, Pair, Retry
 from jaxrepr.errors import DataError
 
 GENERATORS: dict[str, Generator] = {
-    **geometry.FAMILIES, **colour.FAMILIES, **objects.FAMILIES, **patterns.FAMILIES}
+  **geometry.FAMILIES,
+  **colour.FAMILIES,
+  **objects.FAMILIES,
+  **patterns.FAMILIES,
+}
 
 _MAX_TRIES = 50
 
 
 def _valid(grid: np.ndarray, max_rows: int, max_cols: int) -> bool:
-  return (grid.ndim == 2 and 1 <= grid.shape[0] <= min(max_rows, MAX_SIDE)
-          and 1 <= grid.shape[1] <= min(max_cols, MAX_SIDE)
-          and grid.min() >= 0 and grid.max() <= 9)
+  return (
+    grid.ndim == 2
+    and 1 <= grid.shape[0] <= min(max_rows, MAX_SIDE)
+    and 1 <= grid.shape[1] <= min(max_cols, MAX_SIDE)
+    and grid.min() >= 0
+    and grid.max() <= 9
+  )
 
 
-def make_task(rng: np.random.Generator, name: str, num_pairs: int, difficulty: float,
-              max_size: int | Sequence[int] = MAX_SIDE, *, return_params: bool = False):
+def make_task(
+  rng: np.random.Generator,
+  name: str,
+  num_pairs: int,
+  difficulty: float,
+  max_size: int | Sequence[int] = MAX_SIDE,
+  *,
+  return_params: bool = False,
+):
   """`num_pairs` (input, output) pairs of one hidden program of family `name`.
 
   Returns the list of pairs, or (pairs, hidden parameters) with `return_params=True`.
@@ -64,20 +79,28 @@ def make_task(rng: np.random.Generator, name: str, num_pairs: int, difficulty: f
   failures = 0
   while len(pairs) < num_pairs:
     # after repeated failures (usually a small max_size) fall back to easier, smaller grids
-    d = difficulty if failures < _MAX_TRIES // 2 else difficulty * 0.5 ** (failures - _MAX_TRIES // 2)
+    d = (
+      difficulty if failures < _MAX_TRIES // 2 else difficulty * 0.5 ** (failures - _MAX_TRIES // 2)
+    )
     try:
       inp, out = gen.sample_pair(rng, params, d)
     except Retry:
       inp = out = None
-    ok = (inp is not None and _valid(inp, max_rows, max_cols) and _valid(out, max_rows, max_cols)
-          and not (inp.shape == out.shape and np.array_equal(inp, out)))
+    ok = (
+      inp is not None
+      and _valid(inp, max_rows, max_cols)
+      and _valid(out, max_rows, max_cols)
+      and not (inp.shape == out.shape and np.array_equal(inp, out))
+    )
     if ok:
       pairs.append((np.asarray(inp, np.int32), np.asarray(out, np.int32)))
       continue
     failures += 1
     if failures >= _MAX_TRIES * max(1, num_pairs):
-      raise DataError(f"ARC generator {name!r} produced no valid pair within {max_rows}x{max_cols} "
-                      f"after {failures} draws (difficulty {difficulty})")
+      raise DataError(
+        f"ARC generator {name!r} produced no valid pair within {max_rows}x{max_cols} "
+        f"after {failures} draws (difficulty {difficulty})"
+      )
   return (pairs, params) if return_params else pairs
 
 

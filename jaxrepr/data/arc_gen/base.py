@@ -10,7 +10,8 @@ sizes and object counts; 0 gives the smallest grids of a family.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -32,7 +33,8 @@ class Generator:
 
 
 def family(registry: dict[str, Generator], name: str, sample_params: Callable | None = None):
-  """Decorator registering `sample_pair` under `name`; the function docstring is the family's doc."""
+  """Decorator registering `sample_pair` under `name`; the function docstring is the family's
+  doc."""
 
   def wrap(sample_pair):
     params = sample_params or (lambda rng, difficulty: {})
@@ -59,8 +61,9 @@ def colours(rng: np.random.Generator, k: int, exclude: tuple[int, ...] = ()) -> 
   return rng.choice(pool, size=k, replace=False)
 
 
-def noise_grid(rng: np.random.Generator, h: int, w: int, density: float,
-               palette: np.ndarray) -> np.ndarray:
+def noise_grid(
+  rng: np.random.Generator, h: int, w: int, density: float, palette: np.ndarray
+) -> np.ndarray:
   """Black grid where each cell is, with probability `density`, a colour drawn from `palette`."""
   cells = rng.choice(palette, size=(h, w))
   return np.where(rng.random((h, w)) < density, cells, 0).astype(np.int32)
@@ -87,8 +90,15 @@ def sprite(rng: np.random.Generator, h: int, w: int, colour: int) -> np.ndarray:
   return np.full((h, w), colour, np.int32)  # a filled box is a valid (if plain) sprite
 
 
-def place(rng: np.random.Generator, grid: np.ndarray, occupied: np.ndarray, patch: np.ndarray,
-          margin: int = 1, tries: int = 30, border: int = 0) -> tuple[int, int] | None:
+def place(
+  rng: np.random.Generator,
+  grid: np.ndarray,
+  occupied: np.ndarray,
+  patch: np.ndarray,
+  margin: int = 1,
+  tries: int = 30,
+  border: int = 0,
+) -> tuple[int, int] | None:
   """Writes `patch` (non-zero cells) at a random free spot with `margin` empty cells around it.
 
   `occupied` is updated in place; returns the top-left corner or None if nothing fitted.
@@ -101,11 +111,11 @@ def place(rng: np.random.Generator, grid: np.ndarray, occupied: np.ndarray, patc
     r = int(rng.integers(border, h - ph - border + 1))
     c = int(rng.integers(border, w - pw - border + 1))
     r0, c0 = max(0, r - margin), max(0, c - margin)
-    if occupied[r0:r + ph + margin, c0:c + pw + margin].any():
+    if occupied[r0 : r + ph + margin, c0 : c + pw + margin].any():
       continue
-    region = grid[r:r + ph, c:c + pw]
+    region = grid[r : r + ph, c : c + pw]
     region[patch != 0] = patch[patch != 0]
-    occupied[r:r + ph, c:c + pw] = True
+    occupied[r : r + ph, c : c + pw] = True
     return r, c
   return None
 
@@ -115,7 +125,9 @@ def components(grid: np.ndarray) -> tuple[np.ndarray, int]:
   return ndimage.label(grid != 0)
 
 
-def apply_down(grid: np.ndarray, direction: str, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def apply_down(
+  grid: np.ndarray, direction: str, fn: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
   """Applies a 'downward' operation `fn` in any of four directions by rotating there and back."""
   k = {"down": 0, "right": 3, "up": 2, "left": 1}[direction]
   # rot90 by k (counter-clockwise) maps the chosen direction onto 'down'.

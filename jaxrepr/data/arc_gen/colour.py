@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxrepr.data.arc_gen.base import (Generator, Retry, colours, count, family, noise_grid, place,
-                                       side)
+from jaxrepr.data.arc_gen.base import (
+  Generator,
+  Retry,
+  colours,
+  count,
+  family,
+  noise_grid,
+  place,
+  side,
+)
 
 FAMILIES: dict[str, Generator] = {}
 
@@ -74,8 +82,9 @@ def _fill_background(rng, p, d):
 @family(FAMILIES, "invert", _one_colour)
 def _invert(rng, p, d):
   """A two-colour grid (black and c): black and c swap."""
-  g = noise_grid(rng, side(rng, d, 2, 30), side(rng, d, 2, 30), rng.uniform(0.2, 0.8),
-                 np.array([p["c"]]))
+  g = noise_grid(
+    rng, side(rng, d, 2, 30), side(rng, d, 2, 30), rng.uniform(0.2, 0.8), np.array([p["c"]])
+  )
   return g, np.where(g == 0, p["c"], 0).astype(np.int32)
 
 
@@ -101,11 +110,13 @@ def _majority_colour(rng, p, d):
   palette = colours(rng, k)
   cells = h * w
   # distinct counts make the majority unique
-  counts = np.sort(rng.choice(np.arange(1, max(k + 1, cells // (k + 1)) + 1), size=k, replace=False))
+  counts = np.sort(
+    rng.choice(np.arange(1, max(k + 1, cells // (k + 1)) + 1), size=k, replace=False)
+  )
   if counts.sum() > cells:
     raise Retry
   flat = np.zeros(cells, np.int32)
-  flat[:counts.sum()] = np.repeat(palette, counts)
+  flat[: counts.sum()] = np.repeat(palette, counts)
   g = rng.permutation(flat).reshape(h, w)
   return g, np.full((p["n"], p["n"]), palette[-1], np.int32)
 
@@ -120,7 +131,11 @@ def _count_to_bar(rng, p, d):
   h, w = side(rng, d, 3, 30), side(rng, d, 3, 30)
   n = int(rng.integers(1, min(h * w // 2, count(rng, d, 3, 30)) + 1))
   others = colours(rng, count(rng, d, 0, 3), exclude=(p["c"],))
-  g = noise_grid(rng, h, w, rng.uniform(0.0, 0.4), others) if len(others) else np.zeros((h, w), np.int32)
+  g = (
+    noise_grid(rng, h, w, rng.uniform(0.0, 0.4), others)
+    if len(others)
+    else np.zeros((h, w), np.int32)
+  )
   idx = rng.choice(h * w, size=n, replace=False)
   g.reshape(-1)[idx] = p["c"]
   bar = np.full((n, 1) if p["vertical"] else (1, n), p["c"], np.int32)

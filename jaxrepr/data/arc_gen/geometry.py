@@ -1,11 +1,21 @@
-"""Geometric ARC-like families: dihedral maps, scaling, tiling, mirroring, gravity, shifts, crops."""
+"""Geometric ARC-like families: dihedral maps, scaling, tiling, mirroring, gravity, shifts,
+crops."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from jaxrepr.data.arc_gen.base import (Generator, Retry, apply_down, colours, dense_grid, family,
-                                       noise_grid, side, sprite)
+from jaxrepr.data.arc_gen.base import (
+  Generator,
+  Retry,
+  apply_down,
+  colours,
+  dense_grid,
+  family,
+  noise_grid,
+  side,
+  sprite,
+)
 
 FAMILIES: dict[str, Generator] = {}
 
@@ -92,15 +102,20 @@ def _fall(g: np.ndarray) -> np.ndarray:
   for j in range(g.shape[1]):
     col = g[:, j][g[:, j] != 0]
     if len(col):
-      out[-len(col):, j] = col
+      out[-len(col) :, j] = col
   return out
 
 
 @family(FAMILIES, "gravity", _choice(("down", "up", "left", "right")))
 def _gravity(rng, p, d):
   """Every coloured cell falls towards one edge, keeping the order of its column (or row)."""
-  g = noise_grid(rng, side(rng, d, 3, 30), side(rng, d, 3, 30), rng.uniform(0.15, 0.5),
-                 colours(rng, int(rng.integers(1, 4))))
+  g = noise_grid(
+    rng,
+    side(rng, d, 3, 30),
+    side(rng, d, 3, 30),
+    rng.uniform(0.15, 0.5),
+    colours(rng, int(rng.integers(1, 4))),
+  )
   return g, apply_down(g, p["v"], _fall)
 
 
@@ -126,9 +141,9 @@ def _translate(rng, p, d):
   inner = dense_grid(rng, h - abs(dr), w - abs(dc), d)
   g = np.zeros((h, w), np.int32)
   r0, c0 = max(0, -dr), max(0, -dc)
-  g[r0:r0 + inner.shape[0], c0:c0 + inner.shape[1]] = inner
+  g[r0 : r0 + inner.shape[0], c0 : c0 + inner.shape[1]] = inner
   out = np.zeros_like(g)
-  out[r0 + dr:r0 + dr + inner.shape[0], c0 + dc:c0 + dc + inner.shape[1]] = inner
+  out[r0 + dr : r0 + dr + inner.shape[0], c0 + dc : c0 + dc + inner.shape[1]] = inner
   return g, out
 
 
@@ -141,7 +156,7 @@ def _crop_object(rng, p, d):
   obj = sprite(rng, oh, ow, int(c[0]))
   g = noise_grid(rng, h, w, 0.1 * p["v"], np.array([c[1]]))
   r, col = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
-  g[r:r + oh, col:col + ow] = np.where(obj != 0, obj, 0)
+  g[r : r + oh, col : col + ow] = np.where(obj != 0, obj, 0)
   if not p["v"] and (g != 0).sum() != (obj != 0).sum():
     raise Retry
   return g, obj

@@ -6,8 +6,17 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from jaxrepr.data.arc_gen.base import (Generator, Retry, colours, components, count, family, place,
-                                       side, sprite)
+from jaxrepr.data.arc_gen.base import (
+  Generator,
+  Retry,
+  colours,
+  components,
+  count,
+  family,
+  place,
+  side,
+  sprite,
+)
 
 FAMILIES: dict[str, Generator] = {}
 
@@ -124,8 +133,11 @@ def _fill_enclosed(rng, p, d):
   return g, out
 
 
-@family(FAMILIES, "count_objects", lambda rng, d: {"c": int(colours(rng, 1)[0]),
-                                                   "vertical": bool(rng.integers(2))})
+@family(
+  FAMILIES,
+  "count_objects",
+  lambda rng, d: {"c": int(colours(rng, 1)[0]), "vertical": bool(rng.integers(2))},
+)
 def _count_objects(rng, p, d):
   """Output a bar of colour c whose length is the number of objects."""
   g, _ = _scene(rng, d, 1, 9, max_obj=4, lo_side=4)

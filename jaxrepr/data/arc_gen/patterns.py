@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxrepr.data.arc_gen.base import (Generator, Retry, apply_down, colours, count, dense_grid,
-                                       family, noise_grid, side)
+from jaxrepr.data.arc_gen.base import (
+  Generator,
+  Retry,
+  apply_down,
+  colours,
+  count,
+  dense_grid,
+  family,
+  noise_grid,
+  side,
+)
 
 FAMILIES: dict[str, Generator] = {}
 
@@ -24,7 +33,8 @@ def _dots(rng, h, w, n, palette, distinct_rows=False, distinct_cols=False):
 
 
 def _ray_down(g: np.ndarray) -> np.ndarray:
-  """Each coloured cell paints the cells below it in its colour (the lowest dot of a column wins)."""
+  """Each coloured cell paints the cells below it in its colour (the lowest dot of a column
+  wins)."""
   out = g.copy()
   for i in range(1, g.shape[0]):
     out[i] = np.where(g[i] != 0, g[i], out[i - 1])
@@ -37,8 +47,15 @@ def _rays(rng, p, d):
   h, w = side(rng, d, 3, 30), side(rng, d, 3, 30)
   g = np.zeros((h, w), np.int32)
   along_cols = p["dir"] in ("down", "up")
-  r, c, col = _dots(rng, h, w, count(rng, d, 1, 8), colours(rng, 3), distinct_rows=not along_cols,
-                    distinct_cols=along_cols)
+  r, c, col = _dots(
+    rng,
+    h,
+    w,
+    count(rng, d, 1, 8),
+    colours(rng, 3),
+    distinct_rows=not along_cols,
+    distinct_cols=along_cols,
+  )
   g[r, c] = col
   return g, apply_down(g, p["dir"], _ray_down)
 
@@ -56,8 +73,11 @@ def _crosses(rng, p, d):
   return g, out
 
 
-@family(FAMILIES, "diagonals", lambda rng, d: {"dr": int(rng.choice([-1, 1])),
-                                              "dc": int(rng.choice([-1, 1]))})
+@family(
+  FAMILIES,
+  "diagonals",
+  lambda rng, d: {"dr": int(rng.choice([-1, 1])), "dc": int(rng.choice([-1, 1]))},
+)
 def _diagonals(rng, p, d):
   """Each dot extends a diagonal ray in the task's direction until the edge."""
   h, w = side(rng, d, 3, 30), side(rng, d, 3, 30)
@@ -97,26 +117,28 @@ def _connect_pairs(rng, p, d):
       continue
     k = rng.choice(palette)
     g[row, [a, b]] = k
-    out[row, a + 1:b] = p["c"]
+    out[row, a + 1 : b] = p["c"]
     out[row, [a, b]] = k
   if not g.any():
     raise Retry
   return g, out
 
 
-@family(FAMILIES, "symmetry_complete", lambda rng, d: {"axis": ("lr", "ud", "both")[rng.integers(3)]})
+@family(
+  FAMILIES, "symmetry_complete", lambda rng, d: {"axis": ("lr", "ud", "both")[rng.integers(3)]}
+)
 def _symmetry_complete(rng, p, d):
   """A symmetric picture with a black hole; the output restores the hidden cells."""
   h, w = side(rng, d, 4, 30), side(rng, d, 4, 30)
   full = np.array(rng.choice(colours(rng, count(rng, d, 2, 5)), size=(h, w)), np.int32)
   if p["axis"] in ("lr", "both"):
-    full[:, w - w // 2:] = np.flip(full[:, :w // 2], 1)
+    full[:, w - w // 2 :] = np.flip(full[:, : w // 2], 1)
   if p["axis"] in ("ud", "both"):
-    full[h - h // 2:, :] = np.flip(full[:h // 2, :], 0)
+    full[h - h // 2 :, :] = np.flip(full[: h // 2, :], 0)
   hh, hw = int(rng.integers(1, max(2, h // 3) + 1)), int(rng.integers(1, max(2, w // 3) + 1))
   r, c = int(rng.integers(0, h - hh + 1)), int(rng.integers(0, w - hw + 1))
   g = full.copy()
-  g[r:r + hh, c:c + hw] = 0
+  g[r : r + hh, c : c + hw] = 0
   # the hole must not cover a cell and its mirror image, or the output is not determined
   mirror = g.copy()
   if p["axis"] in ("lr", "both"):
@@ -128,14 +150,24 @@ def _symmetry_complete(rng, p, d):
   return g, full
 
 
-_OPS = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor,
-        "nor": lambda a, b: ~(a | b)}
+_OPS = {
+  "and": np.logical_and,
+  "or": np.logical_or,
+  "xor": np.logical_xor,
+  "nor": lambda a, b: ~(a | b),
+}
 
 
 def _logic_params(rng, difficulty):
   a, b, c, div = colours(rng, 4)
-  return {"op": tuple(_OPS)[rng.integers(len(_OPS))], "a": int(a), "b": int(b), "c": int(c),
-          "div": int(div), "vertical": bool(rng.integers(2))}
+  return {
+    "op": tuple(_OPS)[rng.integers(len(_OPS))],
+    "a": int(a),
+    "b": int(b),
+    "c": int(c),
+    "div": int(div),
+    "vertical": bool(rng.integers(2)),
+  }
 
 
 @family(FAMILIES, "logic_halves", _logic_params)
@@ -161,7 +193,7 @@ def _sort_bars(rng, p, d):
   def draw(hs, cs):
     g = np.zeros((h, 2 * n - 1), np.int32)
     for k, (ht, cc) in enumerate(zip(hs, cs)):
-      g[h - ht:, 2 * k] = cc if ht else 0
+      g[h - ht :, 2 * k] = cc if ht else 0
     return g
 
   order = np.argsort(-heights if p["descending"] else heights, kind="stable")

@@ -17,8 +17,9 @@ PRECISIONS = ("float32", "bfloat16")  # config.precision values this method impl
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      arch="cnn", channels=(32, 64), hidden=(128,), num_classes=10, dropout=0.1))
+  return ml_collections.ConfigDict(
+    dict(arch="cnn", channels=(32, 64), hidden=(128,), num_classes=10, dropout=0.1)
+  )
 
 
 def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -30,7 +31,7 @@ def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> tuple[jax.Array
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
-  model = make_model(config.model, config.get("precision", "float32"))
+  model = make_model(config.model, config.precision)
 
   def init(rng, batch):
     return model.init(rng, batch["image"].astype(jnp.float32), False)["params"]

@@ -5,13 +5,14 @@ NoProp's back-prop baseline and the distillation teachers/students are instances
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrepr import config as config_lib
+from jaxrepr.nn.precision import compute_dtype
 from jaxrepr.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ class MLP(nn.Module):
   hidden: Sequence[int]
   num_classes: int
   dropout: float = 0.0
-  dtype: Any = jnp.float32          # compute dtype; parameters stay float32
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool, return_features: bool = False):
@@ -54,7 +55,7 @@ class CNN(nn.Module):
 
 def make_model(cfg, precision: str = "float32") -> nn.Module:
   """The model of `config.model`, computing in `precision` (`config.precision`)."""
-  dtype = config_lib.compute_dtype(precision)
+  dtype = compute_dtype(precision)
   if cfg.arch == "mlp":
     return MLP(tuple(cfg.hidden), cfg.num_classes, cfg.dropout, dtype)
   if cfg.arch == "cnn":
@@ -62,7 +63,8 @@ def make_model(cfg, precision: str = "float32") -> nn.Module:
   raise ConfigError(f"config.model.arch={cfg.arch!r} is not one of ('mlp', 'cnn')")
 
 
-def logits_fn(model: nn.Module, params, images: jax.Array, rng: jax.Array | None,
-              train: bool) -> jax.Array:
+def logits_fn(
+  model: nn.Module, params, images: jax.Array, rng: jax.Array | None, train: bool
+) -> jax.Array:
   rngs = {"dropout": rng} if train and rng is not None else {}
   return model.apply({"params": params}, images.astype(jnp.float32), train, rngs=rngs)

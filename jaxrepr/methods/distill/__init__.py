@@ -1,21 +1,30 @@
 """Probability-domain distillation: softening operators, their axioms, and anchored meta-teachers.
 
-Flouro & Chadwick, "Sparse Knowledge Distillation" (arXiv 2601.03195) and "Recursive
-Meta-Distillation" (arXiv 2601.13100). `operators` holds the operator families and meta-teacher
-operators (pure, jittable); `axioms` holds the axioms as executable checks and the KL / contraction
-measurements. `student` holds frozen-checkpoint loading, magnitude-pruning masks and the KD loss;
-`build(config)` below is the method the trainer runs for one distillation stage; `stages.run`
-(`run_stages`, what launch/train.py calls for a config with a `stages` section) composes the
-trainer into teacher -> multi-stage compression or recursive generations.
+Papers: Flouro & Chadwick, "Sparse Knowledge Distillation: A Mathematical Framework for
+Probability-Domain Temperature Scaling and Multi-Stage Compression" (arXiv 2601.03195), and
+"Recursive Meta-Distillation: An Axiomatic Framework for Iterative Knowledge Refinement"
+(arXiv 2601.13100); Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+(arXiv 1503.02531, 2015). `operators` holds the operator families and meta-teacher operators (pure,
+jittable); `axioms` (softening operators, top-k teachers) and `meta_axioms` (meta-teachers, KL
+contraction) hold their axioms as executable checks. `student` holds frozen-checkpoint loading,
+magnitude-pruning masks and the KD loss; `build(config)` below is the method the trainer runs for
+one distillation stage; `stages.run` (`run_stages`, what launch/train.py calls for a config with a
+`stages` section) composes the trainer into teacher -> multi-stage compression or recursive
+generations.
 
 Method 'distill', one stage (config.model: see `default_model_config`):
   loss = kd_weight * T^2 * mean_B KL(F_T(t) || softmax(z_s / T)) + ce_weight * CE(z_s, y)
-with t = p_teacher (source='teacher') or t = G(p_base, q_prev, alpha) (source='meta', the
-anchored meta-teacher of arXiv 2601.13100, method sheet sec. 3). Teacher, base teacher and previous
-student are frozen checkpoints loaded at build time; their parameters are closed-over constants of
-the loss, so only the student trains. The T^2 factor and two-sided softening are common KD practice
-(Hinton et al. 2015), not from the two papers (sheet sec. 4 leaves them open); both are config fields.
+with t = p_teacher (source='teacher') or t = G(p_base, q_prev, alpha) (source='meta': the
+anchored meta-teacher, jaxrepr's formalisation of the anchoring in the abstract of arXiv
+2601.13100). Teacher, base teacher and previous student are frozen checkpoints loaded at build
+time; their parameters are closed-over constants of the loss, so only the student trains. The T^2
+factor and two-sided softening are Hinton et al. 2015, §2 ("Distillation"); the Flouro & Chadwick
+abstracts leave open how a softening operator enters a training loss, so both are config fields.
 """
+
+import functools
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,43 +34,63 @@ from ml_collections import config_dict
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.classifier import model as classifier_model
 from jaxrepr.methods.distill import student as student_lib
-from jaxrepr.methods.distill.axioms import (
-    CheckResult,
-    check_contraction,
-    check_family,
-    check_meta_teacher,
-    contraction_ratio,
-    entropy,
-    kl,
+from jaxrepr.methods.distill.axioms import CheckResult, check_family, entropy, kl
+from jaxrepr.methods.distill.meta_axioms import (
+  check_contraction,
+  check_meta_teacher,
+  contraction_ratio,
 )
 from jaxrepr.methods.distill.operators import (
-    FAMILIES,
-    META_TEACHERS,
-    OperatorFamily,
-    aggregate_teachers,
-    anchored_geometric,
-    anchored_mixture,
-    geometric,
-    get_family,
-    get_meta_teacher,
-    hard_label_teacher,
-    hybrid,
-    mixture,
-    power,
-    realisable_recursion,
-    soften_logits,
-    soften_revealed,
-    soften_top_k,
-    top_k_truncate,
+  FAMILIES,
+  META_TEACHERS,
+  OperatorFamily,
+  aggregate_teachers,
+  anchored_geometric,
+  anchored_mixture,
+  geometric,
+  get_family,
+  get_meta_teacher,
+  hard_label_teacher,
+  hybrid,
+  mixture,
+  power,
+  realisable_recursion,
+  soften_logits,
+  soften_revealed,
+  soften_top_k,
+  top_k_truncate,
 )
 from jaxrepr.errors import ConfigError
 
 __all__ = [
-    "CheckResult", "check_contraction", "check_family", "check_meta_teacher", "contraction_ratio",
-    "entropy", "kl", "FAMILIES", "META_TEACHERS", "OperatorFamily", "aggregate_teachers",
-    "anchored_geometric", "anchored_mixture", "geometric", "get_family", "get_meta_teacher",
-    "hard_label_teacher", "hybrid", "mixture", "power", "realisable_recursion", "soften_logits",
-    "soften_revealed", "soften_top_k", "top_k_truncate", "build", "default_model_config",
+  "CheckResult",
+  "check_contraction",
+  "check_family",
+  "check_meta_teacher",
+  "contraction_ratio",
+  "entropy",
+  "kl",
+  "FAMILIES",
+  "META_TEACHERS",
+  "OperatorFamily",
+  "aggregate_teachers",
+  "anchored_geometric",
+  "anchored_mixture",
+  "geometric",
+  "get_family",
+  "get_meta_teacher",
+  "hard_label_teacher",
+  "hybrid",
+  "mixture",
+  "power",
+  "realisable_recursion",
+  "soften_logits",
+  "soften_revealed",
+  "soften_top_k",
+  "top_k_truncate",
+  "build",
+  "default_model_config",
+  "soft_target",
 ]
 
 
@@ -89,9 +118,11 @@ def default_model_config() -> ml_collections.ConfigDict:
   sparsity         magnitude-prune the init_workdir parameters to this kernel sparsity and train
                    under that fixed mask (needs init_workdir).
   """
-  return ml_collections.ConfigDict(dict(
-      student=ml_collections.ConfigDict(dict(arch="mlp", channels=(32, 64), hidden=(64,), num_classes=10,
-                                   dropout=0.0)),
+  return ml_collections.ConfigDict(
+    dict(
+      student=ml_collections.ConfigDict(
+        dict(arch="mlp", channels=(32, 64), hidden=(64,), num_classes=10, dropout=0.0)
+      ),
       source="teacher",
       teacher_workdir=config_dict.placeholder(str),
       previous_workdir=config_dict.placeholder(str),
@@ -106,7 +137,8 @@ def default_model_config() -> ml_collections.ConfigDict:
       ce_weight=0.0,
       init_workdir=config_dict.placeholder(str),
       sparsity=0.0,
-  ))
+    )
+  )
 
 
 def _require(ok: bool, field: str, value, rule: str) -> None:
@@ -117,30 +149,55 @@ def _require(ok: bool, field: str, value, rule: str) -> None:
 def _check_model_config(cfg) -> None:
   _require(cfg.source in SOURCES, "source", cfg.source, f"must be one of {SOURCES}")
   needs_teacher = cfg.kd_weight > 0
-  _require(not needs_teacher or bool(cfg.teacher_workdir), "teacher_workdir", cfg.teacher_workdir,
-           "must name a finished classifier/distill workdir when kd_weight > 0")
+  _require(
+    not needs_teacher or bool(cfg.teacher_workdir),
+    "teacher_workdir",
+    cfg.teacher_workdir,
+    "must name a finished classifier/distill workdir when kd_weight > 0",
+  )
   if cfg.source == "meta" and needs_teacher:
-    _require(bool(cfg.previous_workdir), "previous_workdir", cfg.previous_workdir,
-             "source='meta' needs the previous student's workdir")
+    _require(
+      bool(cfg.previous_workdir),
+      "previous_workdir",
+      cfg.previous_workdir,
+      "source='meta' needs the previous student's workdir",
+    )
     get_meta_teacher(cfg.meta_teacher)
     _require(0.0 <= cfg.alpha <= 1.0, "alpha", cfg.alpha, "must lie in [0, 1]")
   family = get_family(cfg.family)
-  _require(family.in_domain(cfg.temperature), "temperature", cfg.temperature,
-           f"lies outside the domain of family {cfg.family!r}")
-  _require(cfg.kd_weight >= 0 and cfg.ce_weight >= 0 and cfg.kd_weight + cfg.ce_weight > 0,
-           "kd_weight", (cfg.kd_weight, cfg.ce_weight), "weights must be >= 0, not both 0")
+  _require(
+    family.in_domain(cfg.temperature),
+    "temperature",
+    cfg.temperature,
+    f"lies outside the domain of family {cfg.family!r}",
+  )
+  _require(
+    cfg.kd_weight >= 0 and cfg.ce_weight >= 0 and cfg.kd_weight + cfg.ce_weight > 0,
+    "kd_weight",
+    (cfg.kd_weight, cfg.ce_weight),
+    "weights must be >= 0, not both 0",
+  )
   if cfg.top_k is not None:
-    _require(1 <= cfg.top_k <= cfg.student.num_classes, "top_k", cfg.top_k,
-             f"must lie in [1, {cfg.student.num_classes}]")
+    _require(
+      1 <= cfg.top_k <= cfg.student.num_classes,
+      "top_k",
+      cfg.top_k,
+      f"must lie in [1, {cfg.student.num_classes}]",
+    )
   _require(0.0 <= cfg.sparsity < 1.0, "sparsity", cfg.sparsity, "must lie in [0, 1)")
-  _require(cfg.sparsity == 0.0 or bool(cfg.init_workdir), "sparsity", cfg.sparsity,
-           "magnitude pruning needs trained weights: set config.model.init_workdir")
+  _require(
+    cfg.sparsity == 0.0 or bool(cfg.init_workdir),
+    "sparsity",
+    cfg.sparsity,
+    "magnitude pruning needs trained weights: set config.model.init_workdir",
+  )
 
 
 def _same_architecture(a, b) -> bool:
   keys = ("arch", "hidden", "num_classes") + (("channels",) if a.arch == "cnn" else ())
-  return all(tuple(a[k]) == tuple(b[k]) if k in ("hidden", "channels") else a[k] == b[k]
-             for k in keys)
+  return all(
+    tuple(a[k]) == tuple(b[k]) if k in ("hidden", "channels") else a[k] == b[k] for k in keys
+  )
 
 
 def _frozen_logits(frozen: student_lib.Frozen):
@@ -153,74 +210,112 @@ def _frozen_logits(frozen: student_lib.Frozen):
   return logits
 
 
+def soft_target(
+  cfg: ml_collections.ConfigDict, z_t_BxV: jax.Array, z_prev_BxV: jax.Array | None = None
+) -> jax.Array:
+  """The KD target F_T(t) of `config.model` from teacher logits (and, for source='meta', the
+  previous student's logits): t = p_teacher or G(p_teacher, q_prev, alpha), truncated to the top k
+  classes when `top_k` is set, then softened by the configured family. Reads cfg.family,
+  temperature (a float, or a traced scalar under jit), top_k, meta_teacher and alpha."""
+  family, T = get_family(cfg.family), cfg.temperature
+  if z_prev_BxV is None and cfg.top_k is None and cfg.family == "power":
+    return soften_logits(z_t_BxV, T)  # exact P_T(softmax(z)) without forming p
+  t_BxV = jax.nn.softmax(z_t_BxV, axis=-1)
+  if z_prev_BxV is not None:
+    q_BxV = jax.nn.softmax(z_prev_BxV, axis=-1)
+    t_BxV = get_meta_teacher(cfg.meta_teacher)(t_BxV, q_BxV, cfg.alpha)
+  if cfg.top_k is not None:
+    return soften_top_k(family, t_BxV, T, cfg.top_k)
+  return family(t_BxV, T)
+
+
+def _target_of_images(cfg, teacher_logits, previous_logits, images) -> jax.Array:
+  z_t_BxV = teacher_logits(images).astype(jnp.float32)
+  z_prev_BxV = None if previous_logits is None else previous_logits(images).astype(jnp.float32)
+  return soft_target(cfg, z_t_BxV, z_prev_BxV)
+
+
+def _target_fn(cfg) -> Callable[[jax.Array], jax.Array] | None:
+  """images -> KD target, with the frozen teacher(s) loaded now; None without a KD term."""
+  if cfg.kd_weight <= 0:
+    return None
+  teacher_logits = _frozen_logits(student_lib.load_frozen(cfg.teacher_workdir))
+  previous_logits = None
+  if cfg.source == "meta":
+    previous_logits = _frozen_logits(student_lib.load_frozen(cfg.previous_workdir))
+  return functools.partial(_target_of_images, cfg, teacher_logits, previous_logits)
+
+
+def _warm_start(cfg) -> tuple[Any, Any]:
+  """(initial params, pruning masks) from `init_workdir`; (None, None) for a fresh student."""
+  if not cfg.init_workdir:
+    return None, None
+  start = student_lib.load_frozen(cfg.init_workdir)
+  if not _same_architecture(start.model_cfg, cfg.student):
+    raise ConfigError(
+      f"config.model.init_workdir={cfg.init_workdir!r} holds a "
+      f"{start.model_cfg.to_dict()} model, not the student "
+      f"{cfg.student.to_dict()}"
+    )
+  masks = student_lib.prune_masks(start.params, cfg.sparsity) if cfg.sparsity > 0 else None
+  return student_lib.apply_masks(start.params, masks), masks
+
+
+def _init(model, init_params, rng, batch):
+  if init_params is not None:
+    return jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), init_params)
+  return model.init(rng, batch["image"].astype(jnp.float32), False)["params"]
+
+
+def _student_logits(model, masks, params, images, rng, train: bool) -> jax.Array:
+  # Masked entries get zero gradient, so a pruned student stays sparse (see `student`).
+  return classifier_model.logits_fn(
+    model, student_lib.apply_masks(params, masks), images, rng, train=train
+  )
+
+
+def _loss(cfg, model, masks, target_fn, params, batch, rng):
+  z_BxV = _student_logits(model, masks, params, batch["image"], rng, train=True)
+  if target_fn is None:
+    target_BxV = jax.nn.one_hot(batch["label"], cfg.student.num_classes)
+  else:
+    target_BxV = jax.lax.stop_gradient(target_fn(batch["image"]))
+  return student_lib.kd_loss(
+    target_BxV,
+    z_BxV,
+    batch["label"],
+    temperature=float(cfg.temperature),
+    soften_student=cfg.soften_student,
+    t2_scaling=cfg.t2_scaling,
+    kd_weight=cfg.kd_weight if target_fn is not None else 0.0,
+    ce_weight=cfg.ce_weight,
+  )
+
+
+def _predict(model, masks, params, batch, rng):
+  del rng
+  return _student_logits(model, masks, params, batch["image"], None, train=False)
+
+
 def build(config: ml_collections.ConfigDict) -> Method:
   """A student trained against a frozen teacher's (or meta-teacher's) softened distribution."""
   cfg = config.model
   _check_model_config(cfg)
   model = classifier_model.make_model(cfg.student)
-  family = get_family(cfg.family)
-  T = float(cfg.temperature)
-
-  target_fn = None
-  if cfg.kd_weight > 0:
-    teacher_logits = _frozen_logits(student_lib.load_frozen(cfg.teacher_workdir))
-    prev_logits = None
-    if cfg.source == "meta":
-      prev_logits = _frozen_logits(student_lib.load_frozen(cfg.previous_workdir))
-      meta = get_meta_teacher(cfg.meta_teacher)
-
-    def target_fn(images):
-      z_t_BxV = teacher_logits(images).astype(jnp.float32)
-      if prev_logits is None and cfg.top_k is None and cfg.family == "power":
-        return soften_logits(z_t_BxV, T)  # exact P_T(softmax(z)) without forming p
-      t_BxV = jax.nn.softmax(z_t_BxV, axis=-1)
-      if prev_logits is not None:
-        q_BxV = jax.nn.softmax(prev_logits(images).astype(jnp.float32), axis=-1)
-        t_BxV = meta(t_BxV, q_BxV, cfg.alpha)
-      if cfg.top_k is not None:
-        return soften_top_k(family, t_BxV, T, cfg.top_k)
-      return family(t_BxV, T)
-
-  masks, init_params = None, None
-  if cfg.init_workdir:
-    start = student_lib.load_frozen(cfg.init_workdir)
-    if not _same_architecture(start.model_cfg, cfg.student):
-      raise ConfigError(f"config.model.init_workdir={cfg.init_workdir!r} holds a "
-                        f"{start.model_cfg.to_dict()} model, not the student "
-                        f"{cfg.student.to_dict()}")
-    if cfg.sparsity > 0:
-      masks = student_lib.prune_masks(start.params, cfg.sparsity)
-    init_params = student_lib.apply_masks(start.params, masks)
-
-  def init(rng, batch):
-    if init_params is not None:
-      return jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), init_params)
-    return model.init(rng, batch["image"].astype(jnp.float32), False)["params"]
-
-  def logits(params, images, rng, train):
-    return classifier_model.logits_fn(model, student_lib.apply_masks(params, masks), images, rng,
-                                       train=train)
-
-  def loss(params, batch, rng):
-    z_BxV = logits(params, batch["image"], rng, train=True)
-    if target_fn is None:
-      target_BxV = jax.nn.one_hot(batch["label"], cfg.student.num_classes)
-    else:
-      target_BxV = jax.lax.stop_gradient(target_fn(batch["image"]))
-    return student_lib.kd_loss(target_BxV, z_BxV, batch["label"], temperature=T,
-                            soften_student=cfg.soften_student, t2_scaling=cfg.t2_scaling,
-                            kd_weight=cfg.kd_weight if target_fn is not None else 0.0,
-                            ce_weight=cfg.ce_weight)
-
-  def predict(params, batch, rng):
-    del rng
-    return logits(params, batch["image"], None, train=False)
-
+  target_fn = _target_fn(cfg)
+  init_params, masks = _warm_start(cfg)
   note = f"kernel sparsity {cfg.sparsity:g} under a fixed magnitude mask" if masks else ""
-  return Method(init=init, loss=loss, predict=predict, param_count_note=note)
+  return Method(
+    init=functools.partial(_init, model, init_params),
+    loss=functools.partial(_loss, cfg, model, masks, target_fn),
+    predict=functools.partial(_predict, model, masks),
+    param_count_note=note,
+  )
 
 
-def run_stages(config: ml_collections.ConfigDict, workdir: str):
-  """The whole experiment of a config with `stages`: teacher, then every stage (`stages.run`)."""
-  from jaxrepr.methods.distill import stages  # stages imports the trainer, which imports methods
-  return stages.run(config, workdir)
+def run_stages(config: ml_collections.ConfigDict, workdir: str, train_and_evaluate):
+  """The whole experiment of a config with `stages`: teacher, then every stage (`stages.run`), each
+  one `train_and_evaluate(stage_config, stage_workdir)` call of the trainer that hands it in."""
+  from jaxrepr.methods.distill import stages  # plotting and report code only a staged run needs
+
+  return stages.run(config, workdir, train_and_evaluate)

@@ -1,11 +1,12 @@
 """Probability-domain softening operators and meta-teacher operators for distillation.
 
-Softening operators follow Flouro & Chadwick, "Sparse Knowledge Distillation" (arXiv 2601.03195),
-which analyses distillation through operators F_T: Delta^V -> Delta^V indexed by a temperature T and
-defines them by five axioms (ranking preservation, continuity, entropy monotonicity, identity at
-T = 1, boundary behaviour). Only the paper's abstract was available: the precise axiom statements
-and the families below are the formalisation chosen for jaxrepr (method sheet, section 2), checked
-executably in `jaxrepr.methods.distill.axioms`.
+Softening operators follow Flouro & Chadwick, "Sparse Knowledge Distillation: A Mathematical
+Framework for Probability-Domain Temperature Scaling and Multi-Stage Compression" (arXiv
+2601.03195), which analyses distillation through operators F_T: Delta^V -> Delta^V indexed by a
+temperature T and defines them by five axioms (ranking preservation, continuity, entropy
+monotonicity, identity at T = 1, boundary behaviour). Only the paper's abstract was available: the
+precise axiom statements and the families below are jaxrepr's formalisation of that abstract,
+checked executably in `jaxrepr.methods.distill.axioms`.
 
 Every operator has the signature `op(p_xV, T) -> q_xV`, is pure and jittable, and acts on the last
 axis. `T` is a scalar or has shape `p.shape[:-1]` (one temperature per distribution).
@@ -24,24 +25,29 @@ Families (the registry `FAMILIES`; the A5 reading each satisfies is stored with 
            (zeros separate them, as for the mixture) and to `mixture` (no increasing bijection
            phi with phi(1) = 1 maps (0, inf) onto [1, inf)).
 
-Partial-access teachers (method sheet, "Settings: black-box teachers, top-k truncation"):
+Partial-access teachers (the abstract's "black-box teacher" and "top-k truncation" settings):
   `soften_top_k` / `soften_revealed` truncate to the k revealed classes, renormalise, then soften
-  *over the kept classes only*: no family places mass on a cut class (the plain mixture applied after
-  truncation would, see the sheet's table). `hard_label_teacher` softens a one-hot label: the power
-  family leaves it one-hot, the mixture turns it into label smoothing with epsilon = 1 - 1/T.
+  *over the kept classes only*: no family places mass on a cut class (the plain mixture applied
+  after truncation would give each cut class (1 - 1/T) / V). `hard_label_teacher` softens a one-hot
+  label: the power family leaves it one-hot, the mixture turns it into label smoothing with
+  epsilon = 1 - 1/T.
 
-Meta-teacher operators for recursive distillation (Flouro & Chadwick, "Recursive Meta-Distillation",
-arXiv 2601.13100; formalisation from the method sheet, section 3), signature
-`G(p_base_xV, q_prev_xV, alpha) -> t_xV`, registry `META_TEACHERS`:
+Meta-teacher operators for recursive distillation (Flouro & Chadwick, "Recursive Meta-Distillation:
+An Axiomatic Framework for Iterative Knowledge Refinement", arXiv 2601.13100; the operators are
+jaxrepr's formalisation of the anchoring to base teachers named in its abstract, their requirements
+are checked in `meta_axioms`), signature `G(p_base_xV, q_prev_xV, alpha) -> t_xV`, registry
+`META_TEACHERS`:
   anchored_mixture    t = alpha p_base + (1 - alpha) q_prev (the default). A convex combination, so
                       KL(p_base || t) <= (1 - alpha) KL(p_base || q_prev) by convexity of KL.
   geometric           t ∝ p_base^alpha q_prev^(1 - alpha) (log-linear anchoring). By Hoelder,
                       KL(p_base || t) = (1 - alpha) KL(p_base || q_prev) + log sum p^a q^(1-a)
                       <= (1 - alpha) KL(p_base || q_prev): the same bound, but the weight on p_base
-                      is in the log domain, so t_i >= alpha p_base_i (axiom M2 in the probability
-                      sense) can fail. Kept as the documented alternative.
-  anchored_geometric  t = alpha p_base + (1 - alpha) r, r ∝ sqrt(p_base q_prev): convex in the
-                      probability domain (satisfies M2) and contracts at rate (1 - alpha) / 2, since
+                      is in the log domain, so t_i >= alpha p_base_i (M2 in the probability
+                      sense) can fail, and t is no convex combination of p_base and q_prev (M3).
+                      Kept as the documented alternative.
+  anchored_geometric  t = alpha p_base + (1 - alpha) r, r ∝ sqrt(p_base q_prev): a convex
+                      combination of p_base and r in the probability domain (satisfies M2; not M3,
+                      r being no argument) that contracts at rate (1 - alpha) / 2, since
                       KL(p || r) = KL(p || q) / 2 + log sum sqrt(p q) <= KL(p || q) / 2.
 """
 
@@ -50,13 +56,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from typing import Callable, Literal, Union
+from typing import Literal
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Temperature = Union[float, jax.Array]
+Temperature = float | jax.Array
 Operator = Callable[[jax.Array, Temperature], jax.Array]
 MetaTeacher = Callable[[jax.Array, jax.Array, Temperature], jax.Array]
 
@@ -126,7 +133,7 @@ def _hybrid(p_xV: jax.Array, T: jax.Array) -> jax.Array:
 
 
 def power(p_xV: jax.Array, T: Temperature) -> jax.Array:
-  """Power family P_T(p)_i = p_i^(1/T) / sum_j p_j^(1/T), T in (0, inf) (paper B, sec. 2).
+  """Power family P_T(p)_i = p_i^(1/T) / sum_j p_j^(1/T), T in (0, inf) (module docstring).
 
   Computed in log space, softmax(log p / T), so that P_T(softmax(z)) = softmax(z / T) to rounding
   and zeros stay exactly zero for every T (exp(-inf) = 0).
@@ -141,7 +148,7 @@ def soften_logits(z_xV: jax.Array, T: Temperature) -> jax.Array:
 
 
 def mixture(p_xV: jax.Array, T: Temperature) -> jax.Array:
-  """Uniform mixture U_T(p) = (1/T) p + (1 - 1/T) u, T in [1, inf) (method sheet, sec. 2).
+  """Uniform mixture U_T(p) = (1/T) p + (1 - 1/T) u, T in [1, inf) (module docstring).
 
   Outside the domain the output is NaN (traced T) or a ValueError (concrete T).
   """
@@ -193,14 +200,17 @@ class OperatorFamily:
     return np.unique(np.concatenate([grid, [1.0]]))
 
 
-FAMILIES = types.MappingProxyType({
-    "power": OperatorFamily("power", power, 0.0, False, "support",
-                            "p^(1/T)/Z = softmax(log p / T)"),
-    "mixture": OperatorFamily("mixture", mixture, 1.0, True, "full",
-                              "(1/T) p + (1 - 1/T) u"),
-    "hybrid": OperatorFamily("hybrid", hybrid, 0.0, False, "full",
-                             "power for T <= 1, uniform mixture for T >= 1"),
-})
+FAMILIES = types.MappingProxyType(
+  {
+    "power": OperatorFamily(
+      "power", power, 0.0, False, "support", "p^(1/T)/Z = softmax(log p / T)"
+    ),
+    "mixture": OperatorFamily("mixture", mixture, 1.0, True, "full", "(1/T) p + (1 - 1/T) u"),
+    "hybrid": OperatorFamily(
+      "hybrid", hybrid, 0.0, False, "full", "power for T <= 1, uniform mixture for T >= 1"
+    ),
+  }
+)
 
 
 def get_family(name: str) -> OperatorFamily:
@@ -219,8 +229,9 @@ def _scatter_last(values_xK: jax.Array, indices_xK: jax.Array, num_classes: int)
   return jnp.put_along_axis(zeros_xV, indices_xK, values_xK, axis=-1, inplace=False)
 
 
-def soften_revealed(op: Operator, values_xK: jax.Array, indices_xK: jax.Array, T: Temperature,
-                    num_classes: int) -> jax.Array:
+def soften_revealed(
+  op: Operator, values_xK: jax.Array, indices_xK: jax.Array, T: Temperature, num_classes: int
+) -> jax.Array:
   """Black-box top-k teacher: renormalise the k revealed probabilities, soften them over the k
   revealed classes, and place them back among `num_classes`; cut classes get exactly zero.
 
@@ -229,7 +240,9 @@ def soften_revealed(op: Operator, values_xK: jax.Array, indices_xK: jax.Array, T
   if values_xK.shape != indices_xK.shape:
     raise ValueError(f"values {values_xK.shape} and indices {indices_xK.shape} differ in shape")
   if values_xK.shape[-1] > num_classes:
-    raise ValueError(f"k = {values_xK.shape[-1]} revealed classes exceed num_classes = {num_classes}")
+    raise ValueError(
+      f"k = {values_xK.shape[-1]} revealed classes exceed num_classes = {num_classes}"
+    )
   kept_xK = values_xK / jnp.sum(values_xK, axis=-1, keepdims=True)
   soft_xK = op(kept_xK, T)
   return _scatter_last(soft_xK, indices_xK, num_classes)
@@ -249,8 +262,9 @@ def soften_top_k(op: Operator, p_xV: jax.Array, T: Temperature, k: int) -> jax.A
   return soften_revealed(op, values_xK, indices_xK, T, num_classes)
 
 
-def hard_label_teacher(op: Operator, labels_x: jax.Array, num_classes: int,
-                       T: Temperature) -> jax.Array:
+def hard_label_teacher(
+  op: Operator, labels_x: jax.Array, num_classes: int, T: Temperature
+) -> jax.Array:
   """A teacher that reveals only its argmax label: soften the one-hot distribution.
 
   With the power family the target stays one-hot for every T (its support is one class); with the
@@ -277,7 +291,7 @@ def _weight(alpha: Temperature, p_xV: jax.Array) -> jax.Array:
 
 
 def anchored_mixture(p_base_xV: jax.Array, q_prev_xV: jax.Array, alpha: Temperature) -> jax.Array:
-  """t = alpha p_base + (1 - alpha) q_prev: the canonical anchored meta-teacher (sheet, sec. 3)."""
+  """t = alpha p_base + (1 - alpha) q_prev: the canonical anchored meta-teacher."""
   _check_alpha(alpha)
   a = _weight(alpha, p_base_xV)
   return a * p_base_xV + (1.0 - a) * q_prev_xV
@@ -286,8 +300,9 @@ def anchored_mixture(p_base_xV: jax.Array, q_prev_xV: jax.Array, alpha: Temperat
 def geometric(p_base_xV: jax.Array, q_prev_xV: jax.Array, alpha: Temperature) -> jax.Array:
   """t ∝ p_base^alpha q_prev^(1 - alpha), in log space. Needs supp(p_base) ∩ supp(q_prev) != {}.
 
-  0^0 is taken as 1 (alpha = 1 returns p_base; alpha = 0 returns q_prev), which is the continuous
-  extension along alpha for entries where only one of the two vanishes.
+  0^0 is taken as 1, so alpha = 1 returns p_base and alpha = 0 returns q_prev exactly. Along alpha
+  this is not continuous at the endpoints where the supports differ: for every alpha > 0 the
+  classes outside supp(p_base) get zero, at alpha = 0 they get q_prev's mass.
   """
   _check_alpha(alpha)
   a = _weight(alpha, p_base_xV)
@@ -298,8 +313,7 @@ def geometric(p_base_xV: jax.Array, q_prev_xV: jax.Array, alpha: Temperature) ->
   return jax.nn.softmax(term_p + term_q, axis=-1)
 
 
-def anchored_geometric(p_base_xV: jax.Array, q_prev_xV: jax.Array,
-                       alpha: Temperature) -> jax.Array:
+def anchored_geometric(p_base_xV: jax.Array, q_prev_xV: jax.Array, alpha: Temperature) -> jax.Array:
   """t = alpha p_base + (1 - alpha) r with r ∝ sqrt(p_base q_prev) (rate (1 - alpha) / 2)."""
   _check_alpha(alpha)
   a = _weight(alpha, p_base_xV)
@@ -307,11 +321,13 @@ def anchored_geometric(p_base_xV: jax.Array, q_prev_xV: jax.Array,
   return a * p_base_xV + (1.0 - a) * r_xV
 
 
-META_TEACHERS = types.MappingProxyType({
+META_TEACHERS = types.MappingProxyType(
+  {
     "anchored_mixture": anchored_mixture,
     "geometric": geometric,
     "anchored_geometric": anchored_geometric,
-})
+  }
+)
 
 
 def get_meta_teacher(name: str) -> MetaTeacher:
@@ -332,12 +348,18 @@ def aggregate_teachers(p_MxxV: jax.Array, weights_M: jax.Array) -> jax.Array:
   return jnp.tensordot(weights_M, p_MxxV, axes=1)
 
 
-def realisable_recursion(meta: MetaTeacher, p_base_xV: jax.Array, q0_xV: jax.Array,
-                         alpha: Temperature, num_generations: int) -> jax.Array:
+def realisable_recursion(
+  meta: MetaTeacher,
+  p_base_xV: jax.Array,
+  q0_xV: jax.Array,
+  alpha: Temperature,
+  num_generations: int,
+) -> jax.Array:
   """Generations q_{k+1} = G(p_base, q_k, alpha) for a realisable student (q_{k+1} = t_{k+1}).
 
   Returns q_0..q_K stacked on a new leading axis, shape (K + 1,) + q0.shape.
   """
+
   def step(q_xV, _):
     q_next_xV = meta(p_base_xV, q_xV, alpha)
     return q_next_xV, q_next_xV

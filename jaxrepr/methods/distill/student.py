@@ -11,15 +11,20 @@ Everything a distillation stage needs besides the trainer:
   zero under Adam / AdamW (zero moments give a zero update, decoupled decay of 0 is 0), so a saved
   sparse checkpoint is its own mask.
 * `kd_kl(target, student_logits, T, soften_student)`: per-example KL(target || q), where
-  q = softmax(z / T) when `soften_student` (the usual two-sided softening, Hinton et al. 2015) and
+  q = softmax(z / T) when `soften_student` (the two-sided softening of Hinton et al. 2015, §2) and
   softmax(z) otherwise (the student is fitted to the softened target itself; used to make a
   generation-0 student far from the base teacher in recursive runs).
 
-Loss of a stage (method sheet, sec. 2, "Common KD practice, not from these papers"):
+Loss of a stage:
   L = kd_weight * s * mean_B KL(F_T(t) || q_T) + ce_weight * CE(z, y),  s = T^2 if t2_scaling,
-where F_T is a registered softening family (Flouro & Chadwick, arXiv 2601.03195, sec. 2 of the
-sheet) and t is the teacher's distribution, or the meta-teacher G(p_base, q_prev, alpha) of
-recursive distillation (arXiv 2601.13100; sheet sec. 3, canonical operator t = alpha p + (1-alpha) q).
+where F_T is a registered softening family (jaxrepr's formalisation of the operators of Flouro &
+Chadwick, "Sparse Knowledge Distillation: A Mathematical Framework for Probability-Domain
+Temperature Scaling and Multi-Stage Compression", arXiv 2601.03195) and t is the teacher's
+distribution, or the meta-teacher G(p_base, q_prev, alpha) of recursive distillation (Flouro &
+Chadwick, "Recursive Meta-Distillation: An Axiomatic Framework for Iterative Knowledge Refinement",
+arXiv 2601.13100; canonical operator t = alpha p + (1 - alpha) q). The T^2 factor and the hard-label
+term are Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015), §2; the
+Flouro & Chadwick abstracts leave open how a softening operator enters a training loss.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +60,11 @@ class Frozen:
 def _latest_step(checkpoint_dir: str) -> int:
   if not os.path.isdir(checkpoint_dir):
     raise MissingFileError(f"{checkpoint_dir}: no checkpoints directory (train that run first)")
-  steps = [int(d) for d in os.listdir(checkpoint_dir)
-           if d.isdigit() and os.path.isdir(os.path.join(checkpoint_dir, d, "state"))]
+  steps = [
+    int(d)
+    for d in os.listdir(checkpoint_dir)
+    if d.isdigit() and os.path.isdir(os.path.join(checkpoint_dir, d, "state"))
+  ]
   if not steps:
     raise MissingFileError(f"{checkpoint_dir}: holds no finished checkpoint")
   return max(steps)
@@ -83,8 +92,10 @@ def load_frozen(workdir: str) -> Frozen:
 
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    raise MissingFileError(f"{config_path}: not found; is {workdir!r} the workdir of a finished "
-                           "classifier or distill run?")
+    raise MissingFileError(
+      f"{config_path}: not found; is {workdir!r} the workdir of a finished "
+      "classifier or distill run?"
+    )
   with open(config_path) as f:
     run_config = json.load(f)
   model_cfg = model_config_of(run_config, config_path)
@@ -157,8 +168,12 @@ def count_nonzero(params: Params) -> int:
 
 
 # ----------------------------------------------------------------------------------- the KD loss
-def kd_kl(target_BxV: jax.Array, student_logits_BxV: jax.Array, temperature: float,
-          soften_student: bool = True) -> jax.Array:
+def kd_kl(
+  target_BxV: jax.Array,
+  student_logits_BxV: jax.Array,
+  temperature: float,
+  soften_student: bool = True,
+) -> jax.Array:
   """Per-example KL(target || softmax(z / T)) (or softmax(z) without `soften_student`).
 
   Entries with target 0 contribute 0 (0 log 0 = 0), so truncated (top-k) targets are fine.
@@ -172,9 +187,17 @@ def kd_kl(target_BxV: jax.Array, student_logits_BxV: jax.Array, temperature: flo
   return jnp.sum(jnp.where(positive_BxV, target_BxV * (log_t_BxV - log_q_BxV), 0.0), axis=-1)
 
 
-def kd_loss(target_BxV: jax.Array, student_logits_BxV: jax.Array, labels_B: jax.Array, *,
-            temperature: float, soften_student: bool, t2_scaling: bool, kd_weight: float,
-            ce_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+def kd_loss(
+  target_BxV: jax.Array,
+  student_logits_BxV: jax.Array,
+  labels_B: jax.Array,
+  *,
+  temperature: float,
+  soften_student: bool,
+  t2_scaling: bool,
+  kd_weight: float,
+  ce_weight: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The stage loss above, with its metrics (kl, cross_entropy, accuracy, target agreement)."""
   kl_B = kd_kl(target_BxV, student_logits_BxV, temperature, soften_student)
   scale = temperature**2 if (t2_scaling and soften_student) else 1.0
@@ -184,6 +207,9 @@ def kd_loss(target_BxV: jax.Array, student_logits_BxV: jax.Array, labels_B: jax.
   kl, ce = jnp.mean(kl_B), jnp.mean(ce_B)
   total = kd_weight * scale * kl + ce_weight * ce
   predicted_B = jnp.argmax(z_BxV, axis=-1)
-  return total, {"kl": kl, "cross_entropy": ce,
-                 "accuracy": jnp.mean(predicted_B == labels_B),
-                 "target_agreement": jnp.mean(predicted_B == jnp.argmax(target_BxV, axis=-1))}
+  return total, {
+    "kl": kl,
+    "cross_entropy": ce,
+    "accuracy": jnp.mean(predicted_B == labels_B),
+    "target_agreement": jnp.mean(predicted_B == jnp.argmax(target_BxV, axis=-1)),
+  }

@@ -1,7 +1,9 @@
 """`enroll`: open-set enrollment with a SetTransformer (Basoc, Cosma, Catruna, Radoi 2025, arXiv
-2505.02815; the method sheet's §8). A probe embedding and its K nearest gallery embeddings go into
+2505.02815). A probe embedding and its K nearest gallery embeddings go into
 a SetTransformer that outputs one logit of "known identity" (1) against "new identity" (0),
 trained with binary cross-entropy on episodes drawn from an embedding source, with no threshold.
+The training source (`config.data.source`) is read when the method is built, through
+jaxrepr/embedding_sources.py (shared with the data module jaxrepr/data/embeddings.py).
 
 Batches: `{'example_id': int32 (B,)}` from `jaxrepr.data.embeddings.train_iterator`, in which case
 the episodes are drawn on device inside `loss`/`predict` from the training source (`config.data`,
@@ -25,8 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxrepr.data import embeddings, sets
-from jaxrepr.methods.base import Batch, Method, Params
+from jaxrepr import embedding_sources
+from jaxrepr.methods.base import Batch, Method, Params, generation_key
 from jaxrepr.methods.enroll import episodes, features
 from jaxrepr.methods.enroll.model import ENCODERS, EnrollTransformer
 from jaxrepr.nn.set_attention import MODES
@@ -34,31 +36,46 @@ from jaxrepr.errors import ConfigError
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      input="relational", probe="concat", scale="ratio", encoder="sab", num_blocks=2,
-      dim_hidden=64, num_heads=4, num_inds=8, mode="paper"))
+  return ml_collections.ConfigDict(
+    dict(
+      input="relational",
+      probe="concat",
+      scale="ratio",
+      encoder="sab",
+      num_blocks=2,
+      dim_hidden=64,
+      num_heads=4,
+      num_inds=8,
+      mode="paper",
+    )
+  )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad config.model / config.data field."""
   m, d = config.model, config.data
-  for field, value, choices in (("input", m.input, features.INPUTS),
-                                ("probe", m.probe, features.PROBES),
-                                ("scale", m.scale, features.SCALES),
-                                ("encoder", m.encoder, ENCODERS), ("mode", m.mode, MODES)):
+  for field, value, choices in (
+    ("input", m.input, features.INPUTS),
+    ("probe", m.probe, features.PROBES),
+    ("scale", m.scale, features.SCALES),
+    ("encoder", m.encoder, ENCODERS),
+    ("mode", m.mode, MODES),
+  ):
     if value not in choices:
       raise ConfigError(f"config.model.{field}={value!r} must be one of {choices}")
   if m.dim_hidden % m.num_heads:
-    raise ConfigError(f"config.model.dim_hidden={m.dim_hidden} must divide by "
-                      f"config.model.num_heads={m.num_heads}")
+    raise ConfigError(
+      f"config.model.dim_hidden={m.dim_hidden} must divide by config.model.num_heads={m.num_heads}"
+    )
   if d.get("name") != "embeddings":
-    raise ConfigError(f"the enroll method trains on config.data.name='embeddings', got "
-                      f"{d.get('name')!r}")
+    raise ConfigError(
+      f"the enroll method trains on config.data.name='embeddings', got {d.get('name')!r}"
+    )
   try:
     episodes.scenario_from_config(d)
   except ValueError as e:
     raise ConfigError(f"config.data: {e}") from e
-  embeddings.validate_source(d.source, "config.data.source")
+  embedding_sources.validate_source(d.source, "config.data.source")
 
 
 def set_elements_fn(config: ml_collections.ConfigDict):
@@ -70,29 +87,37 @@ def build(config: ml_collections.ConfigDict) -> Method:
   validate(config)
   m, d = config.model, config.data
   scenario = episodes.scenario_from_config(d)
-  source = embeddings.make_source(d.source)
+  source = embedding_sources.make_source(d.source)
   host_table = episodes.make_table(source, tuple(d.probe_groups))
   episodes.check_pool(host_table, scenario, "config.data.source")
   table = episodes.device_table(host_table)
   dim = int(source["embeddings"].shape[1])
-  root = sets.generation_key(config)
-  model = EnrollTransformer(dim_hidden=m.dim_hidden, num_heads=m.num_heads,
-                            num_blocks=m.num_blocks, encoder=m.encoder, num_inds=m.num_inds,
-                            mode=m.mode)
+  root = generation_key(config)
+  model = EnrollTransformer(
+    dim_hidden=m.dim_hidden,
+    num_heads=m.num_heads,
+    num_blocks=m.num_blocks,
+    encoder=m.encoder,
+    num_inds=m.num_inds,
+    mode=m.mode,
+  )
   elements = set_elements_fn(config)
 
   def materialize(batch: Batch) -> dict[str, jax.Array]:
     if "ctx_dist" in batch:
       return dict(batch)
     if "example_id" not in batch:
-      raise ValueError(f"enroll batches need 'example_id' or explicit episodes; got "
-                       f"{sorted(batch)}")
+      raise ValueError(
+        f"enroll batches need 'example_id' or explicit episodes; got {sorted(batch)}"
+      )
     return episodes.generate(table, root, batch["example_id"], scenario)
 
   def logits(params: Params, ep: dict[str, jax.Array]) -> jax.Array:
     if m.input == "raw" and ep["probe"].shape[-1] != dim:
-      raise ConfigError(f"config.model.input='raw' takes {dim}-d embeddings (the training source); "
-                        f"got {ep['probe'].shape[-1]}-d: use input='relational' across dimensions")
+      raise ConfigError(
+        f"config.model.input='raw' takes {dim}-d embeddings (the training source); "
+        f"got {ep['probe'].shape[-1]}-d: use input='relational' across dimensions"
+      )
     x_BxNxF, mask_BxN = elements(ep)
     return model.apply(params, x_BxNxF, mask_BxN)
 
@@ -118,6 +143,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
       out["label"] = ep["label"]
     return out
 
-  note = (f"SetTransformer enrollment ({m.input} input, probe {m.probe}); training source "
-          f"{d.source.kind} with {episodes.num_identities(host_table)} identities, d={dim}")
+  note = (
+    f"SetTransformer enrollment ({m.input} input, probe {m.probe}); training source "
+    f"{d.source.kind} with {episodes.num_identities(host_table)} identities, d={dim}"
+  )
   return Method(init=init, loss=loss, predict=predict, param_count_note=note)

@@ -90,8 +90,14 @@ def nn_distance(ctx_dist: np.ndarray, ctx_mask: np.ndarray) -> np.ndarray:
   return np.min(np.where(ctx_mask, ctx_dist, np.inf), axis=1)
 
 
-def knn_vote(ctx_dist: np.ndarray, ctx_label: np.ndarray, ctx_walks: np.ndarray,
-             ctx_mask: np.ndarray, k: int, tau: float) -> np.ndarray:
+def knn_vote(
+  ctx_dist: np.ndarray,
+  ctx_label: np.ndarray,
+  ctx_walks: np.ndarray,
+  ctx_mask: np.ndarray,
+  k: int,
+  tau: float,
+) -> np.ndarray:
   """v / min(k, walks of the nearest identity), per episode (module docstring)."""
   order = np.argsort(np.where(ctx_mask, ctx_dist, np.inf), axis=1, kind="stable")[:, :k]
   take = lambda a: np.take_along_axis(a, order, axis=1)
@@ -100,8 +106,9 @@ def knn_vote(ctx_dist: np.ndarray, ctx_label: np.ndarray, ctx_walks: np.ndarray,
   return votes / np.maximum(np.minimum(k, walks[:, 0]), 1)
 
 
-def tune_knn(ctx: dict[str, np.ndarray], y: np.ndarray, k: int,
-             num_radii: int = 64) -> tuple[float, float, float]:
+def tune_knn(
+  ctx: dict[str, np.ndarray], y: np.ndarray, k: int, num_radii: int = 64
+) -> tuple[float, float, float]:
   """(tau, m, accuracy) of the best kNN vote on tuning episodes (module docstring)."""
   d0 = nn_distance(ctx["ctx_dist"], ctx["ctx_mask"])
   radii = np.unique(np.quantile(d0, np.linspace(0.0, 1.0, num_radii)))
@@ -117,5 +124,9 @@ def tune_knn(ctx: dict[str, np.ndarray], y: np.ndarray, k: int,
 
 def scores(pred: np.ndarray, score: np.ndarray, y: np.ndarray) -> dict[str, float]:
   """accuracy, F1, AUC and EER of hard predictions `pred` and ranking scores `score`."""
-  return {"accuracy": accuracy(pred, y), "f1": f1(pred, y), "auc": roc_auc(score, y),
-          "eer": eer(score, y)}
+  return {
+    "accuracy": accuracy(pred, y),
+    "f1": f1(pred, y),
+    "auc": roc_auc(score, y),
+    "eer": eer(score, y),
+  }

@@ -50,8 +50,10 @@ class Scenario:
   def __post_init__(self):
     (a, b), (c, d) = self.n_id_range, self.walks_range
     if not (1 <= a <= b and 1 <= c <= d):
-      raise ValueError(f"scenario ranges must satisfy 1 <= min <= max, got n_id_range "
-                       f"{self.n_id_range} and walks_range {self.walks_range}")
+      raise ValueError(
+        f"scenario ranges must satisfy 1 <= min <= max, got n_id_range "
+        f"{self.n_id_range} and walks_range {self.walks_range}"
+      )
     if self.context_size < 1:
       raise ValueError(f"context_size must be >= 1, got {self.context_size}")
     if self.distance not in DISTANCES:
@@ -61,9 +63,13 @@ class Scenario:
 
 
 def scenario_from_config(cfg, **overrides) -> Scenario:
-  fields = dict(n_id_range=tuple(cfg.n_id_range), walks_range=tuple(cfg.walks_range),
-                context_size=cfg.context_size, distance=cfg.distance,
-                known_fraction=cfg.known_fraction)
+  fields = dict(
+    n_id_range=tuple(cfg.n_id_range),
+    walks_range=tuple(cfg.walks_range),
+    context_size=cfg.context_size,
+    distance=cfg.distance,
+    known_fraction=cfg.known_fraction,
+  )
   fields.update(overrides)
   return Scenario(**fields)
 
@@ -84,24 +90,33 @@ def make_table(source: dict[str, np.ndarray], probe_groups=()) -> dict[str, np.n
     probe_ok = gallery_ok = np.ones(len(labels), bool)
   ids, inverse = np.unique(labels, return_inverse=True)
   rows = [np.flatnonzero(inverse == i) for i in range(len(ids))]
-  keep = [r for r in rows if (len(r) >= 2 if not probe_groups else
-                              gallery_ok[r].any() and probe_ok[r].any())]
+  keep = [
+    r
+    for r in rows
+    if (len(r) >= 2 if not probe_groups else gallery_ok[r].any() and probe_ok[r].any())
+  ]
   if len(keep) < 2:
     raise ValueError(f"the source has {len(keep)} usable identities; enrollment needs >= 2")
   width = max(len(r) for r in keep)
   members = np.zeros((len(keep), width), np.int32)
   valid = np.zeros((len(keep), width), bool)
   for i, r in enumerate(keep):
-    members[i, :len(r)], valid[i, :len(r)] = r, True
-  return {"embeddings": x, "members": members, "valid": valid,
-          "gallery_ok": valid & gallery_ok[members], "probe_ok": valid & probe_ok[members],
-          "num_dropped": np.asarray(len(rows) - len(keep)),
-          "identity": ids[[inverse[r[0]] for r in keep]].astype(np.int32)}
+    members[i, : len(r)], valid[i, : len(r)] = r, True
+  return {
+    "embeddings": x,
+    "members": members,
+    "valid": valid,
+    "gallery_ok": valid & gallery_ok[members],
+    "probe_ok": valid & probe_ok[members],
+    "num_dropped": np.asarray(len(rows) - len(keep)),
+    "identity": ids[[inverse[r[0]] for r in keep]].astype(np.int32),
+  }
 
 
 def device_table(table: dict[str, np.ndarray]) -> Table:
-  return {k: jnp.asarray(table[k]) for k in ("embeddings", "members", "valid", "gallery_ok",
-                                             "probe_ok")}
+  return {
+    k: jnp.asarray(table[k]) for k in ("embeddings", "members", "valid", "gallery_ok", "probe_ok")
+  }
 
 
 def num_identities(table) -> int:
@@ -112,8 +127,10 @@ def check_pool(table, scenario: Scenario, field: str) -> None:
   """The pool must hold n_id_max gallery identities plus one new identity."""
   n = num_identities(table)
   if scenario.n_id_range[1] >= n:
-    raise ValueError(f"{field}: n_id up to {scenario.n_id_range[1]} needs more than that many "
-                     f"usable identities in the source, which has {n}")
+    raise ValueError(
+      f"{field}: n_id up to {scenario.n_id_range[1]} needs more than that many "
+      f"usable identities in the source, which has {n}"
+    )
 
 
 def distances(p_D: jax.Array, g_NxD: jax.Array, kind: str) -> jax.Array:
@@ -130,11 +147,12 @@ def _first_where(score_S: jax.Array, ok_S: jax.Array) -> jax.Array:
   return jnp.argmin(jnp.where(ok_S, score_S, 2.0))
 
 
-def episode(table: Table, key: jax.Array, n_id: jax.Array, walks: jax.Array,
-            scenario: Scenario) -> dict[str, jax.Array]:
+def episode(
+  table: Table, key: jax.Array, n_id: jax.Array, walks: jax.Array, scenario: Scenario
+) -> dict[str, jax.Array]:
   """One episode with the given (traced) n_id and walks; see the module docstring."""
   n_max, w_max, K = scenario.n_id_range[1], scenario.walks_range[1], scenario.context_size
-  members, valid = table["members"], table["valid"]
+  members = table["members"]
   g_ok, p_ok = table["gallery_ok"], table["probe_ok"]
   I, S = members.shape
   k_ids, k_gal, k_held, k_slot, k_new, k_label = jax.random.split(key, 6)
@@ -150,7 +168,7 @@ def episode(table: Table, key: jax.Array, n_id: jax.Array, walks: jax.Array,
   probe_only_N = jnp.any(p_ok[gal_ids_N] & ~cand_NxS, axis=1)
   w_N = jnp.minimum(walks, jnp.sum(cand_NxS, axis=1) - jnp.where(probe_only_N, 0, 1))
   in_gal_NxS = cand_NxS & (rank_NxS < w_N[:, None])
-  gal_idx_NxW = jnp.take_along_axis(members[gal_ids_N], order_NxS[:, :min(w_max, S)], axis=1)
+  gal_idx_NxW = jnp.take_along_axis(members[gal_ids_N], order_NxS[:, : min(w_max, S)], axis=1)
   if S < w_max:  # fewer samples per identity than walk slots: w_N <= S anyway
     gal_idx_NxW = jnp.pad(gal_idx_NxW, ((0, 0), (0, w_max - S)))
   gal_mask_NxW = slot_ok_N[:, None] & (jnp.arange(w_max)[None, :] < w_N[:, None])
@@ -180,31 +198,48 @@ def episode(table: Table, key: jax.Array, n_id: jax.Array, walks: jax.Array,
   ctx_dist = jnp.where(ctx_mask, jnp.pad(d_G[top_k], (0, pad)), 0.0)
   ctx_pair = jax.vmap(lambda g: distances(g, ctx_emb, scenario.distance))(ctx_emb)
   pair_ok = ctx_mask[:, None] & ctx_mask[None, :] & ~jnp.eye(K, dtype=bool)
-  return {"probe": probe_D, "ctx_emb": jnp.where(ctx_mask[:, None], ctx_emb, 0.0),
-          "ctx_dist": ctx_dist, "ctx_pair": jnp.where(pair_ok, ctx_pair, 0.0),
-          "ctx_label": jnp.where(ctx_mask, jnp.pad(slot_G[top_k], (0, pad)), -1),
-          "ctx_walks": jnp.where(ctx_mask, jnp.pad(walks_G[top_k], (0, pad)), 0),
-          "ctx_mask": ctx_mask, "label": label, "n_id": n_id.astype(jnp.int32),
-          "walks": walks.astype(jnp.int32), "gallery_size": jnp.sum(gal_mask_G).astype(jnp.int32),
-          # indices into the source, for tests and audits
-          "probe_index": jnp.where(label == 1, known_idx, new_idx),
-          "gallery_index": jnp.where(gal_mask_G, gal_idx_NxW.reshape(G), -1)}
+  return {
+    "probe": probe_D,
+    "ctx_emb": jnp.where(ctx_mask[:, None], ctx_emb, 0.0),
+    "ctx_dist": ctx_dist,
+    "ctx_pair": jnp.where(pair_ok, ctx_pair, 0.0),
+    "ctx_label": jnp.where(ctx_mask, jnp.pad(slot_G[top_k], (0, pad)), -1),
+    "ctx_walks": jnp.where(ctx_mask, jnp.pad(walks_G[top_k], (0, pad)), 0),
+    "ctx_mask": ctx_mask,
+    "label": label,
+    "n_id": n_id.astype(jnp.int32),
+    "walks": walks.astype(jnp.int32),
+    "gallery_size": jnp.sum(gal_mask_G).astype(jnp.int32),
+    # indices into the source, for tests and audits
+    "probe_index": jnp.where(label == 1, known_idx, new_idx),
+    "gallery_index": jnp.where(gal_mask_G, gal_idx_NxW.reshape(G), -1),
+  }
 
 
-def draw_scenarios(root: jax.Array, example_id_B: jax.Array,
-                   scenario: Scenario) -> tuple[jax.Array, jax.Array]:
+def draw_scenarios(
+  root: jax.Array, example_id_B: jax.Array, scenario: Scenario
+) -> tuple[jax.Array, jax.Array]:
   """Per-episode (n_id, walks), uniform over the inclusive ranges, keyed on the example id."""
   keys_B = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, 1), i))(example_id_B)
 
   def one(k):
     k1, k2 = jax.random.split(k)
-    return (jax.random.randint(k1, (), scenario.n_id_range[0], scenario.n_id_range[1] + 1),
-            jax.random.randint(k2, (), scenario.walks_range[0], scenario.walks_range[1] + 1))
+    return (
+      jax.random.randint(k1, (), scenario.n_id_range[0], scenario.n_id_range[1] + 1),
+      jax.random.randint(k2, (), scenario.walks_range[0], scenario.walks_range[1] + 1),
+    )
+
   return jax.vmap(one)(keys_B)
 
 
-def generate(table: Table, root: jax.Array, example_id_B: jax.Array, scenario: Scenario,
-             n_id_B: jax.Array | None = None, walks_B: jax.Array | None = None):
+def generate(
+  table: Table,
+  root: jax.Array,
+  example_id_B: jax.Array,
+  scenario: Scenario,
+  n_id_B: jax.Array | None = None,
+  walks_B: jax.Array | None = None,
+):
   """A batch of episodes (jittable). n_id_B / walks_B default to draws from the scenario ranges;
   given ones must lie within them (they fix the padded sizes)."""
   if (n_id_B is None) != (walks_B is None):

@@ -96,22 +96,36 @@ def _relational_concat(ep, d_BxK, P_BxKxK, ratio: bool = False):
   has_diff = jnp.any(diff, axis=2)
   pair_ok = valid_pair & ~jnp.eye(K, dtype=bool)[None]
   ctx_mean_B = jnp.sum(jnp.where(pair_ok, P_BxKxK, 0.0), axis=(1, 2)) / jnp.maximum(
-      jnp.sum(pair_ok, axis=(1, 2)), 1)
+    jnp.sum(pair_ok, axis=(1, 2)), 1
+  )
   has_same = n_same_other > 0
   min_diff = jnp.where(has_diff, min_diff, 0.0)
-  counts = [rank_BxK / n_valid_B[:, None], (lab_BxK == lab_nn_B[:, None]).astype(jnp.float32),
-            jnp.sum(same, axis=2) / n_valid_B[:, None], has_same.astype(jnp.float32),
-            has_diff.astype(jnp.float32), jnp.log1p(ep["ctx_walks"].astype(jnp.float32))]
+  counts = [
+    rank_BxK / n_valid_B[:, None],
+    (lab_BxK == lab_nn_B[:, None]).astype(jnp.float32),
+    jnp.sum(same, axis=2) / n_valid_B[:, None],
+    has_same.astype(jnp.float32),
+    has_diff.astype(jnp.float32),
+    jnp.log1p(ep["ctx_walks"].astype(jnp.float32)),
+  ]
   if ratio:  # no absolute distance: log-ratios of the probe distance to the element's references
     log = lambda a: jnp.log(jnp.maximum(a, _EPS))
     ld = log(d_BxK)
-    dists = [ld - log(d_nn_B)[:, None], jnp.where(has_same, ld - log(mean_same), 0.0),
-             jnp.where(has_diff, ld - log(min_diff), 0.0),
-             jnp.where(has_same & has_diff, log(mean_same) - log(min_diff), 0.0),
-             ld - log(ctx_mean_B)[:, None]]
+    dists = [
+      ld - log(d_nn_B)[:, None],
+      jnp.where(has_same, ld - log(mean_same), 0.0),
+      jnp.where(has_diff, ld - log(min_diff), 0.0),
+      jnp.where(has_same & has_diff, log(mean_same) - log(min_diff), 0.0),
+      ld - log(ctx_mean_B)[:, None],
+    ]
   else:
-    dists = [d_BxK, d_BxK - d_nn_B[:, None], mean_same, min_diff,
-             jnp.broadcast_to(ctx_mean_B[:, None], d_BxK.shape)]
+    dists = [
+      d_BxK,
+      d_BxK - d_nn_B[:, None],
+      mean_same,
+      min_diff,
+      jnp.broadcast_to(ctx_mean_B[:, None], d_BxK.shape),
+    ]
   feats = dists + counts
   x_BxKxF = jnp.stack(feats, axis=-1)
   return jnp.where(m_BxK[:, :, None], x_BxKxF, 0.0), m_BxK
@@ -123,8 +137,9 @@ def _relational_extra(ep, d_BxK, P_BxKxK):
   order_BxK = jnp.argsort(jnp.where(m_BxK, d_BxK, jnp.inf), axis=1)  # canonical column order
   take = lambda a: jnp.take_along_axis(a, order_BxK, axis=1)
   d_s, m_s, lab_s, walks_s = take(d_BxK), take(m_BxK), take(ep["ctx_label"]), take(ep["ctx_walks"])
-  P_s = jnp.take_along_axis(jnp.take_along_axis(P_BxKxK, order_BxK[:, :, None], axis=1),
-                            order_BxK[:, None, :], axis=2)
+  P_s = jnp.take_along_axis(
+    jnp.take_along_axis(P_BxKxK, order_BxK[:, :, None], axis=1), order_BxK[:, None, :], axis=2
+  )
   # full (K+1) x (K+1) distance matrix over [probe, sorted context]
   top = jnp.concatenate([jnp.zeros((B, 1)), d_s], axis=1)[:, None, :]
   rest = jnp.concatenate([d_s[:, :, None], P_s], axis=2)
@@ -137,8 +152,9 @@ def _relational_extra(ep, d_BxK, P_BxKxK):
   same = (same & col_ok).astype(jnp.float32)
   is_probe = jnp.zeros((B, K + 1)).at[:, 0].set(1.0)
   walks = jnp.concatenate([jnp.zeros((B, 1)), jnp.log1p(walks_s.astype(jnp.float32))], axis=1)
-  x = jnp.concatenate([is_probe[:, :, None], D, same, col_ok.astype(jnp.float32),
-                       walks[:, :, None]], axis=-1)
+  x = jnp.concatenate(
+    [is_probe[:, :, None], D, same, col_ok.astype(jnp.float32), walks[:, :, None]], axis=-1
+  )
   return jnp.where(m_full[:, :, None], x, 0.0), m_full
 
 
@@ -151,8 +167,17 @@ def _raw(ep, d_BxK, probe: str):
   walks_BxK = jnp.log1p(ep["ctx_walks"].astype(jnp.float32))
   if probe == "concat":
     p_BxKxD = jnp.broadcast_to(p_BxD[:, None, :], g_BxKxD.shape)
-    x = jnp.concatenate([g_BxKxD, p_BxKxD, g_BxKxD - p_BxKxD, d_BxK[:, :, None],
-                         same_BxK[:, :, None], walks_BxK[:, :, None]], axis=-1)
+    x = jnp.concatenate(
+      [
+        g_BxKxD,
+        p_BxKxD,
+        g_BxKxD - p_BxKxD,
+        d_BxK[:, :, None],
+        same_BxK[:, :, None],
+        walks_BxK[:, :, None],
+      ],
+      axis=-1,
+    )
     return jnp.where(m_BxK[:, :, None], x, 0.0), m_BxK
   B, K, D = g_BxKxD.shape
   elems = jnp.concatenate([p_BxD[:, None, :], g_BxKxD], axis=1)
@@ -164,12 +189,15 @@ def _raw(ep, d_BxK, probe: str):
   return jnp.where(m_full[:, :, None], x, 0.0), m_full
 
 
-def set_elements(ep: dict[str, jax.Array], *, input: str = "relational", probe: str = "concat",
-                 scale: str = "none") -> tuple[jax.Array, jax.Array]:
+def set_elements(
+  ep: dict[str, jax.Array], *, input: str = "relational", probe: str = "concat", scale: str = "none"
+) -> tuple[jax.Array, jax.Array]:
   """Episode batch -> (elements (B, N, F), mask (B, N)); see the module docstring."""
   if input not in INPUTS or probe not in PROBES or scale not in SCALES:
-    raise ValueError(f"set elements: input must be one of {INPUTS}, probe one of {PROBES}, scale "
-                     f"one of {SCALES}; got {input!r}, {probe!r}, {scale!r}")
+    raise ValueError(
+      f"set elements: input must be one of {INPUTS}, probe one of {PROBES}, scale "
+      f"one of {SCALES}; got {input!r}, {probe!r}, {scale!r}"
+    )
   d_BxK, P_BxKxK = _scale(ep, scale)
   if input == "raw":
     return _raw(ep, d_BxK, probe)

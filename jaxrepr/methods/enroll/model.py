@@ -7,7 +7,6 @@ the logit is invariant to the order of the elements and padded elements change n
 
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -24,16 +23,24 @@ class EnrollTransformer(nn.Module):
   encoder: str = "sab"
   num_inds: int = 8
   mode: str = "paper"
-  ln: Optional[bool] = None
-  pma_rff: Optional[bool] = None
+  ln: bool | None = None
+  pma_rff: bool | None = None
 
   @nn.compact
   def __call__(self, x_BxNxF: jax.Array, mask_BxN: jax.Array) -> jax.Array:
     common = dict(num_heads=self.num_heads, mode=self.mode, ln=self.ln)
-    h_BxNxH = set_encoder(x_BxNxF, mask_BxN, encoder=self.encoder, num_blocks=self.num_blocks,
-                          dim_hidden=self.dim_hidden, num_inds=self.num_inds, **common)
+    h_BxNxH = set_encoder(
+      x_BxNxF,
+      mask_BxN,
+      encoder=self.encoder,
+      num_blocks=self.num_blocks,
+      dim_hidden=self.dim_hidden,
+      num_inds=self.num_inds,
+      **common,
+    )
     z_Bx1xH = PMA(self.dim_hidden, num_seeds=1, rff=self.pma_rff, name="pma", **common)(
-        h_BxNxH, mask_BxN)
+      h_BxNxH, mask_BxN
+    )
     if self.mode == "paper":  # the paper-mode blocks are pre-LN: normalise the pooled output
       z_Bx1xH = nn.LayerNorm(name="ln_out")(z_Bx1xH)
     logit_Bx1x1 = Linear(1, torch_init=self.mode == "reference", name="out")(z_Bx1xH)

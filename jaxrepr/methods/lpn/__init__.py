@@ -1,7 +1,8 @@
-"""Latent Program Network (Macfarlane & Bonnet, "Searching Latent Program Spaces", arXiv 2411.08706).
+"""Latent Program Network (Macfarlane & Bonnet, "Searching Latent Program Spaces", arXiv
+2411.08706).
 
-`build(config)` returns the `Method`: `init`, the leave-one-out `loss` (loss.py) and `predict`, which
-for every pair i of a task uses the other N-1 pairs as the spec, searches the latent with
+`build(config)` returns the `Method`: `init`, the leave-one-out `loss` (loss.py) and `predict`,
+which for every pair i of a task uses the other N-1 pairs as the spec, searches the latent with
 `config.model.eval_latent` (search.py) and greedily decodes pair i's output with a key/value cache
 (decode.py). `solve_task` is the lower-level entry for one task with a padded spec and several test
 inputs (the ARC evaluator's). Hyper-parameters live in `config.model`; start from
@@ -23,6 +24,15 @@ from jaxrepr.methods.lpn import search as search_lib
 from jaxrepr.errors import ConfigError
 
 PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
+# Printed after the parameter count at start-up. The factor 4 is the reference code's: its trainer
+# counts the train state after replicating it over the host's devices. Table 15's "1M" is the one
+# exception (its model has 154,496 weights; 4x would be 0.62M).
+PARAM_COUNT_NOTE = (
+  "encoder and decoder weights, each counted once; for the same architectures "
+  "the paper's Tables 12-14 and 16 list 4x as many, e.g. 973k for Table 13's "
+  "pattern model, which has 243,360, because its reference trainer counted the "
+  "train state replicated over the 4 devices of a TPU v4 host"
+)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -31,39 +41,70 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg.max_rows = 10
   cfg.max_cols = 10
   cfg.latent_dim = 32
-  cfg.encoder = ml_collections.ConfigDict(dict(num_layers=2, num_heads=6, head_dim=16,
-                                               mlp_factor=1))
-  cfg.decoder = ml_collections.ConfigDict(dict(num_layers=2, num_heads=6, head_dim=16,
-                                               mlp_factor=1))
-  cfg.positions = "learned"          # 'learned' (reference code) or 'rope' (paper, Table 16)
+  cfg.encoder = ml_collections.ConfigDict(
+    dict(num_layers=2, num_heads=6, head_dim=16, mlp_factor=1)
+  )
+  cfg.decoder = ml_collections.ConfigDict(
+    dict(num_layers=2, num_heads=6, head_dim=16, mlp_factor=1)
+  )
+  cfg.positions = "learned"  # 'learned' (reference code) or 'rope' (paper, Table 16)
   cfg.rope_max_freq = 10.0
-  cfg.kl_coeff = 1e-4                # beta; 1e-3 for latent_dim 2 (Table 14)
-  cfg.remat = False                  # recompute block activations in the backward pass
-  cfg.attention = "auto"             # 'blocked' | 'xla' | 'auto' (blocked on CPU); nn/attention.py
-  cfg.train_latent = ml_collections.ConfigDict(dict(
-      mode="mean",                   # 'mean' | 'gradient_ascent' | 'random_search'
-      steps=1, lr=0.1, num_samples=5, scale=0.5,
-      stop_gradient=True,            # False: gradient through the latent update [Grad k **]
-      select="best",                 # 'best' of visited (reference code) | 'last' (paper Alg. 2)
-      per_position=True))            # search one LOO position at a time (less memory, same numbers)
-  cfg.eval_latent = ml_collections.ConfigDict(dict(
-      mode="mean",                   # one of search.METHODS
-      steps=0, lr=0.1, num_samples=0, scale=0.5, generations=0, population=8,
-      budget=config_dict.placeholder(int)))   # latent evaluations; overrides steps/samples if set
+  cfg.kl_coeff = 1e-4  # beta; 1e-3 for latent_dim 2 (Table 14)
+  cfg.remat = False  # recompute block activations in the backward pass
+  cfg.attention = "auto"  # 'blocked' | 'xla' | 'auto' (blocked on CPU); nn/attention.py
+  cfg.train_latent = ml_collections.ConfigDict(
+    dict(
+      mode="mean",  # 'mean' | 'gradient_ascent' | 'random_search'
+      steps=1,
+      lr=0.1,
+      num_samples=5,
+      scale=0.5,
+      stop_gradient=True,  # False: gradient through the latent update [Grad k **]
+      select="best",  # 'best' of visited (reference code) | 'last' (paper Alg. 2)
+      per_position=True,
+    )
+  )  # search one LOO position at a time (less memory, same numbers)
+  cfg.eval_latent = ml_collections.ConfigDict(
+    dict(
+      mode="mean",  # one of search.METHODS
+      steps=0,
+      lr=0.1,
+      num_samples=0,
+      scale=0.5,
+      generations=0,
+      population=8,
+      budget=config_dict.placeholder(int),
+    )
+  )  # latent evaluations; overrides steps/samples if set
   return cfg
 
 
 def _search_kwargs(eval_cfg) -> dict:
-  kw = dict(steps=eval_cfg.steps, lr=eval_cfg.lr, num_samples=eval_cfg.num_samples,
-            scale=eval_cfg.scale, generations=eval_cfg.generations,
-            population=eval_cfg.population)
+  kw = dict(
+    steps=eval_cfg.steps,
+    lr=eval_cfg.lr,
+    num_samples=eval_cfg.num_samples,
+    scale=eval_cfg.scale,
+    generations=eval_cfg.generations,
+    population=eval_cfg.population,
+  )
   if eval_cfg.get("budget") is not None:
     kw.update(search_lib.counts_for_budget(eval_cfg.mode, eval_cfg.budget, eval_cfg.population))
   return kw
 
 
-def solve_task(encoder, decoder, params, spec_grids, spec_shapes, spec_mask, test_grids,
-               test_shapes, rng, eval_cfg):
+def solve_task(
+  encoder,
+  decoder,
+  params,
+  spec_grids,
+  spec_shapes,
+  spec_mask,
+  test_grids,
+  test_shapes,
+  rng,
+  eval_cfg,
+):
   """Predicts the outputs of K test inputs of one task from its spec.
 
   Args: spec_grids (M, R, C, 2), spec_shapes (M, 2, 2), spec_mask (M,) bool (padded pairs False),
@@ -72,28 +113,47 @@ def solve_task(encoder, decoder, params, spec_grids, spec_shapes, spec_mask, tes
     'latent_evals', 'decoder_calls': (K,)}; each test input gets fresh encoder samples.
   """
   if spec_grids.ndim != 4 or spec_mask.shape != spec_grids.shape[:1]:
-    raise ValueError(f"spec_grids must be (M, R, C, 2) with spec_mask (M,), got "
-                     f"{spec_grids.shape} and {spec_mask.shape}")
+    raise ValueError(
+      f"spec_grids must be (M, R, C, 2) with spec_mask (M,), got "
+      f"{spec_grids.shape} and {spec_mask.shape}"
+    )
   # Callers vmap this over tasks, the axis a mesh shards: the attention must not shard_map the
   # inner batch (attention.dot_product_attention, shard_batch).
   encoder, decoder = encoder.clone(shard_batch=False), decoder.clone(shard_batch=False)
   mu, logvar = search_lib.encode_spec(encoder, params["encoder"], spec_grids, spec_shapes)
-  score = search_lib.spec_score_fn(decoder, params["decoder"], spec_grids, spec_shapes,
-                                   spec_mask.astype(bool),
-                                   latent_grad_only=eval_cfg.mode == "gradient_ascent")
+  score = search_lib.spec_score_fn(
+    decoder,
+    params["decoder"],
+    spec_grids,
+    spec_shapes,
+    spec_mask.astype(bool),
+    latent_grad_only=eval_cfg.mode == "gradient_ascent",
+  )
   kw = _search_kwargs(eval_cfg)
   k = test_grids.shape[0]
-  res = jax.vmap(lambda key: search_lib.search(eval_cfg.mode, score, mu, logvar,
-                                               spec_mask.astype(bool), key, **kw))(
-      jax.random.split(rng, k))
+  res = jax.vmap(
+    lambda key: search_lib.search(
+      eval_cfg.mode, score, mu, logvar, spec_mask.astype(bool), key, **kw
+    )
+  )(jax.random.split(rng, k))
   z_2KxZ = jnp.concatenate([res["best"], res["second"]])
-  out = decode_lib.greedy_decode(decoder, params["decoder"],
-                                 jnp.concatenate([test_grids, test_grids]),
-                                 jnp.concatenate([test_shapes, test_shapes]), z_2KxZ)
-  return {"grids": out["grid"][:k], "shapes": out["shape"][:k], "grids_2": out["grid"][k:],
-          "shapes_2": out["shape"][k:], "score": res["best_score"],
-          "score_2": res["second_score"], "latent_evals": res["latent_evals"],
-          "decoder_calls": res["decoder_calls"]}
+  out = decode_lib.greedy_decode(
+    decoder,
+    params["decoder"],
+    jnp.concatenate([test_grids, test_grids]),
+    jnp.concatenate([test_shapes, test_shapes]),
+    z_2KxZ,
+  )
+  return {
+    "grids": out["grid"][:k],
+    "shapes": out["shape"][:k],
+    "grids_2": out["grid"][k:],
+    "shapes_2": out["shape"][k:],
+    "score": res["best_score"],
+    "score_2": res["second_score"],
+    "latent_evals": res["latent_evals"],
+    "decoder_calls": res["decoder_calls"],
+  }
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
@@ -101,16 +161,20 @@ def build(config: ml_collections.ConfigDict) -> Method:
   model_cfg = config.model
   encoder, decoder = model_lib.modules_from_config(model_cfg, config.get("precision", "float32"))
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
-    raise ConfigError(f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
-                      f"{model_cfg.eval_latent.mode!r}")
+    raise ConfigError(
+      f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
+      f"{model_cfg.eval_latent.mode!r}"
+    )
 
   def init(rng, batch):
     loss_lib.check_batch(batch, model_cfg)
     g, s = batch["grids"][:1, 0], batch["shapes"][:1, 0]
     k_enc, k_dec = jax.random.split(rng)
     z = jnp.zeros((1, model_cfg.latent_dim), jnp.float32)
-    return {"encoder": encoder.init(k_enc, g, s),
-            "decoder": decoder.init(k_dec, g[..., 0], s[:, :, 0], z, g[..., 1], s[:, :, 1])}
+    return {
+      "encoder": encoder.init(k_enc, g, s),
+      "decoder": decoder.init(k_dec, g[..., 0], s[:, :, 0], z, g[..., 1], s[:, :, 1]),
+    }
 
   def predict(params, batch, rng):
     loss_lib.check_batch(batch, model_cfg)
@@ -120,14 +184,27 @@ def build(config: ml_collections.ConfigDict) -> Method:
     mask = jnp.ones((n - 1,), bool)
 
     def one(g_NxRxCx2, s_Nx2x2, i, key):
-      out = solve_task(encoder, decoder, params, g_NxRxCx2[idx[i]], s_Nx2x2[idx[i]], mask,
-                       g_NxRxCx2[i, None, ..., 0], s_Nx2x2[i, None, :, 0], key,
-                       model_cfg.eval_latent)
+      out = solve_task(
+        encoder,
+        decoder,
+        params,
+        g_NxRxCx2[idx[i]],
+        s_Nx2x2[idx[i]],
+        mask,
+        g_NxRxCx2[i, None, ..., 0],
+        s_Nx2x2[i, None, :, 0],
+        key,
+        model_cfg.eval_latent,
+      )
       return {key_: out[key_][0] for key_ in ("grids", "shapes", "grids_2", "shapes_2")}
 
     keys = jax.random.split(rng, (b, n))
     per_task = jax.vmap(one, in_axes=(None, None, 0, 0))
     return jax.vmap(per_task, in_axes=(0, 0, None, 0))(grids, shapes, jnp.arange(n), keys)
 
-  return Method(init=init, loss=loss_lib.make_loss(encoder, decoder, model_cfg), predict=predict,
-                param_count_note="counted weights; the paper's Tables 13-16 list 4x these counts")
+  return Method(
+    init=init,
+    loss=loss_lib.make_loss(encoder, decoder, model_cfg),
+    predict=predict,
+    param_count_note=PARAM_COUNT_NOTE,
+  )

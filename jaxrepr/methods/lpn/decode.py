@@ -1,12 +1,13 @@
-"""Greedy LPN decoding (method sheet §2, "Greedy decoding"), with a key/value cache.
+"""Greedy LPN decoding as the reference code does it (github.com/clement-bonnet/lpn), with a
+key/value cache.
 
 Order as in the reference code: rows = argmax + 1 (from ctx), then cols = argmax + 1 (from R_out),
 then every one of the R*C cells in raster order over the padded width, with the row-boundary fix.
 `greedy_decode` runs the prefix [R_in, C_in, x, ctx] once into a cache, then feeds one token per
 step (R_out, C_out, y_0, ..., y_{RC-2}): R*C + 1 single-token passes. `greedy_decode_full` is the
 reference's method (the whole sequence re-run for every cell); tests check both agree. Argmax, not
-sampling (the paper's Alg. 1 writes y ~ p; the code is greedy). Cells outside the predicted shape are
-set to 0.
+sampling: Alg. 1 of Macfarlane & Bonnet, "Searching Latent Program Spaces", writes y ~ p; the
+reference code is greedy. Cells outside the predicted shape are set to 0.
 """
 
 from __future__ import annotations
@@ -33,11 +34,27 @@ def greedy_decode(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
   rows = jnp.argmax(row_logits, -1).astype(jnp.int32) + 1
   special = app(Decoder.special_coords, b)
   ones = jnp.ones((b,), bool)
-  col_logits, state = decoder.apply(dparams, state, app(Decoder.shape_token, rows, 0), special,
-                                    jnp.int32(p), ones, "cols", method=Decoder.step)
+  col_logits, state = decoder.apply(
+    dparams,
+    state,
+    app(Decoder.shape_token, rows, 0),
+    special,
+    jnp.int32(p),
+    ones,
+    "cols",
+    method=Decoder.step,
+  )
   cols = jnp.argmax(col_logits, -1).astype(jnp.int32) + 1
-  first, state = decoder.apply(dparams, state, app(Decoder.shape_token, cols, 1), special,
-                               jnp.int32(p + 1), ones, "grid", method=Decoder.step)
+  first, state = decoder.apply(
+    dparams,
+    state,
+    app(Decoder.shape_token, cols, 1),
+    special,
+    jnp.int32(p + 1),
+    ones,
+    "grid",
+    method=Decoder.step,
+  )
   buf_BxKx10 = jnp.zeros((b, rc, NUM_COLOURS), jnp.float32).at[:, 0].set(first)
   valid_BxK = cell_valid(jnp.stack([rows, cols], -1), r, c)
   b_idx = jnp.arange(b)
@@ -49,8 +66,9 @@ def greedy_decode(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
     y_k = jnp.argmax(logits, -1).astype(jnp.int32)
     y = y.at[:, k].set(y_k)
     tok, coords = decoder.apply(dparams, y_k, k, cols, method=Decoder.out_cell_token)
-    nxt, state = decoder.apply(dparams, state, tok, coords, p + 2 + k, valid_BxK[:, k], "grid",
-                               method=Decoder.step)
+    nxt, state = decoder.apply(
+      dparams, state, tok, coords, p + 2 + k, valid_BxK[:, k], "grid", method=Decoder.step
+    )
     buf = buf.at[:, k + 1].set(nxt)
     return (state, buf, y), logits
 
@@ -61,8 +79,13 @@ def greedy_decode(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
   cell_logits = jnp.concatenate([jnp.moveaxis(used, 0, 1), last[:, None]], axis=1)
   shape = jnp.stack([rows, cols], -1)
   grid = jnp.where(valid_BxK, y, 0).reshape(b, r, c)
-  return {"grid": grid, "shape": shape, "row_logits": row_logits, "col_logits": col_logits,
-          "cell_logits": cell_logits}
+  return {
+    "grid": grid,
+    "shape": shape,
+    "row_logits": row_logits,
+    "col_logits": col_logits,
+    "cell_logits": cell_logits,
+  }
 
 
 def greedy_decode_full(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
@@ -85,8 +108,14 @@ def greedy_decode_full(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
     y = y.at[:, k].set(jnp.argmax(lk, -1).astype(jnp.int32))
     return y, used.at[:, k].set(lk)
 
-  y, used = jax.lax.fori_loop(0, rc, body, (y0.reshape(b, rc),
-                                            jnp.zeros((b, rc, NUM_COLOURS), jnp.float32)))
+  y, used = jax.lax.fori_loop(
+    0, rc, body, (y0.reshape(b, rc), jnp.zeros((b, rc, NUM_COLOURS), jnp.float32))
+  )
   grid = jnp.where(cell_valid(shape, r, c), y, 0).reshape(b, r, c)
-  return {"grid": grid, "shape": shape, "row_logits": row_logits, "col_logits": col_logits,
-          "cell_logits": used}
+  return {
+    "grid": grid,
+    "shape": shape,
+    "row_logits": row_logits,
+    "col_logits": col_logits,
+    "cell_logits": used,
+  }

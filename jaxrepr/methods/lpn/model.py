@@ -1,4 +1,5 @@
-"""LPN encoder and decoder (Macfarlane & Bonnet, arXiv 2411.08706, §3 and Table 13/16).
+"""LPN encoder and decoder (Macfarlane & Bonnet, "Searching Latent Program Spaces",
+arXiv 2411.08706, §3 and Tables 13 and 16).
 
 Grids are int (..., R, C) with colours 0-9 zero-padded to R x C = max_rows x max_cols; shapes count
 rows/columns in [1, max]. Leading axes are flattened into one batch axis B by the callers.
@@ -9,16 +10,17 @@ h_CLS -> LayerNorm -> (mu, log sigma^2) with bias-free Dense layers.
 
 Decoder, sequence [R_in, C_in, x_0..x_{RC-1}, ctx, R_out, C_out, y_0..y_{RC-1}] (T = 5 + 2RC):
 ctx = W_ctx z; output cell (i, j) carries the position of the cell it predicts ("next-position
-embedding": (i, j+1), or (i+1, 0) at the last valid column). Input tokens see the input block and ctx;
-ctx and output tokens see the input block and, causally, the output block. Heads (each LayerNorm +
-bias-free Dense): rows from h(ctx), columns from h(R_out), cell k from the token before it; the
-row-boundary fix takes the logits of cell (r, 0), r >= 1, from the last valid cell of row r - 1.
+embedding": (i, j+1), or (i+1, 0) at the last valid column). Input tokens see the input block and
+ctx; ctx and output tokens see the input block and, causally, the output block. Heads (each
+LayerNorm + bias-free Dense): rows from h(ctx), columns from h(R_out), cell k from the token before
+it; the row-boundary fix takes the logits of cell (r, 0), r >= 1, from the last valid cell of row r
+- 1.
 
 Masks hold on keys only (valid_k), not on queries as in the reference code: an invalid token never
 feeds a valid one, so every valid token's hidden state is the same, and no row is fully masked.
 
-Positions: `positions='learned'` (reference code: factorised row + column tables) or `'rope'` (paper's
-ARC model: 2-D RoPE on (row, col) in attention, no position tables). RoPE coordinates are
+Positions: `positions='learned'` (reference code: factorised row + column tables) or `'rope'`
+(paper's ARC model: 2-D RoPE on (row, col) in attention, no position tables). RoPE coordinates are
 index / (max - 1); special tokens (CLS, shapes, ctx) use index -1, a position of their own.
 """
 
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepr import config as config_lib
+from jaxrepr.nn.precision import compute_dtype
 from jaxrepr.nn import attention as attention_lib
 from jaxrepr.nn import transformer as tfm
 from jaxrepr.errors import ConfigError
@@ -40,7 +42,7 @@ NUM_COLOURS = 10
 
 
 def _dtype(name: str) -> Any:
-  return config_lib.compute_dtype(name)
+  return compute_dtype(name)
 
 
 def _embed(n: int, e: int, name: str) -> nn.Embed:
@@ -56,6 +58,7 @@ def cell_valid(shape_Bx2: jax.Array, max_rows: int, max_cols: int) -> jax.Array:
 
 class _Trunk(nn.Module):
   """Shared options of the encoder and decoder."""
+
   max_rows: int
   max_cols: int
   num_layers: int
@@ -67,7 +70,7 @@ class _Trunk(nn.Module):
   dtype: str = "float32"
   remat: bool = False
   attention: str = "auto"
-  shard_batch: bool = True    # False under vmap over a sharded axis (attention.dot_product_attention)
+  shard_batch: bool = True  # False under vmap over a sharded axis (attention.dot_product_attention)
 
   @property
   def embed_dim(self) -> int:
@@ -85,14 +88,16 @@ class _Trunk(nn.Module):
 
 
 class Encoder(_Trunk):
-  """q_phi(z | x, y): (grids (B, R, C, 2), shapes (B, 2, 2)) -> (mu, logvar), each (B, latent_dim)."""
+  """q_phi(z | x, y): (grids (B, R, C, 2), shapes (B, 2, 2)) -> (mu, logvar), each
+  (B, latent_dim)."""
+
   latent_dim: int = 32
 
   @nn.compact
   def __call__(self, grids_BxRxCx2: jax.Array, shapes_Bx2x2: jax.Array):
     b, r, c = grids_BxRxCx2.shape[:3]
     e, dt = self.embed_dim, _dtype(self.dtype)
-    colour = _embed(NUM_COLOURS, e, "colour")(grids_BxRxCx2)                  # B R C 2 E
+    colour = _embed(NUM_COLOURS, e, "colour")(grids_BxRxCx2)  # B R C 2 E
     chan_2xE = _embed(2, e, "channel").embedding
     cells = colour + chan_2xE[None, None, None, :, :]
     if self.positions == "learned":
@@ -120,9 +125,17 @@ class Encoder(_Trunk):
       cols = jnp.concatenate([-jnp.ones(5, jnp.int32), jj])
       angles = self._angles(self._coords(rows, cols)[None])
     # only CLS's output is read: the last layer computes CLS's row alone
-    h_Bx1xE, _ = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim, self.mlp_factor,
-                                 dt, self.remat, self.attention, self.shard_batch,
-                                 name="transformer")(x_BxTxE, mask_Bx1xT, angles, outputs=(0, 1))
+    h_Bx1xE, _ = tfm.Transformer(
+      self.num_layers,
+      self.num_heads,
+      self.head_dim,
+      self.mlp_factor,
+      dt,
+      self.remat,
+      self.attention,
+      self.shard_batch,
+      name="transformer",
+    )(x_BxTxE, mask_Bx1xT, angles, outputs=(0, 1))
     h_BxE = tfm.layer_norm(h_Bx1xE[:, 0, :]).astype(jnp.float32)
     mu_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="mu")(h_BxE)
     logvar_BxZ = nn.Dense(self.latent_dim, use_bias=False, name="logvar")(h_BxE)
@@ -133,7 +146,7 @@ class Decoder(_Trunk):
   """p_theta(y | x, z), teacher-forced (`__call__`) or incrementally (`prefill`, `step`)."""
 
   @property
-  def prefix_len(self) -> int:          # [R_in, C_in, x_0..x_{RC-1}, ctx]
+  def prefix_len(self) -> int:  # [R_in, C_in, x_0..x_{RC-1}, ctx]
     return 3 + self.max_rows * self.max_cols
 
   @property
@@ -150,9 +163,16 @@ class Decoder(_Trunk):
       self.row = _embed(self.max_rows, e, "row")
       self.col = _embed(self.max_cols, e, "col")
     self.ctx = nn.Dense(e, use_bias=False, name="ctx")
-    self.transformer = tfm.Transformer(self.num_layers, self.num_heads, self.head_dim,
-                                       self.mlp_factor, _dtype(self.dtype), self.remat,
-                                       self.attention, self.shard_batch)
+    self.transformer = tfm.Transformer(
+      self.num_layers,
+      self.num_heads,
+      self.head_dim,
+      self.mlp_factor,
+      _dtype(self.dtype),
+      self.remat,
+      self.attention,
+      self.shard_batch,
+    )
     self.row_head = nn.Dense(self.max_rows, use_bias=False, name="row_head")
     self.col_head = nn.Dense(self.max_cols, use_bias=False, name="col_head")
     self.grid_head = nn.Dense(NUM_COLOURS, use_bias=False, name="grid_head")
@@ -160,8 +180,9 @@ class Decoder(_Trunk):
   def _pos(self, rows, cols):
     if self.positions == "learned":
       return self.row(jnp.clip(rows, 0, self.max_rows - 1)) + self.col(
-          jnp.clip(cols, 0, self.max_cols - 1))
-    return jnp.zeros(jnp.shape(rows) + (self.embed_dim,), jnp.float32)   # RoPE acts in attention
+        jnp.clip(cols, 0, self.max_cols - 1)
+      )
+    return jnp.zeros(jnp.shape(rows) + (self.embed_dim,), jnp.float32)  # RoPE acts in attention
 
   def _next_pos(self, k, c_out):
     """Row/column of the cell that output token k predicts; k (B, K), c_out (B, 1)."""
@@ -179,13 +200,22 @@ class Decoder(_Trunk):
     ii, jj = k // self.max_cols, k % self.max_cols
     io0 = self.io.embedding[0][None, None]
     cells = self.colour(x_BxRxC.reshape(b, rc)) + self._pos(ii, jj)[None] + io0
-    shapes = jnp.stack([self.shape_row(x_shape_Bx2[:, 0] - 1),
-                        self.shape_col(x_shape_Bx2[:, 1] - 1)], axis=1) + io0
+    shapes = (
+      jnp.stack(
+        [self.shape_row(x_shape_Bx2[:, 0] - 1), self.shape_col(x_shape_Bx2[:, 1] - 1)], axis=1
+      )
+      + io0
+    )
     ctx = self.ctx(z_BxZ.astype(jnp.float32))[:, None, :]
     tokens = jnp.concatenate([shapes, cells, ctx], axis=1)
-    key_valid = jnp.concatenate([jnp.ones((b, 2), bool), cell_valid(x_shape_Bx2, self.max_rows,
-                                                                    self.max_cols),
-                                 jnp.ones((b, 1), bool)], axis=1)
+    key_valid = jnp.concatenate(
+      [
+        jnp.ones((b, 2), bool),
+        cell_valid(x_shape_Bx2, self.max_rows, self.max_cols),
+        jnp.ones((b, 1), bool),
+      ],
+      axis=1,
+    )
     rows = jnp.concatenate([-jnp.ones(2, jnp.int32), ii, -jnp.ones(1, jnp.int32)])
     cols = jnp.concatenate([-jnp.ones(2, jnp.int32), jj, -jnp.ones(1, jnp.int32)])
     return tokens, key_valid, self._coords(rows, cols)[None]
@@ -206,37 +236,51 @@ class Decoder(_Trunk):
   def _heads_grid(self, h):
     return self.grid_head(tfm.layer_norm(h).astype(jnp.float32))
 
-  def __call__(self, x_BxRxC, x_shape_Bx2, z_BxZ, y_BxRxC, y_shape_Bx2,
-               latent_grad_only: bool = False):
+  def __call__(
+    self, x_BxRxC, x_shape_Bx2, z_BxZ, y_BxRxC, y_shape_Bx2, latent_grad_only: bool = False
+  ):
     """Teacher-forced logits: rows (B, max_rows), cols (B, max_cols), cells (B, R, C, 10).
 
     `latent_grad_only`: the same logits, computed for a gradient w.r.t. z alone (latent search):
     z enters only through the ctx token, so the first layer's attention backward reduces to ctx's
     key, value and row (`transformer.one_token_gradient_attention`). Gradients w.r.t. the
-    parameters are then not the plain ones: use it through `loss.pair_scores`, which stops them.
+    parameters are then not the plain ones: use it through `latent_ascent.pair_scores`, which
+    stops them.
     """
     b, r, c = x_BxRxC.shape
     rc, dt = r * c, _dtype(self.dtype)
     pre, pre_valid, pre_coords = self._prefix_tokens(x_BxRxC, x_shape_Bx2, z_BxZ)
     io1 = self.io.embedding[1][None, None]
-    out_shapes = jnp.stack([self.shape_row(y_shape_Bx2[:, 0] - 1),
-                            self.shape_col(y_shape_Bx2[:, 1] - 1)], axis=1) + io1
+    out_shapes = (
+      jnp.stack(
+        [self.shape_row(y_shape_Bx2[:, 0] - 1), self.shape_col(y_shape_Bx2[:, 1] - 1)], axis=1
+      )
+      + io1
+    )
     k_BxK = jnp.broadcast_to(jnp.arange(rc)[None], (b, rc))
     cells, (ni, nj) = self._out_cells(y_BxRxC.reshape(b, rc), k_BxK, y_shape_Bx2[:, 1:2])
     x_BxTxE = jnp.concatenate([pre, out_shapes, cells], axis=1).astype(dt)
-    key_valid = jnp.concatenate([pre_valid, jnp.ones((b, 2), bool),
-                                 cell_valid(y_shape_Bx2, r, c)], axis=1)
+    key_valid = jnp.concatenate(
+      [pre_valid, jnp.ones((b, 2), bool), cell_valid(y_shape_Bx2, r, c)], axis=1
+    )
     # the structure (which segment sees which) is static and shared: the attention skips the
     # keys a run of queries cannot see and never forms a per-sequence (T, T) mask
     mask_Bx1xT = key_valid[:, None, :]
     structure = attention_lib.StaticMask(self._struct_mask())
     angles = None
     if self.positions == "rope":
-      out_coords = jnp.concatenate([
-          jnp.broadcast_to(self._coords(-jnp.ones(2, jnp.int32), -jnp.ones(2, jnp.int32))[None],
-                           (b, 2, 2)), self._coords(ni, nj)], axis=1)
-      coords = jnp.concatenate([jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]),
-                                out_coords], axis=1)
+      out_coords = jnp.concatenate(
+        [
+          jnp.broadcast_to(
+            self._coords(-jnp.ones(2, jnp.int32), -jnp.ones(2, jnp.int32))[None], (b, 2, 2)
+          ),
+          self._coords(ni, nj),
+        ],
+        axis=1,
+      )
+      coords = jnp.concatenate(
+        [jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]), out_coords], axis=1
+      )
       angles = self._angles(coords)
     p = self.prefix_len
     x_rest = None
@@ -246,13 +290,18 @@ class Decoder(_Trunk):
       pre0 = self._prefix_tokens(x_BxRxC, x_shape_Bx2, jnp.zeros_like(z_BxZ))[0]
       x_rest = jnp.concatenate([pre0, out_shapes, cells], axis=1).astype(dt)
     # the heads read ctx and the output block only: the last layer computes just their rows
-    h_BxOxE, _ = self.transformer(x_BxTxE, mask_Bx1xT, angles,
-                                  grad_token=p - 1 if latent_grad_only else None,
-                                  structure=structure, outputs=(p - 1, self.seq_len),
-                                  x_rest_BxTxE=x_rest)
+    h_BxOxE, _ = self.transformer(
+      x_BxTxE,
+      mask_Bx1xT,
+      angles,
+      grad_token=p - 1 if latent_grad_only else None,
+      structure=structure,
+      outputs=(p - 1, self.seq_len),
+      x_rest_BxTxE=x_rest,
+    )
     row_logits = self._heads_rows(h_BxOxE[:, 0])
     col_logits = self._heads_cols(h_BxOxE[:, 1])
-    grid_BxKx10 = self._heads_grid(h_BxOxE[:, 2:2 + rc])
+    grid_BxKx10 = self._heads_grid(h_BxOxE[:, 2 : 2 + rc])
     return row_logits, col_logits, row_boundary_fix(grid_BxKx10, y_shape_Bx2[:, 1], r, c)
 
   def prefill(self, x_BxRxC, x_shape_Bx2, z_BxZ):
@@ -260,24 +309,26 @@ class Decoder(_Trunk):
     b = x_BxRxC.shape[0]
     pre, pre_valid, pre_coords = self._prefix_tokens(x_BxRxC, x_shape_Bx2, z_BxZ)
     t, p = self.seq_len, self.prefix_len
-    cache = tfm.init_cache(self.num_layers, b, t, self.num_heads, self.head_dim,
-                           _dtype(self.dtype))
+    cache = tfm.init_cache(self.num_layers, b, t, self.num_heads, self.head_dim, _dtype(self.dtype))
     key_valid = jnp.concatenate([pre_valid, jnp.zeros((b, t - p), bool)], axis=1)
     mask = jnp.asarray(self._struct_mask()[:p])[None] & key_valid[:, None, :]
     angles = self._angles(jnp.broadcast_to(pre_coords, (b,) + pre_coords.shape[1:]))
-    h, cache = self.transformer(pre.astype(_dtype(self.dtype)), mask, angles, cache,
-                                jnp.zeros((), jnp.int32))
+    h, cache = self.transformer(
+      pre.astype(_dtype(self.dtype)), mask, angles, cache, jnp.zeros((), jnp.int32)
+    )
     return self._heads_rows(h[:, -1]), {"cache": cache, "key_valid": key_valid}
 
   def step(self, state, token_BxE, coords_Bx2, index, valid_B, head: str):
     """Feeds one output-block token at sequence `index`; returns (logits of `head`, state)."""
-    key_valid = jax.lax.dynamic_update_slice(state["key_valid"], valid_B[:, None],
-                                             (jnp.zeros((), jnp.int32), index))
+    key_valid = jax.lax.dynamic_update_slice(
+      state["key_valid"], valid_B[:, None], (jnp.zeros((), jnp.int32), index)
+    )
     causal = jnp.arange(self.seq_len)[None, :] <= index
     mask = (key_valid & causal)[:, None, :]
     angles = self._angles(coords_Bx2[:, None, :])
-    h, cache = self.transformer(token_BxE[:, None, :].astype(_dtype(self.dtype)), mask, angles,
-                                state["cache"], index)
+    h, cache = self.transformer(
+      token_BxE[:, None, :].astype(_dtype(self.dtype)), mask, angles, state["cache"], index
+    )
     heads = {"cols": self._heads_cols, "grid": self._heads_grid}
     return heads[head](h[:, 0]), {"cache": cache, "key_valid": key_valid}
 
@@ -294,8 +345,9 @@ class Decoder(_Trunk):
     return emb[:, 0], self._coords(ni, nj)[:, 0]
 
   def special_coords(self, b: int):
-    return jnp.broadcast_to(self._coords(-jnp.ones((), jnp.int32),
-                                         -jnp.ones((), jnp.int32))[None], (b, 2))
+    return jnp.broadcast_to(
+      self._coords(-jnp.ones((), jnp.int32), -jnp.ones((), jnp.int32))[None], (b, 2)
+    )
 
 
 def row_boundary_fix(grid_BxKx10: jax.Array, c_out_B: jax.Array, r: int, c: int) -> jax.Array:
@@ -312,18 +364,38 @@ def row_boundary_fix(grid_BxKx10: jax.Array, c_out_B: jax.Array, r: int, c: int)
 def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder, Decoder]:
   """Encoder and Decoder built from `config.model` (see `default_model_config`) computing in
   `precision` (`config.precision`; parameters stay float32)."""
-  common = dict(max_rows=model_cfg.max_rows, max_cols=model_cfg.max_cols,
-                positions=model_cfg.positions, rope_max_freq=model_cfg.rope_max_freq,
-                dtype=precision, remat=model_cfg.remat, attention=model_cfg.attention)
+  common = dict(
+    max_rows=model_cfg.max_rows,
+    max_cols=model_cfg.max_cols,
+    positions=model_cfg.positions,
+    rope_max_freq=model_cfg.rope_max_freq,
+    dtype=precision,
+    remat=model_cfg.remat,
+    attention=model_cfg.attention,
+  )
   if model_cfg.positions not in ("learned", "rope"):
-    raise ConfigError(f"config.model.positions must be 'learned' or 'rope', got "
-                      f"{model_cfg.positions!r}")
+    raise ConfigError(
+      f"config.model.positions must be 'learned' or 'rope', got {model_cfg.positions!r}"
+    )
   if model_cfg.attention not in attention_lib.IMPLEMENTATIONS:
-    raise ConfigError(f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
-                      f"got {model_cfg.attention!r}")
+    raise ConfigError(
+      f"config.model.attention must be one of {attention_lib.IMPLEMENTATIONS}, "
+      f"got {model_cfg.attention!r}"
+    )
   enc, dec = model_cfg.encoder, model_cfg.decoder
-  encoder = Encoder(num_layers=enc.num_layers, num_heads=enc.num_heads, head_dim=enc.head_dim,
-                    mlp_factor=enc.mlp_factor, latent_dim=model_cfg.latent_dim, **common)
-  decoder = Decoder(num_layers=dec.num_layers, num_heads=dec.num_heads, head_dim=dec.head_dim,
-                    mlp_factor=dec.mlp_factor, **common)
+  encoder = Encoder(
+    num_layers=enc.num_layers,
+    num_heads=enc.num_heads,
+    head_dim=enc.head_dim,
+    mlp_factor=enc.mlp_factor,
+    latent_dim=model_cfg.latent_dim,
+    **common,
+  )
+  decoder = Decoder(
+    num_layers=dec.num_layers,
+    num_heads=dec.num_heads,
+    head_dim=dec.head_dim,
+    mlp_factor=dec.mlp_factor,
+    **common,
+  )
   return encoder, decoder

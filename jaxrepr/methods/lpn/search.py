@@ -1,27 +1,30 @@
-"""Test-time latent program search for one task (paper Eq. 4, Alg. 1, Table 11).
+"""Test-time latent program search for one task (Macfarlane & Bonnet, "Searching Latent Program
+Spaces": Eq. 4, Alg. 1, Table 11).
 
-A spec is M pairs (M, R, C, 2) with shapes (M, 2, 2) and a mask (M,) for padded pairs (ARC specs have
-2-10 pairs). score(z) = sum over valid spec pairs of log p(R) + log p(C) + mean cell log p (teacher
-forced). Every method is a pure, jittable function of one task (vmap it over tasks or restarts),
-starts from the encoder (the mean over spec pairs of one posterior sample each; fresh key per call),
-keeps every latent it visits and returns the best and second best (attempts 1 and 2).
+A spec is M pairs (M, R, C, 2) with shapes (M, 2, 2) and a mask (M,) for padded pairs (ARC specs
+have 2-10 pairs). score(z) = sum over valid spec pairs of log p(R) + log p(C) + mean cell log p
+(teacher forced). Every method is a pure, jittable function of one task (vmap it over tasks or
+restarts), starts from the encoder (the mean over spec pairs of one posterior sample each; fresh key
+per call), keeps every latent it visits and returns the best and second best (attempts 1 and 2).
 
 Methods and their cost in latent evaluations (one evaluation = one decoder pass per valid spec pair;
 a gradient step is one forward and one backward pass and counts as 3 evaluations, the usual
 backward ~ 2 x forward estimate):
   - 'mean'              1:              the encoder start only [Grad 0];
   - 'gradient_ascent'   3 k + 1:        k Adam steps (b1 = b2 = 0.9) on -score, per-latent gradient
-                                        clipping at norm 1, best two of the k + 1 visited [Grad k];
+                                        clipping at norm 1, best two of the k + 1 visited [Grad k]
+                                        (`latent_ascent.gradient_ascent`, as in training);
   - 'random_search'     S + 1:          start and start + scale * eps_s (reference code) [Sample S];
   - 'encoder_sampling'  S:              S latents, each the mean over the spec of fresh posterior
                                         samples (paper Table 11, "Encoder sampling");
   - 'evolution'         1 + G lambda:   a (mu/mu_w, lambda)-ES of our design (the paper names
-                                        evolutionary search as future work): G generations of lambda
-                                        offspring m + sigma eps; m <- log-rank-weighted mean of the best
-                                        mu; sigma *= 1.5 when a generation beats the best so far, else
-                                        *= 0.8 (a one-fifth-success-style rule); elitist bookkeeping.
-`counts_for_budget` turns a budget of latent evaluations into each method's steps/samples, so methods
-are compared at equal compute; every result reports `latent_evals` and `decoder_calls`.
+                                        evolutionary search as future work): G generations of
+                                        lambda offspring m + sigma eps; m <- log-rank-weighted mean
+                                        of the best mu; sigma *= 1.5 when a generation beats the
+                                        best so far, else *= 0.8 (a one-fifth-success-style rule);
+                                        elitist bookkeeping.
+`counts_for_budget` turns a budget of latent evaluations into each method's steps/samples, so
+methods are compared at equal compute; every result reports `latent_evals` and `decoder_calls`.
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrepr.methods.lpn.loss import clip_per_latent, latent_adam, pair_scores
+from jaxrepr.methods.lpn.latent_ascent import gradient_ascent, pair_scores
 
 METHODS = ("mean", "gradient_ascent", "random_search", "encoder_sampling", "evolution")
 
 
-def spec_score_fn(decoder, dparams, spec_grids, spec_shapes, spec_mask,
-                  latent_grad_only: bool = False):
+def spec_score_fn(
+  decoder, dparams, spec_grids, spec_shapes, spec_mask, latent_grad_only: bool = False
+):
   """z (..., Z) -> score (...) on the spec (M, R, C, 2), (M, 2, 2), mask (M,).
 
   `latent_grad_only` (gradient search): the same scores with a cheaper gradient w.r.t. z and none
-  w.r.t. the parameters (`loss.pair_scores`)."""
+  w.r.t. the parameters (`latent_ascent.pair_scores`)."""
   m = spec_grids.shape[0]
 
   def score(z):
@@ -50,6 +54,7 @@ def spec_score_fn(decoder, dparams, spec_grids, spec_shapes, spec_mask,
     zz = jnp.broadcast_to(z[..., None, :], shape + z.shape[-1:])
     lp = pair_scores(decoder, dparams, g, s, zz, latent_grad_only)[0]
     return jnp.sum(jnp.where(spec_mask, lp, 0.0), axis=-1)
+
   return score
 
 
@@ -59,7 +64,8 @@ def encode_spec(encoder, eparams, spec_grids, spec_shapes):
 
 
 def sample_mean_latent(mu_MxZ, logvar_MxZ, spec_mask, rng, num: int = 1):
-  """`num` latents (num, Z): each the mean over valid spec pairs of one posterior sample per pair."""
+  """`num` latents (num, Z): each the mean over valid spec pairs of one posterior sample per
+  pair."""
   eps = jax.random.normal(rng, (num,) + mu_MxZ.shape)
   z = mu_MxZ[None] + jnp.exp(0.5 * logvar_MxZ)[None] * eps
   w = spec_mask.astype(jnp.float32)[None, :, None]
@@ -72,9 +78,14 @@ def _top2(visited_KxZ, scores_K, latent_evals, num_pairs):
     visited_KxZ = jnp.concatenate([visited_KxZ, visited_KxZ])
     scores_K = jnp.concatenate([scores_K, scores_K])
   top, idx = jax.lax.top_k(scores_K, 2)
-  return {"best": visited_KxZ[idx[0]], "second": visited_KxZ[idx[1]], "best_score": top[0],
-          "second_score": top[1], "latent_evals": jnp.int32(latent_evals),
-          "decoder_calls": jnp.int32(latent_evals) * num_pairs}
+  return {
+    "best": visited_KxZ[idx[0]],
+    "second": visited_KxZ[idx[1]],
+    "best_score": top[0],
+    "second_score": top[1],
+    "latent_evals": jnp.int32(latent_evals),
+    "decoder_calls": jnp.int32(latent_evals) * num_pairs,
+  }
 
 
 def counts_for_budget(method: str, budget: int, population: int = 8) -> dict:
@@ -92,9 +103,22 @@ def counts_for_budget(method: str, budget: int, population: int = 8) -> dict:
   raise ValueError(f"unknown search method {method!r}; choose from {METHODS}")
 
 
-def search(method: str, score_fn, mu_MxZ, logvar_MxZ, spec_mask, rng, *, steps: int = 0,
-           lr: float = 0.1, num_samples: int = 0, scale: float = 0.5, generations: int = 0,
-           population: int = 8, parents: int = 0):
+def search(
+  method: str,
+  score_fn,
+  mu_MxZ,
+  logvar_MxZ,
+  spec_mask,
+  rng,
+  *,
+  steps: int = 0,
+  lr: float = 0.1,
+  num_samples: int = 0,
+  scale: float = 0.5,
+  generations: int = 0,
+  population: int = 8,
+  parents: int = 0,
+):
   """Runs one search method for one task; returns best/second latents, scores and costs."""
   num_pairs = jnp.sum(spec_mask.astype(jnp.int32))
   rng_start, rng_s = jax.random.split(rng)
@@ -102,28 +126,21 @@ def search(method: str, score_fn, mu_MxZ, logvar_MxZ, spec_mask, rng, *, steps: 
   if method == "mean":
     return _top2(z0[None], score_fn(z0[None]), 1, num_pairs)
   if method == "gradient_ascent":
-    opt = latent_adam(lr)
-
-    def step(carry, _):
-      z, state = carry
-      s, g = jax.value_and_grad(lambda zz: score_fn(zz[None])[0])(z)
-      upd, state = opt.update(-clip_per_latent(g), state, z)
-      z_new = z + upd
-      return (z_new, state), (z, s)
-
-    (z_last, _), (vis, sc) = jax.lax.scan(step, (z0, opt.init(z0)), None, length=steps)
-    vis = jnp.concatenate([vis, z_last[None]])
-    sc = jnp.concatenate([sc, score_fn(z_last[None])])
-    return _top2(vis, sc, 3 * steps + 1, num_pairs)
+    # a loop, not unrolled: test-time searches run up to hundreds of steps
+    vis, sc = gradient_ascent(score_fn, z0[None], steps, lr)
+    return _top2(vis[:, 0], sc[:, 0], 3 * steps + 1, num_pairs)
   if method == "random_search":
-    cand = jnp.concatenate([z0[None], z0[None] + scale * jax.random.normal(
-        rng_s, (num_samples,) + z0.shape)])
-    return _top2(cand, jax.lax.map(lambda zz: score_fn(zz[None])[0], cand), num_samples + 1,
-                 num_pairs)
+    cand = jnp.concatenate(
+      [z0[None], z0[None] + scale * jax.random.normal(rng_s, (num_samples,) + z0.shape)]
+    )
+    return _top2(
+      cand, jax.lax.map(lambda zz: score_fn(zz[None])[0], cand), num_samples + 1, num_pairs
+    )
   if method == "encoder_sampling":
     cand = sample_mean_latent(mu_MxZ, logvar_MxZ, spec_mask, rng_s, max(num_samples, 1))
-    return _top2(cand, jax.lax.map(lambda zz: score_fn(zz[None])[0], cand), cand.shape[0],
-                 num_pairs)
+    return _top2(
+      cand, jax.lax.map(lambda zz: score_fn(zz[None])[0], cand), cand.shape[0], num_pairs
+    )
   if method == "evolution":
     mu_count = parents or max(population // 2, 1)
     w = jnp.log(mu_count + 0.5) - jnp.log(jnp.arange(1, mu_count + 1, dtype=jnp.float32))
@@ -144,6 +161,7 @@ def search(method: str, score_fn, mu_MxZ, logvar_MxZ, spec_mask, rng, *, steps: 
     keys = jax.random.split(rng_s, generations)
     _, (kids, sc) = jax.lax.scan(gen, (z0, jnp.float32(scale), s0), keys)
     vis = jnp.concatenate([z0[None], kids.reshape((-1,) + z0.shape)])
-    return _top2(vis, jnp.concatenate([s0[None], sc.reshape(-1)]), 1 + generations * population,
-                 num_pairs)
+    return _top2(
+      vis, jnp.concatenate([s0[None], sc.reshape(-1)]), 1 + generations * population, num_pairs
+    )
   raise ValueError(f"unknown search method {method!r}; choose from {METHODS}")

@@ -1,4 +1,5 @@
-"""NoProp networks (Li, Teh, Pascanu 2025, arXiv 2503.24322 v1, Figure 6) and label embeddings (§2.2.1).
+"""NoProp networks (Li, Teh, Pascanu 2025, arXiv 2503.24322 v1, Figure 6) and label embeddings
+(§2.2.1).
 
 DT block uhat_theta_t (one of T independent copies):
   image x: conv32 -> ReLU -> maxpool -> dropout -> conv64 -> ReLU -> dropout -> conv128 -> ReLU ->
@@ -10,14 +11,15 @@ CT / FM network: the same branches without normalisation, each ending in ReLU, p
 
 Choices where the paper is silent:
   * Convolutions are 3x3, stride 1, 'SAME' padding (flatten 7x7x128 on 28x28 inputs).
-  * Norm ('batch' | 'layer' | 'none', config `model.norm`). The paper's DT block uses batch norm, but the
-    method contract carries no mutable state, so 'batch' here has no running averages: it always
-    normalises with the statistics of the batch it is given (masked to the real rows when the batch has
-    a `mask`, so evaluation padding does not leak in). At inference that makes a prediction depend on
-    the other examples of its evaluation batch (transductive, as BN in training mode is); 'layer'
-    (per-example LayerNorm) avoids that and is offered for a strictly per-example predictor.
-  * Prototype embeddings (z image-shaped): z goes through its own ImageEncoder (weights not shared with
-    the x branch) instead of the FC label branch.
+  * Norm ('batch' | 'layer' | 'none', config `model.norm`). The paper's DT block uses batch norm,
+    but the method contract carries no mutable state, so 'batch' here has no running averages: it
+    normalises with the statistics of the rows that `mask_B` selects (all rows without one).
+    Training uses the training batch. Evaluation selects reference rows of training examples that an
+    evaluator adds to the batch, so a prediction does not depend on the other examples of its
+    evaluation batch (inference.py); without them it falls back to the evaluation batch's real rows.
+    'layer' (per-example LayerNorm) is offered for a network with no batch statistics at all.
+  * Prototype embeddings (z image-shaped): z goes through its own ImageEncoder (weights not shared
+    with the x branch) instead of the FC label branch.
   * Time embedding: t in [0, 1] is scaled by `time_scale` (1000, the DDPM step range) before the
     transformer sinusoid with periods up to 10000.
 Weight init: Flax defaults (LeCun normal kernels, zero biases).
@@ -30,7 +32,8 @@ float32.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -40,15 +43,17 @@ from jaxrepr.errors import ConfigError
 
 
 class Norm(nn.Module):
-  """'batch': batch statistics (masked), learned scale/bias, no running state; 'layer'; 'none'."""
+  """'batch': statistics of the rows `mask_B` selects, learned scale/bias, no running state;
+  'layer'; 'none'."""
+
   kind: str = "batch"
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x_BxF: jax.Array, mask_B: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxF: jax.Array, mask_B: jax.Array | None = None) -> jax.Array:
     if self.kind == "none":
       return x_BxF
-    dtype, x_BxF = x_BxF.dtype, x_BxF.astype(jnp.float32)   # statistics in float32
+    dtype, x_BxF = x_BxF.dtype, x_BxF.astype(jnp.float32)  # statistics in float32
     if self.kind == "layer":
       return nn.LayerNorm(epsilon=self.epsilon)(x_BxF).astype(dtype)
     if self.kind != "batch":
@@ -73,16 +78,18 @@ class ImageEncoder(nn.Module):
   Reusable by a back-prop classifier: `ImageEncoder(final='relu')(x_BxHxWxC, train=...)` gives
   (B, hidden) features; it needs a 'dropout' rng when train=True and dropout > 0.
   """
+
   conv_features: Sequence[int] = (32, 64, 128)
   hidden: int = 256
   dropout: float = 0.2
   norm: str = "batch"
-  final: str = "norm"   # 'norm' (DT) | 'relu' (CT/FM)
+  final: str = "norm"  # 'norm' (DT) | 'relu' (CT/FM)
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, *, train: bool,
-               mask_B: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(
+    self, x_BxHxWxC: jax.Array, *, train: bool, mask_B: jax.Array | None = None
+  ) -> jax.Array:
     if x_BxHxWxC.ndim != 4:
       raise ValueError(f"ImageEncoder expects NHWC images, got shape {x_BxHxWxC.shape}")
     h = x_BxHxWxC.astype(self.dtype)
@@ -102,21 +109,25 @@ def _as_image(z_BxD: jax.Array, image_shape: Sequence[int]) -> jax.Array:
 
 
 class DTBlock(nn.Module):
-  """One NoProp-DT block: (z_{t-1}, x) -> logits over classes (Figure 6, left). uhat = softmax @ W."""
+  """One NoProp-DT block: (z_{t-1}, x) -> logits over classes (Figure 6, left).
+  uhat = softmax @ W."""
+
   num_classes: int
   conv_features: Sequence[int] = (32, 64, 128)
   hidden: int = 256
   head_hidden: int = 128
   dropout: float = 0.2
   norm: str = "batch"
-  z_image_shape: Optional[tuple[int, ...]] = None   # set for prototype embeddings
+  z_image_shape: tuple[int, ...] | None = None  # set for prototype embeddings
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, *, train: bool,
-               mask_B: Optional[jax.Array] = None) -> jax.Array:
-    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, self.norm, "norm",
-                               self.dtype)
+  def __call__(
+    self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, *, train: bool, mask_B: jax.Array | None = None
+  ) -> jax.Array:
+    enc = lambda: ImageEncoder(
+      self.conv_features, self.hidden, self.dropout, self.norm, "norm", self.dtype
+    )
     dense = lambda features: nn.Dense(features, dtype=self.dtype)
     x_BxF = enc()(x_BxHxWxC, train=train, mask_B=mask_B)
     if self.z_image_shape is not None:
@@ -141,6 +152,7 @@ def sinusoidal_embedding(t_B: jax.Array, dim: int, scale: float = 1000.0) -> jax
 
 class CTFMNet(nn.Module):
   """The NoProp-CT / FM network (Figure 6, right): (z_t, x, t) -> logits; no normalisation."""
+
   num_classes: int
   conv_features: Sequence[int] = (32, 64, 128)
   hidden: int = 256
@@ -148,14 +160,16 @@ class CTFMNet(nn.Module):
   dropout: float = 0.2
   time_dim: int = 64
   time_scale: float = 1000.0
-  z_image_shape: Optional[tuple[int, ...]] = None
+  z_image_shape: tuple[int, ...] | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, t_B: jax.Array, *,
-               train: bool) -> jax.Array:
-    enc = lambda: ImageEncoder(self.conv_features, self.hidden, self.dropout, "none", "relu",
-                               self.dtype)
+  def __call__(
+    self, z_BxD: jax.Array, x_BxHxWxC: jax.Array, t_B: jax.Array, *, train: bool
+  ) -> jax.Array:
+    enc = lambda: ImageEncoder(
+      self.conv_features, self.hidden, self.dropout, "none", "relu", self.dtype
+    )
     dense = lambda features: nn.Dense(features, dtype=self.dtype)
     x_BxF = enc()(x_BxHxWxC, train=train)
     if self.z_image_shape is not None:
@@ -169,13 +183,13 @@ class CTFMNet(nn.Module):
     return dense(self.num_classes)(h).astype(jnp.float32)
 
 
-# --------------------------------------------------------------------------- label embeddings W_Embed
+# ------------------------------------------------------------------------- label embeddings W_Embed
 def prototypes(images_BxHxWxC: jax.Array, labels_B: jax.Array, num_classes: int) -> jax.Array:
   """Per class, the image with the smallest median Euclidean distance to the other images of its
-  class (§2.2.1), flattened: (m, H*W*C). A class absent from the batch (or with one image) falls back
-  to the batch image with the smallest median distance to all images."""
+  class (§2.2.1), flattened: (m, H*W*C). A class absent from the batch (or with one image) falls
+  back to the batch image with the smallest median distance to all images."""
   x_BxP = images_BxHxWxC.reshape(images_BxHxWxC.shape[0], -1).astype(jnp.float32)
-  sq_B = jnp.sum(x_BxP ** 2, axis=-1)
+  sq_B = jnp.sum(x_BxP**2, axis=-1)
   d2_BxB = sq_B[:, None] + sq_B[None, :] - 2.0 * x_BxP @ x_BxP.T
   dist_BxB = jnp.sqrt(jnp.maximum(d2_BxB, 0.0))
   n = x_BxP.shape[0]
@@ -193,8 +207,9 @@ def prototypes(images_BxHxWxC: jax.Array, labels_B: jax.Array, num_classes: int)
   return x_BxP[rows_M]
 
 
-def init_embedding(rng: jax.Array, kind: str, num_classes: int, embed_dim: int,
-                   images: jax.Array, labels: jax.Array) -> Optional[jax.Array]:
+def init_embedding(
+  rng: jax.Array, kind: str, num_classes: int, embed_dim: int, images: jax.Array, labels: jax.Array
+) -> jax.Array | None:
   """The learned W_Embed (m, d), or None for the fixed one-hot identity."""
   if kind == "onehot":
     return None
@@ -204,7 +219,9 @@ def init_embedding(rng: jax.Array, kind: str, num_classes: int, embed_dim: int,
     return nn.initializers.orthogonal()(rng, (num_classes, embed_dim), jnp.float32)
   if kind == "prototype":
     return prototypes(images, labels, num_classes)
-  raise ConfigError(f"config.model.embedding={kind!r} is not one of ('onehot', 'learned', 'prototype')")
+  raise ConfigError(
+    f"config.model.embedding={kind!r} is not one of ('onehot', 'learned', 'prototype')"
+  )
 
 
 def embedding_matrix(params: dict, num_classes: int) -> jax.Array:

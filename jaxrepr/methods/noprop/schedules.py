@@ -8,7 +8,8 @@ schedule of Nichol & Dhariwal with DDPM time tau = 1 - t/T and offset s:
     abar_t = clip(cos^2(pi/2 (tau + s)/(1 + s)) / cos^2(pi/2 s/(1 + s)), abar_min, abar_max).
 abar_max < 1 keeps SNR(T) finite (at abar_T -> 1 the t = T weight would dominate every other block).
 From abar, alpha_{t-1} = abar_{t-1} / abar_t (App. A: abar_t = prod_{s>=t} alpha_s) and Eq. 3 gives
-    a_t = sqrt(abar_t)(1 - alpha_{t-1})/(1 - abar_{t-1}),  b_t = sqrt(alpha_{t-1})(1 - abar_t)/(1 - abar_{t-1}),
+    a_t = sqrt(abar_t)(1 - alpha_{t-1})/(1 - abar_{t-1}),
+    b_t = sqrt(alpha_{t-1})(1 - abar_t)/(1 - abar_{t-1}),
     c_t = (1 - abar_t)(1 - alpha_{t-1})/(1 - abar_{t-1}),
 computed in float64 once at build time.
 
@@ -33,16 +34,18 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class DiscreteSchedule:
   """Float64 numpy arrays; index t in 0..T (a, b, c, weight have a dummy entry at t = 0)."""
-  abar: np.ndarray       # (T+1,)
-  a: np.ndarray          # (T+1,)
-  b: np.ndarray          # (T+1,)
-  c: np.ndarray          # (T+1,)
-  snr: np.ndarray        # (T+1,)
-  weight: np.ndarray     # (T+1,)  SNR(t) - SNR(t-1), the Eq. 8 weight of block t; weight[0] = 0
+
+  abar: np.ndarray  # (T+1,)
+  a: np.ndarray  # (T+1,)
+  b: np.ndarray  # (T+1,)
+  c: np.ndarray  # (T+1,)
+  snr: np.ndarray  # (T+1,)
+  weight: np.ndarray  # (T+1,)  SNR(t) - SNR(t-1), the Eq. 8 weight of block t; weight[0] = 0
 
 
-def cosine_abar(num_steps: int, offset: float = 0.008, abar_min: float = 1e-4,
-                abar_max: float = 0.99) -> np.ndarray:
+def cosine_abar(
+  num_steps: int, offset: float = 0.008, abar_min: float = 1e-4, abar_max: float = 0.99
+) -> np.ndarray:
   """abar_t for t = 0..T (increasing in t), float64."""
   if not 0.0 < abar_min < abar_max < 1.0:
     raise ValueError(f"need 0 < abar_min < abar_max < 1, got {abar_min}, {abar_max}")
@@ -52,8 +55,9 @@ def cosine_abar(num_steps: int, offset: float = 0.008, abar_min: float = 1e-4,
   return np.clip(f / f0, abar_min, abar_max)
 
 
-def discrete_schedule(num_steps: int, offset: float = 0.008, abar_min: float = 1e-4,
-                      abar_max: float = 0.99) -> DiscreteSchedule:
+def discrete_schedule(
+  num_steps: int, offset: float = 0.008, abar_min: float = 1e-4, abar_max: float = 0.99
+) -> DiscreteSchedule:
   abar = cosine_abar(num_steps, offset, abar_min, abar_max)
   prev, cur = abar[:-1], abar[1:]
   alpha_prev = prev / cur
@@ -62,26 +66,30 @@ def discrete_schedule(num_steps: int, offset: float = 0.008, abar_min: float = 1
   c = (1.0 - cur) * (1.0 - alpha_prev) / (1.0 - prev)
   snr = abar / (1.0 - abar)
   pad = lambda v: np.concatenate([[0.0], v])
-  return DiscreteSchedule(abar=abar, a=pad(a), b=pad(b), c=pad(c), snr=snr,
-                          weight=pad(snr[1:] - snr[:-1]))
+  return DiscreteSchedule(
+    abar=abar, a=pad(a), b=pad(b), c=pad(c), snr=snr, weight=pad(snr[1:] - snr[:-1])
+  )
 
 
 def kl_to_prior(u_BxD: jax.Array, abar0: jax.Array) -> jax.Array:
-  """KL(q(z_0|y) || N(0, I)) per example, closed form: 1/2 [abar_0 |u|^2 - d abar_0 - d log(1-abar_0)]."""
+  """KL(q(z_0|y) || N(0, I)) per example, closed form:
+  1/2 [abar_0 |u|^2 - d abar_0 - d log(1-abar_0)]."""
   d = u_BxD.shape[-1]
-  return 0.5 * (abar0 * jnp.sum(u_BxD ** 2, axis=-1) - d * abar0 - d * jnp.log1p(-abar0))
+  return 0.5 * (abar0 * jnp.sum(u_BxD**2, axis=-1) - d * abar0 - d * jnp.log1p(-abar0))
 
 
 class GammaNetwork(nn.Module):
   """Learnable CT schedule gamma(t) (App. B); SNR(t) = exp(-gamma(t)) increases with t.
 
-  gammatilde(t) = softplus(w0) t + sum_k softplus(w2_k) sigmoid(softplus(w1_k) t + b1_k): every weight
-  on the path from t is positive, so gammatilde is increasing (a 2-layer positive-weight network plus a
-  linear skip, as in VDM's monotone network). Width and init are not given by the paper.
+  gammatilde(t) = softplus(w0) t + sum_k softplus(w2_k) sigmoid(softplus(w1_k) t + b1_k): every
+  weight on the path from t is positive, so gammatilde is increasing (a 2-layer positive-weight
+  network plus a linear skip, as in VDM's monotone network). Width and init are not given by the
+  paper.
   """
+
   hidden: int = 64
-  gamma_0_init: float = -7.0   # gamma at t = 1: SNR(1) = e^7
-  gamma_1_init: float = 7.0    # gamma at t = 0: SNR(0) = e^-7
+  gamma_0_init: float = -7.0  # gamma at t = 1: SNR(1) = e^7
+  gamma_1_init: float = 7.0  # gamma at t = 0: SNR(0) = e^-7
 
   def setup(self):
     init = nn.initializers.normal(1.0)
@@ -120,8 +128,9 @@ def ct_snr(gamma: jax.Array) -> jax.Array:
   return jnp.exp(-gamma)
 
 
-def fm_interpolate(u_BxD: jax.Array, z0_BxD: jax.Array, t_B: jax.Array, eps_BxD: jax.Array,
-                   sigma: float) -> jax.Array:
+def fm_interpolate(
+  u_BxD: jax.Array, z0_BxD: jax.Array, t_B: jax.Array, eps_BxD: jax.Array, sigma: float
+) -> jax.Array:
   """Eq. 10: z_t = t u_y + (1 - t) z_0 + sigma eps."""
   t_Bx1 = t_B[:, None]
   return t_Bx1 * u_BxD + (1.0 - t_Bx1) * z0_BxD + sigma * eps_BxD

@@ -36,27 +36,38 @@ def mog_head(raw_BxKxO: jax.Array, dim: int, head: str) -> dict[str, jax.Array]:
   'sigma': (B, K, dim) softplus} (reference run.py; isotropic sigma is repeated over dims)."""
   width = head_width(dim, head)
   if raw_BxKxO.shape[-1] != width:
-    raise ValueError(f"MoG head {head!r} in {dim}-D needs {width} outputs per cluster, got "
-                     f"{raw_BxKxO.shape[-1]}")
+    raise ValueError(
+      f"MoG head {head!r} in {dim}-D needs {width} outputs per cluster, got {raw_BxKxO.shape[-1]}"
+    )
   pi_BxK = jax.nn.softmax(raw_BxKxO[..., 0], axis=-1)
-  mu_BxKxD = raw_BxKxO[..., 1:1 + dim]
-  sigma_BxKxS = jax.nn.softplus(raw_BxKxO[..., 1 + dim:])
+  mu_BxKxD = raw_BxKxO[..., 1 : 1 + dim]
+  sigma_BxKxS = jax.nn.softplus(raw_BxKxO[..., 1 + dim :])
   sigma_BxKxD = jnp.broadcast_to(sigma_BxKxS, mu_BxKxD.shape)
   return {"pi": pi_BxK, "mu": mu_BxKxD, "sigma": sigma_BxKxD}
 
 
-def _component_log_probs(x_BxNxD: jax.Array, log_pi_BxK: jax.Array, mu_BxKxD: jax.Array,
-                         sigma_BxKxD: jax.Array) -> jax.Array:
+def _component_log_probs(
+  x_BxNxD: jax.Array, log_pi_BxK: jax.Array, mu_BxKxD: jax.Array, sigma_BxKxD: jax.Array
+) -> jax.Array:
   """log pi_k + log N(x_i; mu_k, diag(sigma_k^2)) -> (B, N, K)."""
   D = x_BxNxD.shape[-1]
   z_BxNxKxD = (x_BxNxD[:, :, None, :] - mu_BxKxD[:, None, :, :]) / sigma_BxKxD[:, None, :, :]
   log_det_BxK = jnp.sum(jnp.log(sigma_BxKxD), axis=-1)
-  return (log_pi_BxK[:, None, :] - 0.5 * jnp.sum(jnp.square(z_BxNxKxD), axis=-1)
-          - log_det_BxK[:, None, :] - 0.5 * D * math.log(2.0 * math.pi))
+  return (
+    log_pi_BxK[:, None, :]
+    - 0.5 * jnp.sum(jnp.square(z_BxNxKxD), axis=-1)
+    - log_det_BxK[:, None, :]
+    - 0.5 * D * math.log(2.0 * math.pi)
+  )
 
 
-def mog_log_likelihood(x_BxNxD: jax.Array, pi_BxK: jax.Array, mu_BxKxD: jax.Array,
-                       sigma_BxKxD: jax.Array, pi_eps: float = _PI_EPS) -> jax.Array:
+def mog_log_likelihood(
+  x_BxNxD: jax.Array,
+  pi_BxK: jax.Array,
+  mu_BxKxD: jax.Array,
+  sigma_BxKxD: jax.Array,
+  pi_eps: float = _PI_EPS,
+) -> jax.Array:
   """Per-point log sum_k (pi_k + pi_eps) N(x_i; mu_k, diag(sigma_k^2)) -> (B, N)."""
   comp_BxNxK = _component_log_probs(x_BxNxD, jnp.log(pi_BxK + pi_eps), mu_BxKxD, sigma_BxKxD)
   return jax.nn.logsumexp(comp_BxNxK, axis=-1)
@@ -76,8 +87,14 @@ def per_set_mean(v_BxN: jax.Array, mask_BxN: jax.Array) -> jax.Array:
   return total_B / jnp.maximum(jnp.sum(m_BxN, axis=1), 1).astype(v_BxN.dtype)
 
 
-def em_step(x_BxNxD: jax.Array, mask_BxN: jax.Array, pi_BxK: jax.Array, mu_BxKxD: jax.Array,
-            sigma_BxKxD: jax.Array, isotropic: bool) -> dict[str, jax.Array]:
+def em_step(
+  x_BxNxD: jax.Array,
+  mask_BxN: jax.Array,
+  pi_BxK: jax.Array,
+  mu_BxKxD: jax.Array,
+  sigma_BxKxD: jax.Array,
+  isotropic: bool,
+) -> dict[str, jax.Array]:
   """One EM step from the given parameters over the valid points (for LL1, paper Table 3)."""
   comp_BxNxK = _component_log_probs(x_BxNxD, jnp.log(pi_BxK + _PI_EPS), mu_BxKxD, sigma_BxKxD)
   resp_BxNxK = jax.nn.softmax(comp_BxNxK, axis=-1)
@@ -92,8 +109,9 @@ def em_step(x_BxNxD: jax.Array, mask_BxN: jax.Array, pi_BxK: jax.Array, mu_BxKxD
   return {"pi": nk_BxK / n_Bx1, "mu": mu_BxKxD, "sigma": jnp.sqrt(var_BxKxD + 1e-8)}
 
 
-def mog_loss(raw_BxKxO: jax.Array, data: dict[str, jax.Array],
-             head: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+def mog_loss(
+  raw_BxKxO: jax.Array, data: dict[str, jax.Array], head: str
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Negative per-point log-likelihood of the predicted mixtures; metrics: LL0 and the oracle's."""
   x_BxNxD, mask_BxN = data["x"], data["mask"]
   pred = mog_head(raw_BxKxO, x_BxNxD.shape[-1], head)
@@ -101,11 +119,14 @@ def mog_loss(raw_BxKxO: jax.Array, data: dict[str, jax.Array],
   metrics = {"ll_per_point": ll}
   if "pi" in data:
     metrics["oracle_ll_per_point"] = masked_mean(
-        mog_log_likelihood(x_BxNxD, data["pi"], data["mu"], data["sigma"], pi_eps=0.0), mask_BxN)
+      mog_log_likelihood(x_BxNxD, data["pi"], data["mu"], data["sigma"], pi_eps=0.0), mask_BxN
+    )
   return -ll, metrics
 
 
-def max_regression_loss(pred_B: jax.Array, y_B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+def max_regression_loss(
+  pred_B: jax.Array, y_B: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MAE (= the L1 loss) between predicted and true maxima; the metric is the same MAE."""
   if pred_B.shape != y_B.shape:
     raise ValueError(f"prediction shape {pred_B.shape} does not match target shape {y_B.shape}")

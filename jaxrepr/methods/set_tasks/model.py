@@ -5,23 +5,24 @@
   423,172 parameters in reference mode, 426,756 with LayerNorm on. The paper's decoder (supp.
   Table 4) has one SAB after PMA and 1 + 2*2 outputs per cluster: `num_decoder_sabs=1`,
   `head='diagonal'`. `encoder='sab'` gives the SAB x2 encoder of Table 3.
-* `MaxRegressor`, max regression (paper §5.1, Table 1 "SAB+PMA"; the notebook's SmallSetTransformer):
+* `MaxRegressor`, max regression (paper §5.1, Table 1 "SAB+PMA"; the notebook's
+  SmallSetTransformer):
   SAB(1->64, 4 heads) -> SAB(64) -> PMA(64, k=1) -> Linear(64 -> 1): 37,953 parameters.
-* `DeepSets`, the rFF + pooling baseline of Table 1 as in the notebook: 4 Linear(64) layers with ReLU
-  between them, masked max/mean/sum pooling, Linear(64) -> ReLU -> Linear(out).
+* `DeepSets`, the rFF + pooling baseline of Table 1 as in the notebook: 4 Linear(64) layers with
+  ReLU between them, masked max/mean/sum pooling, Linear(64) -> ReLU -> Linear(out).
 
 All take zero-padded sets x (B, n_max, d) and a boolean mask (B, n_max); padding changes nothing.
 """
 
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxrepr.nn.set_attention import ENCODERS, PMA, SAB, Linear, set_encoder  # noqa: F401
+
 POOLINGS = ("max", "mean", "sum")
 
 
@@ -36,17 +37,25 @@ class MoGClusterer(nn.Module):
   encoder: str = "isab"
   num_decoder_sabs: int = 2
   mode: str = "reference"
-  ln: Optional[bool] = None
-  pma_rff: Optional[bool] = None
-  torch_init: Optional[bool] = None
+  ln: bool | None = None
+  pma_rff: bool | None = None
+  torch_init: bool | None = None
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     common = dict(num_heads=self.num_heads, mode=self.mode, ln=self.ln, torch_init=self.torch_init)
-    h_BxNxH = set_encoder(x_BxNxD, mask_BxN, encoder=self.encoder, num_blocks=2,
-                          dim_hidden=self.dim_hidden, num_inds=self.num_inds, **common)
-    z_BxKxH = PMA(self.dim_hidden, num_seeds=self.num_components, rff=self.pma_rff, name="pma",
-                  **common)(h_BxNxH, mask_BxN)
+    h_BxNxH = set_encoder(
+      x_BxNxD,
+      mask_BxN,
+      encoder=self.encoder,
+      num_blocks=2,
+      dim_hidden=self.dim_hidden,
+      num_inds=self.num_inds,
+      **common,
+    )
+    z_BxKxH = PMA(
+      self.dim_hidden, num_seeds=self.num_components, rff=self.pma_rff, name="pma", **common
+    )(h_BxNxH, mask_BxN)
     for i in range(self.num_decoder_sabs):
       z_BxKxH = SAB(self.dim_hidden, name=f"dec_{i}", **common)(z_BxKxH)
     return Linear(self.out_per_component, torch_init=self._torch_init(), name="out")(z_BxKxH)
@@ -62,24 +71,25 @@ class MaxRegressor(nn.Module):
   num_heads: int = 4
   num_sabs: int = 2
   mode: str = "reference"
-  ln: Optional[bool] = None
-  pma_rff: Optional[bool] = None
-  torch_init: Optional[bool] = None
+  ln: bool | None = None
+  pma_rff: bool | None = None
+  torch_init: bool | None = None
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     common = dict(num_heads=self.num_heads, mode=self.mode, ln=self.ln, torch_init=self.torch_init)
     h_BxNxH = x_BxNxD
     for i in range(self.num_sabs):
       h_BxNxH = SAB(self.dim_hidden, name=f"enc_{i}", **common)(h_BxNxH, mask_BxN)
     z_Bx1xH = PMA(self.dim_hidden, num_seeds=1, rff=self.pma_rff, name="pma", **common)(
-        h_BxNxH, mask_BxN)
+      h_BxNxH, mask_BxN
+    )
     torch_init = self.mode == "reference" if self.torch_init is None else self.torch_init
     y_Bx1x1 = Linear(1, torch_init=torch_init, name="out")(z_Bx1xH)
     return y_Bx1x1[:, 0, 0]
 
 
-def masked_pool(h_BxNxH: jax.Array, mask_BxN: Optional[jax.Array], pooling: str) -> jax.Array:
+def masked_pool(h_BxNxH: jax.Array, mask_BxN: jax.Array | None, pooling: str) -> jax.Array:
   """Max / mean / sum over the valid elements of each set -> (B, H)."""
   if pooling not in POOLINGS:
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -105,13 +115,14 @@ class DeepSets(nn.Module):
   torch_init: bool = True
 
   @nn.compact
-  def __call__(self, x_BxNxD: jax.Array, mask_BxN: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x_BxNxD: jax.Array, mask_BxN: jax.Array | None = None) -> jax.Array:
     h_BxNxH = x_BxNxD
     for i in range(self.num_phi_layers):
       if i:
         h_BxNxH = nn.relu(h_BxNxH)
       h_BxNxH = Linear(self.dim_hidden, torch_init=self.torch_init, name=f"phi_{i}")(h_BxNxH)
     pooled_Bx1xH = masked_pool(h_BxNxH, mask_BxN, self.pooling)[:, None, :]
-    r_Bx1xH = nn.relu(Linear(self.dim_hidden, torch_init=self.torch_init, name="rho_0")(
-        pooled_Bx1xH))
+    r_Bx1xH = nn.relu(
+      Linear(self.dim_hidden, torch_init=self.torch_init, name="rho_0")(pooled_Bx1xH)
+    )
     return Linear(self.dim_output, torch_init=self.torch_init, name="rho_1")(r_Bx1xH)[:, 0, :]

@@ -1,14 +1,17 @@
 """The axiom checks can fail, meta-teacher failures are caught, the anchored recursion converges.
 
-Meta-teacher requirements and contraction on drawn inputs: test_distill_properties.py.
+The same axioms on drawn inputs: test_distill_softening_axioms.py, test_distill_meta_axioms.py;
+operators each check must reject: test_distill_regressions.py.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrepr.methods.distill import axioms
+from jaxrepr.methods.distill import axioms, meta_axioms
 from jaxrepr.methods.distill import operators as ops
 
 P_NxV = axioms.random_distributions(np.random.default_rng(0), 16, 5)
@@ -70,17 +73,67 @@ def test_identity_and_limit_violations_are_caught():
     assert not axioms.check_simplex(lambda p, T: ops.power(p, T) * jnp.nan, P_NxV, TEMPS)
 
 
+def _leak_onto_zeros(p, T):
+  # 1e-9 of the mass moves onto the zero-probability classes.
+  zeros = (p == 0).astype(p.dtype)
+  count = zeros.sum(-1, keepdims=True)
+  leak = jnp.where(count > 0, 1e-9, 0.0)
+  return (1.0 - leak) * ops.power(p, T) + leak * zeros / jnp.maximum(count, 1.0)
+
+
+def test_support_check_catches_a_leak_far_below_the_limit_tolerance():
+  with jax.enable_x64(True):
+    # The A5 limit check's 1e-3 tolerance cannot see it; the support check's float rounding does.
+    assert axioms.check_high_temperature_limit(_leak_onto_zeros, P_NxV, "support")
+    result = axioms.check_support(_leak_onto_zeros, P_NxV, TEMPS)
+    assert axioms.check_support(ops.power, P_NxV, TEMPS)
+  assert not result.passed and result.tolerance == np.finfo(np.float64).eps
+  assert result.worst_violation == pytest.approx(1e-9)
+  assert np.any(result.witness["p"] == 0)
+
+
+def _leak_after_scatter(p, T, k):
+  # A floor of 1e-12 on every class once the k softened values are back among all V classes.
+  F = ops.soften_top_k(ops.power, p, T, k)
+  return (F + 1e-12 / p.shape[-1]) / (1.0 + 1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(ops.FAMILIES))
+def test_top_k_check_sees_a_leak_made_after_scattering(name):
+  family = ops.FAMILIES[name]
+  temps = [T for T in TEMPS if family.in_domain(T)]
+  with jax.enable_x64(True):
+    assert axioms.check_top_k(functools.partial(ops.soften_top_k, family), P_NxV, temps, [1, 2, 4])
+    leaky = axioms.check_top_k(_leak_after_scatter, P_NxV, temps, [2])
+    # Softening over all classes after truncating: the mixture's uniform share reaches cut classes.
+    over_all = axioms.check_top_k(
+      lambda p, T, k: ops.mixture(ops.top_k_truncate(p, k), T), P_NxV, [2.0], [2]
+    )
+  assert not leaky.passed and leaky.worst_violation < 1e-11
+  assert leaky.witness["k"] == 2 and np.count_nonzero(leaky.witness["output"]) == 5
+  assert not over_all.passed and over_all.worst_violation > 0.1
+
+
 @pytest.mark.parametrize("name", sorted(ops.FAMILIES))
 def test_check_family_accepts_every_registered_family(name):
   # The library's own checks must not flag a correct family (inputs with zeros and ties); the
-  # axioms themselves are tested on drawn inputs in test_distill_properties.py.
+  # axioms themselves are tested on drawn inputs in test_distill_softening_axioms.py.
   family = ops.FAMILIES[name]
   with jax.enable_x64(True):
     results = axioms.check_family(family, P_NxV)
-  expected = {"simplex", "ranking", "continuity", "entropy_monotone", "identity",
-              f"high_temperature_limit[{family.limit_support}]"}
+  expected = {
+    "simplex",
+    "ranking",
+    "continuity",
+    "entropy_monotone",
+    "identity",
+    f"high_temperature_limit[{family.limit_support}]",
+    "top_k",
+  }
   if family.sharpens:
     expected.add("low_temperature_limit")
+  if family.limit_support == "support":
+    expected.add("support")
   assert {r.name for r in results} == expected
   assert all(results), axioms.failures(results)
 
@@ -104,8 +157,9 @@ def test_kl_and_entropy_match_numpy():
   pos = p_NxV > 0
   ref_kl = np.sum(np.where(pos, p_NxV * np.log(np.where(pos, p_NxV / q_NxV, 1.0)), 0.0), -1)
   np.testing.assert_allclose(kl_N, ref_kl, rtol=1e-12)
-  np.testing.assert_allclose(h_N, -np.sum(np.where(pos, p_NxV * np.log(np.where(pos, p_NxV, 1)),
-                                                   0.0), -1), rtol=1e-12)
+  np.testing.assert_allclose(
+    h_N, -np.sum(np.where(pos, p_NxV * np.log(np.where(pos, p_NxV, 1)), 0.0), -1), rtol=1e-12
+  )
   assert float(inf_kl) == np.inf
 
 
@@ -119,7 +173,7 @@ def test_geometric_anchoring_fails_probability_domain_anchoring():
   p_NxV = np.array([[0.5, 0.5, 0.0]])
   q_NxV = np.array([[1e-6, 0.5, 0.5 - 1e-6]])
   with jax.enable_x64(True):
-    result = axioms.check_meta_anchoring(ops.geometric, p_NxV, q_NxV, 0.5)
+    result = meta_axioms.check_meta_anchoring(ops.geometric, p_NxV, q_NxV, 0.5)
   assert not result.passed and result.worst_violation > 0.1
 
 
@@ -129,18 +183,88 @@ def test_user_meta_teachers_that_break_requirements_are_caught():
   unnormalised = lambda p, q, a: a * p + q
   too_little_anchor = lambda p, q, a: 0.5 * a * p + (1 - 0.5 * a) * q
   with jax.enable_x64(True):
-    assert not axioms.check_meta_fixed_point(towards_uniform, p_NxV, 0.3)
-    assert not axioms.check_meta_simplex(unnormalised, p_NxV, q_NxV, 0.3)
-    assert not axioms.check_meta_anchoring(too_little_anchor, p_NxV, q_NxV, 0.3)
-    assert not axioms.check_contraction(too_little_anchor, p_NxV, q_NxV, 0.3)
+    assert not meta_axioms.check_meta_fixed_point(towards_uniform, p_NxV, 0.3)
+    assert not meta_axioms.check_meta_simplex(unnormalised, p_NxV, q_NxV, 0.3)
+    assert not meta_axioms.check_meta_anchoring(too_little_anchor, p_NxV, q_NxV, 0.3)
+    assert not meta_axioms.check_contraction(too_little_anchor, p_NxV, q_NxV, 0.3)
+
+
+def _classwise_max_anchor(p, q, a):
+  # Anchored, continuous, a fixed point at q = p, but one weight per class: off the segment.
+  t = jnp.maximum(a * p, (1.0 - a) * q)
+  return t / t.sum(-1, keepdims=True)
+
+
+def _extra_anchor_where_q_misses_support(p, q, a):
+  # Convex and anchored, but the weight jumps as a zero of q on supp(p) becomes positive.
+  misses = jnp.any((p > 0) & (q == 0), axis=-1, keepdims=True)
+  a = jnp.where(misses, 0.5 * (1.0 + a), a)
+  return a * p + (1.0 - a) * q
+
+
+META_REQUIREMENTS = [
+  "meta_simplex",
+  "meta_anchoring",
+  "meta_convexity",
+  "meta_continuity",
+  "meta_fixed_point",
+]
+
+
+@pytest.mark.parametrize(
+  "meta, failing",
+  [
+    (ops.anchored_mixture, set()),
+    # Documented: log-domain anchoring (M2) and no convex combination of the arguments (M3).
+    (ops.geometric, {"meta_anchoring", "meta_convexity"}),
+    (ops.anchored_geometric, {"meta_convexity"}),
+    (_classwise_max_anchor, {"meta_convexity"}),
+    (_extra_anchor_where_q_misses_support, {"meta_continuity"}),
+  ],
+  ids=[
+    "anchored_mixture",
+    "geometric",
+    "anchored_geometric",
+    "classwise_max_anchor",
+    "extra_anchor_where_q_misses_support",
+  ],
+)
+def test_check_meta_teacher_checks_all_five_requirements(meta, failing):
+  # Moderate inputs with zeros and ties, supports meeting (the log-linear operators' domain).
+  rng = np.random.default_rng(4)
+  p_NxV = axioms.random_distributions(rng, 16, 5)
+  q_NxV = axioms.random_distributions(rng, 16, 5)
+  q_NxV[:4] = np.array([0.0, 0.25, 0.25, 0.25, 0.25])  # misses class 0 where p_NxV may not
+  p_NxV[:4, 0] = 0.5
+  p_NxV[:4] /= p_NxV[:4].sum(-1, keepdims=True)
+  with jax.enable_x64(True):
+    results = meta_axioms.check_meta_teacher(meta, p_NxV, q_NxV, [0.1, 0.5, 0.9])
+  assert [r.name for r in results] == META_REQUIREMENTS * 3
+  assert {r.name for r in results if not r.passed} == failing, axioms.failures(results)
+
+
+def test_convexity_and_continuity_failures_name_their_witness():
+  p_NxV = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+  q_NxV = np.array([[0.0, 0.5, 0.5], [0.5, 0.3, 0.2]])
+  with jax.enable_x64(True):
+    convexity = meta_axioms.check_meta_convexity(_classwise_max_anchor, p_NxV, q_NxV, 0.3)
+    continuity = meta_axioms.check_meta_continuity(
+      _extra_anchor_where_q_misses_support, p_NxV, q_NxV, 0.3
+    )
+  assert not convexity.passed and convexity.worst_violation > 0.01
+  assert 0.0 <= convexity.witness["nearest_weight"] <= 1.0
+  # The jump (alpha 0.3 -> 0.65 on |p - q|_1 = 1) does not shrink with eps.
+  assert not continuity.passed and continuity.witness["perturbed"] == "q_prev"
+  np.testing.assert_allclose(continuity.witness["l1_changes"][-3:], 0.35, rtol=1e-9)
 
 
 def test_alpha_zero_gives_no_contraction():
   p_NxV, q_NxV = _pair(11)
   with jax.enable_x64(True):
-    ratio_N = axioms.contraction_ratio(ops.anchored_mixture, p_NxV, q_NxV, 0.0)
-    qs_KxNxV = ops.realisable_recursion(ops.anchored_mixture, jnp.asarray(p_NxV),
-                                        jnp.asarray(q_NxV), 0.0, 5)
+    ratio_N = meta_axioms.contraction_ratio(ops.anchored_mixture, p_NxV, q_NxV, 0.0)
+    qs_KxNxV = ops.realisable_recursion(
+      ops.anchored_mixture, jnp.asarray(p_NxV), jnp.asarray(q_NxV), 0.0, 5
+    )
     kl_KxN = axioms.kl(jnp.asarray(p_NxV)[None], qs_KxNxV)
   np.testing.assert_allclose(ratio_N, 1.0, rtol=1e-12)
   np.testing.assert_allclose(kl_KxN, np.broadcast_to(kl_KxN[0], kl_KxN.shape), rtol=1e-12)
@@ -160,8 +284,7 @@ def test_realisable_recursion_converges_geometrically_to_the_base_teacher(alpha)
       assert qs.shape == (num_gen + 1, 4, 5)
       l1_KxN = np.abs(qs - np.asarray(p_NxV)[None]).sum(-1)
       decay_K = (1.0 - alpha) ** np.arange(num_gen + 1)
-      np.testing.assert_allclose(l1_KxN, decay_K[:, None] * l1_KxN[0][None], rtol=1e-9,
-                                 atol=1e-12)
+      np.testing.assert_allclose(l1_KxN, decay_K[:, None] * l1_KxN[0][None], rtol=1e-9, atol=1e-12)
       kl_KxN = np.asarray(axioms.kl(p_NxV[None], jnp.asarray(qs)))
       assert np.all(kl_KxN <= decay_K[:, None] * kl_KxN[0][None] + 1e-15)
       finals.append(qs[-1])
@@ -189,8 +312,9 @@ def test_noisy_recursion_stays_below_the_eps_over_alpha_floor():
 
 def test_aggregate_teachers():
   p_MxNxV = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])
-  np.testing.assert_allclose(ops.aggregate_teachers(p_MxNxV, jnp.array([0.25, 0.75])),
-                             [[0.25, 0.75]])
+  np.testing.assert_allclose(
+    ops.aggregate_teachers(p_MxNxV, jnp.array([0.25, 0.75])), [[0.25, 0.75]]
+  )
   with pytest.raises(ValueError, match="simplex"):
     ops.aggregate_teachers(p_MxNxV, jnp.array([0.5, 0.6]))
   with pytest.raises(ValueError, match="alpha must lie in"):

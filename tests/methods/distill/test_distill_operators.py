@@ -1,6 +1,9 @@
 """Softening operator families: non-equivalence, the A5 readings, partial access, shapes.
 
-Every family against every axiom, on drawn inputs: test_distill_properties.py.
+The families are jaxrepr's formalisation of the operators of Flouro & Chadwick, "Sparse Knowledge
+Distillation: A Mathematical Framework for Probability-Domain Temperature Scaling and Multi-Stage
+Compression" (arXiv 2601.03195; only its abstract was available). Every family against every
+axiom, on drawn inputs: test_distill_softening_axioms.py.
 """
 
 import chex
@@ -18,10 +21,11 @@ from jaxrepr.methods.distill import operators as ops
 SETTINGS = hypothesis.settings(max_examples=8, deadline=None, derandomize=True)
 
 
-@pytest.mark.parametrize("name, wrong_reading", [("power", "full"), ("mixture", "support"),
-                                                 ("hybrid", "support")])
+@pytest.mark.parametrize(
+  "name, wrong_reading", [("power", "full"), ("mixture", "support"), ("hybrid", "support")]
+)
 def test_each_family_fails_the_other_reading_of_a5(name, wrong_reading):
-  # The A5 support convention decides which families qualify (method sheet, section 2).
+  # The A5 support convention (left open by the abstract) decides which families qualify.
   p_NxV = np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1]])
   with jax.enable_x64(True):
     result = axioms.check_high_temperature_limit(ops.FAMILIES[name], p_NxV, wrong_reading)
@@ -36,8 +40,9 @@ def test_power_scales_log_odds_by_inverse_temperature_and_keeps_zeros():
       out_V = np.asarray(ops.power(jnp.asarray(p_V), T))
       assert np.all(np.isfinite(out_V)) and out_V[-1] == 0.0
       if T >= 0.3:  # at T = 1e-3 the small entries underflow, so there are no log-odds to compare
-        np.testing.assert_allclose(np.log(out_V[:4] / out_V[0]), np.log(p_V[:4] / p_V[0]) / T,
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+          np.log(out_V[:4] / out_V[0]), np.log(p_V[:4] / p_V[0]) / T, rtol=1e-9
+        )
 
 
 def test_power_and_mixture_are_not_reparametrisations_of_each_other():
@@ -48,8 +53,9 @@ def test_power_and_mixture_are_not_reparametrisations_of_each_other():
   t_grid = np.geomspace(1.0, 1e3, 40)
   for T in [0.5, 2.0, 10.0]:
     np.testing.assert_allclose(ops.power(witness, T), witness, atol=1e-7)
-    matches = [Tm for Tm in t_grid if np.allclose(ops.mixture(witness, Tm), ops.power(witness, T),
-                                                  atol=1e-6)]
+    matches = [
+      Tm for Tm in t_grid if np.allclose(ops.mixture(witness, Tm), ops.power(witness, T), atol=1e-6)
+    ]
     assert matches == [1.0]
   assert np.abs(ops.power(second, 2.0) - ops.mixture(second, 1.0)).sum() > 0.1
   # The mixture's limit puts mass on the zero class, the power family's never does.
@@ -69,8 +75,12 @@ def test_hybrid_sharpens_where_mixture_cannot():
 
 @pytest.mark.parametrize("name", sorted(ops.FAMILIES))
 @SETTINGS
-@hypothesis.given(seed=st.integers(0, 2**31 - 1), num_classes=st.sampled_from([4, 7]),
-                  k=st.integers(1, 4), log_T=st.floats(-1.0, 3.0))
+@hypothesis.given(
+  seed=st.integers(0, 2**31 - 1),
+  num_classes=st.sampled_from([4, 7]),
+  k=st.integers(1, 4),
+  log_T=st.floats(-1.0, 3.0),
+)
 def test_top_k_never_places_mass_on_cut_classes(name, seed, num_classes, k, log_T):
   family = ops.FAMILIES[name]
   T = float(np.exp(log_T))
@@ -94,10 +104,14 @@ def test_top_k_never_places_mass_on_cut_classes(name, seed, num_classes, k, log_
 def test_soften_revealed_matches_top_k_and_checks_shapes():
   p_NxV = jnp.array([[0.1, 0.5, 0.15, 0.25], [0.4, 0.3, 0.2, 0.1]])
   values_NxK, indices_NxK = jax.lax.top_k(p_NxV, 2)
-  np.testing.assert_allclose(ops.soften_revealed(ops.mixture, values_NxK, indices_NxK, 3.0, 4),
-                             ops.soften_top_k(ops.mixture, p_NxV, 3.0, 2), rtol=1e-6)
-  np.testing.assert_allclose(ops.top_k_truncate(p_NxV, 2),
-                             [[0, 2 / 3, 0, 1 / 3], [4 / 7, 3 / 7, 0, 0]], rtol=1e-6)
+  np.testing.assert_allclose(
+    ops.soften_revealed(ops.mixture, values_NxK, indices_NxK, 3.0, 4),
+    ops.soften_top_k(ops.mixture, p_NxV, 3.0, 2),
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    ops.top_k_truncate(p_NxV, 2), [[0, 2 / 3, 0, 1 / 3], [4 / 7, 3 / 7, 0, 0]], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="k = 5"):
     ops.soften_top_k(ops.power, p_NxV, 2.0, 5)
   with pytest.raises(ValueError, match="differ in shape"):
@@ -106,11 +120,13 @@ def test_soften_revealed_matches_top_k_and_checks_shapes():
 
 def test_hard_label_teacher_is_one_hot_for_power_and_label_smoothing_for_mixture():
   labels_N = jnp.array([0, 3])
-  np.testing.assert_array_equal(ops.hard_label_teacher(ops.power, labels_N, 4, 5.0),
-                                jax.nn.one_hot(labels_N, 4))
+  np.testing.assert_array_equal(
+    ops.hard_label_teacher(ops.power, labels_N, 4, 5.0), jax.nn.one_hot(labels_N, 4)
+  )
   smooth_NxV = ops.hard_label_teacher(ops.mixture, labels_N, 4, 2.0)
-  np.testing.assert_allclose(smooth_NxV, [[0.625, 0.125, 0.125, 0.125],
-                                          [0.125, 0.125, 0.125, 0.625]], rtol=1e-6)
+  np.testing.assert_allclose(
+    smooth_NxV, [[0.625, 0.125, 0.125, 0.125], [0.125, 0.125, 0.125, 0.625]], rtol=1e-6
+  )
 
 
 def test_out_of_domain_temperatures_are_errors_not_clips():
@@ -138,7 +154,6 @@ def test_per_example_temperatures():
 
 
 class FiniteTest(parameterized.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*sorted(ops.FAMILIES))
   def test_shapes_finite_and_on_simplex_across_domain(self, name):

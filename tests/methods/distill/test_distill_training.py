@@ -1,5 +1,10 @@
 """Distillation training: the KD loss against numpy, frozen teachers, pruning masks, and tiny
-multi-stage and recursive runs through `stages.run` (complete, preempt + resume, rerun = no-op)."""
+multi-stage and recursive runs through `stages.run` (complete, preempt + resume, rerun = no-op).
+
+The recursive runs test jaxrepr's formalisation of the KL contraction named in the abstract of
+Flouro & Chadwick, "Recursive Meta-Distillation: An Axiomatic Framework for Iterative Knowledge
+Refinement" (arXiv 2601.13100): KL(p* || q_k) <= (1 - alpha)^k KL(p* || q_0) for a realisable
+student (`jaxrepr.methods.distill.meta_axioms`)."""
 
 import json
 import os
@@ -54,8 +59,9 @@ def _log_softmax(z):
 @pytest.mark.parametrize("temperature,t2", [(1.0, True), (3.0, True), (3.0, False)])
 def test_kd_loss_equals_a_numpy_reference(teacher_dir, temperature, t2):
   config = tiny_config()
-  config.model.update(dict(teacher_workdir=teacher_dir, temperature=temperature, t2_scaling=t2,
-                           ce_weight=0.3))
+  config.model.update(
+    dict(teacher_workdir=teacher_dir, temperature=temperature, t2_scaling=t2, ce_weight=0.3)
+  )
   method = distill.build(config)
   batch = _batch()
   params = method.init(jax.random.key(0), batch)
@@ -73,23 +79,34 @@ def test_kd_loss_equals_a_numpy_reference(teacher_dir, temperature, t2):
 
 
 def _check_meta_target(teacher_dir, prev_dir):
-  """The 'meta' source trains against t = alpha p_base + (1 - alpha) q_prev (sheet sec. 3)."""
+  """The 'meta' source trains against t = alpha p_base + (1 - alpha) q_prev (the canonical
+  anchored meta-teacher)."""
   alpha = 0.3
   config = tiny_config()
-  config.model.update(dict(source="meta", teacher_workdir=teacher_dir, previous_workdir=prev_dir,
-                           alpha=alpha, soften_student=False, temperature=1.0))
+  config.model.update(
+    dict(
+      source="meta",
+      teacher_workdir=teacher_dir,
+      previous_workdir=prev_dir,
+      alpha=alpha,
+      soften_student=False,
+      temperature=1.0,
+    )
+  )
   method = distill.build(config)
   batch = _batch()
   params = method.init(jax.random.key(0), batch)
   _, metrics = jax.jit(method.loss)(params, batch, jax.random.key(1))
   p = np.exp(_log_softmax(_mlp_numpy(student_lib.load_frozen(teacher_dir).params, batch["image"])))
-  q_prev = np.exp(_log_softmax(_mlp_numpy(student_lib.load_frozen(prev_dir).params,
-                                          batch["image"])))
+  q_prev = np.exp(
+    _log_softmax(_mlp_numpy(student_lib.load_frozen(prev_dir).params, batch["image"]))
+  )
   t = alpha * p + (1 - alpha) * q_prev
   log_q = _log_softmax(_mlp_numpy(jax.tree.map(np.asarray, params), batch["image"]))
   assert np.abs(t - p).sum(-1).mean() > 0.1  # the two teachers really differ
-  np.testing.assert_allclose(float(metrics["kl"]), np.mean(np.sum(t * (np.log(t) - log_q), -1)),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    float(metrics["kl"]), np.mean(np.sum(t * (np.log(t) - log_q), -1)), rtol=1e-4
+  )
 
 
 def test_teacher_params_receive_no_gradient(teacher_dir):
@@ -106,9 +123,17 @@ def test_teacher_params_receive_no_gradient(teacher_dir):
   # The KD target itself carries no gradient to the teacher's logits (stop_gradient in the loss).
   def loss_of_teacher_logits(z_t):
     target = jax.lax.stop_gradient(jax.nn.softmax(z_t))
-    return student_lib.kd_loss(target, jnp.zeros_like(z_t), batch["label"][:4], temperature=1.0,
-                               soften_student=True, t2_scaling=True, kd_weight=1.0,
-                               ce_weight=0.0)[0]
+    return student_lib.kd_loss(
+      target,
+      jnp.zeros_like(z_t),
+      batch["label"][:4],
+      temperature=1.0,
+      soften_student=True,
+      t2_scaling=True,
+      kd_weight=1.0,
+      ce_weight=0.0,
+    )[0]
+
   z_t = jnp.asarray(np.random.default_rng(0).normal(size=(4, 10)), jnp.float32)
   np.testing.assert_array_equal(jax.grad(loss_of_teacher_logits)(z_t), 0.0)
 
@@ -178,9 +203,12 @@ def test_multistage_run_completes_resumes_and_reports_per_stage_kl(teacher_dir, 
   teacher_params = student_lib.load_frozen(teacher_dir).params
   config = tiny_config(teacher_workdir=teacher_dir, final_sparsity=0.8)
   workdir = str(tmp_path)
-  report = stages.run(config, workdir)
-  assert report["complete"] and [r["name"] for r in report["rows"]] == ["teacher", "stage_1",
-                                                                         "stage_2"]
+  report = stages.run(config, workdir, train.train_and_evaluate)
+  assert report["complete"] and [r["name"] for r in report["rows"]] == [
+    "teacher",
+    "stage_1",
+    "stage_2",
+  ]
   for row, sparsity in zip(report["rows"][1:], (0.4, 0.8)):
     # Pruned entries stay exactly zero through training: the checkpoint is its own mask.
     assert abs(row["kernel_sparsity"] - sparsity) < 0.01, row
@@ -188,10 +216,13 @@ def test_multistage_run_completes_resumes_and_reports_per_stage_kl(teacher_dir, 
   assert os.path.exists(os.path.join(workdir, "report.png"))
   assert json.load(open(os.path.join(workdir, "report.json")))["rows"][2]["sparsity"] == 0.8
   # The frozen teacher is untouched by the stages that distilled from it.
-  jax.tree.map(np.testing.assert_array_equal, student_lib.load_frozen(teacher_dir).params,
-               teacher_params)
+  jax.tree.map(
+    np.testing.assert_array_equal, student_lib.load_frozen(teacher_dir).params, teacher_params
+  )
   before = _stage_lines(os.path.join(workdir, "stage_2"))
-  again = stages.run(config, workdir)  # a rerun reads the finished stages, trains nothing
+  again = stages.run(
+    config, workdir, train.train_and_evaluate
+  )  # a rerun reads the finished stages, trains nothing
   assert _stage_lines(os.path.join(workdir, "stage_2")) == before
   assert _kls(again) == _kls(report)
 
@@ -213,28 +244,29 @@ def _preempt_at(monkeypatch, stage_suffix, at_step):
 
 
 def test_recursive_run_contracts_for_alpha_positive_and_not_for_alpha_zero(
-    teacher_dir, tmp_path, monkeypatch, capsys):
+  teacher_dir, tmp_path, monkeypatch, capsys
+):
   anchored, free = str(tmp_path / "alpha_0.5"), str(tmp_path / "alpha_0")
   config = tiny_config("recursive", teacher_workdir=teacher_dir, alpha=0.5)
   config.num_devices = 1
   # Preempt generation 1 in the middle, then rerun: it resumes from its checkpoint.
   _preempt_at(monkeypatch, "stage_1", at_step=30)
-  partial = stages.run(config, anchored)
+  partial = stages.run(config, anchored, train.train_and_evaluate)
   assert not partial["complete"]
   monkeypatch.undo()
   capsys.readouterr()
-  report = stages.run(config, anchored)
+  report = stages.run(config, anchored, train.train_and_evaluate)
   assert "resuming from step 30" in capsys.readouterr().out
   kl = _kls(report)
 
   shutil.copytree(os.path.join(anchored, "stage_0"), os.path.join(free, "stage_0"))  # same q_0
   config_free = tiny_config("recursive", teacher_workdir=teacher_dir, alpha=0.0)
   config_free.num_devices = 1
-  kl_free = _kls(stages.run(config_free, free))
+  kl_free = _kls(stages.run(config_free, free, train.train_and_evaluate))
   assert kl_free[0] == kl[0] > 0.1  # q_0 is far from p* (fitted to the T = 4 teacher)
 
   # Tolerance: the contraction theorem bounds the ratio by 1 - alpha only for a realisable
-  # student; a 60-step generation adds a fitting error eps (sheet sec. 3: floor eps / alpha). The
+  # student; a 60-step generation adds a fitting error eps (with a floor of eps / alpha). The
   # measured ratios of this tiny setting are 0.25-0.35 (seeds 0-2), so allowing 1.5 x (1 - alpha)
   # per step keeps a clear contraction requirement while absorbing eps; with alpha = 0 the student
   # refits q_{k-1} and the KL stays within 20% of its previous value.

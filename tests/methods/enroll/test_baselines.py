@@ -48,16 +48,21 @@ def _episodes(rng, n, K):
   mask = np.arange(K)[None, :] < rng.integers(1, K + 1, n)[:, None]
   perm = np.stack([rng.permutation(K) for _ in range(n)])  # the vote must not rely on the order
   take = lambda a: np.take_along_axis(a, perm, axis=1)
-  return {"ctx_dist": take(d), "ctx_label": take(lab), "ctx_walks": take(walks),
-          "ctx_mask": take(mask)}
+  return {
+    "ctx_dist": take(d),
+    "ctx_label": take(lab),
+    "ctx_walks": take(walks),
+    "ctx_mask": take(mask),
+  }
 
 
 def test_knn_vote_and_nn_distance_match_brute_force():
   rng = np.random.default_rng(4)
   ctx = _episodes(rng, 50, 7)
   k, tau = 4, 0.6
-  got = baselines.knn_vote(ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"],
-                           k, tau)
+  got = baselines.knn_vote(
+    ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"], k, tau
+  )
   d0 = baselines.nn_distance(ctx["ctx_dist"], ctx["ctx_mask"])
   for b in range(50):
     m = ctx["ctx_mask"][b]
@@ -69,12 +74,14 @@ def test_knn_vote_and_nn_distance_match_brute_force():
     np.testing.assert_allclose(got[b], votes / min(k, nn_walks))
   y = rng.random(50) < 0.5
   tau_best, m_best, acc = baselines.tune_knn(ctx, y, k)
-  frac = baselines.knn_vote(ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"],
-                            k, tau_best)
+  frac = baselines.knn_vote(
+    ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"], k, tau_best
+  )
   np.testing.assert_allclose(baselines.accuracy(frac >= m_best - 1e-9, y), acc)
   # no (radius, fraction) on the grid does better
   for r in np.unique(np.quantile(d0, np.linspace(0, 1, 64))):
-    f = baselines.knn_vote(ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"],
-                           k, r)
+    f = baselines.knn_vote(
+      ctx["ctx_dist"], ctx["ctx_label"], ctx["ctx_walks"], ctx["ctx_mask"], k, r
+    )
     for m in baselines.VOTE_FRACTIONS:
       assert baselines.accuracy(f >= m - 1e-9, y) <= acc + 1e-12

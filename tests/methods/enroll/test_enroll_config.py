@@ -19,11 +19,15 @@ from tests.core.helpers import load_config
 
 
 def _classifier(workdir):
-  """A 2-step digits CNN: enough for a real encoder checkpoint."""
+  """A 2-step digits CNN that writes its features at the end, as configs/classifier.py:fashion_mnist
+  does (the walks that enroll.py:real,tiny reads: 20 images, 4 views)."""
   config = load_config("classifier", "tiny")
   config.num_devices = 1
   config.train.update(dict(steps=2, checkpoint_every=0, log_every=1))
   config.evals.test.every = 0
+  config.evals.embeddings = dict(
+    load_config("classifier", "fashion_mnist").evals.embeddings, num_images=20, views=4
+  )
   train.train_and_evaluate(config, str(workdir))
   return str(workdir)
 
@@ -70,8 +74,9 @@ class _FixedPredictor:
 def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims():
   config = load_config("enroll", "tiny")
   mesh = parallel.make_mesh(1)
-  perfect = _FixedPredictor(lambda params, ep, rng: {
-      "logit": jnp.where(ep["label"] == 1, 1.0, -1.0)})
+  perfect = _FixedPredictor(
+    lambda params, ep, rng: {"logit": jnp.where(ep["label"] == 1, 1.0, -1.0)}
+  )
   fields = {k: v for k, v in config.evals.same.items() if k not in ("kind", "every")}
   ev = enroll_eval.Evaluator(config=config, method=perfect, mesh=mesh, workdir="", **fields)
   with jax.set_mesh(mesh):
@@ -88,8 +93,9 @@ def test_evaluator_scores_a_perfect_predictor_and_skips_raw_models_across_dims()
     out = ev.run(None, jax.random.key(0), 0)
   assert out["set_skipped"] == 1.0 and "set_accuracy" not in out and "nn_accuracy" in out
   with pytest.raises(ValueError, match="more than that many"):
-    enroll_eval.Evaluator(config=config, method=perfect, mesh=mesh, workdir="",
-                          **dict(fields, n_ids=(2, 30)))
+    enroll_eval.Evaluator(
+      config=config, method=perfect, mesh=mesh, workdir="", **dict(fields, n_ids=(2, 30))
+    )
 
 
 def test_an_npz_source_set_by_overrides_trains_and_moves_evaluation_a_with_it(tmp_path):
@@ -130,16 +136,22 @@ def test_config_variants_validate():
     load_config("enroll", "huge")
 
 
-@pytest.mark.parametrize("override", ["--config.data.source.split_seed=1",
-                                      "--config.data.source.test_fraction=0.1",
-                                      "--config.data.source.seed=3"])
+@pytest.mark.parametrize(
+  "override",
+  [
+    "--config.data.source.split_seed=1",
+    "--config.data.source.test_fraction=0.1",
+    "--config.data.source.seed=3",
+  ],
+)
 def test_same_source_evaluation_follows_training_source_overrides(override, monkeypatch):
   """Parsed as launch/train.py parses its command line: evaluation (a) is the training source (every
   field but the split) and sees none of its training identities."""
   from tests.core.test_documented_commands import _parse
 
-  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))))
+  monkeypatch.chdir(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  )
   config = _parse("train", ["--config=configs/enroll.py:tiny", override])
   train_spec, same = config.data.source, config.evals.same.source
   assert all(same[k] == train_spec[k] for k in train_spec if k != "split")
@@ -153,16 +165,23 @@ def test_an_evaluation_that_would_see_training_identities_stops_naming_both_coun
   """(Overriding a field of evals.same.source that refers to the training source's, e.g. its
   split_seed, sets the training source's too: ml_collections assigns through the reference.)"""
   import subprocess
-  import sys
 
   from tests.core.helpers import train_cmd
 
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__)))))
-  res = subprocess.run(train_cmd(os.path.join(repo, "configs", "enroll.py") + ":tiny",
-                                 str(tmp_path), "--config.evals.same.source.split=all"),
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  repo = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  )
+  res = subprocess.run(
+    train_cmd(
+      os.path.join(repo, "configs", "enroll.py") + ":tiny",
+      str(tmp_path),
+      "--config.evals.same.source.split=all",
+    ),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+  )
   assert res.returncode == 1, res.stderr[-3000:]
   line = res.stderr.strip().splitlines()[-1]
   assert line.startswith("error: config.evals.<name>.source is the training source, but ")

@@ -29,12 +29,15 @@ def _np_dist(p, g, kind):
 def test_probes_galleries_and_contexts_follow_the_protocol(distance):
   src = _source()
   # uneven identities: identity 0 keeps 2 samples, identity 1 only 1 (dropped: no held-out probe)
-  keep = ~(((src["labels"] == 0) & (np.arange(len(src["labels"])) % 6 >= 2)) |
-           ((src["labels"] == 1) & (np.arange(len(src["labels"])) % 6 >= 1)))
+  keep = ~(
+    ((src["labels"] == 0) & (np.arange(len(src["labels"])) % 6 >= 2))
+    | ((src["labels"] == 1) & (np.arange(len(src["labels"])) % 6 >= 1))
+  )
   src = {k: v[keep] for k, v in src.items()}
   assert int(episodes.make_table(src)["num_dropped"]) == 1
-  scn = episodes.Scenario(n_id_range=(2, 12), walks_range=(1, 6), context_size=10,
-                          distance=distance)
+  scn = episodes.Scenario(
+    n_id_range=(2, 12), walks_range=(1, 6), context_size=10, distance=distance
+  )
   ep = _generate(src, scn, np.arange(300))
   x, lab = src["embeddings"], src["labels"]
   seen_known = seen_new = 0
@@ -63,8 +66,11 @@ def test_probes_galleries_and_contexts_follow_the_protocol(distance):
     same = ep["ctx_label"][b][:k][:, None] == ep["ctx_label"][b][:k][None, :]
     ctx_src = np.array([gal[np.argmin(np.abs(x[gal] - r).sum(1))] for r in ctx_rows])
     np.testing.assert_array_equal(same, lab[ctx_src][:, None] == lab[ctx_src][None, :])
-    np.testing.assert_allclose(ep["ctx_pair"][b][:k, :k], np.array(
-        [_np_dist(r, ctx_rows, distance) for r in ctx_rows]) * (1 - np.eye(k)), atol=1e-4)
+    np.testing.assert_allclose(
+      ep["ctx_pair"][b][:k, :k],
+      np.array([_np_dist(r, ctx_rows, distance) for r in ctx_rows]) * (1 - np.eye(k)),
+      atol=1e-4,
+    )
     assert ep["gallery_size"][b] == len(gal)
   assert 100 < seen_known < 200 and seen_new > 100
   assert len(set(ep["n_id"])) > 5 and set(ep["walks"]) == set(range(1, 7))
@@ -89,8 +95,9 @@ def test_probe_groups_keep_probes_out_of_the_gallery_conditions():
 def test_given_scenarios_small_galleries_and_padding():
   src = _source(num_ids=12, per_id=3)
   scn = episodes.Scenario(n_id_range=(2, 3), walks_range=(1, 4), context_size=8)
-  ep = _generate(src, scn, np.arange(6), jnp.array([2, 3, 2, 3, 2, 3]),
-                 jnp.array([1, 1, 4, 4, 2, 2]))
+  ep = _generate(
+    src, scn, np.arange(6), jnp.array([2, 3, 2, 3, 2, 3]), jnp.array([1, 1, 4, 4, 2, 2])
+  )
   np.testing.assert_array_equal(ep["n_id"], [2, 3, 2, 3, 2, 3])
   # 3 samples per identity: at most 2 walks each; galleries of 2..6 samples, K = 8 padded
   np.testing.assert_array_equal(ep["gallery_size"], [2, 3, 4, 6, 4, 6])

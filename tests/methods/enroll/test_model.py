@@ -50,17 +50,24 @@ def _pad(ep, extra, fill):
   B, K = ep["ctx_mask"].shape
   for k in ("ctx_dist", "ctx_label", "ctx_walks"):
     out[k] = jnp.concatenate([ep[k], jnp.full((B, extra), fill, ep[k].dtype)], axis=1)
-  out["ctx_emb"] = jnp.concatenate([ep["ctx_emb"], jnp.full((B, extra, ep["ctx_emb"].shape[2]),
-                                                            fill)], axis=1)
+  out["ctx_emb"] = jnp.concatenate(
+    [ep["ctx_emb"], jnp.full((B, extra, ep["ctx_emb"].shape[2]), fill)], axis=1
+  )
   out["ctx_mask"] = jnp.concatenate([ep["ctx_mask"], jnp.zeros((B, extra), bool)], axis=1)
   pair = jnp.full((B, K + extra, K + extra), fill, jnp.float32)
   out["ctx_pair"] = pair.at[:, :K, :K].set(ep["ctx_pair"])
   return out
 
 
-MODES = [("relational", "concat", "none"), ("relational", "extra", "none"),
-         ("relational", "concat", "ratio"), ("relational", "extra", "ratio"),
-         ("relational", "concat", "context"), ("raw", "concat", "none"), ("raw", "extra", "none")]
+MODES = [
+  ("relational", "concat", "none"),
+  ("relational", "extra", "none"),
+  ("relational", "concat", "ratio"),
+  ("relational", "extra", "ratio"),
+  ("relational", "concat", "context"),
+  ("raw", "concat", "none"),
+  ("raw", "extra", "none"),
+]
 
 
 def _garbage_in_padding(ep, fill):
@@ -81,35 +88,38 @@ def _check_invariances(predict, params, ep, input, probe, scale):
   assert not np.all(ep["ctx_mask"]), "the test needs episodes with padded context slots"
   perm = np.random.default_rng(1).permutation(K)
   np.testing.assert_allclose(predict(params, _permute(ep, perm)), logit, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(predict(params, _garbage_in_padding(ep, 7.0)), logit, rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    predict(params, _garbage_in_padding(ep, 7.0)), logit, rtol=1e-5, atol=1e-5
+  )
   if not (input == "relational" and probe == "extra"):  # element width independent of K
     np.testing.assert_allclose(predict(params, _pad(ep, 3, 7.0)), logit, rtol=1e-5, atol=1e-5)
   x, mask = features.set_elements(ep, input=input, probe=probe, scale=scale)
   assert x.shape[:2] == mask.shape == (6, features.num_elements(K, probe))
   # the logit does depend on the context: changing the distances changes it
-  moved = dict(ep, ctx_dist=ep["ctx_dist"] * 3.0, ctx_pair=ep["ctx_pair"] * 0.3,
-               ctx_emb=ep["ctx_emb"] * 2.0)
+  moved = dict(
+    ep, ctx_dist=ep["ctx_dist"] * 3.0, ctx_pair=ep["ctx_pair"] * 0.3, ctx_emb=ep["ctx_emb"] * 2.0
+  )
   assert np.max(np.abs(predict(params, moved) - logit)) > 1e-4
 
 
 class ModelTest(parameterized.TestCase):
-
   @parameterized.parameters(*MODES)
   def test_invariant_to_context_order_and_padding(self, input, probe, scale):
     config = _config(input=input, probe=probe, scale=scale)
     m = enroll.build(config)
     predict = jax.jit(lambda p, e: m.predict(p, e, jax.random.key(0))["logit"])
-    _check_invariances(predict, m.init(jax.random.key(0), None), _episodes(config), input, probe,
-                       scale)
+    _check_invariances(
+      predict, m.init(jax.random.key(0), None), _episodes(config), input, probe, scale
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_default_model_with_and_without_jit(self):
     config = _config()
     m = enroll.build(config)
     predict = self.variant(lambda p, e: m.predict(p, e, jax.random.key(0))["logit"])
-    _check_invariances(predict, m.init(jax.random.key(0), None), _episodes(config),
-                       "relational", "concat", "none")
+    _check_invariances(
+      predict, m.init(jax.random.key(0), None), _episodes(config), "relational", "concat", "none"
+    )
 
   def test_relational_input_accepts_any_dimension(self):
     config = _config()
@@ -187,8 +197,12 @@ def test_short_training_beats_chance_on_held_out_identities():
   held_out = config.data.source.copy_and_resolve_references()
   held_out.split = "test"
   table = episodes.device_table(episodes.make_table(embeddings.make_source(held_out)))
-  ep = episodes.generate(table, jax.random.key(9), jnp.arange(1024),
-                         episodes.scenario_from_config(config.data, n_id_range=(3, 20)))
+  ep = episodes.generate(
+    table,
+    jax.random.key(9),
+    jnp.arange(1024),
+    episodes.scenario_from_config(config.data, n_id_range=(3, 20)),
+  )
   logit = np.asarray(jax.jit(m.predict)(params, ep, None)["logit"])
   accuracy = np.mean((logit > 0) == (np.asarray(ep["label"]) == 1))
   assert accuracy > 0.75, accuracy

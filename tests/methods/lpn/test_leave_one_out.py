@@ -2,16 +2,16 @@
 
 Paper (Macfarlane & Bonnet, "Searching Latent Program Spaces", Eq. 8 and Alg. 2): the context of
 pair i is built from the other N-1 pairs only. In training this holds for every latent mode (mean
-[Grad 0], gradient ascent [Grad k], with the gradient through the update [Grad k **], random search
-[Sample S]); in `predict`, which produces every exact-match number of the LOO evaluator, it holds for
-every test-time search of `search.METHODS`, because the other pairs are the spec.
+[Grad 0], gradient ascent [Grad k], with the gradient through the update [Grad k **], random
+search [Sample S]); in `predict`, which produces every exact-match number of the LOO evaluator, it
+holds for every test-time search of `search.METHODS`, because the other pairs are the spec.
 
 Each check goes through the function the real path calls: `loss.loo_terms` (what `make_loss`, the
 function the train step differentiates, calls) returns the per-pair contexts that the loss decodes
 pair i with; `predict` is run as built, with a pass-through spy that records the latents its search
-hands to the greedy decoder. For every pair p, pair p's output (grid and shape) is replaced: pair p's
-latent and prediction must not move, and every other pair's latent must (p is in their specs), which
-shows that the checks can see a leak.
+hands to the greedy decoder. For every pair p, pair p's output (grid and shape) is replaced: pair
+p's latent and prediction must not move, and every other pair's latent must (p is in their specs),
+which shows that the checks can see a leak.
 """
 
 import chex
@@ -22,10 +22,11 @@ import pytest
 
 from jaxrepr.methods import lpn
 from jaxrepr.methods.lpn import decode as decode_lib
+from jaxrepr.methods.lpn import latent_ascent
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
 from jaxrepr.methods.lpn import search as search_lib
-from tests.methods.lpn.lpn_testlib import random_batch, tiny_config
+from tests.methods.lpn.lpn_testlib import random_batch, tiny_config, tiny_params
 
 B, N, SIZE = 2, 4, 3
 
@@ -34,19 +35,19 @@ B, N, SIZE = 2, 4, 3
 # first step of a fresh Adam is about lr * sign(g)): a spec that wrongly held pair i would then move
 # pair i's latent by a visible amount.
 TRAIN_MODES = {
-    "grad0": dict(mode="mean"),
-    "grad2": dict(mode="gradient_ascent", steps=2, stop_gradient=True),
-    "grad2_second_order": dict(mode="gradient_ascent", steps=2, stop_gradient=False),
-    "sample4": dict(mode="random_search", num_samples=4),
+  "grad0": dict(mode="mean"),
+  "grad2": dict(mode="gradient_ascent", steps=2, stop_gradient=True),
+  "grad2_second_order": dict(mode="gradient_ascent", steps=2, stop_gradient=False),
+  "sample4": dict(mode="random_search", num_samples=4),
 }
 SEARCHES = {
-    "mean": {},
-    "gradient_ascent": dict(steps=2),
-    "random_search": dict(num_samples=3),
-    "encoder_sampling": dict(num_samples=3),
-    "evolution": dict(generations=2, population=4),
+  "mean": {},
+  "gradient_ascent": dict(steps=2),
+  "random_search": dict(num_samples=3),
+  "encoder_sampling": dict(num_samples=3),
+  "evolution": dict(generations=2, population=4),
 }
-assert set(SEARCHES) == set(search_lib.METHODS)   # a new search method must be added here
+assert set(SEARCHES) == set(search_lib.METHODS)  # a new search method must be added here
 
 # The latent of a pair whose spec changed moves by far more than this (measured: > 0.06); rounding
 # noise in an unchanged latent is 0 (the same arithmetic on the same numbers).
@@ -68,15 +69,19 @@ def _with_new_output(batch, p, seed):
 def setup():
   cfg = tiny_config(SIZE)
   batch = random_batch(B, N, SIZE, seed=1)
-  params = jax.jit(lpn.build(cfg).init)(jax.random.key(0), batch)
+  params = tiny_params(SIZE)
   changed = [_with_new_output(batch, p, seed=100 + p) for p in range(N)]
   return cfg, params, batch, changed
 
 
 def _check(base_latent, new_latent, p, what):
   """Pair p's latent is unchanged; every other pair's latent moved, in every task."""
-  np.testing.assert_allclose(new_latent[:, p], base_latent[:, p], **SAME,
-                             err_msg=f"{what}: pair {p}'s own output moved its latent")
+  np.testing.assert_allclose(
+    new_latent[:, p],
+    base_latent[:, p],
+    **SAME,
+    err_msg=f"{what}: pair {p}'s own output moved its latent",
+  )
   others = [q for q in range(N) if q != p]
   moved = np.abs(new_latent[:, others] - base_latent[:, others])
   moved = moved.reshape(B, len(others), -1).max(-1)
@@ -96,20 +101,26 @@ def train_runs(setup):
 
   @jax.jit
   def run(grids, shapes, ref_context_MxBxNxZ):
-    out = {name: loss_lib.loo_terms(enc, dec, params, grids, shapes, jax.random.key(5), m)
-           for name, m in models.items()}
+    out = {
+      name: loss_lib.loo_terms(enc, dec, params, grids, shapes, jax.random.key(5), m)
+      for name, m in models.items()
+    }
     # The teacher-forced NLL of these pairs under each mode's reference contexts (one decoder
     # call for all modes): pair i's loss term must be its NLL under the context that never saw it.
     lead = ref_context_MxBxNxZ.shape[:1] + grids.shape[:2]
-    rescored = -loss_lib.pair_scores(dec, params["decoder"],
-                                     jnp.broadcast_to(grids, lead + grids.shape[2:]),
-                                     jnp.broadcast_to(shapes, lead + shapes.shape[2:]),
-                                     ref_context_MxBxNxZ)[0]
-    return {name: {"context": out[name]["context"], "nll": out[name]["nll"],
-                   "rescored": rescored[k]} for k, name in enumerate(models)}
+    rescored = -latent_ascent.pair_scores(
+      dec,
+      params["decoder"],
+      jnp.broadcast_to(grids, lead + grids.shape[2:]),
+      jnp.broadcast_to(shapes, lead + shapes.shape[2:]),
+      ref_context_MxBxNxZ,
+    )[0]
+    return {
+      name: {"context": out[name]["context"], "nll": out[name]["nll"], "rescored": rescored[k]}
+      for k, name in enumerate(models)
+    }
 
-  base = run(batch["grids"], batch["shapes"],
-             jnp.zeros((len(models), B, N, cfg.model.latent_dim)))
+  base = run(batch["grids"], batch["shapes"], jnp.zeros((len(models), B, N, cfg.model.latent_dim)))
   ref = jnp.stack([base[name]["context"] for name in models])
   return base, [run(c["grids"], c["shapes"], ref) for c in changed]
 
@@ -121,8 +132,9 @@ def test_training_context_of_a_pair_never_sees_its_output(train_runs, mode):
   for p, new in enumerate(runs):
     _check(np.asarray(base[mode]["context"]), np.asarray(new[mode]["context"]), p, mode)
     # Pair p's loss term: its new output is only the target, decoded under the old context.
-    np.testing.assert_allclose(new[mode]["nll"][:, p], new[mode]["rescored"][:, p], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      new[mode]["nll"][:, p], new[mode]["rescored"][:, p], rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +155,7 @@ def predict_runs(setup):
     out = real_solve(*args, **kwargs)
     (z_2KxZ,) = seen
     k = out["grids"].shape[0]
-    return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}   # (K, 2, Z)
+    return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}  # (K, 2, Z)
 
   predicts = {}
   for method, kw in SEARCHES.items():
@@ -158,8 +170,16 @@ def predict_runs(setup):
     runs = [run(c) for c in changed]
 
   def named(r):
-    return {m: {"latents": o["shapes_2"], "grids": o["grids"], "shapes": o["shapes"],
-                "grids_2": o["grids_2"]} for m, o in r.items()}
+    return {
+      m: {
+        "latents": o["shapes_2"],
+        "grids": o["grids"],
+        "shapes": o["shapes"],
+        "grids_2": o["grids_2"],
+      }
+      for m, o in r.items()
+    }
+
   return named(base), [named(r) for r in runs]
 
 
@@ -170,5 +190,8 @@ def test_prediction_of_a_pair_never_sees_its_output(predict_runs, method):
   for p, new in enumerate(runs):
     _check(np.asarray(base[method]["latents"]), np.asarray(new[method]["latents"]), p, method)
     for key in ("grids", "shapes", "grids_2"):
-      np.testing.assert_array_equal(new[method][key][:, p], base[method][key][:, p],
-                                    err_msg=f"{method}: pair {p}'s own output moved its {key}")
+      np.testing.assert_array_equal(
+        new[method][key][:, p],
+        base[method][key][:, p],
+        err_msg=f"{method}: pair {p}'s own output moved its {key}",
+      )

@@ -1,4 +1,5 @@
-"""LPN model and leave-one-out loss: parameter count, the LOO property, shapes, finite gradients."""
+"""LPN model and leave-one-out loss (Macfarlane & Bonnet, "Searching Latent Program Spaces"):
+parameter count, the LOO property, shapes, finite gradients."""
 
 import chex
 import jax
@@ -9,17 +10,21 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxrepr.methods import lpn
+from jaxrepr.methods.lpn import latent_ascent
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
-from tests.methods.lpn.lpn_testlib import random_batch, tiny_config
+from tests.methods.lpn.lpn_testlib import random_batch, tiny_config, tiny_params
 
 
 def test_pattern_architecture_param_count():
   cfg = ml_collections.ConfigDict()
-  cfg.model = lpn.default_model_config()       # Table 13: enc/dec 2 x (6 x 16), mlp 1, d_z 32, 10x10
+  cfg.model = lpn.default_model_config()  # Table 13: enc/dec 2 x (6 x 16), mlp 1, d_z 32, 10x10
   batch = random_batch(1, 2, 10)
-  shapes = jax.eval_shape(lpn.build(cfg).init, jax.random.key(0), batch)
-  assert sum(x.size for x in jax.tree.leaves(shapes)) == 243_360   # sheet §2 (paper: 973k = 4x)
+  method = lpn.build(cfg)
+  shapes = jax.eval_shape(method.init, jax.random.key(0), batch)
+  # Table 13 lists 973k = 4 x 243,360: the reference trainer counted a 4-device replicated state
+  assert sum(x.size for x in jax.tree.leaves(shapes)) == 243_360
+  assert "243,360" in method.param_count_note and "973k" in method.param_count_note
 
 
 # Learned positions: every training mode in test_leave_one_out.py; here RoPE, and the encoder-only
@@ -29,9 +34,12 @@ def test_pair_never_influences_its_own_context(positions):
   cfg = tiny_config(3, positions)
   enc, dec = model_lib.modules_from_config(cfg.model)
   batch = random_batch(2, 4, 3, seed=1)
-  params = lpn.build(cfg).init(jax.random.key(0), batch)
-  terms = lambda g, s, eg=None, es=None: loss_lib.loo_terms(
-      enc, dec, params, jnp.asarray(g), jnp.asarray(s), jax.random.key(5), cfg.model, eg, es)
+  params = tiny_params(3, positions)
+  terms = jax.jit(
+    lambda g, s, eg=None, es=None: loss_lib.loo_terms(
+      enc, dec, params, g, s, jax.random.key(5), cfg.model, eg, es
+    )
+  )
   base = terms(batch["grids"], batch["shapes"])
   i = 2
   g2, s2 = batch["grids"].copy(), batch["shapes"].copy()
@@ -48,15 +56,14 @@ def test_pair_never_influences_its_own_context(positions):
 
 
 class LossShapesTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_loss_and_predict_shapes_finite(self):
     cfg = tiny_config(3)
-    cfg.model.eval_latent.mode = "random_search"   # gradient ascent: test_lpn_decode_search.py
+    cfg.model.eval_latent.mode = "random_search"  # gradient ascent: test_lpn_decode_search.py
     cfg.model.eval_latent.num_samples = 2
     method = lpn.build(cfg)
     batch = random_batch(2, 3, 3, seed=2)
-    params = method.init(jax.random.key(0), batch)
+    params = tiny_params(3)
     loss, metrics = self.variant(method.loss)(params, batch, jax.random.key(1))
     chex.assert_shape(loss, ())
     chex.assert_tree_all_finite((loss, metrics))
@@ -68,9 +75,15 @@ class LossShapesTest(chex.TestCase):
     assert out["shapes"].min() >= 1 and out["shapes"].max() <= 3
 
 
-@pytest.mark.parametrize("mode,stop_gradient,positions", [
-    ("mean", True, "rope"), ("gradient_ascent", True, "learned"),
-    ("gradient_ascent", False, "learned"), ("random_search", True, "learned")])
+@pytest.mark.parametrize(
+  "mode,stop_gradient,positions",
+  [
+    ("mean", True, "rope"),
+    ("gradient_ascent", True, "learned"),
+    ("gradient_ascent", False, "learned"),
+    ("random_search", True, "learned"),
+  ],
+)
 def test_gradient_finite_for_each_training_mode(mode, stop_gradient, positions):
   cfg = tiny_config(3, positions)
   cfg.model.train_latent.mode = mode
@@ -78,11 +91,11 @@ def test_gradient_finite_for_each_training_mode(mode, stop_gradient, positions):
   cfg.model.train_latent.num_samples = 3
   method = lpn.build(cfg)
   batch = random_batch(2, 3, 3, seed=3)
-  params = method.init(jax.random.key(0), batch)
+  params = tiny_params(3, positions)
   grads = jax.jit(jax.grad(lambda p: method.loss(p, batch, jax.random.key(1))[0]))(params)
   chex.assert_tree_all_finite(grads)
   enc_norm = sum(float(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads["encoder"]))
-  assert enc_norm > 0.0       # the encoder learns through the reparameterised latents
+  assert enc_norm > 0.0  # the encoder learns through the reparameterised latents
 
 
 def test_second_order_mode_gradient_matches_finite_differences():
@@ -93,21 +106,26 @@ def test_second_order_mode_gradient_matches_finite_differences():
   one in the decoder's: the second-order terms reach both (the paper's Grad k **).
 
   Two Adam steps at lr 1, last iterate: the second step depends on the ratio of the two gradients,
-  so its derivative is large and smooth. (The first step of a fresh Adam is about lr * sign(g), whose
-  derivative is about 0: at one step the two modes' gradients differ only by rounding.)"""
+  so its derivative is large and smooth. (The first step of a fresh Adam is about lr * sign(g),
+  whose derivative is about 0: at one step the two modes' gradients differ only by rounding.)"""
   batch = random_batch(2, 3, 3, seed=4)
-  params = jax.jit(lpn.build(tiny_config(3)).init)(jax.random.key(0), batch)
+  params = tiny_params(3)
   losses = {}
   for sg in (True, False):
     cfg = tiny_config(3)
-    cfg.model.train_latent.update(dict(mode="gradient_ascent", steps=2, lr=1.0, select="last",
-                                       stop_gradient=sg))
+    cfg.model.train_latent.update(
+      dict(mode="gradient_ascent", steps=2, lr=1.0, select="last", stop_gradient=sg)
+    )
     losses[sg] = lpn.build(cfg).loss
   theta, unravel = ravel_pytree(params)
   dirs = []
   for k, part in enumerate(("encoder", "decoder")):
-    in_part = ravel_pytree({key: jax.tree.map(lambda a, on=key == part: jnp.full_like(a, on), v)
-                            for key, v in params.items()})[0]
+    in_part = ravel_pytree(
+      {
+        key: jax.tree.map(lambda a, on=key == part: jnp.full_like(a, on), v)
+        for key, v in params.items()
+      }
+    )[0]
     d = in_part * jax.random.normal(jax.random.key(7 + k), theta.shape)
     dirs.append(d / jnp.linalg.norm(d))
   h = 3e-3
@@ -116,8 +134,10 @@ def test_second_order_mode_gradient_matches_finite_differences():
   @jax.jit
   def run(p):
     rng = jax.random.key(1)
-    grads = {sg: ravel_pytree(jax.grad(lambda q, f=f: f(q, batch, rng)[0])(p))[0]
-             for sg, f in losses.items()}
+    grads = {
+      sg: ravel_pytree(jax.grad(lambda q, f=f: f(q, batch, rng)[0])(p))[0]
+      for sg, f in losses.items()
+    }
     points = jnp.stack([ravel_pytree(p)[0] + o * d for d in dirs for o in offsets])
     values = jax.lax.map(lambda t: losses[False](unravel(t), batch, rng)[0], points)
     return grads, values.reshape(len(dirs), len(offsets))
@@ -137,13 +157,15 @@ def test_second_order_mode_gradient_matches_finite_differences():
 def test_bad_batches_are_named():
   method = lpn.build(tiny_config(3))
   batch = random_batch(1, 3, 3)
-  params = method.init(jax.random.key(0), batch)
+  params = tiny_params(3)
   with pytest.raises(ValueError, match="grids"):
-    method.loss(params, {"grids": batch["grids"][..., 0], "shapes": batch["shapes"]},
-                jax.random.key(0))
+    method.loss(
+      params, {"grids": batch["grids"][..., 0], "shapes": batch["shapes"]}, jax.random.key(0)
+    )
   with pytest.raises(ValueError, match="N >= 2"):
-    method.loss(params, {"grids": batch["grids"][:, :1], "shapes": batch["shapes"][:, :1]},
-                jax.random.key(0))
+    method.loss(
+      params, {"grids": batch["grids"][:, :1], "shapes": batch["shapes"][:, :1]}, jax.random.key(0)
+    )
   cfg = tiny_config(3)
   cfg.model.positions = "sinusoidal"
   with pytest.raises(ValueError, match="positions"):
@@ -155,20 +177,30 @@ def test_bad_batches_are_named():
 def test_latent_only_gradient_path_gives_the_same_scores_and_latent_gradients(positions, attention):
   """The decoder's latent-only path (first-layer attention backward reduced to the ctx token) gives
   the plain path's scores and gradients w.r.t. z, and no gradient to the parameters."""
-  dec = model_lib.Decoder(max_rows=4, max_cols=3, num_layers=2, num_heads=2, head_dim=8,
-                          mlp_factor=1, positions=positions, attention=attention)
+  dec = model_lib.Decoder(
+    max_rows=4,
+    max_cols=3,
+    num_layers=2,
+    num_heads=2,
+    head_dim=8,
+    mlp_factor=1,
+    positions=positions,
+    attention=attention,
+  )
   ks = jax.random.split(jax.random.key(1), 5)
   b = 6
   grids = jax.random.randint(ks[0], (b, 4, 3, 2), 0, 10)
-  shapes = jnp.stack([jax.random.randint(ks[1], (b, 2), 1, 5),
-                      jax.random.randint(ks[2], (b, 2), 1, 4)], axis=1)   # (B, 2 [rows, cols], 2)
+  shapes = jnp.stack(
+    [jax.random.randint(ks[1], (b, 2), 1, 5), jax.random.randint(ks[2], (b, 2), 1, 4)], axis=1
+  )  # (B, 2 [rows, cols], 2)
   z = jax.random.normal(ks[3], (b, 5))
   params = dec.init(ks[4], grids[..., 0], shapes[:, :, 0], z, grids[..., 1], shapes[:, :, 1])
 
   def total(p, zz, only):
-    return jnp.sum(loss_lib.pair_scores(dec, p, grids, shapes, zz, only)[0])
-  plain = jax.value_and_grad(total, argnums=(0, 1))(params, z, False)
-  fast = jax.jit(jax.value_and_grad(total, argnums=(0, 1)), static_argnums=2)(params, z, True)
+    return jnp.sum(latent_ascent.pair_scores(dec, p, grids, shapes, zz, only)[0])
+
+  value_and_grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1)), static_argnums=2)
+  plain, fast = value_and_grads(params, z, False), value_and_grads(params, z, True)
   np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
   np.testing.assert_allclose(fast[1][1], plain[1][1], rtol=1e-4, atol=1e-5)
   assert float(jnp.abs(plain[1][1]).max()) > 1e-3
@@ -177,19 +209,28 @@ def test_latent_only_gradient_path_gives_the_same_scores_and_latent_gradients(po
 
 def test_gradient_search_one_position_at_a_time_equals_all_at_once():
   """Grad k in training: the ascent run per LOO position (each position's whole ascent in one
-  loop step, sharing its first-layer constants) gives the contexts of all positions at once."""
+  step of a loop over positions) gives the contexts of all positions at once."""
   cfg = tiny_config(3)
   enc, dec = model_lib.modules_from_config(cfg.model)
   batch = random_batch(2, 4, 3, seed=2)
-  params = lpn.build(cfg).init(jax.random.key(0), batch)
+  params = tiny_params(3)
   z0 = jax.random.normal(jax.random.key(3), (2, 4, cfg.model.latent_dim))
   contexts = {}
   for per_position in (True, False):
-    lat = ml_collections.ConfigDict(dict(mode="gradient_ascent", steps=2, lr=0.1,
-                                         stop_gradient=True, select="best",
-                                         per_position=per_position))
-    contexts[per_position] = jax.jit(lambda p, z: loss_lib.loo_contexts(
-        dec, p, batch["grids"], batch["shapes"], z, jax.random.key(4), lat))(
-            params["decoder"], z0)
-  assert float(jnp.max(jnp.abs(contexts[True] - z0))) > 1e-3         # the search moved
+    lat = ml_collections.ConfigDict(
+      dict(
+        mode="gradient_ascent",
+        steps=2,
+        lr=0.1,
+        stop_gradient=True,
+        select="best",
+        per_position=per_position,
+      )
+    )
+    contexts[per_position] = jax.jit(
+      lambda p, z, lat=lat: loss_lib.loo_contexts(
+        dec, p, batch["grids"], batch["shapes"], z, jax.random.key(4), lat
+      )
+    )(params["decoder"], z0)
+  assert float(jnp.max(jnp.abs(contexts[True] - z0))) > 1e-3  # the search moved
   np.testing.assert_allclose(contexts[True], contexts[False], rtol=1e-4, atol=1e-5)

@@ -39,8 +39,9 @@ def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path, capsys):
   config.evals.arc.update(dict(max_tasks=2, render=1, batch_size=2))
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["eval"]["arc/mean/tasks"] == 2
-  assert re.search(r"lpn_arc grad2: (\d+)/\1 test inputs of 2 tasks \| .* ETA 0:00:00",
-                   capsys.readouterr().out)  # the progress line at the end of a search
+  assert re.search(
+    r"lpn_arc grad2: (\d+)/\1 test inputs of 2 tasks \| .* ETA 0:00:00", capsys.readouterr().out
+  )  # the progress line at the end of a search
   for search in ("mean", "grad2"):
     assert 0.0 <= summary["eval"][f"arc/{search}/top2"] <= 1.0
     sub = json.load(open(tmp_path / "arc" / f"{search}_step2_submission.json"))

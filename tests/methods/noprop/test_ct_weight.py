@@ -18,17 +18,20 @@ from jaxrepr.methods import noprop
 from jaxrepr.methods.noprop import schedules
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _one_digit():
-  d = images.load(ml_collections.ConfigDict({"dataset": "digits"}), "train")
+  d = images.load(images.default_config("digits"), "train")
   return {"image": jnp.asarray(d["image"][:1]), "label": jnp.asarray(d["label"][:1])}
 
 
 def _denoise(weight, seed):
   mc = noprop.default_model_config("ct")
-  mc.update(dict(conv_features=(4, 4, 4), hidden=8, head_hidden=8, gamma_hidden=8, time_dim=8,
-                 ct_weight=weight))
-  method = noprop.build(ml_collections.ConfigDict({"model": mc}))
+  mc.update(
+    dict(
+      conv_features=(4, 4, 4), hidden=8, head_hidden=8, gamma_hidden=8, time_dim=8, ct_weight=weight
+    )
+  )
+  method = noprop.build(ml_collections.ConfigDict({"model": mc, "precision": "float32"}))
   batch = _one_digit()
   params = method.init(jax.random.key(0), batch)
   rng = jax.random.key(seed)
@@ -47,7 +50,7 @@ def test_ct_weights_are_the_named_functions_of_t(seed):
   h = 1e-3
   gamma_prime = (gamma_at(t + h) - gamma_at(t - h)) / (2 * h)
   snr_prime_fd = (np.exp(-gamma_at(t + h)) - np.exp(-gamma_at(t - h))) / (2 * h)
-  assert gamma_prime < 0                      # SNR increases with t
+  assert gamma_prime < 0  # SNR increases with t
   np.testing.assert_allclose(neg_gamma_prime / uniform, -gamma_prime, rtol=2e-2)
   np.testing.assert_allclose(snr_prime / uniform, snr_prime_fd, rtol=2e-2)
 
@@ -56,4 +59,4 @@ def test_an_unknown_ct_weight_is_named():
   mc = noprop.default_model_config("ct")
   mc.ct_weight = "snr"
   with pytest.raises(ValueError, match=r"config.model.ct_weight='snr' is invalid"):
-    noprop.build(ml_collections.ConfigDict({"model": mc}))
+    noprop.build(ml_collections.ConfigDict({"model": mc, "precision": "float32"}))

@@ -1,4 +1,5 @@
-"""Tests of NoProp: block locality, schedules against their closed forms, shapes, a short DT training."""
+"""Tests of NoProp: block locality, schedules against their closed forms, shapes, a short DT
+training."""
 
 import functools
 
@@ -21,12 +22,12 @@ TINY = dict(conv_features=(4, 4, 4), hidden=8, head_hidden=8, num_blocks=3, infe
 def _config(variant="dt", **kw):
   mc = noprop.default_model_config(variant)
   mc.update({**TINY, **kw})
-  return ml_collections.ConfigDict({"model": mc})
+  return ml_collections.ConfigDict({"model": mc, "precision": "float32"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits(n=8):
-  d = images.load(ml_collections.ConfigDict({"dataset": "digits"}), "train")
+  d = images.load(images.default_config("digits"), "train")
   return {"image": jnp.asarray(d["image"][:n]), "label": jnp.asarray(d["label"][:n])}
 
 
@@ -59,8 +60,10 @@ def test_kl_closed_form_matches_monte_carlo():
   d, abar0 = 5, 0.3
   u = rng.normal(size=d)
   z = np.sqrt(abar0) * u + np.sqrt(1 - abar0) * rng.normal(size=(400_000, d))
-  log_q = -0.5 * np.sum((z - np.sqrt(abar0) * u) ** 2, -1) / (1 - abar0) - 0.5 * d * np.log(1 - abar0)
-  log_p = -0.5 * np.sum(z ** 2, -1)
+  log_q = -0.5 * np.sum((z - np.sqrt(abar0) * u) ** 2, -1) / (1 - abar0) - 0.5 * d * np.log(
+    1 - abar0
+  )
+  log_p = -0.5 * np.sum(z**2, -1)
   closed = float(schedules.kl_to_prior(jnp.asarray(u[None], jnp.float32), jnp.float32(abar0))[0])
   assert closed == pytest.approx(np.mean(log_q - log_p), rel=2e-2)
 
@@ -72,7 +75,9 @@ def test_ct_snr_is_monotone_for_any_weights():
   for seed in range(3):  # arbitrary (also negative) raw weights and endpoints
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = jax.tree.unflatten(tree, [l + 3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+    noisy = jax.tree.unflatten(
+      tree, [l + 3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+    )
     snr = schedules.ct_snr(net.apply({"params": noisy}, t))
     assert bool(jnp.all(jnp.diff(snr) > 0)), seed
   snr0, snr1 = schedules.ct_snr(net.apply({"params": params}, jnp.array([0.0, 1.0])))
@@ -95,13 +100,14 @@ def test_prototypes_pick_the_class_medoid():
   x = jnp.array([0.0, 1.0, 1.1, 5.0, 9.0, 9.5, 20.0]).reshape(7, 1, 1, 1)
   labels = jnp.array([0, 0, 0, 0, 1, 1, 1])
   protos = model_lib.prototypes(x, labels, 3)
-  # class 0 medians: 0->1.1, 1->1.0, 1.1->1.1, 5->4.0; class 1 medians: 9->5.75, 9.5->5.25, 20->10.75
+  # class 0 medians: 0->1.1, 1->1.0, 1.1->1.1, 5->4.0;
+  # class 1 medians: 9->5.75, 9.5->5.25, 20->10.75
   np.testing.assert_allclose(protos[:2, 0], [1.0, 9.5])
   assert protos.shape == (3, 1)  # class 2 absent: falls back to the overall medoid
 
 
 # ------------------------------------------------------------------------------- block locality
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dt(embedding="learned", **kw):
   method = noprop.build(_config("dt", embedding=embedding, **kw))
   spec = noprop.make_spec(_config("dt", embedding=embedding, **kw).model)
@@ -112,7 +118,9 @@ def _dt(embedding="learned", **kw):
 def test_no_gradient_crosses_blocks():
   _, spec, params = _dt()
   batch = _digits()
-  grad_fn = jax.jit(jax.grad(lambda p, t: loss_lib.dt_block_term(spec, p, batch, jax.random.key(1), t)))
+  grad_fn = jax.jit(
+    jax.grad(lambda p, t: loss_lib.dt_block_term(spec, p, batch, jax.random.key(1), t))
+  )
   for t in (1, 3):
     grads = grad_fn(params, jnp.int32(t))
     for leaf in jax.tree.leaves(grads["blocks"]):
@@ -124,14 +132,18 @@ def test_no_gradient_crosses_blocks():
 
 def test_one_block_per_step_computes_only_that_block():
   method_all, _, params = _dt()
-  method_one = noprop.build(_config("dt", embedding="learned", block_schedule="fixed", block_index=2))
+  method_one = noprop.build(
+    _config("dt", embedding="learned", block_schedule="fixed", block_index=2)
+  )
   batch, rng = _digits(), jax.random.key(5)
   _, m_all = jax.jit(method_all.loss)(params, batch, rng)
   # Poison every other block: a one-block step that touched them would turn NaN.
-  poisoned = dict(params, blocks=jax.tree.map(
-      lambda p: p.at[jnp.array([0, 2])].set(jnp.nan), params["blocks"]))
+  poisoned = dict(
+    params, blocks=jax.tree.map(lambda p: p.at[jnp.array([0, 2])].set(jnp.nan), params["blocks"])
+  )
   (loss_one, m_one), grads = jax.jit(jax.value_and_grad(method_one.loss, has_aux=True))(
-      poisoned, batch, rng)
+    poisoned, batch, rng
+  )
   np.testing.assert_allclose(m_one["denoise"], m_all["denoise_t2"], rtol=1e-5)
   np.testing.assert_allclose(m_one["ce"], m_all["ce"], rtol=1e-6)
   assert np.isfinite(float(loss_one))
@@ -142,16 +154,25 @@ def test_one_block_per_step_computes_only_that_block():
 
 def test_params_hold_exactly_what_each_variant_uses():
   batch = _digits()
-  want = {"dt": {"blocks", "classifier"}, "backprop": {"blocks", "mix", "classifier"},
-          "ct": {"net", "schedule", "classifier"}, "fm": {"net"}}
+  want = {
+    "dt": {"blocks", "classifier"},
+    "backprop": {"blocks", "mix", "classifier"},
+    "ct": {"net", "schedule", "classifier"},
+    "fm": {"net"},
+  }
   for variant, keys in want.items():
     for embedding, extra in (("onehot", set()), ("learned", {"embed", "classifier"})):
-      params = jax.eval_shape(noprop.build(_config(variant, embedding=embedding)).init,
-                              jax.random.key(0), batch)
+      params = jax.eval_shape(
+        noprop.build(_config(variant, embedding=embedding)).init, jax.random.key(0), batch
+      )
       assert set(params) == keys | extra, (variant, embedding, sorted(params))
+  params = jax.eval_shape(noprop.build(_config("cnn")).init, jax.random.key(0), batch)
+  assert set(params) == {"net"}
 
 
-def test_classifier_starts_at_zero_for_noprop_and_random_for_the_chain():
+def test_classifier_starts_at_zero_for_noprop_and_not_for_the_chain():
+  """The chain's head starts at W_Embed^T (test_noprop_init.py): a zero head would pass no
+  gradient to its blocks."""
   batch = _digits()
   for variant, zero in (("dt", True), ("ct", True), ("backprop", False)):
     params = jax.jit(noprop.build(_config(variant)).init)(jax.random.key(0), batch)
@@ -170,9 +191,11 @@ def test_backprop_chain_equals_a_hand_written_recurrence():
   z = np.asarray(jax.random.normal(k_z0, (8, w.shape[1])), np.float64)
   block = spec.block(batch["image"].shape[1:])
   for t in range(3):
-    p_t = jax.tree.map(lambda p: p[t], params["blocks"])
-    logits = np.asarray(block.apply({"params": p_t}, jnp.asarray(z, jnp.float32), batch["image"],
-                                    train=False), np.float64)
+    p_t = jax.tree.map(lambda p, t=t: p[t], params["blocks"])
+    logits = np.asarray(
+      block.apply({"params": p_t}, jnp.asarray(z, jnp.float32), batch["image"], train=False),
+      np.float64,
+    )
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     alpha = np.tanh(float(params["mix"][t]))
@@ -187,7 +210,9 @@ def test_backprop_baseline_chains_the_blocks_end_to_end():
   batch, rng = _digits(), jax.random.key(1)
   params = jax.jit(method.init)(jax.random.key(0), batch)
   np.testing.assert_allclose(np.tanh(params["mix"]), 0.5, rtol=1e-6)
-  (loss, metrics), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, batch, rng)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
+    params, batch, rng
+  )
   assert np.isfinite(float(loss)) and set(metrics) >= {"ce", "accuracy"}
   # Unlike NoProp, the end-to-end loss reaches every block (and the mixing weights).
   for leaf in jax.tree.leaves(grads["blocks"]):
@@ -237,8 +262,12 @@ def test_each_embedding_is_finite(variant, embedding):
   def run(batch):  # one compile for init, loss and predict
     params = method.init(jax.random.key(0), batch)
     loss, metrics = method.loss(params, batch, jax.random.key(1))
-    return params, loss, metrics, method.predict(params, dict(batch, mask=jnp.ones((8,))),
-                                                 jax.random.key(2))
+    return (
+      params,
+      loss,
+      metrics,
+      method.predict(params, dict(batch, mask=jnp.ones((8,))), jax.random.key(2)),
+    )
 
   _check_outputs(*run(batch), variant, embedding)
 
@@ -246,7 +275,8 @@ def test_each_embedding_is_finite(variant, embedding):
 @pytest.mark.parametrize("variant", ["dt", "ct", "fm", "backprop"])
 def test_bfloat16_predict_is_float32_and_close_to_float32(variant):
   """config.precision='bfloat16' in inference: the same float32 params, float32 logits out, and
-  logits within bf16 rounding of the float32 ones (the loss side is tests/core/test_precision.py)."""
+  logits within bf16 rounding of the float32 ones (the loss side is
+  tests/core/test_precision.py)."""
   batch = dict(_digits(), mask=jnp.ones((8,)))
   methods = {}
   for precision in ("float32", "bfloat16"):
@@ -254,7 +284,7 @@ def test_bfloat16_predict_is_float32_and_close_to_float32(variant):
     config.precision = precision
     methods[precision] = noprop.build(config)
   params = jax.jit(methods["float32"].init)(jax.random.key(0), batch)
-  if "classifier" in params:   # zero-initialised for DT/CT: make the logits depend on z
+  if "classifier" in params:  # zero-initialised for DT/CT: make the logits depend on z
     kernel = params["classifier"]["kernel"]
     params["classifier"]["kernel"] = jax.random.normal(jax.random.key(3), kernel.shape)
   out = {p: jax.jit(m.predict)(params, batch, jax.random.key(2)) for p, m in methods.items()}
@@ -286,10 +316,17 @@ def test_bad_config_and_batch_raise_clear_errors():
 # ---------------------------------------------------------------------------- a short training run
 @pytest.mark.heavy
 def test_short_dt_training_on_digits_beats_chance():
-  cfg = ml_collections.ConfigDict({"dataset": "digits"})
-  train, test = images.load(cfg, "train"), images.load(cfg, "test")
-  config = _config("dt", conv_features=(8, 16, 16), hidden=32, head_hidden=32, num_blocks=4,
-                   dropout=0.0, deterministic=True)
+  cfg = images.default_config("digits")
+  test = images.load(cfg, "test")
+  config = _config(
+    "dt",
+    conv_features=(8, 16, 16),
+    hidden=32,
+    head_hidden=32,
+    num_blocks=4,
+    dropout=0.0,
+    deterministic=True,
+  )
   method = noprop.build(config)
   it = images.train_iterator(cfg, batch_size=64, seed=0)
   params = jax.jit(method.init)(jax.random.key(0), next(it))
@@ -305,7 +342,8 @@ def test_short_dt_training_on_digits_beats_chance():
   for k in range(200):
     params, state, loss = step(params, state, next(it), jax.random.fold_in(jax.random.key(1), k))
   assert np.isfinite(float(loss))
-  out = jax.jit(method.predict)(params, {k: jnp.asarray(v) for k, v in test.items()},
-                                jax.random.key(2))
+  out = jax.jit(method.predict)(
+    params, {k: jnp.asarray(v) for k, v in test.items()}, jax.random.key(2)
+  )
   accuracy = float(np.mean(np.asarray(out["label"]) == test["label"]))
   assert accuracy > 0.6, accuracy  # chance is 0.1

@@ -44,7 +44,6 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -60,7 +59,7 @@ NUM_BLOCKS = 2
 
 @functools.cache
 def _batch():
-  d = images.load(ml_collections.ConfigDict({"dataset": "digits"}), "train")
+  d = images.load(images.default_config("digits"), "train")
   return {"image": jnp.asarray(d["image"][:8]), "label": jnp.asarray(d["label"][:8])}
 
 
@@ -90,8 +89,10 @@ def _gradients(variant: str, block_schedule: str = "all", terms: tuple[str, ...]
     calls = []
 
     def record(next_fun, args, kwargs, context):
-      if (isinstance(context.module, (model_lib.DTBlock, model_lib.CTFMNet))
-          and context.method_name == "__call__"):
+      if (
+        isinstance(context.module, (model_lib.DTBlock, model_lib.CTFMNet))
+        and context.method_name == "__call__"
+      ):
         calls.append(tuple(args))  # (z, x) for a DT block, (z, x, t) for the CT/FM network
       return next_fun(*args, **kwargs)
 
@@ -109,8 +110,10 @@ def _gradients(variant: str, block_schedule: str = "all", terms: tuple[str, ...]
     if terms:
       queries["step"] = ((jnp.ones_like(loss), zero_out[1]), zero_calls)
       for name in terms:
-        queries[f"term/{name}"] = ((zero_out[0], dict(zero_out[1], **{name: jnp.ones_like(loss)})),
-                                   zero_calls)
+        queries[f"term/{name}"] = (
+          (zero_out[0], dict(zero_out[1], **{name: jnp.ones_like(loss)})),
+          zero_calls,
+        )
     if len(queries) == 1:
       return metrics, {"calls": pullback(queries["calls"])[0]}
     # One backward pass for all queries, batched over them: one compilation per case.
@@ -154,7 +157,8 @@ def _assert_term_is_local_to_block(g, t: int, what: str):
 def _assert_inputs_independent_of(grads, parts: tuple[str, ...], what: str):
   for part in parts:
     assert not _nonzero(grads["calls"][part]), (
-        f"{what}: a network's inputs depend on params[{part!r}]")
+      f"{what}: a network's inputs depend on params[{part!r}]"
+    )
   # The probe does see dependence: z is a reparameterised sample of q, of mean u_y = W_Embed[y].
   assert _nonzero(grads["calls"]["embed"]), f"{what}: the probe sees no dependence at all"
 
@@ -164,7 +168,7 @@ def test_dt_all_blocks_each_term_reaches_only_its_own_block():
   names = tuple(f"denoise_t{t}" for t in range(1, NUM_BLOCKS + 1))
   metrics, grads = _gradients("dt", "all", names + ("ce", "kl"))(jax.random.key(1))
   for name in names:
-    _assert_term_is_local_to_block(grads[f"term/{name}"], int(name[len("denoise_t"):]), name)
+    _assert_term_is_local_to_block(grads[f"term/{name}"], int(name[len("denoise_t") :]), name)
   for name in ("ce", "kl"):
     assert not _nonzero(grads[f"term/{name}"]["blocks"]), f"{name} reaches a block"
   assert _nonzero(grads["term/ce"]["classifier"])
@@ -174,10 +178,16 @@ def test_dt_all_blocks_each_term_reaches_only_its_own_block():
   for t in range(1, NUM_BLOCKS + 1):
     own_step, _ = _block_slices(grads["step"], t - 1)
     own_term, _ = _block_slices(grads[f"term/denoise_t{t}"], t - 1)
-    _assert_close(own_step, [leaf / NUM_BLOCKS for leaf in own_term],
-                  f"the step's gradient in block {t} is not denoise_t{t}'s / T")
-  _assert_close(grads["step"]["classifier"], grads["term/ce"]["classifier"],
-                "the step's classifier gradient is not CE's")
+    _assert_close(
+      own_step,
+      [leaf / NUM_BLOCKS for leaf in own_term],
+      f"the step's gradient in block {t} is not denoise_t{t}'s / T",
+    )
+  _assert_close(
+    grads["step"]["classifier"],
+    grads["term/ce"]["classifier"],
+    "the step's classifier gradient is not CE's",
+  )
   assert float(metrics["denoise"]) > 0
 
 
@@ -196,8 +206,11 @@ def test_dt_sampled_block_step_reaches_only_the_sampled_block():
     own_step, others_step = _block_slices(grads["step"], t - 1)
     for leaf in others_step:
       assert np.all(leaf == 0.0), f"the step for sampled block {t} reaches another block"
-    _assert_close(own_step, _block_slices(grads["term/denoise"], t - 1)[0],
-                  f"the step's gradient in sampled block {t} is not its denoise term's")
+    _assert_close(
+      own_step,
+      _block_slices(grads["term/denoise"], t - 1)[0],
+      f"the step's gradient in sampled block {t} is not its denoise term's",
+    )
     if len(seen) == NUM_BLOCKS:
       break
   assert seen == set(range(1, NUM_BLOCKS + 1)), seen
@@ -206,11 +219,12 @@ def test_dt_sampled_block_step_reaches_only_the_sampled_block():
 # -------------------------------------------------------------------------------------------- CT/FM
 # Per term: (parts it must not reach, parts it must reach); paper Eq. 9 (CT), Eqs. 10-13 (FM).
 CTFM_TERMS = {
-    "ct": {"denoise": (("classifier",), ("net", "embed", "schedule")),
-           "ce": (("net",), ("classifier",)),
-           "kl": (("net", "classifier"), ("embed",))},
-    "fm": {"flow": (("classifier",), ("net", "embed")),
-           "ce": ((), ("net", "classifier"))},
+  "ct": {
+    "denoise": (("classifier",), ("net", "embed", "schedule")),
+    "ce": (("net",), ("classifier",)),
+    "kl": (("net", "classifier"), ("embed",)),
+  },
+  "fm": {"flow": (("classifier",), ("net", "embed")), "ce": ((), ("net", "classifier"))},
 }
 
 
