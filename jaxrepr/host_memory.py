@@ -99,5 +99,5 @@ def restart_with_huge_pages() -> None:
 
 def apply(config) -> None:
   """What the launchers call first: `restart_with_huge_pages` if `config.malloc_huge_pages`."""
-  if config.get("malloc_huge_pages", True):
+  if config.malloc_huge_pages:
     restart_with_huge_pages()

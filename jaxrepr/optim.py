@@ -31,8 +31,8 @@ SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "step")
 
 def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   lr = cfg.lr
-  warmup = int(cfg.get("warmup_steps", 0))
-  init = lr * cfg.get("warmup_init_fraction", 0.0)
+  warmup = int(cfg.warmup_steps)
+  init = lr * cfg.warmup_init_fraction
   if cfg.schedule == "constant":
     return optax.constant_schedule(lr)
   if cfg.schedule == "warmup_constant":
@@ -45,12 +45,12 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
       peak_value=lr,
       warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1),
-      end_value=lr * cfg.get("end_lr_fraction", 0.0),
+      end_value=lr * cfg.end_lr_fraction,
     )
   if cfg.schedule == "step":
     # piecewise_constant_schedule multiplies by the scale once the step passes each boundary
     return optax.piecewise_constant_schedule(
-      lr, {int(b): float(cfg.decay_factor) for b in cfg.get("decay_at", ())}
+      lr, {int(b): float(cfg.decay_factor) for b in cfg.decay_at}
     )
   raise ConfigError(f"config.optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
 
@@ -59,7 +59,7 @@ def make_optimizer(
   cfg: ml_collections.ConfigDict, total_steps: int
 ) -> optax.GradientTransformation:
   lr = schedule(cfg, total_steps)
-  wd = cfg.get("weight_decay", 0.0)
+  wd = cfg.weight_decay
   if cfg.name == "adamw":
     opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
   elif cfg.name == "adam":
@@ -74,7 +74,7 @@ def make_optimizer(
     )
   else:
     raise ConfigError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
-  if cfg.get("clip_norm", 0.0):
+  if cfg.clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
   return opt
 

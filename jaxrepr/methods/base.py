@@ -88,7 +88,7 @@ def stages_runner(module: ModuleType) -> Callable[..., dict] | None:
 def generation_key(config: ml_collections.ConfigDict) -> jax.Array:
   """The root key of data generated on device from example ids: `config.data.seed`, or
   `config.seed` when that is unset (a placeholder)."""
-  seed = config.data.get("seed", None)
+  seed = config.data.get("seed")  # data modules without generated examples have no data.seed
   if seed is None:
-    seed = config.get("seed", 0)
+    seed = config.seed
   return jax.random.key(seed)

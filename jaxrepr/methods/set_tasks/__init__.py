@@ -103,9 +103,9 @@ def _make_model(config: ml_collections.ConfigDict) -> nn.Module:
   attn = dict(
     num_heads=m.num_heads,
     mode=m.mode,
-    ln=m.get("ln"),
-    pma_rff=m.get("pma_rff"),
-    torch_init=m.get("torch_init"),
+    ln=m.ln,
+    pma_rff=m.pma_rff,
+    torch_init=m.torch_init,
   )
   if d.task == "mog":
     width = loss_lib.head_width(d.dim, m.head)
@@ -257,9 +257,7 @@ def build(config: ml_collections.ConfigDict) -> Method:
   model = _make_model(config)
   materialize_fn = functools.partial(materialize, data_cfg, generation_key(config))
   apply = functools.partial(apply_model, model, m.arch, data_cfg)
-  lengths = bucketing.bucket_lengths(
-    data_cfg.min_size, data_cfg.max_size, m.get("length_buckets", 1)
-  )
+  lengths = bucketing.bucket_lengths(data_cfg.min_size, data_cfg.max_size, m.length_buckets)
   plain_loss = functools.partial(loss_of, apply, task, head)
   bucketed_loss = bucketing.bucketed_loss(plain_loss, lengths, valid_reach, cut)
   note = (

@@ -143,11 +143,19 @@ logit_vectors = st.composite(_logits)
 def log_temperatures(draw, rule: str, size: int = ROWS - 1) -> np.ndarray:
   """Sorted log T over the family's domain with log T = 0 (T = 1) included."""
   lo, hi = LOG_T_DOMAIN[rule]
-  # Hypothesis-chosen values (boundaries, repeats, values near one another) and an even spread.
-  chosen = draw(hnp.arrays(np.float64, size // 2, elements=st.floats(lo, hi)))
+  # Hypothesis-chosen values (boundaries, repeats, values near one another), a uniform spread over
+  # the whole domain, and a dense grid (random offset, spacing 0.3 in log T) over the temperatures
+  # used in practice, T in [0.1, 10] clipped to the domain: a violation confined to a narrow band
+  # there (e.g. only T in (2, 4)) is met by every example, not by luck of the draw.
+  num_chosen = size // 4
+  num_dense = (size - num_chosen) // 2
+  chosen = draw(hnp.arrays(np.float64, num_chosen, elements=st.floats(lo, hi)))
   rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-  spread = rng.uniform(lo, hi, size - size // 2)
-  return np.sort(np.concatenate([[0.0], chosen, spread]))
+  spread = rng.uniform(lo, hi, size - num_chosen - num_dense)
+  d_lo, d_hi = max(lo, np.log(0.1)), min(hi, np.log(10.0))
+  step = (d_hi - d_lo) / num_dense
+  dense = d_lo + step * (np.arange(num_dense) + rng.uniform())
+  return np.sort(np.concatenate([[0.0], chosen, spread, dense]))
 
 
 def _rows(x_V, R=ROWS):
