@@ -30,13 +30,13 @@ def test_fsdp_gives_the_losses_of_one_device_with_a_fraction_of_the_bytes(
     config.mesh.fsdp = shards
     config.sharding.fsdp_min_bytes = 4096
     config.evals = {}
-    config.train.update(dict(steps=10, log_every=1, checkpoint_every=5))
+    config.train.update(dict(steps=6, log_every=1, checkpoint_every=3))
     workdir = str(tmp_path / label)
     train.train_and_evaluate(config, workdir)
     run = train.build(config)
     runs[label] = (config, workdir, run)
   one, sharded = losses(runs["one"][1]), losses(runs["fsdp"][1])
-  assert sorted(one) == sorted(sharded) == list(range(1, 11))
+  assert sorted(one) == sorted(sharded) == list(range(1, 7))
   np.testing.assert_allclose([sharded[s] for s in one], [one[s] for s in one], rtol=2e-5)
   _, params_one = final_params(runs["one"][0], runs["one"][1])
   _, params_fsdp = final_params(runs["fsdp"][0], runs["fsdp"][1])

@@ -159,7 +159,7 @@ def solve_task(
 def build(config: ml_collections.ConfigDict) -> Method:
   """The LPN `Method` for `config.model`."""
   model_cfg = config.model
-  encoder, decoder = model_lib.modules_from_config(model_cfg, config.get("precision", "float32"))
+  encoder, decoder = model_lib.modules_from_config(model_cfg, config.precision)
   if model_cfg.eval_latent.mode not in search_lib.METHODS:
     raise ConfigError(
       f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "

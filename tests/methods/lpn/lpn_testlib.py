@@ -6,11 +6,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxrepr import config as config_lib
 from jaxrepr.methods import lpn
 
 
 def tiny_config(size: int = 3, positions: str = "learned") -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict()
+  cfg = config_lib.base_config()
+  cfg.method = "lpn"
   cfg.model = lpn.default_model_config()
   m = cfg.model
   m.max_rows = m.max_cols = size

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from jaxrepr import config as config_lib
 from jaxrepr.methods import lpn
 from jaxrepr.methods.lpn import latent_ascent
 from jaxrepr.methods.lpn import loss as loss_lib
@@ -17,7 +18,7 @@ from tests.methods.lpn.lpn_testlib import random_batch, tiny_config, tiny_params
 
 
 def test_pattern_architecture_param_count():
-  cfg = ml_collections.ConfigDict()
+  cfg = config_lib.base_config()
   cfg.model = lpn.default_model_config()  # Table 13: enc/dec 2 x (6 x 16), mlp 1, d_z 32, 10x10
   batch = random_batch(1, 2, 10)
   method = lpn.build(cfg)
