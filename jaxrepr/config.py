@@ -7,9 +7,11 @@ value stops the run with the offending field named, not after minutes of compila
 Shared fields:
   method            name of a package in jaxrepr.methods
   seed              root of every random number in the run
+  seeds, sweep      several runs trained as one program (jaxrepr/replicas.py)
   data.name         name of a module in jaxrepr.data (the training data)
   model             owned by the method
   train.steps, train.batch_size (global), train.grad_accum (micro-batches per step),
+  train.budget (a compute budget that sets train.steps, jaxrepr/budget.py),
   train.log_every, train.checkpoint_every, train.keep_checkpoints
   optim             see jaxrepr/optim.py
   evals             {name: {kind: module in jaxrepr.evaluators, every: steps (0 = only at the end),
@@ -25,7 +27,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from jaxrepr import optim
+from jaxrepr import optim, replicas
 from jaxrepr.errors import ConfigError, MissingFileError
 from jaxrepr.methods import base as method_contract
 
@@ -38,6 +40,11 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = ""
   c.seed = 0
+  # Several runs as one program (jaxrepr/replicas.py): `seeds` trains one replica per seed
+  # (--config.seeds=0,1,2; empty: the one run of `seed`), `sweep` a grid of fields
+  # ('optim.lr=1e-3,3e-4;optim.weight_decay=0,1e-4'), each replica in <workdir>/[<point>/]s<seed>.
+  c.seeds = ()
+  c.sweep = ""
   c.data = ml_collections.ConfigDict(dict(name=""))
   c.model = ml_collections.ConfigDict()
   c.train = ml_collections.ConfigDict(
@@ -50,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
     )
   )
+  # A compute budget that sets train.steps: kind 'steps' | 'examples' | 'flops' | 'seconds'
+  # (jaxrepr/budget.py); the default (steps, 0) trains train.steps.
+  c.train.budget = ml_collections.ConfigDict(dict(kind="steps", value=0.0))
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
@@ -88,6 +98,22 @@ def _require(ok: bool, field: str, value, rule: str) -> None:
     raise ConfigError(f"config.{field}={value!r}: {rule}")
 
 
+BUDGET_KINDS = ("steps", "examples", "flops", "seconds")  # jaxrepr/budget.py resolves them
+
+
+def _check_budget(config: ml_collections.ConfigDict) -> None:
+  b = config.train.get("budget")
+  if b is None:
+    return
+  _require(b.kind in BUDGET_KINDS, "train.budget.kind", b.kind, f"must be one of {BUDGET_KINDS}")
+  _require(
+    b.value > 0 or (b.kind == "steps" and b.value == 0),
+    "train.budget.value",
+    b.value,
+    f"must be > 0 for a budget in {b.kind} (steps: 0 trains train.steps)",
+  )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the shared fields; raises ValueError naming the first bad one."""
   for section in base_config():  # what validate() and the trainer read without a fallback
@@ -99,6 +125,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   data_module(config)
   t, o = config.train, config.optim
   _require(isinstance(config.seed, int), "seed", config.seed, "must be an integer")
+  replicas.check(config)
+  _check_budget(config)
   _require(t.steps > 0, "train.steps", t.steps, "must be > 0")
   _require(t.batch_size > 0, "train.batch_size", t.batch_size, "must be > 0")
   _require(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")

@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxrepr import provenance
 from jaxrepr.errors import DataError, MissingFileError, UserError
 
 
@@ -24,12 +25,14 @@ class NonFiniteError(UserError, FloatingPointError):
   """A training metric became NaN or infinite."""
 
 
-def check_finite(step: int, metrics: Mapping[str, float]) -> None:
+def check_finite(step: int, metrics: Mapping[str, float], where: str = "") -> None:
+  """`where` names the replica (jaxrepr/replicas.py) whose metrics these are."""
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
   if bad:
     name = "loss" if "loss" in bad else sorted(bad)[0]
+    of = f" in replica {where}" if where else ""
     raise NonFiniteError(
-      f"non-finite {name}={bad[name]} at step {step} (all non-finite metrics: {bad}); "
+      f"non-finite {name}={bad[name]} at step {step}{of} (all non-finite metrics: {bad}); "
       "lower config.optim.lr, check the data, or enable config.optim.clip_norm"
     )
 
@@ -94,11 +97,24 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
   return [p[0] for p in points], [p[1] for p in points]
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+# Keys of config.json that are not config fields: the commit of the code that wrote it
+# (launch/summarize_runs.py puts it beside a results table), and what a compute budget measured
+# (jaxrepr/budget.py).
+NOT_CONFIG = ("commit", "train.flops_per_step", "train.total_flops", "train.seconds_per_step")
+
+
+def write_config(
+  workdir: str, config: ml_collections.ConfigDict, measured: Mapping[str, float] | None = None
+) -> None:
+  """config.json: the config, the commit of the code, and `measured` (a resolved budget's FLOPs
+  and seconds per step) in its `train` section."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
+    saved = json.loads(config.to_json_best_effort())
+    saved["commit"] = provenance.commit()
+    saved.setdefault("train", {}).update(measured or {})
     with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+      json.dump(saved, f, indent=2, sort_keys=True)
 
 
 def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -117,6 +133,8 @@ def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]
     return out
 
   o, n = flat(old), flat(new)
+  for key in NOT_CONFIG:
+    o.pop(key, None)
   return sorted(k for k in set(o) | set(n) if o.get(k) != n.get(k))
 
 
@@ -144,7 +162,7 @@ class Progress:
     self._last_time = time.perf_counter()
     self.enabled = jax.process_index() == 0
 
-  def report(self, step: int, metrics: Mapping[str, float]) -> float:
+  def report(self, step: int, metrics: Mapping[str, float], note: str = "") -> float:
     now = time.perf_counter()
     rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
@@ -152,8 +170,9 @@ class Progress:
       names = ["loss"] + sorted(k for k in metrics if k not in self.HIDDEN and k != "loss")
       shown = " ".join(f"{k}={metrics[k]:.4g}" for k in names if k in metrics)
       eta = duration((self.total - step) / rate) if rate > 0 else "?"
+      note = f" ({note})" if note else ""
       print(
-        f"step {step}/{self.total} {shown} | {rate:.2f} steps/s | ETA {eta}",
+        f"step {step}/{self.total} {shown}{note} | {rate:.2f} steps/s | ETA {eta}",
         file=self.stream,
         flush=True,
       )

@@ -20,6 +20,9 @@ step is still one trainer step, and checkpoints, schedules and logs count the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 import optax
 
@@ -29,8 +32,19 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "step")
 
 
-def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  lr = cfg.lr
+def schedule(
+  cfg: ml_collections.ConfigDict, total_steps: int, hparams: Mapping[str, Any] | None = None
+) -> optax.Schedule:
+  """The learning rate at each step; a swept `lr` in `hparams` (a traced value inside a replica
+  step, jaxrepr/replicas.py) scales the schedule of lr = 1 (every schedule is linear in lr)."""
+  if hparams and "lr" in hparams:
+    base = _schedule(cfg, 1.0, total_steps)
+    lr = hparams["lr"]
+    return lambda step: lr * base(step)
+  return _schedule(cfg, cfg.lr, total_steps)
+
+
+def _schedule(cfg: ml_collections.ConfigDict, lr: float, total_steps: int) -> optax.Schedule:
   warmup = int(cfg.warmup_steps)
   init = lr * cfg.warmup_init_fraction
   if cfg.schedule == "constant":
@@ -56,26 +70,36 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
 
 
 def make_optimizer(
-  cfg: ml_collections.ConfigDict, total_steps: int
+  cfg: ml_collections.ConfigDict, total_steps: int, hparams: Mapping[str, Any] | None = None
 ) -> optax.GradientTransformation:
-  lr = schedule(cfg, total_steps)
-  wd = cfg.weight_decay
+  """The optimizer of `cfg`; `hparams` overrides fields by name ('lr', 'weight_decay', 'b1', 'b2',
+  'eps', 'clip_norm') with values that may be traced (one replica's values inside the replica
+  step, jaxrepr/replicas.py). A swept field keeps the optimizer's structure the same for every
+  value, so that all replicas share one optimizer-state layout: a swept weight decay always adds
+  the decay term (0 adds nothing), a swept clip_norm always clips."""
+  h = dict(hparams or {})
+  lr = schedule(cfg, total_steps, h)
+  wd = h.get("weight_decay", cfg.weight_decay)
+  decays = "weight_decay" in h or bool(cfg.weight_decay)
+  b1, b2, eps = h.get("b1", cfg.b1), h.get("b2", cfg.b2), h.get("eps", cfg.eps)
   if cfg.name == "adamw":
-    opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
+    opt = optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=wd)
   elif cfg.name == "adam":
     opt = optax.chain(
-      optax.add_decayed_weights(wd) if wd else optax.identity(),
-      optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+      optax.add_decayed_weights(wd) if decays else optax.identity(),
+      optax.adam(lr, b1=b1, b2=b2, eps=eps),
     )
   elif cfg.name == "sgd":
+    if "b1" in h:
+      raise ConfigError("config.sweep: optim.b1 (sgd's momentum) changes the optimizer's state")
     opt = optax.chain(
-      optax.add_decayed_weights(wd) if wd else optax.identity(),
+      optax.add_decayed_weights(wd) if decays else optax.identity(),
       optax.sgd(lr, momentum=cfg.b1 or None),
     )
   else:
     raise ConfigError(f"config.optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
-  if cfg.clip_norm:
-    opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+  if "clip_norm" in h or cfg.clip_norm:
+    opt = optax.chain(optax.clip_by_global_norm(h.get("clip_norm", cfg.clip_norm)), opt)
   return opt
 
 

@@ -101,8 +101,15 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
   )
 
 
-def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: jax.sharding.Mesh, replica_axis: bool = False) -> NamedSharding:
+  """Rows over every device; with `replica_axis`, a leading axis of replicas (jaxrepr/replicas.py)
+  is kept whole on every device and the rows of each replica are spread as usual."""
+  return NamedSharding(mesh, P(None, BATCH_AXES) if replica_axis else P(BATCH_AXES))
+
+
+def with_replica_axis(shardings: Any) -> Any:
+  """Shardings of one replica's leaves -> those of the stacked leaves (replica axis unsharded)."""
+  return jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)), shardings)
 
 
 def fsdp_spec(shape: tuple[int, ...], itemsize: int, fsdp: int, min_bytes: int) -> P:
@@ -157,13 +164,14 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh, field: str
 
 
 def to_global(
-  host_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh
+  host_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, replica_axis: bool = False
 ) -> dict[str, jax.Array]:
-  """Host-local rows of a batch -> one global array per field, sharded on `P('data')`.
+  """Host-local rows of a batch -> one global array per field, sharded on `P('data')` (rows are
+  axis 1 behind a leading replica axis with `replica_axis`).
 
   Each process passes only its own rows (the data iterators slice by process); JAX assembles them.
   """
-  sharding = batch_sharding(mesh)
+  sharding = batch_sharding(mesh, replica_axis)
   return {
     k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
     for k, v in host_batch.items()

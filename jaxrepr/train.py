@@ -10,118 +10,42 @@ own sub-workdir.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from typing import Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, optim, parallel
-from jaxrepr import profiling, workdir as workdir_lib
-from jaxrepr import evaluators as evaluator_contract
+from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, parallel
+from jaxrepr import budget as budget_lib, profiling, replicas as replicas_lib
+from jaxrepr import workdir as workdir_lib
 from jaxrepr.methods import base as method_contract
-from jaxrepr.methods.base import Method
-from jaxrepr.train_step import TrainState, create_state, make_train_step, param_count
+from jaxrepr.run_build import Output, Run, build, build_evaluators, outputs  # noqa: F401
+from jaxrepr.train_step import param_count
 from jaxrepr.errors import ConfigError, WorkdirError
 
 
-@dataclasses.dataclass
-class Run:
-  """Everything built from a config before the first step (shared with launch/bench.py)."""
-
-  config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
-  method: Method
-  data: Iterator[dict[str, np.ndarray]]
-  state: TrainState
-  train_step: Callable  # jitted, donates the state
-  train_rng: jax.Array
-  eval_rng: jax.Array
-
-  def next_batch(self) -> dict[str, jax.Array]:
-    return parallel.to_global(next(self.data), self.mesh)
-
-
-def _peek(data) -> dict[str, np.ndarray]:
-  saved = data.get_state()
-  batch = next(data)
-  data.set_state(saved)
-  return batch
-
-
-def build(config: ml_collections.ConfigDict) -> Run:
-  """Validates the config and builds the run; nothing here compiles the train step yet."""
-  config_lib.validate(config)
-  mesh = parallel.make_mesh(config.num_devices, config.mesh.fsdp)
-  t = config.train
-  parallel.check_batch_size(t.batch_size, mesh, "config.train.batch_size")
-  if t.grad_accum > 1:
-    parallel.check_batch_size(
-      t.batch_size // t.grad_accum, mesh, "config.train.batch_size / config.train.grad_accum"
-    )
-  method = config_lib.method_module(config).build(config)
-  data = config_lib.data_module(config).train_iterator(
-    config.data,
-    batch_size=t.batch_size,
-    seed=config.seed,
-    shard_index=jax.process_index(),
-    shard_count=jax.process_count(),
-  )
-  init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
-  optimizer = optim.make_optimizer(config.optim, t.steps)
-  schedule = optim.schedule(config.optim, t.steps)
-  example = parallel.to_global(_peek(data), mesh)
-  replicated = parallel.replicated(mesh)
-  min_bytes = config.sharding.fsdp_min_bytes
-  with jax.set_mesh(mesh):
-    param_shardings = parallel.fsdp_shardings(
-      jax.eval_shape(method.init, init_rng, example), mesh, min_bytes
-    )
-    params = jax.jit(method.init, out_shardings=param_shardings)(init_rng, example)
-    new_state = lambda p: create_state(p, optimizer)  # noqa: E731
-    state_shardings = parallel.fsdp_shardings(jax.eval_shape(new_state, params), mesh, min_bytes)
-    state = jax.jit(new_state, out_shardings=state_shardings)(params)
-    step_fn = jax.jit(
-      make_train_step(method, optimizer, schedule, t.grad_accum),
-      donate_argnums=(0,),
-      out_shardings=(state_shardings, replicated),
-    )
-  return Run(config, mesh, method, data, state, step_fn, train_rng, eval_rng)
-
-
-def build_evaluators(config, run: Run, workdir: str, names=None) -> dict[str, Any]:
-  """`config.evals` (or the named subset) -> {name: Evaluator}."""
-  evaluators = {}
-  for name, ev in config.evals.items():
-    if names is not None and name not in names:
-      continue
-    kwargs = evaluator_contract.evaluator_fields(ev)
-    cls = config_lib.evaluator_class(name, ev)
-    evaluators[name] = cls(
-      config=config, method=run.method, mesh=run.mesh, workdir=workdir, **kwargs
-    )
-  return evaluators
-
-
-def _run_evals(evaluators, config, run: Run, step: int, writer, final: bool) -> dict[str, float]:
+def _run_evals(evaluators, out: Output, run: Run, step: int, writer, final: bool) -> dict:
+  """Runs the evaluators of one trained run (a plain run, or one replica) that are due."""
   results = {}
   for name, evaluator in evaluators.items():
-    every = config.evals[name].get("every", 0)
+    every = out.config.evals[name].get("every", 0)
     if final or (every and step % every == 0):
       t0 = time.perf_counter()
       with jax.set_mesh(run.mesh):
-        out = evaluator.run(run.state.params, jax.random.fold_in(run.eval_rng, step), step)
-      out = {f"{name}/{k}": float(v) for k, v in out.items()}
-      writer.write(step, out)
+        rng = jax.random.fold_in(out.eval_rng(run), step)
+        values = evaluator.run(out.params(run.state), rng, step)
+      values = {f"{name}/{k}": float(v) for k, v in values.items()}
+      writer.write(step, values)
       if jax.process_index() == 0:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in out.items())
-        print(f"eval step {step} ({time.perf_counter() - t0:.1f}s): {shown}", flush=True)
-      results.update(out)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        where = f" {out.name}" if out.name else ""
+        print(f"eval step {step}{where} ({time.perf_counter() - t0:.1f}s): {shown}", flush=True)
+      results.update(values)
   return results
 
 
@@ -170,10 +94,19 @@ def owned(workdir: str):
       workdir_lib.release(workdir)
 
 
-def _refuse_fresh_start(workdir: str, unreadable_steps: list[int]) -> None:
+def _run_dirs(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Where the runs trained by `config` write their metrics (one per replica)."""
+  if not replicas_lib.is_replicated(config):
+    return [workdir]
+  return [os.path.join(workdir, r.name) for r in replicas_lib.replicas(config)]
+
+
+def _refuse_fresh_start(
+  workdir: str, unreadable_steps: list[int], run_dirs: list[str] | None = None
+) -> None:
   """A fresh start must not write a second run's history into the metrics of an earlier one."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  earlier = [d for d in run_dirs or [workdir] if os.path.exists(os.path.join(d, "metrics.jsonl"))]
+  if not earlier:
     return
   steps = unreadable_steps
   why = (
@@ -184,8 +117,9 @@ def _refuse_fresh_start(workdir: str, unreadable_steps: list[int]) -> None:
   moved = os.path.join(workdir, checkpoint.UNREADABLE_DIR)
   if os.path.isdir(moved) and os.listdir(moved):
     why += f" (unreadable ones were moved to {moved})"
+  where = workdir if earlier == [workdir] else f"{workdir} ({earlier[0]})"
   raise WorkdirError(
-    f"{workdir} holds the metrics of an earlier run but {why}; to start over, "
+    f"{where} holds the metrics of an earlier run but {why}; to start over, "
     "rerun with --overwrite (moves the old workdir aside) or give another --workdir"
   )
 
@@ -214,6 +148,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ones are moved aside and the previous one is used, and a fresh start over an earlier run's
   metrics.jsonl is an error (launch/train.py --overwrite moves the old workdir aside)."""
   config_lib.validate(config)  # a bad config stops before anything is written
+  programs = replicas_lib.programs(config)
+  if len(programs) > 1:  # a sweep over fields that change shapes: one program after another
+    with owned(workdir):
+      return {sub: train_and_evaluate(c, os.path.join(workdir, sub)) for sub, c in programs}
   with owned(workdir):
     return _train_and_evaluate(config, workdir)
 
@@ -224,15 +162,22 @@ def _has_checkpoints(directory: str) -> bool:
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  t = config.train
   main = jax.process_index() == 0
   checkpoints = os.path.join(workdir, "checkpoints")
+  run_dirs = _run_dirs(config, workdir)
   if not _has_checkpoints(checkpoints):
-    _refuse_fresh_start(workdir, [])  # before anything is built: stop at once
+    _refuse_fresh_start(workdir, [], run_dirs)  # before anything is built: stop at once
+  config, spent = budget_lib.resolve(config, workdir)
+  if spent and main:
+    b = config.train.budget
+    cost = ", ".join(f"{k}={v:.4g}" for k, v in budget_lib.written_fields(spent).items())
+    print(f"budget {b.kind}={b.value:g}: {config.train.steps} steps ({cost})", flush=True)
+  t = config.train
   run = build(config)
+  outs = outputs(run, workdir)
   # Evaluators check what they need (other runs, data files, packages) when they are built: a
   # missing prerequisite stops the run here, before anything is written into the workdir.
-  evaluators = build_evaluators(config, run, workdir)
+  evaluators = [build_evaluators(o.config, run, o.workdir, method=o.method) for o in outs]
   ckpt = checkpoint.Checkpointer(checkpoints, t.keep_checkpoints)
   restored = None
   if ckpt.all_steps():
@@ -249,7 +194,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     multihost_utils.sync_global_devices("checkpoints repaired")
     ckpt.reload()  # every process sees the checkpoints process 0 moved aside
   if restored is None:
-    _refuse_fresh_start(workdir, [s for s, _ in ckpt.skipped])
+    _refuse_fresh_start(workdir, [s for s, _ in ckpt.skipped], run_dirs)
     start = 0
     if main:
       print(f"starting fresh in {workdir}", flush=True)
@@ -259,32 +204,43 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if main:
       print(f"resuming from step {start} in {workdir}", flush=True)
       _keep_old_config(workdir, config, start)
-  metrics_lib.write_config(workdir, config)
+  measured = budget_lib.written_fields(spent)
+  metrics_lib.write_config(workdir, config, measured)
+  for o in outs if run.replicas is not None else []:
+    # each replica's dir reads as a plain run
+    metrics_lib.write_config(o.workdir, o.config, measured)
   if main:
     note = f" ({run.method.param_count_note})" if run.method.param_count_note else ""
+    count = param_count(outs[0].params(run.state))
+    many = f"{len(outs)} replicas in one program, " if run.replicas is not None else ""
     print(
-      f"{config.method}: {param_count(run.state.params):,} parameters{note}; "
+      f"{config.method}: {many}{count:,} parameters{' each' if many else ''}{note}; "
       f"{run.mesh.devices.size} devices over {jax.process_count()} processes; "
       f"global batch {t.batch_size}",
       flush=True,
     )
 
-  writer = metrics_lib.MetricWriter(workdir)
+  writers = [metrics_lib.MetricWriter(o.workdir) for o in outs]
   progress = metrics_lib.Progress(t.steps, start)
-  last_logged: dict[str, float] = {}
+  last_logged: list[dict[str, float]] = [{} for _ in outs]
   pending = None  # (step, device metrics) of the step before, fetched after the next dispatch
   stopped_by_signal = False
   t_start = time.perf_counter()
 
   def finish(step_and_metrics):
-    nonlocal last_logged
     done, device_metrics = step_and_metrics
-    scalars = metrics_lib.to_floats(parallel.fetch(device_metrics))
-    metrics_lib.check_finite(done, scalars)
+    per_run = _per_run_scalars(parallel.fetch(device_metrics), outs)
+    for o, scalars in zip(outs, per_run):
+      metrics_lib.check_finite(done, scalars, where=o.name)
     if done % t.log_every == 0 or done == t.steps:
-      rate = progress.report(done, scalars)
-      writer.write(done, dict(scalars, steps_per_second=rate), prefix="train/")
-      last_logged = scalars
+      shown = per_run[0] if len(outs) == 1 else _mean(per_run)
+      rate = progress.report(done, shown, note=f"mean of {len(outs)}" if len(outs) > 1 else "")
+      for i, (writer, scalars) in enumerate(zip(writers, per_run)):
+        writer.write(done, dict(scalars, steps_per_second=rate), prefix="train/")
+        last_logged[i] = scalars
+
+  def evaluate(step, final):
+    return [_run_evals(e, o, run, step, w, final) for o, e, w in zip(outs, evaluators, writers)]
 
   profiler = profiling.StepProfiler(
     workdir, start + config.profile_start, config.profile_steps, main
@@ -316,7 +272,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         pending = None
         if t.checkpoint_every and step % t.checkpoint_every == 0:
           ckpt.save(step, run.state, run.data.get_state())
-        _run_evals(evaluators, config, run, step, writer, final=False)
+        evaluate(step, final=False)
     if pending is not None:
       finish(pending)
     profiler.stop(run.state)
@@ -334,23 +290,41 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # The final evaluations run without the guard: a SIGTERM now ends the process at once (a long
   # evaluation would outlast a preemption's grace period), and a rerun resumes at the final
   # checkpoint and evaluates again.
-  results = {}
+  results = [{} for _ in outs]
   if not stopped_by_signal:
     with jax.set_mesh(run.mesh):
-      results = _run_evals(evaluators, config, run, step, writer, final=True)
+      results = evaluate(step, final=True)
   ckpt.close()
-  writer.close()
+  for writer in writers:
+    writer.close()
   summary = {
     "step": step,
-    "train": last_logged,
-    "eval": results,
+    "train": last_logged[0] if len(outs) == 1 else _mean(last_logged),
+    "eval": results[0] if len(outs) == 1 else _mean(results),
     "workdir": workdir,
     "preempted": stopped_by_signal,
     "seconds": time.perf_counter() - t_start,
+    "budget": spent,
   }
+  if run.replicas is not None:
+    summary["replicas"] = {
+      o.name: {"train": tr, "eval": ev} for o, tr, ev in zip(outs, last_logged, results)
+    }
   if main and not stopped_by_signal:
-    _print_summary(summary, writer)
+    _print_summary(summary)
   return summary
+
+
+def _per_run_scalars(fetched: dict[str, np.ndarray], outs: list[Output]) -> list[dict]:
+  """Fetched step metrics -> one {name: float} per trained run (a replica's values are its row)."""
+  if len(outs) == 1 and outs[0].index is None:
+    return [metrics_lib.to_floats(fetched)]
+  return [{k: float(np.asarray(v)[o.index]) for k, v in fetched.items()} for o in outs]
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+  keys = [k for k in rows[0] if all(k in r for r in rows)]
+  return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
 def run_experiment(
@@ -383,20 +357,31 @@ def run_experiment(
     return run_stages(config, workdir, train_and_evaluate)
 
 
-def _print_summary(summary: dict, writer: metrics_lib.MetricWriter) -> None:
+def _print_summary(summary: dict) -> None:
   lines = [f"done: {summary['step']} steps in {summary['seconds']:.1f}s"]
+  spent = summary.get("budget") or {}
+  if spent:
+    b = spent["budget"]
+    total = f", {spent['total_flops']:.4g} FLOPs" if "total_flops" in spent else ""
+    lines.append(f"  budget {b['kind']}={b['value']:g}: {spent['steps']} steps{total}")
+  hidden = lambda k: k.endswith("norm") or k == "lr"  # noqa: E731
+  replicas = summary.get("replicas")
+  if replicas:
+    lines.append(f"  {len(replicas)} replicas (mean, then each):")
   if summary["train"]:
-    lines.append(
-      "  train: "
-      + " ".join(
-        f"{k}={v:.4g}"
-        for k, v in sorted(summary["train"].items())
-        if not k.endswith("norm") and k != "lr"
-      )
-    )
+    shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(summary["train"].items()) if not hidden(k))
+    lines.append("  train: " + shown)
   for k, v in sorted(summary["eval"].items()):
-    lines.append(f"  {k} = {v:.4g}")
+    if replicas:
+      values = [r["eval"][k] for r in replicas.values() if k in r["eval"]]
+      lines.append(f"  {k} = {v:.4g} +- {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}")
+    else:
+      lines.append(f"  {k} = {v:.4g}")
+  for name, r in (replicas or {}).items():
+    lines.append(f"    {name}: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(r["eval"].items())))
+  where = "<replica>/" if replicas else ""
   lines.append(
-    f"  outputs: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, config.json)"
+    f"  outputs: {summary['workdir']} ({where}metrics.jsonl, {where}tensorboard/, checkpoints/, "
+    "config.json)"
   )
   print("\n".join(lines), flush=True)

@@ -77,21 +77,42 @@ def make_train_step(
   grad_accum: int = 1,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    step_rng = jax.random.fold_in(rng, state.step)
-    loss, metrics, grads = _loss_and_grads(method, state.params, batch, step_rng, grad_accum)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics)
-    metrics.update(
-      loss=loss,
-      lr=lr_schedule(state.step),
-      grad_norm=optax.tree.norm(grads),
-      update_norm=optax.tree.norm(updates),
-      param_norm=optax.tree.norm(params),
-    )
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
   return train_step
+
+
+def make_replica_step(
+  method: Method,
+  make_optimizer: Callable[[Any], optax.GradientTransformation],
+  make_schedule: Callable[[Any], Callable[[jax.Array], jax.Array]],
+  grad_accum: int = 1,
+) -> Callable[[TrainState, Batch, jax.Array, Any], tuple[TrainState, Metrics]]:
+  """The train step of one replica under `jax.vmap` (jaxrepr/replicas.py): state, batch, key and
+  hyperparameters carry a leading replica axis; the optimizer and schedule are built inside from
+  each replica's hyperparameters (`make_optimizer(hparams)`), so that swept values can differ."""
+
+  def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any):
+    optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
+    return _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng)
+
+  return jax.vmap(one)
+
+
+def _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng):
+  step_rng = jax.random.fold_in(rng, state.step)
+  loss, metrics, grads = _loss_and_grads(method, state.params, batch, step_rng, grad_accum)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics)
+  metrics.update(
+    loss=loss,
+    lr=lr_schedule(state.step),
+    grad_norm=optax.tree.norm(grads),
+    update_norm=optax.tree.norm(updates),
+    param_norm=optax.tree.norm(params),
+  )
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def param_count(params: Any) -> int:

@@ -45,7 +45,11 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
 )
-_SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "Run a fixed list of benchmarks instead.")
+_SUITE = flags.DEFINE_enum(
+  "suite", None, ["gpu", "replicas"], "Run a fixed list of benchmarks instead."
+)
+_REPLICAS = flags.DEFINE_integer("replicas", 4, "--suite=replicas: seeds trained as one program.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "--suite=replicas: interleaved rounds.")
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
@@ -73,6 +77,15 @@ GPU_SUITE = (
     "dt,mnist5k",
     {"model.block_schedule": "sampled", "precision": "bfloat16"},
   ),
+)
+
+
+# (row name, config file, variant, overrides): what `--suite=replicas` runs, each as one run and as
+# --replicas seeds in one program (jaxrepr/replicas.py), in interleaved rounds.
+REPLICA_SUITE = (
+  ("classifier_digits", "classifier.py", "", {}),
+  ("noprop_dt_one_block_mnist5k", "noprop.py", "dt,mnist5k", {"model.block_schedule": "sampled"}),
+  ("set_max", "set_max.py", "", {}),
 )
 
 
@@ -132,29 +145,18 @@ def _memory(compiled) -> dict:
 
 
 def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get("flops", 0.0))
+  from jaxrepr import step_cost
+
+  return step_cost.compiled_flops(compiled)
 
 
 def _plain_attention_flops(config, batch) -> float:
-  """FLOPs of the same step without its memory-saving loops (the same arithmetic).
-
-  XLA's cost analysis counts the body of a loop once, so the blocked attention's loops over blocks
-  (`model.attention`) and LPN's loop over leave-one-out positions (`train_latent.per_position`)
-  would hide most of the FLOPs; the plain forms have no loops to undercount.
-  """
+  """FLOPs of the same step without its memory-saving loops (jaxrepr/step_cost.py, loop_free)."""
   import jax
 
-  from jaxrepr import train
+  from jaxrepr import step_cost, train
 
-  plain = config.copy_and_resolve_references()
-  with plain.unlocked():
-    plain.model.attention = "xla"
-    if "train_latent" in plain.model:
-      plain.model.train_latent.per_position = False
-  run = train.build(plain)
+  run = train.build(step_cost.loop_free(config))
   with jax.set_mesh(run.mesh):
     return _flops(run.train_step.lower(run.state, batch, run.train_rng).compile())
 
@@ -182,6 +184,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
     jax.block_until_ready(state)
     times = []
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu_before = time.process_time()
     for i in range(steps):
       t0 = time.perf_counter()
       state, metrics = compiled(state, batches[(warmup + i) % num_batches], run.train_rng)
@@ -190,6 +193,8 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
     # page faults: a CPU step that maps its buffers anew each time shows them
     # (jaxrepr/host_memory.py)
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
+    # CPU seconds of this process per step: robust to other jobs on a shared machine
+    cpu_s_per_step = (time.process_time() - cpu_before) / steps
   # one batch: the median resists noise; varied batches: the mean is the throughput
   step_s = float(np.median(times) if num_batches == 1 else np.mean(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
@@ -226,6 +231,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
     step_s_max=float(np.max(times)),
     step_s_mean=float(np.mean(times)),
     page_faults_per_step=faults_per_step,
+    cpu_s_per_step=cpu_s_per_step,
     malloc_huge_pages=host_memory.huge_pages_active(),
     transparent_huge_pages=host_memory.transparent_huge_pages_mode(),
     flops_per_step=flops,
@@ -244,25 +250,9 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
 
 def _commit() -> str:
   """The measured code's short commit hash ('+' when the working tree has changes), or '?'."""
-  import subprocess
+  from launch import _doc_tables
 
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    head = subprocess.run(
-      ["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-      capture_output=True,
-      text=True,
-      check=True,
-    ).stdout.strip()
-    dirty = subprocess.run(
-      ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-      capture_output=True,
-      text=True,
-      check=True,
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "?"
-  return head + ("+" if dirty else "")
+  return _doc_tables.commit()
 
 
 def _fmt_bytes(b) -> str:
@@ -284,8 +274,9 @@ def table_lines(results: dict) -> list[str]:
   """The markdown table of every result, one row per name."""
   rows = [
     "| name | device | batch | params | param bytes / device | steps/s | step ms (median; mean*) | "
+    "CPU s / step | replicas (gain) | "
     "compile s | peak mem (XLA) | peak RSS | GFLOP/step | util. vs matmul peak | commit |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, r in results.items():
     fsdp = f" (fsdp {r['fsdp']})" if r.get("fsdp", 1) > 1 else ""
@@ -293,16 +284,24 @@ def table_lines(results: dict) -> list[str]:
     per_device = (
       _fmt_bytes(r["param_bytes_per_device"]) + fsdp if "param_bytes_per_device" in r else ""
     )
+    cpu = f"{r['cpu_s_per_step']:.3f}" if "cpu_s_per_step" in r else ""
     rows.append(
       f"| {name} | {r['devices']}x {r['device_kind']} | {r['batch_size']} | {r['params']:,} | "
       f"{per_device} | "
       f"{r['steps_per_s']:.2f} | {1e3 * r['step_s']:.1f}"
-      f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | {r['compile_s']:.1f} | "
+      f"{'*' if r.get('distinct_batches', 1) > 1 else ''} | "
+      f"{cpu} | {_replicas_cell(r)} | {r['compile_s']:.1f} | "
       f"{_fmt_bytes(r.get('peak_bytes', 0))} | {_fmt_bytes(r['peak_rss_bytes'])} | "
       f"{bound}{r['flops_per_step'] / 1e9:.2f} | {bound}{100 * r['utilisation']:.1f}% | "
       f"{r.get('commit', '')} |"
     )
   return rows
+
+
+def _replicas_cell(r: dict) -> str:
+  if r.get("replicas", 1) == 1:
+    return "1" if "replicas" in r else ""
+  return f"{r['replicas']} ({r['replica_throughput_gain']:.2f}x)"
 
 
 def write_table(results: dict, path: str) -> None:
@@ -313,15 +312,9 @@ def write_table(results: dict, path: str) -> None:
 def write_docs_table(results: dict, path: str = DOCS_PAGE) -> None:
   """Replaces the table between the DOCS_MARKERS of `path` (docs/benchmarks.md) with the table of
   `results`; the page's other text is kept as it is."""
-  with open(path) as f:
-    text = f.read()
-  begin, end = DOCS_MARKERS
-  if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-    raise ValueError(f"{path}: expected one '{begin}' line before one '{end}' line")
-  head, rest = text.split(begin, 1)
-  tail = rest.split(end, 1)[1]
-  with open(path, "w") as f:
-    f.write(head + begin + "\n" + "\n".join(table_lines(results)) + "\n" + end + tail)
+  from launch import _doc_tables
+
+  _doc_tables.replace_between(path, *DOCS_MARKERS, "\n".join(table_lines(results)))
 
 
 def main(argv):
@@ -341,6 +334,9 @@ def main(argv):
 def _bench_all():
   from jaxrepr import config as config_lib
 
+  if _SUITE.value == "replicas":
+    _bench_replicas()
+    return
   if _SUITE.value:
     import jax
 
@@ -362,6 +358,37 @@ def _bench_all():
     ]
   for name, config in runs:
     _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value))
+
+
+def _bench_replicas():
+  """R seeds as one program against R separate runs: a step of the program trains R replicas, so
+  its throughput gain is R x (one run's step time) / (the program's step time). Medians over
+  --rounds interleaved rounds; CPU seconds per step beside wall time."""
+  import numpy as np
+
+  r = _REPLICAS.value
+  for name, file, variant, overrides in REPLICA_SUITE:
+    rounds = {1: [], r: []}
+    for _ in range(_ROUNDS.value):
+      for count in (1, r):
+        config = suite_config(file, variant, overrides)
+        if count > 1:
+          config.seeds = tuple(range(count))
+        result = bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value)
+        rounds[count].append(result)
+    one = float(np.median([x["step_s"] for x in rounds[1]]))
+    many = float(np.median([x["step_s"] for x in rounds[r]]))
+    for count, results in rounds.items():
+      row = dict(results[-1])
+      row.update(
+        replicas=count,
+        step_s=float(np.median([x["step_s"] for x in results])),
+        step_s_rounds=[x["step_s"] for x in results],
+      )
+      row["steps_per_s"] = 1.0 / row["step_s"]
+      if count > 1:
+        row["replica_throughput_gain"] = count * one / many
+      _record(f"{name}_x{count}", row)
 
 
 def _record(name: str, result: dict) -> None:

@@ -102,7 +102,7 @@ def _evaluate(config):
   if restored is None:
     raise MissingFileError(f"{checkpoints}: no checkpoint that restores")
   step, run.state, _ = restored
-  logged = _last_logged_step(workdir)
+  logged = _last_logged_step(train.outputs(run, workdir)[0].workdir)
   why = ""
   if ckpt.skipped:
     why = "; newer checkpoints could not be restored: " + ", ".join(
@@ -113,9 +113,14 @@ def _evaluate(config):
   print(f"evaluating step {step} of {workdir}{why}", flush=True)
   results = {}
   with jax.set_mesh(run.mesh):
-    for n, evaluator in train.build_evaluators(config, run, workdir, names).items():
-      out = evaluator.run(run.state.params, jax.random.fold_in(run.eval_rng, step), step)
-      results.update({f"{n}/{k}": float(v) for k, v in out.items()})
+    # a multi-seed or sweep run (jaxrepr/replicas.py): each replica with its own config and keys
+    for out in train.outputs(run, workdir):
+      evaluators = train.build_evaluators(out.config, run, out.workdir, names, method=out.method)
+      prefix = f"{out.name}/" if out.name else ""
+      for n, evaluator in evaluators.items():
+        rng = jax.random.fold_in(out.eval_rng(run), step)
+        values = evaluator.run(out.params(run.state), rng, step)
+        results.update({f"{prefix}{n}/{k}": float(v) for k, v in values.items()})
   ckpt.close()
   for k, v in sorted(results.items()):
     print(f"  {k} = {v:.4g}")

@@ -4,6 +4,10 @@
         --out=loss.png
     python launch/plot_runs.py --runs=a,b --labels=float32,bfloat16 --metric=train/loss \
         --metric=test/accuracy --out=curves.png   # one panel per metric
+    python launch/plot_runs.py --runs=runs/three_seeds --out=seeds.png   # a curve per seed
+
+A multi-seed or sweep workdir (`W/s<seed>/`, `W/<point>/s<seed>/`, launch/summarize_runs.py) is
+opened into its seeds: one curve each, labelled with the workdir's label and the seed's path in it.
 """
 
 import os
@@ -14,8 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from jaxrepr.metrics import read_metric  # noqa: E402
+from launch import _run_tables  # noqa: E402
 
-_RUNS = flags.DEFINE_list("runs", None, "Workdirs (each with a metrics.jsonl).")
+_RUNS = flags.DEFINE_list("runs", None, "Workdirs (each with a metrics.jsonl, or with seeds).")
 _LABELS = flags.DEFINE_list("labels", None, "Legend labels (default: the workdir names).")
 _METRICS = flags.DEFINE_multi_string("metric", ["train/loss"], "Metric(s) to plot.")
 _TITLE = flags.DEFINE_string("title", "", "Figure title.")
@@ -37,13 +42,11 @@ def _plot():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  labels = _LABELS.value or [os.path.basename(os.path.normpath(r)) for r in _RUNS.value]
-  if len(labels) != len(_RUNS.value):
-    raise app.UsageError(f"{len(labels)} labels for {len(_RUNS.value)} runs")
+  curves = _run_tables.labelled(_RUNS.value, _LABELS.value)
   metrics = _METRICS.value
   fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
-    for run, label in zip(_RUNS.value, labels):
+    for label, run in curves:
       steps, values = read_metric(run, metric)
       ax.plot(steps, values, label=label, lw=1.2)
     ax.set_xlabel("step")

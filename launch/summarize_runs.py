@@ -4,21 +4,34 @@
         --scale=100
     python launch/summarize_runs.py --runs=runs/a_s0,runs/a_s1,runs/b_s0 --metric=test/accuracy \
         --metric=test/cross_entropy
+    python launch/summarize_runs.py --runs=runs/sweep --scale=100 --into=docs/PAGE.md --marker=NAME
 
-Runs in the same parent directory whose names differ only by the seed suffix (`--seed_pattern`, a
-regex with one group for the seed, default `_s<digits>` at the end) form one group; a run without a
-seed suffix is a group of its own. Each group's row gives the mean and the sample standard
-deviation (ddof 1; blank for one seed) of each metric's value at the run's last logged step, the
-number of seeds, and every seed's value, so a table in a README can be regenerated from the run
-directories. A run is complete when its metric reaches the `train.steps` of its config.json; a run
-that is not (still training, or stopped before its final evaluation) stops the command with an
-error naming it, unless `--skip_incomplete`, which lists the skipped runs instead.
+Run groups, in the layouts the trainer writes:
+  * a multi-seed run (`--config.seeds=0,1,2`) keeps each seed in `W/s<seed>/`: naming W (or
+    `W/s*`) gives one group, named after W;
+  * a sweep keeps each point's seeds in `W/<point>/s<seed>/` (a point is named `field=value,...`;
+    fields that change the program nest the in-program points: `W/<point>/<point>/s<seed>/`):
+    naming W gives one group per point, named after the point;
+  * separate runs in one parent directory whose names differ only by the seed suffix
+    (`--seed_pattern`, a regex with one group for the seed, default `_s<digits>` at the end) form
+    one group; a run without a seed suffix is a group of its own.
+A pattern may name several such workdirs (`--runs='runs/table/*'`). Each group's row gives the mean
+and the sample standard deviation (ddof 1; blank for one seed) of each metric's value at the run's
+last logged step, the number of seeds, every seed's value, the budget (train.steps x
+train.batch_size, and train.budget / train.total_flops where the runs' config.json has them) and the
+commit the runs recorded (a `commit` field of their config.json), so a README table is regenerated
+from the run directories. A run is complete when its metric reaches the `train.steps` of its
+config.json; a run that is not (still training, or stopped before its final evaluation) stops the
+command with an error naming it, unless `--skip_incomplete`, which leaves it out and says so.
+
+The table goes to stdout; `--out=FILE` writes it into FILE, and `--into=docs/PAGE.md --marker=NAME`
+replaces the block between the page's `<!-- NAME:start -->` and `<!-- NAME:end -->` lines (which
+must be there) and keeps the rest of the page. Both carry, beside the table, the command that
+regenerates it (this one, with its flags) and the commit of this checkout at the time.
 """
 
-import glob
-import json
 import os
-import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from jaxrepr import errors  # noqa: E402
-from jaxrepr.errors import ConfigError, DataError, MissingFileError  # noqa: E402
-from jaxrepr.metrics import read_metric  # noqa: E402
+from jaxrepr.errors import ConfigError, MissingFileError  # noqa: E402
+from launch import _doc_tables, _run_tables  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
 _METRICS = flags.DEFINE_multi_string("metric", ["test/accuracy"], "Metric(s) to tabulate.")
@@ -37,102 +50,31 @@ _SEED_PATTERN = flags.DEFINE_string(
 _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply values by this (100 for percent).")
 _DIGITS = flags.DEFINE_integer("digits", 2, "Decimals in the table.")
 _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Skip unfinished runs (and say so).")
+_LABELS = flags.DEFINE_multi_string("label", [], "GROUP=TEXT: show group GROUP's row as TEXT.")
+_OUT = flags.DEFINE_string("out", None, "Also write the table (and its command) into this file.")
+_INTO = flags.DEFINE_string("into", None, "Docs page whose --marker block the table replaces.")
+_MARKER = flags.DEFINE_string("marker", None, "Name of the block of --into (NAME:start/end).")
 flags.mark_flag_as_required("runs")
+_FLAGS = (_RUNS, _METRICS, _SEED_PATTERN, _SCALE, _DIGITS, _SKIP, _LABELS, _OUT, _INTO, _MARKER)
 
 
-class IncompleteRun(DataError):
-  """A run has not logged the metric at its final step."""
-
-
-def expand(patterns: list[str]) -> list[str]:
-  """Workdirs named by `patterns` (globs expanded and sorted, duplicates dropped); a pattern that
-  names nothing is an error."""
-  out = []
-  for pattern in patterns:
-    matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
-    if not matches:
-      raise MissingFileError(f"no run directory matches {pattern!r}")
-    out += [m for m in matches if m not in out]
-  return out
-
-
-def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, str]]:
-  """{group name: {seed: workdir}} in first-seen order. The name is the directory name without its
-  seed (prefixed by the parent when two parents hold the same name); a run without a seed keeps its
-  whole name and seed '-'. The same seed twice in a group is an error."""
-  regex = re.compile(seed_pattern)
-  if regex.groups != 1:
-    raise ConfigError(f"--seed_pattern={seed_pattern!r} must have exactly one group (the seed)")
-  keyed = []
-  for workdir in workdirs:
-    parent, name = os.path.split(os.path.normpath(workdir))
-    match = regex.search(name)
-    base, seed = (
-      (name[: match.start()] + name[match.end() :], match.group(1)) if match else (name, "-")
-    )
-    keyed.append(((parent, base, match is not None), seed, workdir))
-  parents = {}
-  for (parent, base, seeded), _, _ in keyed:
-    parents.setdefault((base, seeded), set()).add(parent)
-  groups: dict[str, dict[str, str]] = {}
-  for (parent, base, seeded), seed, workdir in keyed:
-    name = base if len(parents[(base, seeded)]) == 1 else os.path.join(parent, base)
-    if not seeded and any(b == base and s for (b, s) in parents):
-      name += " (no seed)"
-    runs = groups.setdefault(name, {})
-    if seed in runs:
-      raise ConfigError(f"{workdir} and {runs[seed]} are both seed {seed} of group {name!r}")
-    runs[seed] = workdir
-  return groups
-
-
-def final_value(workdir: str, metric: str) -> float:
-  """The metric at its last logged step; IncompleteRun when that step is before the config's
-  train.steps (config.json without train.steps: the last logged value is taken as final)."""
-  steps, values = read_metric(workdir, metric)
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      total = json.load(f).get("train", {}).get("steps")
-    if total is not None and steps[-1] < total:
-      raise IncompleteRun(f"{workdir}: {metric} last logged at step {steps[-1]} of {total}")
-  return values[-1]
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-  n = len(values)
-  mean = sum(values) / n
-  if n < 2:
-    return mean, None
-  return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-
-
-def table(groups, metrics: list[str], scale: float, digits: int, skip: bool) -> tuple[str, list]:
-  """The markdown table and the list of (workdir, reason) skipped."""
-  skipped = []
-  header = ["run"] + [f"{m} (mean +- std)" for m in metrics] + ["seeds", "per seed"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for name, runs in groups.items():
-    per_seed: dict[str, list[float]] = {}
-    for seed, workdir in runs.items():
-      try:
-        per_seed[seed] = [final_value(workdir, m) * scale for m in metrics]
-      except (FileNotFoundError, ValueError) as e:
-        if not skip:
-          raise
-        skipped.append((workdir, str(e)))
-    if not per_seed:
+def command() -> str:
+  """The command line that regenerates the table: this script with the flags it was given (paths
+  inside the checkout relative to its root, which is where to run it from)."""
+  args = []
+  for flag in _FLAGS:
+    if not flag.present and flag.name != "metric":  # the metric is said even when the default
       continue
-    cells = [name]
-    for i in range(len(metrics)):
-      mean, std = mean_std([v[i] for v in per_seed.values()])
-      cells.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
-    cells.append(str(len(per_seed)))
-    cells.append(
-      ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
-    )
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines), skipped
+    for arg in flags.FLAGS[flag.name].serialize().splitlines():
+      name, eq, value = arg.partition("=")
+      if eq and flag.name in ("runs", "out", "into"):
+        value = (
+          ",".join(map(_doc_tables.checkout_relative, value.split(",")))
+          if flag.name == "runs"
+          else _doc_tables.checkout_relative(value)
+        )
+      args.append(shlex.quote(name + eq + value))
+  return " ".join(["python launch/summarize_runs.py", *args])
 
 
 def main(argv):
@@ -142,11 +84,37 @@ def main(argv):
 
 
 def _summarize():
-  groups = group_runs(expand(_RUNS.value), _SEED_PATTERN.value)
-  text, skipped = table(groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value)
+  if (_INTO.value is None) != (_MARKER.value is None):
+    raise ConfigError("--into and --marker go together: the page and the name of its block")
+  groups = _run_tables.group_runs(_run_tables.expand(_RUNS.value), _SEED_PATTERN.value)
+  labels = _run_tables.parse_labels(_LABELS.value, groups)
+  text, skipped, commits = _run_tables.table(
+    groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels
+  )
   print(text)
   for workdir, reason in skipped:
     print(f"skipped {workdir}: {reason}", file=sys.stderr)
+  body = _run_tables.block(text, command(), _doc_tables.commit(), commits, skipped)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(body + "\n")
+    print(f"wrote {_OUT.value}", file=sys.stderr)
+  if _INTO.value:
+    _write_into(_INTO.value, _MARKER.value, body)
+    print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
+
+
+def _write_into(page: str, marker: str, body: str) -> None:
+  try:
+    begin, end = _doc_tables.markers(marker)
+  except ValueError as e:
+    raise ConfigError(f"--marker: {e}") from None
+  if not os.path.exists(page):
+    raise MissingFileError(f"--into={page} does not exist")
+  try:
+    _doc_tables.write_block(page, marker, body)
+  except ValueError as e:
+    raise ConfigError(f"{e}; put the lines '{begin}' and '{end}' where the table goes") from None
 
 
 if __name__ == "__main__":

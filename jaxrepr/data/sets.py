@@ -52,12 +52,21 @@ def default_config(task: str = "mog") -> ml_collections.ConfigDict:
 
 class ExampleIdIterator(Iterator[pipeline.HostBatch]):
   """Yields {'example_id': int32 (local_batch,)}: ids k*batch_size + j of global batch k, this
-  process's contiguous slice of rows. Checkpointable through get_state/set_state."""
+  process's contiguous slice of rows, and with `generation_seed` the seed of the sets' generator
+  as 'generation_seed' int32 (local_batch,) (see jaxrepr.methods.base.batch_generation_key).
+  Checkpointable through get_state/set_state."""
 
   def __init__(
-    self, batch_size: int, *, shard_index: int = 0, shard_count: int = 1, offset: int = 0
+    self,
+    batch_size: int,
+    *,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    offset: int = 0,
+    generation_seed: int | None = None,
   ):
     self._batch_size = batch_size
+    self._generation_seed = generation_seed
     self._rows = pipeline.local_slice(batch_size, shard_index, shard_count)
     self._offset = offset
     self._step = 0
@@ -67,8 +76,10 @@ class ExampleIdIterator(Iterator[pipeline.HostBatch]):
     if start + self._batch_size > np.iinfo(np.int32).max:
       raise StopIteration  # int32 example ids exhausted (over two billion examples)
     self._step += 1
-    ids = np.arange(start, start + self._batch_size, dtype=np.int32)
-    return {"example_id": ids[self._rows]}
+    ids = np.arange(start, start + self._batch_size, dtype=np.int32)[self._rows]
+    if self._generation_seed is None:
+      return {"example_id": ids}
+    return {"example_id": ids, "generation_seed": np.full_like(ids, self._generation_seed)}
 
   def get_state(self) -> dict:
     return {"step": self._step}
@@ -85,10 +96,17 @@ def train_iterator(
   shard_index: int = 0,
   shard_count: int = 1,
 ) -> ExampleIdIterator:
-  """Training example ids. `cfg` and `seed` are unused here: the sets, and the data seed, are the
-  method's (jaxrepr/methods/set_tasks/generate.py validates `cfg` when the method is built)."""
-  del cfg, seed
-  return ExampleIdIterator(batch_size, shard_index=shard_index, shard_count=shard_count)
+  """Training example ids and their generation seed (`cfg.seed`, or the run's `seed` when that is
+  unset); the sets themselves are the method's (jaxrepr/methods/set_tasks/generate.py validates
+  `cfg` when the method is built). The seed travels with the batch so that replicas of several
+  seeds trained as one program (jaxrepr/replicas.py) each generate their own sets."""
+  generation_seed = cfg.get("seed")
+  return ExampleIdIterator(
+    batch_size,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    generation_seed=seed if generation_seed is None else generation_seed,
+  )
 
 
 def eval_batches(

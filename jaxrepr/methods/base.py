@@ -12,6 +12,7 @@ whatever of `config.data` the method needs to know, e.g. sizes) and returns pure
     Method.loss(params, batch, rng) -> (scalar, {name: scalar})   pure and jittable
     Method.predict(params, batch, rng) -> outputs  any pytree; what evaluators call
     Method.param_count_note: str                   printed next to the parameter count
+    Method.embed(params, batch) -> (B, F) features  optional (None): frozen features for probes
 
 The trainer jits `loss` under `jax.value_and_grad` and the evaluators jit `predict`; both see global
 batches whose leading axis is sharded over the mesh's batch axes, so a loss that averages over the
@@ -37,7 +38,9 @@ them through the accessors below, never with getattr/hasattr):
 Batches of example ids. A data module may yield only `{'example_id': int32 (B,)}` and leave the
 examples to be generated on device inside `loss`/`predict` (jaxrepr/data/sets.py and the set_tasks
 and enroll methods): example `i` then depends only on (`generation_key(config)`, i), never on the
-device count, the step's RNG or a resume.
+device count, the step's RNG or a resume. A batch that also carries 'generation_seed' int32 (B,)
+(training batches do) is generated from that seed instead (`batch_generation_key`): replicas of
+several seeds trained as one program (jaxrepr/replicas.py) share the method but not the seed.
 """
 
 from __future__ import annotations
@@ -66,12 +69,15 @@ class Method:
     loss: (params, batch, rng) -> (scalar loss, {name: scalar metric}). Pure and jittable.
     predict: (params, batch, rng) -> outputs (any pytree). What evaluators call.
     param_count_note: optional text printed next to the parameter count at start-up.
+    embed: optional (params, batch) -> (B, F) float features, pure and jittable; what the
+      linear-probe evaluator fits on (None: the method has no embedding).
   """
 
   init: Callable[[jax.Array, Batch], Params]
   loss: Callable[[Params, Batch, jax.Array], tuple[jax.Array, Metrics]]
   predict: Callable[[Params, Batch, jax.Array], Any]
   param_count_note: str = ""
+  embed: Callable[[Params, Batch], jax.Array] | None = None
 
 
 def supported_precisions(module: ModuleType) -> tuple[str, ...]:
@@ -92,3 +98,11 @@ def generation_key(config: ml_collections.ConfigDict) -> jax.Array:
   if seed is None:
     seed = config.seed
   return jax.random.key(seed)
+
+
+def batch_generation_key(batch: Batch, default: jax.Array) -> jax.Array:
+  """The generation key of `batch`: from its 'generation_seed' (every row holds the same seed),
+  else `default` (the method's `generation_key(config)`)."""
+  if "generation_seed" not in batch:
+    return default
+  return jax.random.key(batch["generation_seed"][0])

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxrepr.methods.base import Batch, Method, Params, generation_key
+from jaxrepr.methods.base import Batch, Method, Params, batch_generation_key, generation_key
 from jaxrepr.methods.set_tasks import generate
 from jaxrepr.methods.set_tasks import loss as loss_lib
 from jaxrepr.methods.set_tasks import model as model_lib
@@ -139,7 +139,7 @@ def materialize(
     return dict(batch)
   if "example_id" not in batch:
     raise ValueError(f"set_tasks batches need 'example_id' or 'x' and 'mask'; got {sorted(batch)}")
-  return generate.generate(data_cfg, root, batch["example_id"])
+  return generate.generate(data_cfg, batch_generation_key(batch, root), batch["example_id"])
 
 
 def apply_model(

@@ -1,0 +1,100 @@
+"""Compute budgets: `config.train.budget` sets the step count from examples, FLOPs or seconds.
+
+    --config.train.budget.kind=flops --config.train.budget.value=2e12
+
+Methods whose steps cost different amounts (NoProp's one block per step against all blocks, LPN's
+Grad 0 against Grad 1 training) are compared fairly at equal compute, not at equal steps.
+  steps     value > 0: that many steps; value 0 (the default): `train.steps` as given
+  examples  ceil(value / train.batch_size) steps
+  flops     floor(value / FLOPs of one step) steps, the FLOPs taken from XLA's cost analysis of the
+            compiled step (its loop-free form, jaxrepr/step_cost.py); for replicas
+            (jaxrepr/replicas.py) the budget is each replica's
+  seconds   floor(value / the median time of a few steps) steps, measured on this machine when
+            the run starts (the one budget that depends on the machine and its load)
+The config fields and their check are in jaxrepr/config.py. The trainer resolves the budget once,
+before the run is built, and keeps the result in
+`<workdir>/budget.json`: a resumed run reuses it (a budget in seconds is not re-measured), and the
+chosen steps and FLOPs are written into config.json (`train.steps`, `train.flops_per_step`,
+`train.total_flops`) and the run's summary. Resolving a FLOPs or seconds budget compiles the step
+once more than a plain run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from jaxrepr import replicas as replicas_lib, step_cost
+from jaxrepr.errors import ConfigError
+
+FILE = "budget.json"
+
+
+def _single(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """One replica's config (the budget is per run), or the config itself."""
+  if not replicas_lib.is_replicated(config):
+    return config
+  return replicas_lib.replicas(config)[0].config
+
+
+def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]:
+  """(config with train.steps set by the budget, what was measured); a plain step count passes
+  through untouched with {}."""
+  b = config.train.get("budget")
+  if b is None or (b.kind == "steps" and not b.value):
+    return config, {}
+  spec = {"kind": b.kind, "value": float(b.value), "batch_size": config.train.batch_size}
+  path = os.path.join(workdir, FILE)
+  saved = None
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("budget") != spec:
+      raise ConfigError(
+        f"{path} resolved the budget {saved.get('budget')} for this workdir, the config asks "
+        f"for {spec}; rerun with --overwrite to start over with the new budget"
+      )
+  if saved is not None:
+    info = saved
+  else:
+    info = {"budget": spec}
+    if b.kind == "steps":
+      info["steps"] = int(b.value)
+    elif b.kind == "examples":
+      info["steps"] = math.ceil(b.value / config.train.batch_size)
+    elif b.kind == "flops":
+      info["flops_per_step"] = step_cost.step_flops(_single(config))
+      if info["flops_per_step"] <= 0:
+        raise ConfigError(
+          "config.train.budget.kind='flops': XLA's cost analysis reports no FLOPs for this "
+          "step on this backend; give the budget in steps, examples or seconds"
+        )
+      info["steps"] = math.floor(b.value / info["flops_per_step"])
+    else:
+      info["seconds_per_step"] = step_cost.step_seconds(config)
+      info["steps"] = math.floor(b.value / info["seconds_per_step"])
+    if info["steps"] < 1:
+      cost = {k: v for k, v in info.items() if k.endswith("per_step")}
+      raise ConfigError(
+        f"config.train.budget ({b.kind}={b.value:g}) does not pay for one step ({cost})"
+      )
+    if "flops_per_step" in info:
+      info["total_flops"] = info["flops_per_step"] * info["steps"]
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(path, "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+  resolved = copy.deepcopy(config)
+  resolved.train.steps = int(info["steps"])
+  return resolved, info
+
+
+def written_fields(info: dict) -> dict[str, float]:
+  """What config.json's `train` section records of a resolved budget (not config fields)."""
+  return {k: info[k] for k in ("flops_per_step", "total_flops", "seconds_per_step") if k in info}

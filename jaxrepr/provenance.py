@@ -1,0 +1,30 @@
+"""Which code produced a result: the commit of the checkout a run or a table was made from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+# The checkout this package lives in (an editable install); elsewhere git finds no repository.
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def commit(repo: str = CHECKOUT) -> str:
+  """The short commit hash of `repo`'s HEAD ('+' when tracked files have changes since), or '?'
+  outside a git checkout."""
+  try:
+    head = subprocess.run(
+      ["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "?"
+  return head + ("+" if dirty else "")

@@ -1,0 +1,81 @@
+"""Generated text in the docs: the commit of the checkout, and blocks of a page between markers.
+
+A generated block of a docs page sits between a pair of marker lines, `<!-- NAME:start -->` and
+`<!-- NAME:end -->` (launch/summarize_runs.py's tables; launch/bench.py keeps its own pair in
+docs/benchmarks.md). The command that writes a block replaces only the text between its markers
+and keeps the rest of the page as it is, so a table edited by hand is overwritten by the next run
+of that command.
+"""
+
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxrepr import provenance  # noqa: E402
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A block's name: letters, digits, '-', '_' and '.'.
+_BLOCK = re.compile(r"<!-- ([\w.-]+):(start|end) -->")
+
+
+def commit(repo: str = CHECKOUT) -> str:
+  """The short commit hash of `repo`'s HEAD ('+' when tracked files have changes since), or '?'
+  outside a git checkout."""
+  return provenance.commit(repo)
+
+
+def checkout_relative(path: str) -> str:
+  """`path` relative to the checkout's root when it lies inside the checkout, else absolute: what a
+  command stated in the docs names, to be run from the root."""
+  full = os.path.abspath(path)
+  return (
+    os.path.relpath(full, CHECKOUT) if os.path.commonpath([full, CHECKOUT]) == CHECKOUT else full
+  )
+
+
+def markers(name: str) -> tuple[str, str]:
+  """The start and end marker lines of the block `name`."""
+  if not re.fullmatch(r"[\w.-]+", name):
+    raise ValueError(f"block name {name!r}: use letters, digits, '-', '_' and '.'")
+  return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_between(path: str, begin: str, end: str, body: str) -> None:
+  """Rewrites `path` with `body` (its lines) in place of the text between its one `begin` line and
+  its one `end` line; everything else in the file is kept."""
+  with open(path) as f:
+    text = f.read()
+  if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+    raise ValueError(f"{path}: expected one '{begin}' line before one '{end}' line")
+  head, rest = text.split(begin, 1)
+  tail = rest.split(end, 1)[1]
+  with open(path, "w") as f:
+    f.write(head + begin + "\n" + body.strip("\n") + "\n" + end + tail)
+
+
+def write_block(path: str, name: str, body: str) -> None:
+  """Replaces the block `name` of the page `path` with `body`."""
+  replace_between(path, *markers(name), body)
+
+
+def blocks(text: str, where: str = "text") -> dict[str, str]:
+  """{name: body} of every `<!-- NAME:start -->` ... `<!-- NAME:end -->` block of `text`; a marker
+  without its pair, a block inside another, or two blocks of one name is an error naming `where`."""
+  out, open_name, open_at = {}, None, 0
+  for m in _BLOCK.finditer(text):
+    name, kind = m.groups()
+    if kind == "start":
+      if open_name is not None:
+        raise ValueError(f"{where}: block {name!r} starts inside block {open_name!r}")
+      if name in out:
+        raise ValueError(f"{where}: two blocks named {name!r}")
+      open_name, open_at = name, m.end()
+    else:
+      if open_name != name:
+        raise ValueError(f"{where}: '{m.group(0)}' without its start marker")
+      out[name], open_name = text[open_at : m.start()].strip("\n"), None
+  if open_name is not None:
+    raise ValueError(f"{where}: block {open_name!r} has no end marker")
+  return out

@@ -1,0 +1,250 @@
+"""Run directories to a results table: the layouts of runs on disk, their final values, the
+markdown table launch/summarize_runs.py prints and writes (see its docstring for the layouts and the
+table), and the text stated beside the table in a docs page."""
+
+import glob
+import json
+import os
+import re
+
+from jaxrepr.errors import ConfigError, DataError, MissingFileError
+from jaxrepr.metrics import read_metric
+
+# The directory of one seed of a multi-seed run or sweep point: W/s<seed>, W/<point>/s<seed>.
+REPLICA = re.compile(r"s(\d+)")
+
+
+class IncompleteRun(DataError):
+  """A run has not logged the metric at its final step."""
+
+
+def _replicas(path: str) -> list[str]:
+  """The seed directories `path`/s<seed> in seed order."""
+  found = [(int(m.group(1)), m.group(0)) for m in map(REPLICA.fullmatch, _subdirs(path)) if m]
+  return [os.path.join(path, name) for _, name in sorted(found)]
+
+
+def _subdirs(path: str) -> list[str]:
+  if not os.path.isdir(path):
+    return []  # not a run directory: reading its metrics names it
+  return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+
+
+def _seed_dirs(path: str) -> list[str]:
+  """The seed directories of `path` and of its sweep points (subdirectories named `field=value`),
+  at any depth: a sweep of fields that change the program nests its in-program points."""
+  points = [os.path.join(path, n) for n in _subdirs(path) if "=" in n]
+  return _replicas(path) + [r for p in points for r in _seed_dirs(p)]
+
+
+def run_dirs(path: str) -> list[str]:
+  """The run directories that the directory `path` stands for: its seeds `path`/s<seed> (a
+  multi-seed run) and those of its points `path`/<point>/s<seed> (a sweep), else itself."""
+  return _seed_dirs(path) or [path]
+
+
+def labelled(workdirs: list[str], labels: list[str] | None = None) -> list[tuple[str, str]]:
+  """[(label, run directory)] of `workdirs`, each opened into its seeds (and points) as `run_dirs`
+  opens it; a label is the given one (default: the directory's name), followed for an opened
+  workdir by the seed's path inside it ('W/s0', 'W/optim.lr=0.001/s0')."""
+  labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  if len(labels) != len(workdirs):
+    raise ConfigError(f"{len(labels)} labels for {len(workdirs)} runs")
+  out = []
+  for workdir, label in zip(workdirs, labels):
+    for run in run_dirs(workdir):
+      inner = os.path.relpath(run, workdir)
+      out.append((label if inner == "." else f"{label}/{inner}", run))
+  return out
+
+
+def expand(patterns: list[str]) -> list[str]:
+  """Run directories named by `patterns` (globs expanded and sorted, multi-seed and sweep workdirs
+  opened into their seeds, duplicates dropped); a pattern that names nothing is an error."""
+  out = []
+  for pattern in patterns:
+    matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
+    if not matches:
+      raise MissingFileError(f"no run directory matches {pattern!r}")
+    out += [r for m in matches for r in run_dirs(m) if r not in out]
+  return out
+
+
+def _key(workdir: str, regex: re.Pattern) -> tuple[str, str, bool, str]:
+  """(parent, group base name, whether seeded, seed) of a run directory."""
+  parent, name = os.path.split(os.path.normpath(workdir))
+  if replica := REPLICA.fullmatch(name):  # W/s<seed>: group W; W/<point>/s<seed>: group <point>
+    container, points = parent, []
+    while "=" in os.path.basename(container):
+      container, point = os.path.split(container)
+      points.insert(0, point)
+    if not points:
+      container, base = os.path.split(parent)
+      return container, base, True, replica.group(1)
+    return container, "/".join(points), True, replica.group(1)
+  match = regex.search(name)
+  if match:
+    return parent, name[: match.start()] + name[match.end() :], True, match.group(1)
+  return parent, name, False, "-"
+
+
+def group_runs(workdirs: list[str], seed_pattern: str) -> dict[str, dict[str, str]]:
+  """{group name: {seed: workdir}}, groups in first-seen order, seeds in numeric order. The name
+  is the directory name without its seed, or the multi-seed workdir's or sweep point's name
+  (prefixed by the parent when two parents hold the same name); a run without a seed keeps its
+  whole name and seed '-'. The same seed twice in a group is an error."""
+  regex = re.compile(seed_pattern)
+  if regex.groups != 1:
+    raise ConfigError(f"--seed_pattern={seed_pattern!r} must have exactly one group (the seed)")
+  keyed = [(_key(w, regex), w) for w in workdirs]
+  parents = {}
+  for (parent, base, seeded, _), _ in keyed:
+    parents.setdefault((base, seeded), set()).add(parent)
+  groups: dict[str, dict[str, str]] = {}
+  for (parent, base, seeded, seed), workdir in keyed:
+    name = base if len(parents[(base, seeded)]) == 1 else os.path.join(parent, base)
+    if not seeded and any(b == base and s for (b, s) in parents):
+      name += " (no seed)"
+    runs = groups.setdefault(name, {})
+    if seed in runs:
+      raise ConfigError(f"{workdir} and {runs[seed]} are both seed {seed} of group {name!r}")
+    runs[seed] = workdir
+  order = lambda item: int(item[0]) if item[0].isdigit() else -1  # s2 before s10
+  return {name: dict(sorted(runs.items(), key=order)) for name, runs in groups.items()}
+
+
+def run_config(workdir: str) -> dict:
+  """The run's config.json ({} when it has none)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path} is not JSON: {e}") from None
+
+
+def final_value(workdir: str, metric: str, config: dict | None = None) -> float:
+  """The metric at its last logged step; IncompleteRun when that step is before the config's
+  train.steps (config.json without train.steps: the last logged value is taken as final)."""
+  steps, values = read_metric(workdir, metric)
+  config = run_config(workdir) if config is None else config
+  total = (config.get("train") or {}).get("steps")
+  if total is not None and steps[-1] < total:
+    raise IncompleteRun(f"{workdir}: {metric} last logged at step {steps[-1]} of {total}")
+  return values[-1]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+  n = len(values)
+  mean = sum(values) / n
+  if n < 2:
+    return mean, None
+  return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def budget(config: dict) -> str:
+  """A run's budget as the table states it: '160 steps x 128', then the budget the steps were set
+  from (train.budget, unless a step count) and the run's total FLOPs (train.total_flops)."""
+  train = config.get("train") or {}
+  parts = []
+  if train.get("steps") is not None:
+    batch = train.get("batch_size")
+    parts.append(f"{train['steps']} steps" + (f" x {batch}" if batch is not None else ""))
+  spec = train.get("budget")
+  if isinstance(spec, dict) and spec.get("kind") and spec["kind"] != "steps":
+    value = spec.get("value")
+    parts.append(f"budget: {value:g}" if isinstance(value, int | float) else f"budget: {value}")
+    parts[-1] += f" {spec['kind']}"
+  if train.get("total_flops") is not None:
+    parts.append(f"{train['total_flops']:.3g} FLOPs")
+  return ", ".join(parts) or "-"
+
+
+def _distinct(values) -> str:
+  return " / ".join(dict.fromkeys(values)) or "-"
+
+
+def header(metrics: list[str]) -> list[str]:
+  """The first two lines of the table of `metrics`."""
+  cells = ["run"] + [f"{m} (mean +- std)" for m in metrics]
+  cells += ["seeds", "per seed", "budget", "commit (runs)"]
+  return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
+def parse_labels(texts: list[str], groups) -> dict[str, str]:
+  """{group: label} from 'GROUP=TEXT' strings (the longest group name that fits: a sweep point's
+  name holds '=' itself)."""
+  out = {}
+  for text in texts:
+    names = [g for g in groups if text.startswith(g + "=")]
+    if not names:
+      raise ConfigError(f"--label={text!r} names no group; the groups are {list(groups)}")
+    name = max(names, key=len)
+    out[name] = text[len(name) + 1 :]
+  return out
+
+
+def table(
+  groups, metrics: list[str], scale: float, digits: int, skip: bool, labels: dict | None = None
+) -> tuple[str, list, list[str]]:
+  """The markdown table, the list of (workdir, reason) skipped, and the commits the tabulated runs
+  recorded (in order, without repeats)."""
+  labels = labels or {}
+  unknown = sorted(set(labels) - set(groups))
+  if unknown:
+    raise ConfigError(f"--label names no group: {unknown}; the groups are {list(groups)}")
+  skipped, commits = [], []
+  lines = header(metrics)
+  for name, runs in groups.items():
+    per_seed: dict[str, list[float]] = {}
+    configs = []
+    for seed, workdir in runs.items():
+      try:
+        config = run_config(workdir)
+        per_seed[seed] = [final_value(workdir, m, config) * scale for m in metrics]
+      except DataError as e:
+        if not skip:
+          raise
+        skipped.append((workdir, str(e)))
+        continue
+      configs.append(config)
+    if not per_seed:
+      continue
+    cells = [labels.get(name, name)]
+    for i in range(len(metrics)):
+      mean, std = mean_std([v[i] for v in per_seed.values()])
+      cells.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
+    cells.append(str(len(per_seed)))
+    cells.append(
+      ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
+    )
+    cells.append(_distinct(budget(c) for c in configs))
+    recorded = [str(c["commit"]) for c in configs if c.get("commit")]
+    commits += [c for c in dict.fromkeys(recorded) if c not in commits]
+    cells.append(_distinct(f"`{c}`" for c in recorded))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines), skipped, commits
+
+
+def block(text: str, cmd: str, checkout_commit: str, commits: list[str], skipped: list) -> str:
+  """The table with, before it, the command that regenerates it and the commits (this checkout's
+  now, the runs' own where they recorded one), and after it the runs left out."""
+  if not commits:
+    recorded = "the runs recorded no commit"
+  elif len(commits) == 1:
+    recorded = f"the runs recorded commit `{commits[0]}`"
+  else:
+    recorded = "the runs recorded the commits of the last column"
+  lines = [
+    f"Generated at commit `{checkout_commit}` by this command, run from the checkout's root "
+    f"({recorded}):",
+    "",
+    "    " + cmd,
+    "",
+    text,
+  ]
+  if skipped:
+    lines += [""] + [f"Left out, incomplete: `{w}` ({reason})." for w, reason in skipped]
+  return "\n".join(lines)
