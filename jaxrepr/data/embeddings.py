@@ -72,9 +72,17 @@ def train_iterator(
   shard_index: int = 0,
   shard_count: int = 1,
 ) -> sets.ExampleIdIterator:
-  """Training episode ids (episodes are drawn on device from the data seed and these ids)."""
-  del seed, cfg
-  return sets.ExampleIdIterator(batch_size, shard_index=shard_index, shard_count=shard_count)
+  """Training episode ids and their seed (`cfg.seed`, or the run's `seed` when that is unset):
+  episodes are drawn on device from the seed and these ids. The seed travels with the batch so
+  that replicas of several seeds trained as one program (jaxrepr/replicas.py) each draw their own
+  episodes."""
+  generation_seed = cfg.get("seed")
+  return sets.ExampleIdIterator(
+    batch_size,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    generation_seed=seed if generation_seed is None else generation_seed,
+  )
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -3,27 +3,41 @@
 Episodes (jaxrepr/methods/enroll/episodes.py) are drawn from the evaluator's `source` (a spec as
 `jaxrepr.data.embeddings.source_config` makes: held-out identities of the training source, another
 synthetic source, a user's .npz, real-image embeddings) on a grid of scenarios: every
-(n_id, walks) in `n_ids` x `walks`, `episodes_per_cell` episodes each, half known probes on
-average. Context size K and the distance come from `config.data` (the model was trained with them).
+(n_id, walks) in `n_ids` x `walks`, `episodes_per_cell` episodes each, known probes with the
+training prior (`config.data.known_fraction`). Context size K and the distance come from
+`config.data` (the model was trained with them).
 
-Methods compared on the same episodes (see jaxrepr/methods/enroll/baselines.py):
-  set     the SetTransformer: known iff logit > 0, no threshold, nothing tuned on this source.
-  nn      NN distance threshold tuned on training-source episodes (`config.data`), then frozen.
-  knn     kNN vote (radius and vote fraction) tuned on training-source episodes, then frozen.
-  oracle  the NN threshold re-tuned on `tune_episodes` other episodes of this source (the same
-          grid, different draws): what a threshold method needs retraining to reach.
+Methods compared on the same episodes (jaxrepr/evaluators/_enroll_decide.py, the baselines from
+jaxrepr/methods/enroll/baselines.py):
+  set         the SetTransformer: known iff logit > 0, no threshold, nothing tuned on this source.
+  nn          NN distance threshold tuned on training-source episodes (`config.data`), then frozen.
+  knn         kNN vote (radius and vote fraction) tuned on training-source episodes, then frozen.
+  oracle      the NN threshold re-tuned on `tune_episodes` other episodes of this source (the same
+              grid, different draws): what a threshold method needs retraining to reach.
+  oracle_knn  the kNN vote re-tuned on those episodes.
 Metrics: {method}_accuracy, {method}_f1 (positive = known), and for the ranking scores (set: the
-logit, nn: minus the NN distance, knn: the vote fraction) {method}_auc and {method}_eer (oracle
-shares nn's ranking, so it has accuracy and F1 only); {method}_acc_nid{n} and {method}_acc_w{w},
-the accuracy per gallery size and per walks per identity; nn_threshold and oracle_threshold.
-A PNG of accuracy against gallery size and walks per identity, and a JSON of every grid cell, go
-to `<workdir>/enroll_<tag>_step<N>.{png,json}`.
+logit, nn: minus the NN distance, knn and oracle_knn: the vote fraction) {method}_auc and
+{method}_eer (oracle shares nn's ranking, so it has accuracy and F1 only); {method}_acc_nid{n} and
+{method}_acc_w{w}, the accuracy per gallery size and per walks per identity; nn_threshold and
+oracle_threshold.
+
+Test-time prior (`known_fractions`, e.g. (0.1, 0.3, 0.5, 0.7, 0.9)): the same episodes with the
+probe's known/new label redrawn with each probability p (one uniform per episode, known iff u < p,
+so the sweep is paired), scored by the SetTransformer's unchanged decision (logit > 0), the frozen
+baselines, and both oracles re-tuned on test-source episodes drawn at that p:
+{method}_accuracy_known{pct} and {method}_f1_known{pct} (pct = 100 p), realised_known{pct}.
+
+Files: `<workdir>/enroll_<tag>_step<N>.json` (every metric, every grid cell, every prior, the
+thresholds), `.png` (accuracy against gallery size and walks per identity) and, with priors,
+`_prior.png` (accuracy and F1 against the prior). launch/enroll_report.py tabulates and plots the
+JSON of several runs.
 
 When the model reads raw embeddings (`config.model.input='raw'`) and this source has another
 dimension, the model cannot run: only the baselines are reported (and `set_skipped` = 1).
 
 Fields: source (spec dict), n_ids, walks (grids), episodes_per_cell (128), tune_episodes (2048),
-batch_size (256, global), knn_k (5), tag (file name part, default: the source kind).
+batch_size (256, global), knn_k (5), known_fractions (() = no prior sweep), tag (file name part,
+default: the source kind).
 """
 
 from __future__ import annotations
@@ -39,8 +53,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxrepr import parallel
 from jaxrepr.data import embeddings
 from jaxrepr.methods.base import generation_key
-from jaxrepr.methods.enroll import baselines, episodes
 from jaxrepr.errors import ConfigError, DataError
+from jaxrepr.evaluators import _enroll_decide as decide, _enroll_plot as enroll_plot
+from jaxrepr.methods.enroll import episodes
 
 _CTX = ("ctx_dist", "ctx_label", "ctx_walks", "ctx_mask")
 _TUNE_OFFSET = 2**29  # tuning ids sit after the evaluation ids, inside int32
@@ -79,6 +94,7 @@ class Evaluator:
     tune_episodes: int = 2048,
     batch_size: int = 256,
     knn_k: int = 5,
+    known_fractions=(),
     tag: str = "",
   ):
     parallel.check_batch_size(batch_size, mesh, "config.evals.<name>.batch_size")
@@ -94,6 +110,11 @@ class Evaluator:
     embeddings.validate_source(spec, "config.evals.<name>.source")
     if episodes_per_cell < 1 or tune_episodes < 2:
       raise ConfigError("config.evals.<name>.episodes_per_cell must be >= 1 and tune_episodes >= 2")
+    self._priors = tuple(float(p) for p in known_fractions)
+    if not all(0.0 < p < 1.0 for p in self._priors):
+      raise ConfigError(
+        f"config.evals.<name>.known_fractions={known_fractions} must lie strictly between 0 and 1"
+      )
     self._n_ids, self._walks = sorted(int(n) for n in n_ids), sorted(int(w) for w in walks)
     self._test_scn = episodes.scenario_from_config(
       config.data,
@@ -142,9 +163,11 @@ class Evaluator:
       )
 
   def _run_episodes(
-    self, table, scenario, ids, n_id=None, walks=None, params=None, with_model=False
+    self, table, scenario, ids, n_id=None, walks=None, params=None, with_model=False, *, known
   ):
-    """Per-episode host arrays: label, n_id, walks, the context fields and (with_model) logit."""
+    """Per-episode host arrays: label, n_id, walks, the context fields and (with_model) logit.
+    `known` (per episode) is the probability of a known probe: a traced input, so one compiled
+    program serves every prior."""
     if id(table) not in self._device_tables:
       self._device_tables[id(table)] = jax.device_put(
         episodes.device_table(table), parallel.replicated(self._mesh)
@@ -153,8 +176,8 @@ class Evaluator:
     if (scenario, with_model) not in self._jits:
       method, root = self._method, self._root
 
-      def fn(params, tab, ids, n, w):
-        ep = episodes.generate(tab, root, ids, scenario, n, w)
+      def fn(params, tab, ids, n, w, p):
+        ep = episodes.generate(tab, root, ids, scenario, n, w, p)
         out = {k: ep[k] for k in ("label", "n_id", "walks") + _CTX}
         if with_model:  # the baselines need no model
           out["logit"] = method.predict(params, ep, jax.random.key(0))["logit"]
@@ -163,43 +186,43 @@ class Evaluator:
       self._jits[scenario, with_model] = jax.jit(fn, out_shardings=parallel.replicated(self._mesh))
     jitted = self._jits[scenario, with_model]
     parts = []
-    extra = () if n_id is None else (n_id, walks)
+    extra = (known,) if n_id is None else (known, n_id, walks)
     for used, arrays in self._batches(ids, *extra):
-      n, w = (arrays[1], arrays[2]) if extra else (None, None)
-      out = parallel.fetch(jitted(params, dev_table, arrays[0], n, w))
+      n, w = (arrays[2], arrays[3]) if n_id is not None else (None, None)
+      out = parallel.fetch(jitted(params, dev_table, arrays[0], n, w, arrays[1]))
       parts.append({k: v[:used] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+  def _known(self, ids: np.ndarray, p: float) -> np.ndarray:
+    return np.full(len(ids), p, np.float32)
+
   def _baselines(self) -> dict:
+    """Everything that does not depend on the parameters, computed once: the frozen baselines
+    (training-source episodes), the oracles re-tuned on test-source episodes at every evaluated
+    prior, and the evaluation episodes' ids and grid."""
     off = embeddings.EVAL_ID_OFFSET
+    train_ids = np.arange(self._tune_n, dtype=np.int32) + off
     train_ep = self._run_episodes(
-      self._train_table, self._train_scn, np.arange(self._tune_n, dtype=np.int32) + off
+      self._train_table,
+      self._train_scn,
+      train_ids,
+      known=self._known(train_ids, self._train_scn.known_fraction),
     )
-    y_train = train_ep["label"] == 1
-    nn_tau = -baselines.tune_threshold(
-      -baselines.nn_distance(train_ep["ctx_dist"], train_ep["ctx_mask"]), y_train
-    )[0]
-    knn_tau, knn_m, _ = baselines.tune_knn(train_ep, y_train, self._knn_k)
     reps = -(-self._tune_n // (len(self._n_ids) * len(self._walks)))
     tn, tw = self._grid(reps)
-    tune_ep = self._run_episodes(
-      self._test_table,
-      self._test_scn,
-      np.arange(len(tn), dtype=np.int32) + off + _TUNE_OFFSET,
-      tn,
-      tw,
-    )
-    oracle_tau = -baselines.tune_threshold(
-      -baselines.nn_distance(tune_ep["ctx_dist"], tune_ep["ctx_mask"]), tune_ep["label"] == 1
-    )[0]
+    tune_ids = np.arange(len(tn), dtype=np.int32) + off + _TUNE_OFFSET
+    retuned = {}
+    for p in (self._test_scn.known_fraction, *self._priors):
+      if p not in retuned:  # the same tuning draws at every prior: only the labels move
+        ep = self._run_episodes(
+          self._test_table, self._test_scn, tune_ids, tn, tw, known=self._known(tune_ids, p)
+        )
+        retuned[p] = decide.tune(ep, self._knn_k)
     n_id, walks = self._grid(self._per_cell)
-    ids = np.arange(len(n_id), dtype=np.int32) + off
     return {
-      "nn_tau": nn_tau,
-      "knn_tau": knn_tau,
-      "knn_m": knn_m,
-      "oracle_tau": oracle_tau,
-      "ids": ids,
+      "frozen": decide.tune(train_ep, self._knn_k),
+      "retuned": retuned,
+      "ids": np.arange(len(n_id), dtype=np.int32) + off,
       "n_id": n_id,
       "walks": walks,
     }
@@ -210,101 +233,65 @@ class Evaluator:
     if self._fixed is None:
       self._fixed = self._baselines()
     f = self._fixed
-    ep = self._run_episodes(
-      self._test_table,
-      self._test_scn,
-      f["ids"],
-      f["n_id"],
-      f["walks"],
-      params,
-      with_model=self._model_ok,
+    p0 = self._test_scn.known_fraction
+
+    def evaluate(p):
+      ep = self._run_episodes(
+        self._test_table,
+        self._test_scn,
+        f["ids"],
+        f["n_id"],
+        f["walks"],
+        params,
+        with_model=self._model_ok,
+        known=self._known(f["ids"], p),
+      )
+      return ep, decide.decisions(ep, f["frozen"], f["retuned"][p], self._knn_k)
+
+    ep, decided = evaluate(p0)
+    out, cells = decide.grid_metrics(decided, ep, self._n_ids, self._walks)
+    out.update(
+      {
+        "nn_threshold": f["frozen"]["nn_tau"],
+        "oracle_threshold": f["retuned"][p0]["nn_tau"],
+        "set_skipped": float(not self._model_ok),
+      }
     )
-    y = ep["label"] == 1
-    d0 = baselines.nn_distance(ep["ctx_dist"], ep["ctx_mask"])
-    vote = baselines.knn_vote(
-      ep["ctx_dist"], ep["ctx_label"], ep["ctx_walks"], ep["ctx_mask"], self._knn_k, f["knn_tau"]
-    )
-    decisions = {
-      "nn": (d0 <= f["nn_tau"], -d0),
-      "knn": (vote >= f["knn_m"] - 1e-9, vote),
-      "oracle": (d0 <= f["oracle_tau"], None),
-    }
-    if self._model_ok:
-      decisions = {"set": (ep["logit"] > 0, ep["logit"]), **decisions}
-    out: dict[str, float] = {
-      "nn_threshold": f["nn_tau"],
-      "oracle_threshold": f["oracle_tau"],
-      "set_skipped": float(not self._model_ok),
-    }
-    cells = []
-    for name, (pred, score) in decisions.items():
-      if score is None:
-        out.update(
-          {f"{name}_accuracy": baselines.accuracy(pred, y), f"{name}_f1": baselines.f1(pred, y)}
-        )
-      else:
-        out.update({f"{name}_{k}": v for k, v in baselines.scores(pred, score, y).items()})
-      for n in self._n_ids:
-        s = ep["n_id"] == n
-        out[f"{name}_acc_nid{n}"] = baselines.accuracy(pred[s], y[s])
-      for w in self._walks:
-        s = ep["walks"] == w
-        out[f"{name}_acc_w{w}"] = baselines.accuracy(pred[s], y[s])
-      for n in self._n_ids:
-        for w in self._walks:
-          s = (ep["n_id"] == n) & (ep["walks"] == w)
-          cells.append(
-            {
-              "method": name,
-              "n_id": n,
-              "walks": w,
-              "accuracy": baselines.accuracy(pred[s], y[s]),
-              "episodes": int(s.sum()),
-            }
-          )
+    priors = []
+    for p in self._priors:  # the same episodes, the probe label redrawn at prior p (paired)
+      ep_p, decided_p = (ep, decided) if p == p0 else evaluate(p)
+      metrics, rows = decide.prior_metrics(decided_p, ep_p, p)
+      out.update(metrics)
+      priors += rows
     if jax.process_index() == 0 and self._workdir:
-      self._save(step, out, cells, list(decisions))
+      self._save(step, out, cells, priors)
     return out
 
-  def _save(self, step: int, out: dict, cells: list, names: list) -> None:
+  def _save(self, step: int, out: dict, cells: list, priors: list) -> None:
     os.makedirs(self._workdir, exist_ok=True)
     stem = os.path.join(self._workdir, f"enroll_{self._tag}_step{step}")
-    with open(stem + ".json", "w") as fh:
-      json.dump({"step": step, "metrics": out, "cells": cells}, fh, indent=1)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = {
-      "set": "SetTransformer (no tuning)",
-      "nn": "NN threshold (frozen)",
-      "knn": "kNN vote (frozen)",
-      "oracle": "NN threshold re-tuned (oracle)",
+    record = {
+      "step": step,
+      "tag": self._tag,
+      "n_ids": self._n_ids,
+      "walks": self._walks,
+      "known_fractions": list(self._priors),
+      "thresholds": {
+        "frozen": self._fixed["frozen"],
+        "retuned": {str(p): t for p, t in self._fixed["retuned"].items()},
+      },
+      "metrics": out,
+      "cells": cells,
+      "priors": priors,
     }
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, key, grid, title in (
-      (axes[0], "nid", self._n_ids, "gallery identities n_id"),
-      (axes[1], "w", self._walks, "walks per identity"),
-    ):
-      for name in names:
-        ax.plot(
-          grid,
-          [out[f"{name}_acc_{key}{g}"] for g in grid],
-          marker="o",
-          label=labels[name],
-          linestyle="--" if name == "oracle" else "-",
-        )
-      ax.set_xlabel(title)
-      ax.set_xscale("log", base=2)
-      ax.set_xticks(grid, [str(g) for g in grid])
-      ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"open-set enrollment on {self._tag} (step {step})")
-    fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=100)
-    plt.close(fig)
+    with open(stem + ".json", "w") as fh:
+      json.dump(record, fh, indent=1)
+    title = f"{self._tag} (step {step})"
+    row = dict(metrics=out, n_ids=self._n_ids, walks=self._walks, title=title)
+    enroll_plot.figure([row], stem + ".png", "scaling")
+    if self._priors:
+      row = dict(metrics=out, priors=list(self._priors), title=title)
+      enroll_plot.figure([row], stem + "_prior.png", "prior")
 
 
 def pipeline_rows(batch_size: int) -> slice:

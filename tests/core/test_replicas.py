@@ -214,3 +214,25 @@ def test_replica_names_and_hyperparameters():
   assert reps[2].config.optim.lr == 3e-4 and reps[2].config.seed == 3
   assert config.optim.lr == 2e-3  # the program's config is left as it was
   np.testing.assert_allclose(replicas.hyperparameters(reps)["lr"], [1e-3, 1e-3, 3e-4, 3e-4])
+
+
+@pytest.mark.parametrize("name", ["enroll", "set_max"])
+def test_methods_that_generate_data_on_device_take_each_replicas_seed_from_its_batch(name):
+  """The program's one method, given replica r's batch, computes the loss that the method built
+  from replica r's own config computes (its generation key comes from its seed)."""
+  config = load_config(name, "tiny")
+  config.num_devices, config.seeds = 1, (0, 5)
+  run = train.build(config)
+  batch = run.next_batch()
+  r = 1
+  params = jax.tree.map(lambda x: x[r], run.state.params)
+  mine = {k: v[r] for k, v in batch.items()}
+  assert int(mine["generation_seed"][0]) == 5
+  own_method = train.outputs(run, "unused")[r].method
+  without_seed = {k: v for k, v in mine.items() if k != "generation_seed"}
+  rng = jax.random.key(0)
+  shared, _ = jax.jit(run.method.loss)(params, mine, rng)
+  own, _ = jax.jit(own_method.loss)(params, without_seed, rng)
+  np.testing.assert_allclose(shared, own, rtol=1e-6)
+  other, _ = jax.jit(run.method.loss)(params, without_seed, rng)  # the program's seed, 0
+  assert not np.isclose(other, own)

@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from jaxrepr import embedding_sources
-from jaxrepr.methods.base import Batch, Method, Params, generation_key
+from jaxrepr.methods.base import Batch, Method, Params, batch_generation_key, generation_key
 from jaxrepr.methods.enroll import episodes, features
 from jaxrepr.methods.enroll.model import ENCODERS, EnrollTransformer
 from jaxrepr.nn.set_attention import MODES
@@ -110,7 +110,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
       raise ValueError(
         f"enroll batches need 'example_id' or explicit episodes; got {sorted(batch)}"
       )
-    return episodes.generate(table, root, batch["example_id"], scenario)
+    key = batch_generation_key(batch, root)  # the batch's own seed: replicas differ
+    return episodes.generate(table, key, batch["example_id"], scenario)
 
   def logits(params: Params, ep: dict[str, jax.Array]) -> jax.Array:
     if m.input == "raw" and ep["probe"].shape[-1] != dim:

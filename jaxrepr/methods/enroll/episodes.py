@@ -148,9 +148,16 @@ def _first_where(score_S: jax.Array, ok_S: jax.Array) -> jax.Array:
 
 
 def episode(
-  table: Table, key: jax.Array, n_id: jax.Array, walks: jax.Array, scenario: Scenario
+  table: Table,
+  key: jax.Array,
+  n_id: jax.Array,
+  walks: jax.Array,
+  scenario: Scenario,
+  known: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-  """One episode with the given (traced) n_id and walks; see the module docstring."""
+  """One episode with the given (traced) n_id and walks; see the module docstring. `known`, a
+  traced probability, replaces scenario.known_fraction (a test-time prior sweep without a
+  recompile; the same key gives the same label draw u < p, so sweeps over p are paired)."""
   n_max, w_max, K = scenario.n_id_range[1], scenario.walks_range[1], scenario.context_size
   members = table["members"]
   g_ok, p_ok = table["gallery_ok"], table["probe_ok"]
@@ -181,7 +188,8 @@ def episode(
   # new probe: a sample of the first identity outside the gallery
   new_id = id_perm_I[n_id]
   new_idx = members[new_id, _first_where(jax.random.uniform(k_new, (S,)), p_ok[new_id])]
-  label = jax.random.bernoulli(k_label, scenario.known_fraction).astype(jnp.int32)
+  p_known = scenario.known_fraction if known is None else known
+  label = jax.random.bernoulli(k_label, p_known).astype(jnp.int32)
   probe_D = table["embeddings"][jnp.where(label == 1, known_idx, new_idx)]
 
   G = n_max * w_max
@@ -239,12 +247,18 @@ def generate(
   scenario: Scenario,
   n_id_B: jax.Array | None = None,
   walks_B: jax.Array | None = None,
+  known_B: jax.Array | None = None,
 ):
   """A batch of episodes (jittable). n_id_B / walks_B default to draws from the scenario ranges;
-  given ones must lie within them (they fix the padded sizes)."""
+  given ones must lie within them (they fix the padded sizes). known_B (float, per episode)
+  replaces scenario.known_fraction, the probability of a known probe."""
   if (n_id_B is None) != (walks_B is None):
     raise ValueError("give both n_id and walks per episode, or neither")
   if n_id_B is None:
     n_id_B, walks_B = draw_scenarios(root, example_id_B, scenario)
   keys_B = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, 0), i))(example_id_B)
-  return jax.vmap(lambda k, n, w: episode(table, k, n, w, scenario))(keys_B, n_id_B, walks_B)
+  if known_B is None:
+    return jax.vmap(lambda k, n, w: episode(table, k, n, w, scenario))(keys_B, n_id_B, walks_B)
+  return jax.vmap(lambda k, n, w, p: episode(table, k, n, w, scenario, p))(
+    keys_B, n_id_B, walks_B, known_B
+  )

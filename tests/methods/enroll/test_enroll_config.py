@@ -41,9 +41,10 @@ def _train_tiny(config, work):
     assert os.path.getsize(work / f"enroll_{tag}_step2.png") > 1000
     with open(work / f"enroll_{tag}_step2.json") as f:
       cells = json.load(f)["cells"]
-    assert {c["method"] for c in cells} == {"set", "nn", "knn", "oracle"}
+    assert {c["method"] for c in cells} == {"set", "nn", "knn", "oracle", "oracle_knn"}
     assert sum(c["episodes"] for c in cells if c["method"] == "set") == 16  # 4 cells x 4
-    for method in ("set", "nn", "knn", "oracle"):
+    assert os.path.getsize(work / f"enroll_{tag}_step2_prior.png") > 1000
+    for method in ("set", "nn", "knn", "oracle", "oracle_knn"):
       assert 0.0 <= results[f"{tag}/{method}_accuracy"] <= 1.0
       assert math.isfinite(results[f"{tag}/{method}_f1"])
     # the model was trained on 8-d embeddings and ran unchanged on the 5-d source (and on the
@@ -123,7 +124,7 @@ def test_an_npz_source_set_by_overrides_trains_and_moves_evaluation_a_with_it(tm
 
 
 def test_config_variants_validate():
-  for arg in ("", "extra", "raw", "absolute", "scaled", "isab", "real", "tiny"):
+  for arg in ("", "reverse", "extra", "raw", "absolute", "scaled", "isab", "real", "tiny"):
     config = load_config("enroll", arg)
     config_lib.validate(config)
   default = load_config("enroll")

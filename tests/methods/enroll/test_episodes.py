@@ -127,3 +127,30 @@ def test_episodes_depend_on_the_example_id_only():
   resumed = embeddings.train_iterator(embeddings.default_config(), batch_size=8, seed=0)
   resumed.set_state(state)
   np.testing.assert_array_equal(next(resumed)["example_id"], want)
+
+
+def test_a_per_episode_known_fraction_redraws_only_the_label_and_matches_the_static_prior():
+  """The evaluator's prior sweep passes the known fraction per episode (traced); at the scenario's
+  own prior that must give exactly the episodes training draws, and across priors the same draws
+  (paired: known at p implies known at any larger p; galleries unchanged)."""
+  src = _source()
+  scn = episodes.Scenario(n_id_range=(2, 8), walks_range=(1, 3), context_size=6)
+  table = episodes.device_table(episodes.make_table(src))
+  ids = jnp.arange(400, dtype=jnp.int32)
+  gen = jax.jit(lambda p: episodes.generate(table, jax.random.key(3), ids, scn, known_B=p))
+  static = jax.tree.map(np.asarray, episodes.generate(table, jax.random.key(3), ids, scn))
+  at = {p: jax.tree.map(np.asarray, gen(jnp.full((400,), p))) for p in (0.1, 0.5, 0.9)}
+  for k in static:
+    np.testing.assert_array_equal(at[0.5][k], static[k], err_msg=k)
+  for k in ("gallery_index", "n_id", "walks"):
+    np.testing.assert_array_equal(at[0.1][k], at[0.9][k])
+  assert np.all(at[0.1]["label"] <= at[0.5]["label"]) and np.all(
+    at[0.5]["label"] <= at[0.9]["label"]
+  )
+  for p, ep in at.items():  # 400 draws: 4 standard deviations at most 0.1
+    assert abs(ep["label"].mean() - p) < 0.1, (p, ep["label"].mean())
+  # a known probe is a held-out sample of a gallery identity at every prior
+  lab = src["labels"]
+  for b in np.flatnonzero(at[0.9]["label"] == 1)[:50]:
+    gal = at[0.9]["gallery_index"][b][at[0.9]["gallery_index"][b] >= 0]
+    assert lab[at[0.9]["probe_index"][b]] in set(lab[gal])
