@@ -45,6 +45,15 @@ _ODE = {"model.inference_steps": 2, "model.gamma_hidden": 8, "model.time_dim": 8
 # Per config file: the overrides of its default that make it tiny.
 OVERRIDES = {
   "classifier": {"train.batch_size": 8},
+  "contrastive_strips": {
+    "train.batch_size": 8,
+    "evals.test.batch_size": 8,
+    "evals.test.max_rows": 16,
+    "evals.probe.batch_size": 8,
+    "evals.probe.steps": 2,
+    "evals.probe.max_train": 32,
+  },
+  "contrastive_xor": {"train.batch_size": 8, "evals.test.batch_size": 8, "data.test_size": 16},
   # two stages warm-started one from the other, instead of four
   "distill": {"train.batch_size": 8, "stages.teacher_steps": 2, "stages.num_stages": 2},
   "enroll": {

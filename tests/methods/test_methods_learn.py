@@ -116,6 +116,21 @@ def test_enroll_learns_known_from_new(tmp_path):
   assert trained[key] > untrained[key] + 0.15, (trained, untrained)
 
 
+@pytest.mark.parametrize("objective", ["symile", "clip"])
+def test_contrastive_symile_learns_xor_and_pairwise_clip_cannot(tmp_path, objective):
+  config = load_config("contrastive_xor", f"{objective},tiny")
+  config.data.update(dict(p_hat=1.0, test_size=2000))
+  config.train.steps = 80
+  trained, untrained = _trained_and_untrained(config, tmp_path)
+  # Chance is 1/32 (b among 32 candidates); at p_hat = 1, b = a XOR c, the Bayes accuracy is 1.
+  # b is independent of a and of c, so pairwise CLIP has nothing to learn (Symile, section 5.1).
+  if objective == "symile":
+    assert trained["test/accuracy"] > 0.9, trained
+    assert trained["test/accuracy"] > untrained["test/accuracy"] + 0.5, (trained, untrained)
+  else:
+    assert trained["test/accuracy"] < 0.1, trained
+
+
 def test_distillation_student_learns_from_the_teacher(tmp_path):
   """One compression stage (80% kernel sparsity of the tiny MLP) from a teacher trained in the same
   run: distilling brings the pruned student closer to the teacher (KL) and raises its accuracy."""
