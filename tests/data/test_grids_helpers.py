@@ -60,3 +60,14 @@ def test_oversize_is_an_error_never_truncated():
     grids.pad_pairs([(np.zeros((2, 2), np.int32), np.zeros((5, 3), np.int32))], 4, 4, "task x")
   with pytest.raises(ValueError, match="cannot crop"):
     grids.crop(np.zeros((4, 4)), 5, 1)
+
+
+def test_pad_task_fills_missing_rows_with_masked_empty_pairs():
+  pairs = [(np.full((2, 3), 4, np.int32), np.full((1, 2), 5, np.int32))] * 2
+  out = grids.pad_task(pairs, 4, 3, 3)
+  np.testing.assert_array_equal(out["pair_mask"], [True, True, False, False])
+  assert out["grids"].shape == (4, 3, 3, 2) and not out["grids"][2:].any()
+  assert (out["shapes"][2:] == 1).all()
+  assert grids.unpad_pairs(out["grids"][:2], out["shapes"][:2])[1][1].tolist() == [[5, 5]]
+  with pytest.raises(ValueError, match="expected 1..4"):
+    grids.pad_task(pairs * 3, 4, 3, 3)

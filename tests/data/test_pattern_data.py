@@ -2,6 +2,8 @@
 `PatternTaskGenerator`): shapes, pattern at the marker, density, determinism, resumable and
 shard-independent iterators."""
 
+import itertools
+
 import chex
 import numpy as np
 import pytest
@@ -106,3 +108,102 @@ def test_iterator_deterministic_resumable_and_shard_independent():
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     pattern.train_iterator(_cfg(**{field: value}), batch_size=2, seed=0)
+
+
+# ----------------------------------------------------------------------------- splits
+SMALL = dict(grid_rows=4, grid_cols=4, pattern_size=2, colours=3)  # 3^4 = 81 programs
+
+
+def _patterns(grids, p):
+  """The pattern of each task (B, N, R, C, 2) -> (B, P, P), read at pair 0's marker."""
+  out = []
+  for task in grids:
+    r, c = np.argwhere(task[0, ..., 0])[0]
+    out.append(task[0, r : r + p, c : c + p, 1])
+  return np.stack(out)
+
+
+def _all_small_programs():
+  return [np.array(t, np.int32).reshape(2, 2) for t in itertools.product(range(1, 4), repeat=4)]
+
+
+def test_program_hash_is_stable_and_keyed_on_the_program():
+  pat = np.array([[1, 2], [3, 0]])
+  # A fixed value: a hash that changed between versions or processes would move the split.
+  assert pattern.program_hash(pat) == pytest.approx(0.206640, abs=1e-6)
+  assert pattern.program_hash(pat.astype(np.int64)) == pattern.program_hash(pat)
+  assert pattern.program_hash(pat.T) != pattern.program_hash(pat)
+  assert pattern.program_hash(np.zeros((2, 2))) != pattern.program_hash(np.zeros((4, 1)))
+  held = sum(pattern.is_heldout(p, 0.25) for p in _all_small_programs())
+  assert 10 <= held <= 30  # about a quarter of 81 (18 with this hash)
+
+
+def test_heldout_programs_never_appear_in_a_large_training_sample():
+  """20,000 training tasks of the 81-program space: none uses a test program, yet they cover every
+  program on the training side; the test set uses only held-out programs, several of them."""
+  cfg = _cfg(**SMALL, program_split="heldout", heldout_fraction=0.25)
+  it = pattern.train_iterator(cfg, batch_size=500, seed=0)
+  train = {p.tobytes() for _ in range(40) for p in _patterns(next(it)["grids"], 2)}
+  test = {p.tobytes() for p in _patterns(pattern.eval_set(cfg)["grids"], 2)}
+  heldout = {p.tobytes() for p in _all_small_programs() if pattern.is_heldout(p, 0.25)}
+  assert not train & test
+  assert test <= heldout and len(test) >= 10
+  assert len(train) == 81 - len(heldout)
+  # The default draws every program for training and test alike (the old behaviour).
+  plain = _cfg(**SMALL)
+  seen = {
+    p.tobytes()
+    for p in _patterns(next(pattern.train_iterator(plain, batch_size=2000, seed=0))["grids"], 2)
+  }
+  assert (
+    len(seen) == 81
+    and {p.tobytes() for p in _patterns(pattern.eval_set(plain)["grids"], 2)} & heldout
+  )
+
+
+def test_eval_programs_train_draws_from_the_training_side():
+  cfg = _cfg(**SMALL, program_split="heldout", eval_programs="train")
+  pats = _patterns(pattern.eval_set(cfg)["grids"], 2)
+  assert not any(pattern.is_heldout(p, cfg.heldout_fraction) for p in pats)
+
+
+def test_heldout_marker_rows_split_training_and_test_positions():
+  cfg = _cfg(position_split="heldout", heldout_marker_rows=2)  # 10x10, P = 4: rows 0..6
+  train = next(pattern.train_iterator(cfg, batch_size=500, seed=0))["grids"][..., 0]
+  test = pattern.eval_set(cfg)["grids"][..., 0]
+  train_rows = set(np.argwhere(train)[:, 2].tolist())
+  test_rows = set(np.argwhere(test)[:, 2].tolist())
+  assert train_rows == {0, 1, 2, 3, 4} and test_rows == {5, 6}
+  cols = set(np.argwhere(test)[:, 3].tolist())
+  assert cols == set(range(7))  # columns are not split
+  for g, s in zip(
+    pattern.eval_set(cfg, num_tasks=16)["grids"], pattern.eval_set(cfg, num_tasks=16)["shapes"]
+  ):
+    _check_task(g, s, 10, 10, 4)
+
+
+def test_an_empty_split_side_is_an_error():
+  cfg = _cfg(grid_rows=2, grid_cols=2, pattern_size=1, colours=1, program_split="heldout")
+  # one program in all (colour 1): one side of the split is empty
+  side = "heldout" if not pattern.is_heldout(np.ones((1, 1)), 0.25) else "train"
+  with pytest.raises(ValueError, match=f"no {side} program"):
+    if side == "heldout":
+      pattern.eval_set(cfg, num_tasks=1)
+    else:
+      next(pattern.train_iterator(cfg, batch_size=1, seed=0))
+
+
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("program_split", "random"),
+    ("heldout_fraction", 1.0),
+    ("position_split", "cols"),
+    ("heldout_marker_rows", 7),
+    ("eval_programs", "all"),
+  ],
+)
+def test_bad_split_config_names_the_field(field, value):
+  kw = {"program_split": "heldout", "position_split": "heldout", field: value}
+  with pytest.raises(ValueError, match=field):
+    pattern.train_iterator(_cfg(**kw), batch_size=2, seed=0)

@@ -181,16 +181,20 @@ def build(config: ml_collections.ConfigDict) -> Method:
     grids, shapes = batch["grids"], batch["shapes"]
     b, n = grids.shape[:2]
     idx = jnp.asarray(loss_lib.others_index(n))
-    mask = jnp.ones((n - 1,), bool)
+    # The spec of pair i is the other real pairs: a masked (empty) row is in no spec. Its own
+    # prediction is made but means nothing (evaluators weight it out).
+    pair_mask = batch.get("pair_mask")
+    if pair_mask is None:
+      pair_mask = jnp.ones((b, n), bool)
 
-    def one(g_NxRxCx2, s_Nx2x2, i, key):
+    def one(g_NxRxCx2, s_Nx2x2, m_N, i, key):
       out = solve_task(
         encoder,
         decoder,
         params,
         g_NxRxCx2[idx[i]],
         s_Nx2x2[idx[i]],
-        mask,
+        m_N[idx[i]],
         g_NxRxCx2[i, None, ..., 0],
         s_Nx2x2[i, None, :, 0],
         key,
@@ -199,8 +203,10 @@ def build(config: ml_collections.ConfigDict) -> Method:
       return {key_: out[key_][0] for key_ in ("grids", "shapes", "grids_2", "shapes_2")}
 
     keys = jax.random.split(rng, (b, n))
-    per_task = jax.vmap(one, in_axes=(None, None, 0, 0))
-    return jax.vmap(per_task, in_axes=(0, 0, None, 0))(grids, shapes, jnp.arange(n), keys)
+    per_task = jax.vmap(one, in_axes=(None, None, None, 0, 0))
+    return jax.vmap(per_task, in_axes=(0, 0, 0, None, 0))(
+      grids, shapes, pair_mask, jnp.arange(n), keys
+    )
 
   return Method(
     init=init,

@@ -14,6 +14,12 @@ c_i uses only the other N-1 latents (Eq. 8), starting at z'_{i,0} = mean_{j != i
 Loss = mean over tasks and pairs of [-log p(y_i | x_i, c_i) + beta KL(q(z | x_i, y_i) || N(0, I))]
 (Alg. 2), -log p = CE(rows) + CE(cols) + mean CE over the valid output cells (reference code),
 teacher-forced.
+
+Pair mask: a batch may carry 'pair_mask' bool (B, N), False for the empty rows of a task with fewer
+than N pairs (ARC tasks of 3 pairs; data/grids.py `pad_task`). A masked pair is in no context (its
+weight in z'_{i,0} and its term in every score_{-i} are exact zeros) and adds no loss, KL or metric
+term: the loss is the mean over real pairs. Without the key every pair is real and the arithmetic is
+the unmasked one.
 """
 
 from __future__ import annotations
@@ -41,9 +47,15 @@ def others_index(n: int) -> np.ndarray:
 
 
 def _loo_spec_score(
-  decoder, dparams, grids, shapes, per_position: bool = False, latent_grad_only: bool = False
+  decoder,
+  dparams,
+  grids,
+  shapes,
+  per_position: bool = False,
+  latent_grad_only: bool = False,
+  pair_mask=None,
 ):
-  """score_{-i}(z_i) for all i: (B, N, Z) -> (B, N), summed over the other pairs.
+  """score_{-i}(z_i) for all i: (B, N, Z) -> (B, N), summed over the other (real) pairs.
 
   Returns (score, value_and_grad): `value_and_grad(z)` gives the scores and each latent's own
   gradient. All B x N x (N-1) decodes run at once, or with `per_position` one LOO position i at a
@@ -53,6 +65,7 @@ def _loo_spec_score(
   n = grids.shape[1]
   idx = others_index(n)
   spec_g, spec_s = grids[:, idx], shapes[:, idx]  # (B, N, N-1, ...)
+  mask = _full_mask(grids, pair_mask)
 
   def score(z_BxNxZ):
     if per_position:
@@ -61,18 +74,27 @@ def _loo_spec_score(
         z_BxNxZ,
         grids,
         shapes,
+        mask,
       )
     z_rep = jnp.broadcast_to(z_BxNxZ[:, :, None, :], spec_g.shape[:3] + z_BxNxZ.shape[-1:])
-    return jnp.sum(
-      pair_scores(decoder, dparams, spec_g, spec_s, z_rep, latent_grad_only)[0], axis=2
-    )
+    lp = pair_scores(decoder, dparams, spec_g, spec_s, z_rep, latent_grad_only)[0]
+    return jnp.sum(jnp.where(mask[:, idx], lp, 0.0), axis=2)
 
   return score, functools.partial(scores_and_grad, score)
 
 
-def _map_positions(fn, z_BxNxZ, grids, shapes, out_axis: int = 1):
-  """fn(z_i (B, Z), the other pairs' grids (B, N-1, ...), their shapes) for each LOO position i,
-  one position at a time (lax.map); each output's position axis moves to `out_axis`."""
+def _full_mask(grids, pair_mask):
+  """The batch's pair mask (B, N) bool, all True when the batch has none. Selecting with an
+  all-True mask (`jnp.where`) leaves every score bit for bit as it was."""
+  if pair_mask is None:
+    return jnp.ones(grids.shape[:2], bool)
+  return pair_mask.astype(bool)
+
+
+def _map_positions(fn, z_BxNxZ, grids, shapes, mask_BxN, out_axis: int = 1):
+  """fn(z_i (B, Z), the other pairs' grids (B, N-1, ...), their shapes, their mask (B, N-1)) for
+  each LOO position i, one position at a time (lax.map); each output's position axis moves to
+  `out_axis`."""
   idx = others_index(grids.shape[1])
   out = jax.lax.map(
     lambda args: fn(*args),
@@ -80,19 +102,22 @@ def _map_positions(fn, z_BxNxZ, grids, shapes, out_axis: int = 1):
       jnp.swapaxes(z_BxNxZ, 0, 1),
       jnp.swapaxes(grids[:, idx], 0, 1),
       jnp.swapaxes(shapes[:, idx], 0, 1),
+      jnp.swapaxes(mask_BxN[:, idx], 0, 1),
     ),
   )
   return jax.tree.map(lambda x: jnp.moveaxis(x, 0, out_axis), out)
 
 
-def _position_score(decoder, dparams, z_BxZ, g_BxMx, s_BxMx, latent_grad_only: bool = False):
-  """Summed log p of one LOO position's M = N-1 other pairs (B, M, ...) under its latents (B, Z)."""
+def _position_score(decoder, dparams, z_BxZ, g_BxMx, s_BxMx, m_BxM, latent_grad_only: bool = False):
+  """Summed log p of one LOO position's M = N-1 other pairs (B, M, ...) under its latents (B, Z),
+  masked pairs (m_BxM False) excluded."""
   z_rep = jnp.broadcast_to(z_BxZ[:, None, :], g_BxMx.shape[:2] + z_BxZ.shape[-1:])
-  return jnp.sum(pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep, latent_grad_only)[0], axis=1)
+  lp = pair_scores(decoder, dparams, g_BxMx, s_BxMx, z_rep, latent_grad_only)[0]
+  return jnp.sum(jnp.where(m_BxM, lp, 0.0), axis=1)
 
 
 def _ascent_by_position(
-  decoder, dparams, grids, shapes, z0_BxNxZ, steps: int, lr: float, score_last: bool
+  decoder, dparams, grids, shapes, mask_BxN, z0_BxNxZ, steps: int, lr: float, score_last: bool
 ):
   """`gradient_ascent` (stop-gradient moves, latent-only gradients) from every LOO start, one
   position at a time with its whole ascent inside: the same numbers as all positions at once (Adam
@@ -101,9 +126,9 @@ def _ascent_by_position(
   Returns visited (K+1, B, N, Z), scores (K+1, B, N)."""
   score_at = functools.partial(_position_score, decoder, dparams, latent_grad_only=True)
 
-  def one_position(z_BxZ, g, s):
+  def one_position(z_BxZ, g, s, m):
     return gradient_ascent(
-      lambda z: score_at(z, g, s),
+      lambda z: score_at(z, g, s, m),
       z_BxZ,
       steps,
       lr,
@@ -112,7 +137,7 @@ def _ascent_by_position(
       unroll=False,
     )
 
-  return _map_positions(one_position, z0_BxNxZ, grids, shapes, out_axis=2)
+  return _map_positions(one_position, z0_BxNxZ, grids, shapes, mask_BxN, out_axis=2)
 
 
 def select_best(visited_KxNxZ, scores_KxN):
@@ -122,8 +147,8 @@ def select_best(visited_KxNxZ, scores_KxN):
   return jnp.sum(onehot[..., None] * visited_KxNxZ, axis=0)
 
 
-def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
-  """c_i for every pair from its LOO start z'_{i,0} (B, N, Z) and the other pairs only."""
+def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg, pair_mask=None):
+  """c_i for every pair from its LOO start z'_{i,0} (B, N, Z) and the other real pairs only."""
   mode = lat_cfg.mode
   if mode == "mean":
     return z0_BxNxZ
@@ -137,6 +162,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
           dparams_sg,
           grids,
           shapes,
+          _full_mask(grids, pair_mask),
           z0_sg,
           lat_cfg.steps,
           lat_cfg.lr,
@@ -144,7 +170,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
         )
       else:
         score, value_and_grad = _loo_spec_score(
-          decoder, dparams_sg, grids, shapes, latent_grad_only=True
+          decoder, dparams_sg, grids, shapes, latent_grad_only=True, pair_mask=pair_mask
         )
         visited, scores = gradient_ascent(
           score,
@@ -158,7 +184,7 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
         )
       chosen = select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
       return z0_BxNxZ + jax.lax.stop_gradient(chosen - z0_sg)
-    score, _ = _loo_spec_score(decoder, dparams, grids, shapes)
+    score, _ = _loo_spec_score(decoder, dparams, grids, shapes, pair_mask=pair_mask)
     visited, scores = gradient_ascent(
       score,
       z0_BxNxZ,
@@ -171,7 +197,12 @@ def loo_contexts(decoder, dparams, grids, shapes, z0_BxNxZ, rng, lat_cfg):
     return select_best(visited, scores) if lat_cfg.select == "best" else visited[-1]
   if mode == "random_search":
     score, _ = _loo_spec_score(
-      decoder, jax.lax.stop_gradient(dparams), grids, shapes, lat_cfg.get("per_position", True)
+      decoder,
+      jax.lax.stop_gradient(dparams),
+      grids,
+      shapes,
+      lat_cfg.get("per_position", True),
+      pair_mask=pair_mask,
     )
     z0_sg = jax.lax.stop_gradient(z0_BxNxZ)
     eps_SxBxNxZ = jax.random.normal(rng, (lat_cfg.num_samples,) + z0_sg.shape)
@@ -200,15 +231,41 @@ def check_batch(batch, model_cfg) -> None:
     raise ValueError(f"leave-one-out training needs N >= 2 pairs per task, got N = {g.shape[1]}")
   if not (jnp.issubdtype(g.dtype, jnp.integer) and jnp.issubdtype(s.dtype, jnp.integer)):
     raise ValueError(f"grids and shapes must be integer arrays, got {g.dtype} and {s.dtype}")
+  m = batch.get("pair_mask")
+  if m is not None and (tuple(m.shape) != tuple(g.shape[:2]) or m.dtype != jnp.bool_):
+    raise ValueError(
+      f"batch['pair_mask'] must be bool (B, N) = {g.shape[:2]}, got {m.dtype} {m.shape}"
+    )
+
+
+def loo_mixing(n: int, pair_mask=None):
+  """Weights of the LOO start z'_{i,0} = sum_j w_ij z_j: (N, N) = (1 - I) / (N - 1) without a
+  mask; with one, (B, N, N) spread evenly over the other real pairs (a masked pair's weight is an
+  exact 0; a real pair with no other real pair gets the prior mean, z' = 0)."""
+  off_NxN = 1.0 - np.eye(n)
+  if pair_mask is None:
+    return jnp.asarray(off_NxN / (n - 1), jnp.float32)
+  w_BxNxN = jnp.asarray(off_NxN, jnp.float32)[None] * pair_mask.astype(jnp.float32)[:, None, :]
+  return w_BxNxN / jnp.maximum(jnp.sum(w_BxNxN, axis=-1, keepdims=True), 1.0)
 
 
 def loo_terms(
-  encoder, decoder, params, grids, shapes, rng, model_cfg, enc_grids=None, enc_shapes=None
+  encoder,
+  decoder,
+  params,
+  grids,
+  shapes,
+  rng,
+  model_cfg,
+  enc_grids=None,
+  enc_shapes=None,
+  pair_mask=None,
 ):
   """Per-pair terms (B, N): nll, kl and accuracy statistics, plus contexts (B, N, Z).
 
   `enc_grids`/`enc_shapes` (default: the same pairs) are what the encoder reads; tests use them to
-  change only the encoder input of one pair.
+  change only the encoder input of one pair. `pair_mask` (B, N) bool: see the module docstring
+  (the terms of masked pairs are returned but mean nothing).
   """
   b, n = grids.shape[:2]
   r, c = grids.shape[2:4]
@@ -221,10 +278,19 @@ def loo_terms(
   rng_eps, rng_search = jax.random.split(rng)
   eps = jax.random.normal(rng_eps, mu_BxNxZ.shape)
   z_BxNxZ = mu_BxNxZ + jnp.exp(0.5 * logvar_BxNxZ) * eps
-  mix_NxN = jnp.asarray((1.0 - np.eye(n)) / (n - 1), jnp.float32)
-  z0_BxNxZ = jnp.einsum("ij,bjz->biz", mix_NxN, z_BxNxZ)
+  if pair_mask is None:
+    z0_BxNxZ = jnp.einsum("ij,bjz->biz", loo_mixing(n), z_BxNxZ)
+  else:
+    z0_BxNxZ = jnp.einsum("bij,bjz->biz", loo_mixing(n, pair_mask), z_BxNxZ)
   ctx_BxNxZ = loo_contexts(
-    decoder, params["decoder"], grids, shapes, z0_BxNxZ, rng_search, model_cfg.train_latent
+    decoder,
+    params["decoder"],
+    grids,
+    shapes,
+    z0_BxNxZ,
+    rng_search,
+    model_cfg.train_latent,
+    pair_mask,
   )
   lp_BxN, stats = pair_scores(decoder, params["decoder"], grids, shapes, ctx_BxNxZ)
   kl_BxN = 0.5 * jnp.sum(jnp.square(mu_BxNxZ) + jnp.exp(logvar_BxNxZ) - 1.0 - logvar_BxNxZ, -1)
@@ -232,19 +298,35 @@ def loo_terms(
 
 
 def make_loss(encoder, decoder, model_cfg):
-  """(params, batch, rng) -> (loss, metrics); every term is a plain mean over tasks and pairs."""
+  """(params, batch, rng) -> (loss, metrics); every term is a mean over the real pairs of all
+  tasks (a plain mean over tasks and pairs when the batch has no 'pair_mask')."""
 
   def loss_fn(params, batch, rng):
     check_batch(batch, model_cfg)
-    t = loo_terms(encoder, decoder, params, batch["grids"], batch["shapes"], rng, model_cfg)
-    nll, kl = jnp.mean(t["nll"]), jnp.mean(t["kl"])
+    pair_mask = batch.get("pair_mask")
+    t = loo_terms(
+      encoder,
+      decoder,
+      params,
+      batch["grids"],
+      batch["shapes"],
+      rng,
+      model_cfg,
+      pair_mask=pair_mask,
+    )
+    if pair_mask is None:
+      mean = jnp.mean
+    else:
+      real = jnp.maximum(jnp.sum(pair_mask.astype(jnp.float32)), 1.0)
+      mean = lambda x: jnp.sum(jnp.where(pair_mask, x, 0.0)) / real  # noqa: E731
+    nll, kl = mean(t["nll"]), mean(t["kl"])
     loss = nll + model_cfg.kl_coeff * kl
     return loss, {
       "loss": loss,
       "nll": nll,
       "kl": kl,
-      "cell_accuracy": jnp.mean(t["cell_accuracy"]),
-      "exact_match": jnp.mean(t["exact_match"]),
+      "cell_accuracy": mean(t["cell_accuracy"]),
+      "exact_match": mean(t["exact_match"]),
     }
 
   return loss_fn

@@ -52,3 +52,25 @@ def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path, capsys):
         assert grid.ndim == 2 and grid.min() >= 0 and grid.max() <= 9
   pngs = [f for f in os.listdir(tmp_path / "arc") if f.endswith(".png")]
   assert len(pngs) == 2  # one task rendered per search
+
+
+def test_heldout_variants_split_the_data_and_add_a_seen_test_set():
+  """configs/lpn.py:heldout,position_ood: the data splits are on, `test` scores held-out programs
+  and marker rows, `seen` the training side; the default config has no split."""
+  plain = load_config("lpn")
+  assert (plain.data.program_split, plain.data.position_split) == ("none", "none")
+  assert "seen" not in plain.evals
+  config = load_config("lpn", "heldout,position_ood")
+  assert (config.data.program_split, config.data.position_split) == ("heldout", "heldout")
+  assert config.evals.seen.data.eval_programs == "train" and "data" not in config.evals.test
+  assert config.evals.seen.searches == config.evals.test.searches
+  assert load_config("lpn", "heldout,pattern").data.program_split == "heldout"
+
+
+@pytest.mark.heavy
+def test_heldout_variant_trains_and_tests_on_both_sides_of_the_splits(tmp_path):
+  config = tiny("heldout,position_ood,tiny", steps=2)
+  config.num_devices = 1
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  for name in ("test", "seen"):
+    assert 0.0 <= summary["eval"][f"{name}/mean/exact"] <= 1.0
