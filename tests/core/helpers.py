@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,3 +25,12 @@ def train_cmd(config: str, workdir: str, *overrides: str) -> list[str]:
     f"--workdir={workdir}",
     *overrides,
   ]
+
+
+@functools.cache  # executing launch/bench.py defines its absl flags, which may be defined once
+def bench_module():
+  """launch/bench.py as a module, loaded once per process (tests of several files share it)."""
+  spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "launch", "bench.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  return bench

@@ -4,23 +4,17 @@ the table bench.py generates from it (bench.py rewrites that part of the page it
 steps/s or GiB / MiB figure quoted in the page's prose, or anywhere in README.md, is a value of one
 of its rows."""
 
-import functools
-import importlib.util
 import json
+import math
 import os
 import re
 
-from tests.core.helpers import REPO
+from tests.core.helpers import REPO, bench_module
 
 PAGE = os.path.join(REPO, "docs", "benchmarks.md")
 
 
-@functools.cache  # executing launch/bench.py defines its absl flags, which may be defined once
-def _bench_module():
-  spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "launch", "bench.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  return bench
+_bench_module = bench_module
 
 
 def _results() -> dict:
@@ -114,3 +108,14 @@ def test_the_figure_check_catches_a_figure_not_in_the_results():
     "123456.78 steps/s",
     "98765.4 GiB",
   ]
+
+
+def test_bench_times_a_program_of_several_seeds():
+  """`launch/bench.py --suite=replicas` times the replicated step like any other."""
+  from tests.core.helpers import load_config
+
+  config = load_config("classifier", "mlp")
+  config.seeds, config.num_devices = (0, 1), 1
+  config.train.batch_size = 32
+  result = _bench_module().bench(config, steps=2, warmup=1, matmul_n=64)
+  assert result["step_s"] > 0 and result["cpu_s_per_step"] > 0 and math.isfinite(result["loss"])

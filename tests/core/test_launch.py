@@ -235,13 +235,10 @@ def test_tpu_template_creates_copies_installs_and_launches_on_all_workers(tmp_pa
 
 def test_gpu_bench_suite_configs_are_valid():
   """Every entry of `launch/bench.py --suite=gpu` builds a config that passes validation."""
-  import importlib.util
-
   from jaxrepr import config as config_lib
+  from tests.core.helpers import bench_module
 
-  spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "launch", "bench.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = bench_module()
   names = set()
   for name, file, variant, overrides in bench.GPU_SUITE:
     config = bench.suite_config(file, variant, overrides)
@@ -249,6 +246,10 @@ def test_gpu_bench_suite_configs_are_valid():
     assert config.train.batch_size == 128 or file == "noprop.py"
     names.add(name)
   assert {"lpn_pattern_grad0_b128_bf16", "lpn_pattern_grad1_b128_bf16"} <= names
+  for _name, file, variant, overrides in bench.REPLICA_SUITE:  # --suite=replicas
+    config = bench.suite_config(file, variant, overrides)
+    config.seeds = (0, 1, 2)
+    config_lib.validate(config)
 
 
 def test_plot_runs_draws_the_metric_of_each_run_and_names_a_missing_one(tmp_path):

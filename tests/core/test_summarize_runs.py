@@ -28,7 +28,6 @@ SCRIPT = os.path.join(REPO, "launch", "summarize_runs.py")
 HAND_TYPED = {
   ("docs/noprop.md", "| MNIST-5k, 160 steps x 128 |"),
   ("docs/noprop.md", "| Fashion-MNIST, 160 steps x 128 |"),
-  ("docs/set_tasks.md", "| task (command) |"),
 }
 _SEED_STATISTIC = re.compile(r"\d \+- \d|±")
 
