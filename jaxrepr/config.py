@@ -45,12 +45,6 @@ def base_config() -> ml_collections.ConfigDict:
   # ('optim.lr=1e-3,3e-4;optim.weight_decay=0,1e-4'), each replica in <workdir>/[<point>/]s<seed>.
   c.seeds = ()
   c.sweep = ""
-  # How one step trains the replicas: 'vmap' batches their arithmetic (faster where one run leaves
-  # the machine idle: small dense or attention steps); 'map' runs the single-run step once per
-  # replica inside the program, for steps that batching slows down: vmapping a convolution over
-  # the replicas' kernels makes it a grouped convolution, which XLA's CPU backend runs far slower
-  # (launch/bench.py --suite=replicas measures both; docs/benchmarks.md).
-  c.replica_mode = "vmap"
   c.data = ml_collections.ConfigDict(dict(name=""))
   c.model = ml_collections.ConfigDict()
   c.train = ml_collections.ConfigDict(
@@ -132,9 +126,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   t, o = config.train, config.optim
   _require(isinstance(config.seed, int), "seed", config.seed, "must be an integer")
   replicas.check(config)
-  _require(
-    config.replica_mode in ("vmap", "map"), "replica_mode", config.replica_mode, "'vmap' or 'map'"
-  )
   _check_budget(config)
   _require(t.steps > 0, "train.steps", t.steps, "must be > 0")
   _require(t.batch_size > 0, "train.batch_size", t.batch_size, "must be > 0")

@@ -87,21 +87,16 @@ def make_replica_step(
   make_optimizer: Callable[[Any], optax.GradientTransformation],
   make_schedule: Callable[[Any], Callable[[jax.Array], jax.Array]],
   grad_accum: int = 1,
-  mode: str = "vmap",
 ) -> Callable[[TrainState, Batch, jax.Array, Any], tuple[TrainState, Metrics]]:
-  """The train step of every replica (jaxrepr/replicas.py): state, batch, key and hyperparameters
-  carry a leading replica axis; the optimizer and schedule are built inside from each replica's
-  hyperparameters (`make_optimizer(hparams)`), so that swept values can differ. `mode` 'vmap'
-  batches the replicas' arithmetic (`jax.vmap`); 'map' runs the single-run step once per replica
-  inside the program (`jax.lax.map`), for steps that batching slows down (see config.py)."""
+  """The train step of one replica under `jax.vmap` (jaxrepr/replicas.py): state, batch, key and
+  hyperparameters carry a leading replica axis; the optimizer and schedule are built inside from
+  each replica's hyperparameters (`make_optimizer(hparams)`), so that swept values can differ."""
 
   def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any):
     optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
     return _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
-  if mode == "vmap":
-    return jax.vmap(one)
-  return lambda *args: jax.lax.map(lambda a: one(*a), args)
+  return jax.vmap(one)
 
 
 def _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng):

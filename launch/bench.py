@@ -301,7 +301,7 @@ def table_lines(results: dict) -> list[str]:
 def _replicas_cell(r: dict) -> str:
   if r.get("replicas", 1) == 1:
     return "1" if "replicas" in r else ""
-  return f"{r['replicas']} {r.get('replica_mode', 'vmap')} ({r['replica_throughput_gain']:.2f}x)"
+  return f"{r['replicas']} ({r['replica_throughput_gain']:.2f}x)"
 
 
 def write_table(results: dict, path: str) -> None:
@@ -362,30 +362,28 @@ def _bench_all():
 
 def _bench_replicas():
   """R seeds as one program against R separate runs: a step of the program trains R replicas, so
-  its throughput gain is R x (one run's step time) / (the program's step time), for both ways of
-  stepping the replicas (`config.replica_mode` 'vmap' and 'map'). Medians over --rounds
-  interleaved rounds; CPU seconds per step beside wall time."""
+  its throughput gain is R x (one run's step time) / (the program's step time). Medians over
+  --rounds interleaved rounds; CPU seconds per step beside wall time."""
   import numpy as np
 
   r = _REPLICAS.value
-  variants = (("x1", 1, "vmap"), (f"x{r}", r, "vmap"), (f"x{r}_map", r, "map"))
+  variants = (("x1", 1), (f"x{r}", r))
   for name, file, variant, overrides in REPLICA_SUITE:
-    rounds = {label: [] for label, _, _ in variants}
+    rounds = {label: [] for label, _ in variants}
     for _ in range(_ROUNDS.value):
-      for label, count, mode in variants:
+      for label, count in variants:
         config = suite_config(file, variant, overrides)
         if count > 1:
-          config.seeds, config.replica_mode = tuple(range(count)), mode
+          config.seeds = tuple(range(count))
         rounds[label].append(
           bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value)
         )
     one = float(np.median([x["step_s"] for x in rounds["x1"]]))
-    for label, count, mode in variants:
+    for label, count in variants:
       results = rounds[label]
       row = dict(results[-1])
       row.update(
         replicas=count,
-        replica_mode=mode,
         step_s=float(np.median([x["step_s"] for x in results])),
         step_s_rounds=[x["step_s"] for x in results],
         cpu_s_per_step=float(np.median([x["cpu_s_per_step"] for x in results])),

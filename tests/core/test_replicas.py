@@ -236,13 +236,3 @@ def test_methods_that_generate_data_on_device_take_each_replicas_seed_from_its_b
   np.testing.assert_allclose(shared, own, rtol=1e-6)
   other, _ = jax.jit(run.method.loss)(params, without_seed, rng)  # the program's seed, 0
   assert not np.isclose(other, own)
-
-
-def test_map_mode_steps_each_replica_as_its_single_run(tmp_path):
-  config = classifier(steps=10, checkpoint_every=0)
-  config.seeds, config.replica_mode = (0, 1), "map"
-  train.train_and_evaluate(config, str(tmp_path / "multi"))
-  single = classifier(steps=10, checkpoint_every=0)
-  single.seed = 1
-  train.train_and_evaluate(single, str(tmp_path / "single"))
-  assert_same_run(tmp_path / "multi" / "s1", tmp_path / "single")
