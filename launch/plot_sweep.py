@@ -62,19 +62,25 @@ REFERENCES = {
 # Fields in which the seeds of one point may differ.
 _SEED_FIELDS = ("seed", "seeds", *NOT_CONFIG)
 
-_RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
-_X = flags.DEFINE_string("x", None, "Config field on the x axis (dotted path, e.g. data.p_hat).")
-_METRIC = flags.DEFINE_string("metric", "test/accuracy", "Metric whose final value is plotted.")
-_GROUP = flags.DEFINE_string("group", None, "Config field whose values are the lines.")
-_LABELS = flags.DEFINE_multi_string("label", [], "VALUE=TEXT: show the line of VALUE as TEXT.")
-_SPREAD = flags.DEFINE_enum("spread", "minmax", ["minmax", "std", "none"], "Spread over seeds.")
-_REFERENCES = flags.DEFINE_multi_enum("reference", [], list(REFERENCES), "Reference curves.")
-_LOG_X = flags.DEFINE_bool("log_x", False, "Logarithmic x axis.")
-_SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out unfinished runs (and say so).")
-_TITLE = flags.DEFINE_string("title", "", "Figure title.")
-_OUT = flags.DEFINE_string("out", "sweep.png", "Output PNG.")
-flags.mark_flags_as_required(["runs", "x"])
-_FLAGS = (_RUNS, _X, _METRIC, _GROUP, _LABELS, _SPREAD, _REFERENCES, _LOG_X, _SKIP, _TITLE, _OUT)
+
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: the tests import its
+  functions into processes where other launchers' flags (`--out`) are already defined."""
+  global _RUNS, _X, _METRIC, _GROUP, _LABELS, _SPREAD, _REFERENCES, _LOG_X, _SKIP, _TITLE, _OUT
+  global _FLAGS
+  _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
+  _X = flags.DEFINE_string("x", None, "Config field on the x axis (dotted path, e.g. data.p_hat).")
+  _METRIC = flags.DEFINE_string("metric", "test/accuracy", "Metric whose final value is plotted.")
+  _GROUP = flags.DEFINE_string("group", None, "Config field whose values are the lines.")
+  _LABELS = flags.DEFINE_multi_string("label", [], "VALUE=TEXT: show the line of VALUE as TEXT.")
+  _SPREAD = flags.DEFINE_enum("spread", "minmax", ["minmax", "std", "none"], "Spread over seeds.")
+  _REFERENCES = flags.DEFINE_multi_enum("reference", [], list(REFERENCES), "Reference curves.")
+  _LOG_X = flags.DEFINE_bool("log_x", False, "Logarithmic x axis.")
+  _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out unfinished runs (and say so).")
+  _TITLE = flags.DEFINE_string("title", "", "Figure title.")
+  _OUT = flags.DEFINE_string("out", "sweep.png", "Output PNG.")
+  flags.mark_flags_as_required(["runs", "x"])
+  _FLAGS = (_RUNS, _X, _METRIC, _GROUP, _LABELS, _SPREAD, _REFERENCES, _LOG_X, _SKIP, _TITLE, _OUT)
 
 
 @dataclasses.dataclass
@@ -283,4 +289,5 @@ def _main():
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -19,7 +19,10 @@ def test_fsdp_spec_picks_the_largest_divisible_axis():
   assert parallel.fsdp_spec((64, 4096), 4, 1, 0) == P()  # fsdp = 1: replicated
 
 
-@pytest.mark.parametrize("name,arg,fsdp", [("classifier", "mlp", 8), ("lpn", "tiny", 4)])
+@pytest.mark.parametrize(
+  "name,arg,fsdp",
+  [("classifier", "mlp", 8), pytest.param("lpn", "tiny", 4, marks=pytest.mark.heavy)],
+)
 def test_fsdp_gives_the_losses_of_one_device_with_a_fraction_of_the_bytes(
   tmp_path, name, arg, fsdp
 ):

@@ -30,7 +30,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("fsdp", [1, 8])
+@pytest.mark.parametrize("fsdp", [pytest.param(1, marks=pytest.mark.heavy), 8])
 def test_two_processes_reproduce_one_process_with_eight_devices(tmp_path, fsdp):
   """fsdp=8: parameters and optimizer state sharded across both processes' devices."""
   single = tmp_path / "single"

@@ -38,7 +38,7 @@ def _noprop_config(variant):
   "make_config,rtol,falls",
   [
     (small_config, 0.02, True),
-    (_lpn_config, 0.03, True),
+    pytest.param(_lpn_config, 0.03, True, marks=pytest.mark.heavy),
     (_noprop_config("dt"), 0.03, False),
     pytest.param(_noprop_config("ct"), 0.03, False, marks=pytest.mark.heavy),
   ],

@@ -62,7 +62,13 @@ def assert_same_run(replica_dir, single_dir, rtol=1e-5):
     np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=1e-6, err_msg=str(key))
 
 
-@pytest.mark.parametrize("make", [classifier, set_max], ids=["classifier", "set_max"])
+# set_max (heavy): its data is generated on device from a seed the batch carries, which the cheap
+# test_methods_that_generate_data_on_device_take_each_replicas_seed_from_its_batch checks in CI.
+@pytest.mark.parametrize(
+  "make",
+  [classifier, pytest.param(set_max, marks=pytest.mark.heavy)],
+  ids=["classifier", "set_max"],
+)
 def test_each_replica_equals_the_single_run_of_its_seed(tmp_path, make):
   config = make()
   config.seeds = (0, 1, 2) if make is classifier else (1, 2)
@@ -126,6 +132,7 @@ def test_a_swept_weight_decay_is_the_replicas_own():
     np.testing.assert_allclose(updates["w"], -cfg.lr * wd, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.heavy
 def test_a_shape_changing_sweep_runs_one_program_per_value_in_the_same_layout(tmp_path):
   config = classifier(steps=5, checkpoint_every=0, log_every=5)
   config.evals.test.every = 0
@@ -236,3 +243,22 @@ def test_methods_that_generate_data_on_device_take_each_replicas_seed_from_its_b
   np.testing.assert_allclose(shared, own, rtol=1e-6)
   other, _ = jax.jit(run.method.loss)(params, without_seed, rng)  # the program's seed, 0
   assert not np.isclose(other, own)
+
+
+def test_a_shape_changing_field_splits_the_sweep_into_programs():
+  """The sequential fallback (its training run: the heavy test above): one program per value of a
+  field outside IN_PROGRAM, each keeping the in-program fields as its own sweep."""
+  config = classifier()
+  config.seeds = (0, 1)
+  config.sweep = "model.hidden=(32,),(16, 16);optim.lr=1e-3,3e-4"
+  programs = replicas.programs(config)
+  assert [sub for sub, _ in programs] == ["model.hidden=(32,)", "model.hidden=(16,16)"]
+  sub, second = programs[1]
+  assert second.model.hidden == (16, 16) and second.seeds == (0, 1)
+  assert replicas.parse_sweep(second.sweep) == [("optim.lr", (1e-3, 3e-4))]
+  assert [r.name for r in replicas.replicas(second)][:2] == [
+    "optim.lr=0.001/s0",
+    "optim.lr=0.001/s1",
+  ]
+  with pytest.raises(ConfigError, match="change the program"):
+    replicas.replicas(config)

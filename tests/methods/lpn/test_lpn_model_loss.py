@@ -56,24 +56,32 @@ def test_pair_never_influences_its_own_context(positions):
   assert np.all(np.abs(enc_only["nll"][:, others] - base["nll"][:, others]) > 1e-7)
 
 
-class LossShapesTest(chex.TestCase):
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_loss_and_predict_shapes_finite(self):
-    cfg = tiny_config(3)
-    cfg.model.eval_latent.mode = "random_search"  # gradient ascent: test_lpn_decode_search.py
-    cfg.model.eval_latent.num_samples = 2
-    method = lpn.build(cfg)
-    batch = random_batch(2, 3, 3, seed=2)
-    params = tiny_params(3)
-    loss, metrics = self.variant(method.loss)(params, batch, jax.random.key(1))
-    chex.assert_shape(loss, ())
-    chex.assert_tree_all_finite((loss, metrics))
-    assert set(metrics) == {"loss", "nll", "kl", "cell_accuracy", "exact_match"}
-    assert 0.0 <= float(metrics["cell_accuracy"]) <= 1.0
-    out = self.variant(method.predict)(params, batch, jax.random.key(2))
-    chex.assert_shape([out["grids"], out["grids_2"]], (2, 3, 3, 3))
-    chex.assert_shape([out["shapes"], out["shapes_2"]], (2, 3, 2))
-    assert out["shapes"].min() >= 1 and out["shapes"].max() <= 3
+def _check_loss_and_predict_shapes(wrap):
+  cfg = tiny_config(3)
+  cfg.model.eval_latent.mode = "random_search"  # gradient ascent: test_lpn_decode_search.py
+  cfg.model.eval_latent.num_samples = 2
+  method = lpn.build(cfg)
+  batch = random_batch(2, 3, 3, seed=2)
+  params = tiny_params(3)
+  loss, metrics = wrap(method.loss)(params, batch, jax.random.key(1))
+  chex.assert_shape(loss, ())
+  chex.assert_tree_all_finite((loss, metrics))
+  assert set(metrics) == {"loss", "nll", "kl", "cell_accuracy", "exact_match"}
+  assert 0.0 <= float(metrics["cell_accuracy"]) <= 1.0
+  out = wrap(method.predict)(params, batch, jax.random.key(2))
+  chex.assert_shape([out["grids"], out["grids_2"]], (2, 3, 3, 3))
+  chex.assert_shape([out["shapes"], out["shapes_2"]], (2, 3, 2))
+  assert out["shapes"].min() >= 1 and out["shapes"].max() <= 3
+
+
+def test_loss_and_predict_shapes_finite():
+  _check_loss_and_predict_shapes(jax.jit)
+
+
+@pytest.mark.heavy  # about a minute of eager execution
+def test_loss_and_predict_shapes_finite_without_jit():
+  with jax.disable_jit():
+    _check_loss_and_predict_shapes(lambda f: f)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ evaluator, nothing about the real pairs may move. With the mask all True (the ol
 same replacement moves the twin's context: the checks can see the leak.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,21 +65,21 @@ def _unmasked(batch):
 
 @pytest.fixture(scope="module")
 def loss_runs():
-  """Per training mode: loss, parameter gradients and contexts, for both batches, masked and not."""
+  """mode -> loss, parameter gradients and contexts, for both batches, masked and not (computed
+  for a mode when a test first asks for it, so the CI run compiles only its modes)."""
   cfg = tiny_config(SIZE)
   enc, dec = model_lib.modules_from_config(cfg.model)
   params = tiny_params(SIZE)
-  losses, models = {}, {}
-  for name, lat in TRAIN_MODES.items():
-    c = cfg.copy_and_resolve_references()
-    c.model.train_latent.update(lat)
-    losses[name], models[name] = lpn.build(c).loss, c.model
 
-  @jax.jit
-  def run(batch):
-    rng = jax.random.key(3)
-    out = {}
-    for name, loss in losses.items():
+  @functools.cache
+  def runs(name):
+    c = cfg.copy_and_resolve_references()
+    c.model.train_latent.update(TRAIN_MODES[name])
+    loss = lpn.build(c).loss
+
+    @jax.jit
+    def run(batch):
+      rng = jax.random.key(3)
       (value, _), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, rng)
       terms = loss_lib.loo_terms(
         enc,
@@ -86,19 +88,26 @@ def loss_runs():
         batch["grids"],
         batch["shapes"],
         rng,
-        models[name],
+        c.model,
         pair_mask=batch["pair_mask"],
       )
-      out[name] = {"loss": value, "grads": grads, "context": terms["context"]}
-    return out
+      return {"loss": value, "grads": grads, "context": terms["context"]}
 
-  twins, replaced = _batches()
-  return [run(b) for b in (twins, replaced, _unmasked(twins), _unmasked(replaced))]
+    twins, replaced = _batches()
+    return [run(b) for b in (twins, replaced, _unmasked(twins), _unmasked(replaced))]
+
+  return runs
 
 
-@pytest.mark.parametrize("mode", list(TRAIN_MODES))
+# Two training modes in CI (the mean and first-order Grad k); the others with -m heavy.
+_CI_MODES = ("grad0", "grad2")
+
+
+@pytest.mark.parametrize(
+  "mode", [m if m in _CI_MODES else pytest.param(m, marks=pytest.mark.heavy) for m in TRAIN_MODES]
+)
 def test_masked_rows_reach_neither_the_loss_nor_its_gradient_nor_any_context(loss_runs, mode):
-  twins, replaced, twins_all, replaced_all = (r[mode] for r in loss_runs)
+  twins, replaced, twins_all, replaced_all = loss_runs(mode)
   np.testing.assert_array_equal(replaced["loss"], twins["loss"])
   for a, b in zip(jax.tree.leaves(replaced["grads"]), jax.tree.leaves(twins["grads"])):
     np.testing.assert_array_equal(a, b)
@@ -154,22 +163,31 @@ def predict_runs():
     k = out["grids"].shape[0]
     return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}  # (K, 2, Z)
 
-  predicts = {}
-  for method, kw in SEARCHES.items():
+  @functools.cache
+  def runs(method):  # computed when a test first asks for it
     c = cfg.copy_and_resolve_references()
-    c.model.eval_latent.update(dict(mode=method, **kw))
-    predicts[method] = lpn.build(c).predict
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(decode_lib, "greedy_decode", greedy_decode)
-    mp.setattr(lpn, "solve_task", solve_task)
-    run = jax.jit(lambda b: {m: f(params, b, jax.random.key(2)) for m, f in predicts.items()})
-    twins, replaced = _batches()
-    return [run(b) for b in (twins, replaced, _unmasked(twins), _unmasked(replaced))]
+    c.model.eval_latent.update(dict(mode=method, **SEARCHES[method]))
+    predict = lpn.build(c).predict
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setattr(decode_lib, "greedy_decode", greedy_decode)
+      mp.setattr(lpn, "solve_task", solve_task)
+      run = jax.jit(lambda b: predict(params, b, jax.random.key(2)))
+      twins, replaced = _batches()
+      return [run(b) for b in (twins, replaced, _unmasked(twins), _unmasked(replaced))]
+
+  return runs
 
 
-@pytest.mark.parametrize("method", list(SEARCHES))
+# Two searches in CI; the others with -m heavy.
+_CI_SEARCHES = ("mean", "gradient_ascent")
+
+
+@pytest.mark.parametrize(
+  "method",
+  [m if m in _CI_SEARCHES else pytest.param(m, marks=pytest.mark.heavy) for m in SEARCHES],
+)
 def test_masked_rows_are_in_no_spec_of_a_real_pair(predict_runs, method):
-  twins, replaced, twins_all, replaced_all = (r[method] for r in predict_runs)
+  twins, replaced, twins_all, replaced_all = predict_runs(method)
   for key in ("shapes_2", "grids", "shapes", "grids_2"):  # shapes_2: the latents (see above)
     np.testing.assert_array_equal(
       np.asarray(replaced[key])[MASK], np.asarray(twins[key])[MASK], err_msg=key
