@@ -90,6 +90,7 @@ def test_set_max_learns_the_maximum(tmp_path):
   assert trained["test/mae"] < 0.3 * untrained["test/mae"], (trained, untrained)
 
 
+@pytest.mark.heavy  # the set tasks' fast "it learns" check in CI is test_set_max_learns_the_maximum
 def test_set_clustering_learns_the_mixture(tmp_path):
   config = load_config("set_clustering", "tiny")
   config.train.update(dict(steps=60, batch_size=8, log_every=30))

@@ -53,6 +53,7 @@ def _train_tiny(config, work):
   return results
 
 
+@pytest.mark.heavy  # CI: test_config_defaults trains the config; test_enroll_eval checks the files
 def test_tiny_config_trains_and_writes_the_plots(tmp_path):
   config = load_config("enroll", "tiny")
   config.num_devices = 1
