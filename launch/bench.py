@@ -399,6 +399,7 @@ def _record(name: str, result: dict) -> None:
   path = os.path.join(_OUT.value, "results.json")
   results = json.load(open(path)) if os.path.exists(path) else {}
   results[name] = result
+  results = dict(sorted(results.items()))  # the order results.json is written in
   with open(path, "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
   write_table(results, os.path.join(_OUT.value, "results.md"))
