@@ -182,7 +182,10 @@ def replicas(config: ml_collections.ConfigDict) -> list[Replica]:
   sweep = parse_sweep(config.sweep)
   outer = [f for f, _ in sweep if f not in IN_PROGRAM]
   if outer:
-    raise ConfigError(f"config.sweep: {outer} change the program; split it with programs()")
+    raise ConfigError(
+      f"config.sweep: {outer} change the program, which trains one program per value in "
+      "<workdir>/<field>=<value>; to evaluate one, set the field and give that workdir"
+    )
   seeds = tuple(config.seeds) or (config.seed,)
   out = []
   for values in itertools.product(*(v for _, v in sweep)):
