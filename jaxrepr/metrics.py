@@ -104,14 +104,17 @@ NOT_CONFIG = ("commit", "train.flops_per_step", "train.total_flops", "train.seco
 
 
 def write_config(
-  workdir: str, config: ml_collections.ConfigDict, measured: Mapping[str, float] | None = None
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  measured: Mapping[str, float] | None = None,
+  commit: str | None = None,
 ) -> None:
-  """config.json: the config, the commit of the code, and `measured` (a resolved budget's FLOPs
-  and seconds per step) in its `train` section."""
+  """config.json: the config, the commit of the code (`commit`, or asked of git here), and
+  `measured` (a resolved budget's FLOPs and seconds per step) in its `train` section."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     saved = json.loads(config.to_json_best_effort())
-    saved["commit"] = provenance.commit()
+    saved["commit"] = commit or provenance.commit()
     saved.setdefault("train", {}).update(measured or {})
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(saved, f, indent=2, sort_keys=True)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxrepr import checkpoint, config as config_lib, metrics as metrics_lib, parallel
-from jaxrepr import budget as budget_lib, profiling, replicas as replicas_lib
+from jaxrepr import budget as budget_lib, profiling, provenance, replicas as replicas_lib
 from jaxrepr import workdir as workdir_lib
 from jaxrepr.methods import base as method_contract
 from jaxrepr.run_build import Output, Run, build, build_evaluators, outputs  # noqa: F401
@@ -205,10 +205,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       print(f"resuming from step {start} in {workdir}", flush=True)
       _keep_old_config(workdir, config, start)
   measured = budget_lib.written_fields(spent)
-  metrics_lib.write_config(workdir, config, measured)
+  commit = provenance.commit() if main else None  # one git query for every config.json
+  metrics_lib.write_config(workdir, config, measured, commit)
   for o in outs if run.replicas is not None else []:
     # each replica's dir reads as a plain run
-    metrics_lib.write_config(o.workdir, o.config, measured)
+    metrics_lib.write_config(o.workdir, o.config, measured, commit)
   if main:
     note = f" ({run.method.param_count_note})" if run.method.param_count_note else ""
     count = param_count(outs[0].params(run.state))

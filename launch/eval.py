@@ -102,7 +102,8 @@ def _evaluate(config):
   if restored is None:
     raise MissingFileError(f"{checkpoints}: no checkpoint that restores")
   step, run.state, _ = restored
-  logged = _last_logged_step(train.outputs(run, workdir)[0].workdir)
+  outs = train.outputs(run, workdir)  # one per replica of a multi-seed or sweep run
+  logged = _last_logged_step(outs[0].workdir)
   why = ""
   if ckpt.skipped:
     why = "; newer checkpoints could not be restored: " + ", ".join(
@@ -114,7 +115,7 @@ def _evaluate(config):
   results = {}
   with jax.set_mesh(run.mesh):
     # a multi-seed or sweep run (jaxrepr/replicas.py): each replica with its own config and keys
-    for out in train.outputs(run, workdir):
+    for out in outs:
       evaluators = train.build_evaluators(out.config, run, out.workdir, names, method=out.method)
       prefix = f"{out.name}/" if out.name else ""
       for n, evaluator in evaluators.items():

@@ -1,13 +1,17 @@
 """Tiny LPN configurations, parameters and batches shared by the LPN tests."""
 
+import contextlib
 import functools
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from jaxrepr import config as config_lib
 from jaxrepr.methods import lpn
+from jaxrepr.methods.lpn import decode as decode_lib
 
 
 def tiny_config(size: int = 3, positions: str = "learned") -> ml_collections.ConfigDict:
@@ -44,3 +48,28 @@ def tiny_params(size: int = 3, positions: str = "learned") -> dict:
   return jax.jit(lpn.build(tiny_config(size, positions)).init)(
     jax.random.key(0), random_batch(1, 2, size)
   )
+
+
+@contextlib.contextmanager
+def latents_in_shapes_2():
+  """Inside, `predict` hands out the two attempts' latents (what the decoder received) in the place
+  of `shapes_2` (K, 2, Z): a pass-through spy on `greedy_decode` and `solve_task` (grids_2 is
+  still returned). Jit the predictions inside the context."""
+  real_solve, real_decode = lpn.solve_task, decode_lib.greedy_decode
+  seen = []
+
+  def greedy_decode(decoder, dparams, x, x_shape, z):
+    seen.append(z)
+    return real_decode(decoder, dparams, x, x_shape, z)
+
+  def solve_task(*args, **kwargs):
+    del seen[:]
+    out = real_solve(*args, **kwargs)
+    (z_2KxZ,) = seen
+    k = out["grids"].shape[0]
+    return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(decode_lib, "greedy_decode", greedy_decode)
+    mp.setattr(lpn, "solve_task", solve_task)
+    yield

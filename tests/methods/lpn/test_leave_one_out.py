@@ -21,12 +21,16 @@ import numpy as np
 import pytest
 
 from jaxrepr.methods import lpn
-from jaxrepr.methods.lpn import decode as decode_lib
 from jaxrepr.methods.lpn import latent_ascent
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
 from jaxrepr.methods.lpn import search as search_lib
-from tests.methods.lpn.lpn_testlib import random_batch, tiny_config, tiny_params
+from tests.methods.lpn.lpn_testlib import (
+  latents_in_shapes_2,
+  random_batch,
+  tiny_config,
+  tiny_params,
+)
 
 B, N, SIZE = 2, 4, 3
 
@@ -143,28 +147,12 @@ def predict_runs(setup):
   change. `predict` returns four fields of `solve_task`; the spy hands the two attempts' latents
   (which the decoder received) out in the place of `shapes_2` (grids_2 is still compared)."""
   cfg, params, batch, changed = setup
-  real_solve, real_decode = lpn.solve_task, decode_lib.greedy_decode
-  seen = []
-
-  def greedy_decode(decoder, dparams, x, x_shape, z):
-    seen.append(z)
-    return real_decode(decoder, dparams, x, x_shape, z)
-
-  def solve_task(*args, **kwargs):
-    del seen[:]
-    out = real_solve(*args, **kwargs)
-    (z_2KxZ,) = seen
-    k = out["grids"].shape[0]
-    return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}  # (K, 2, Z)
-
   predicts = {}
   for method, kw in SEARCHES.items():
     c = cfg.copy_and_resolve_references()
     c.model.eval_latent.update(dict(mode=method, **kw))
     predicts[method] = lpn.build(c).predict
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(decode_lib, "greedy_decode", greedy_decode)
-    mp.setattr(lpn, "solve_task", solve_task)
+  with latents_in_shapes_2():
     run = jax.jit(lambda b: {m: f(params, b, jax.random.key(2)) for m, f in predicts.items()})
     base = run(batch)
     runs = [run(c) for c in changed]

@@ -20,10 +20,14 @@ import pytest
 from jaxrepr import parallel
 from jaxrepr.evaluators import lpn_loo
 from jaxrepr.methods import lpn
-from jaxrepr.methods.lpn import decode as decode_lib
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
-from tests.methods.lpn.lpn_testlib import random_batch, tiny_config, tiny_params
+from tests.methods.lpn.lpn_testlib import (
+  latents_in_shapes_2,
+  random_batch,
+  tiny_config,
+  tiny_params,
+)
 
 B, N, SIZE = 2, 4, 3
 # Task 0 has 3 real pairs and task 1 has 2; the masked rows start as copies of real pairs (row 3 of
@@ -149,28 +153,13 @@ def predict_runs():
   `shapes_2` (grids_2 is still compared)."""
   cfg = tiny_config(SIZE)
   params = tiny_params(SIZE)
-  real_solve, real_decode = lpn.solve_task, decode_lib.greedy_decode
-  seen = []
-
-  def greedy_decode(decoder, dparams, x, x_shape, z):
-    seen.append(z)
-    return real_decode(decoder, dparams, x, x_shape, z)
-
-  def solve_task(*args, **kwargs):
-    del seen[:]
-    out = real_solve(*args, **kwargs)
-    (z_2KxZ,) = seen
-    k = out["grids"].shape[0]
-    return {**out, "shapes_2": jnp.stack([z_2KxZ[:k], z_2KxZ[k:]], axis=1)}  # (K, 2, Z)
 
   @functools.cache
   def runs(method):  # computed when a test first asks for it
     c = cfg.copy_and_resolve_references()
     c.model.eval_latent.update(dict(mode=method, **SEARCHES[method]))
     predict = lpn.build(c).predict
-    with pytest.MonkeyPatch.context() as mp:
-      mp.setattr(decode_lib, "greedy_decode", greedy_decode)
-      mp.setattr(lpn, "solve_task", solve_task)
+    with latents_in_shapes_2():
       run = jax.jit(lambda b: predict(params, b, jax.random.key(2)))
       twins, replaced = _batches()
       return [run(b) for b in (twins, replaced, _unmasked(twins), _unmasked(replaced))]
