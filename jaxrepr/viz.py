@@ -90,8 +90,12 @@ def save_latent_plot(
   decoded_GxGxRxC: np.ndarray,
   extent: float,
   title: str,
+  axes: tuple[str, str] = ("z[0]", "z[1]"),
 ) -> None:
-  """Left: encoder means of pairs, one colour per task. Right: decoder outputs on a latent grid."""
+  """Left: encoder means of pairs, one colour per task. Right: decoder outputs on a latent grid.
+
+  `axes` names the two plotted coordinates (the latent's own for a 2-D latent; two principal
+  directions of the encoder means for a larger one)."""
   plt = _plt()
   g = decoded_GxGxRxC.shape[0]
   fig = plt.figure(figsize=(12, 6))
@@ -99,8 +103,8 @@ def save_latent_plot(
   ax.scatter(mu_Px2[:, 0], mu_Px2[:, 1], c=task_of_pair, cmap="tab20", s=14)
   ax.set_xlim(-extent, extent)
   ax.set_ylim(-extent, extent)
-  ax.set_xlabel("z[0]")
-  ax.set_ylabel("z[1]")
+  ax.set_xlabel(axes[0])
+  ax.set_ylabel(axes[1])
   ax.set_title("encoder means of test pairs (colour = task)", fontsize=9)
   # The decoded mosaic: row 0 of the image is the largest z[1], as on the scatter's y axis.
   r, c = decoded_GxGxRxC.shape[2:]
@@ -124,7 +128,7 @@ def save_latent_plot(
     extent=(-extent, extent, -extent, extent),
   )
   ax2.set_title("decoder output on a grid of latents (same input)", fontsize=9)
-  ax2.set_xlabel("z[0]")
+  ax2.set_xlabel(axes[0])
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)

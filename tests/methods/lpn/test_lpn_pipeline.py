@@ -56,10 +56,15 @@ def test_arc_pipeline_writes_scores_submission_and_renderings(tmp_path, capsys):
 
 def test_heldout_variants_split_the_data_and_add_a_seen_test_set():
   """configs/lpn.py:heldout,position_ood: the data splits are on, `test` scores held-out programs
-  and marker rows, `seen` the training side; the default config has no split."""
-  plain = load_config("lpn")
+  and marker rows, `seen` the training side; `latent2d` (every program everywhere) has no split,
+  the default (the main job) splits the programs."""
+  plain = load_config("lpn", "latent2d")
   assert (plain.data.program_split, plain.data.position_split) == ("none", "none")
   assert "seen" not in plain.evals
+  main = load_config("lpn")
+  assert (main.data.program_split, main.data.position_split) == ("heldout", "none")
+  assert main.evals.seen.data.eval_programs == "train" and "data" not in main.evals.test
+  assert "data" not in main.evals.budget and main.evals.budget.budgets
   config = load_config("lpn", "heldout,position_ood")
   assert (config.data.program_split, config.data.position_split) == ("heldout", "heldout")
   assert config.evals.seen.data.eval_programs == "train" and "data" not in config.evals.test
