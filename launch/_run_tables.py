@@ -186,6 +186,24 @@ def parse_labels(texts: list[str], groups) -> dict[str, str]:
   return out
 
 
+def _seed_values(runs: dict, metrics: list[str], scale: float, skip: bool, skipped: list):
+  """({seed: [final value of each metric] x scale}, [config of each run]) of one group; with `skip`
+  an incomplete run is left out and appended to `skipped` as (workdir, reason)."""
+  per_seed: dict[str, list[float]] = {}
+  configs = []
+  for seed, workdir in runs.items():
+    try:
+      config = run_config(workdir)
+      per_seed[seed] = [final_value(workdir, m, config) * scale for m in metrics]
+    except DataError as e:
+      if not skip:
+        raise
+      skipped.append((workdir, str(e)))
+      continue
+    configs.append(config)
+  return per_seed, configs
+
+
 def table(
   groups, metrics: list[str], scale: float, digits: int, skip: bool, labels: dict | None = None
 ) -> tuple[str, list, list[str]]:
@@ -198,18 +216,7 @@ def table(
   skipped, commits = [], []
   lines = header(metrics)
   for name, runs in groups.items():
-    per_seed: dict[str, list[float]] = {}
-    configs = []
-    for seed, workdir in runs.items():
-      try:
-        config = run_config(workdir)
-        per_seed[seed] = [final_value(workdir, m, config) * scale for m in metrics]
-      except DataError as e:
-        if not skip:
-          raise
-        skipped.append((workdir, str(e)))
-        continue
-      configs.append(config)
+    per_seed, configs = _seed_values(runs, metrics, scale, skip, skipped)
     if not per_seed:
       continue
     cells = [labels.get(name, name)]
@@ -226,6 +233,49 @@ def table(
     cells.append(_distinct(f"`{c}`" for c in recorded))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines), skipped, commits
+
+
+def header_by_metric(names: list[str]) -> list[str]:
+  """The first two lines of the table by metric whose columns are the groups `names`."""
+  cells = ["metric"] + [f"{n} (mean +- std; per seed)" for n in names]
+  return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
+def table_by_metric(
+  groups, metrics: list[str], scale: float, digits: int, skip: bool, labels: dict | None = None
+) -> tuple[str, list, list[str]]:
+  """The table transposed: one row per metric, one column per group (mean +- std, then every
+  seed's value), and under it a line per group with its seeds, budget and recorded commits. For
+  many metrics of few groups, e.g. a table of searches at several budgets over one run's seeds."""
+  labels = labels or {}
+  unknown = sorted(set(labels) - set(groups))
+  if unknown:
+    raise ConfigError(f"--label names no group; the groups are {list(groups)}: {unknown}")
+  skipped, commits, columns, notes = [], [], [], []
+  for name, runs in groups.items():
+    per_seed, configs = _seed_values(runs, metrics, scale, skip, skipped)
+    if not per_seed:
+      continue
+    cells = []
+    for i in range(len(metrics)):
+      values = [v[i] for v in per_seed.values()]
+      mean, std = mean_std(values)
+      text = f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}")
+      if len(values) > 1:
+        text += " (" + ", ".join(f"{x:.{digits}f}" for x in values) + ")"
+      cells.append(text)
+    label = labels.get(name, name)
+    columns.append((label, cells))
+    recorded = [str(c["commit"]) for c in configs if c.get("commit")]
+    commits += [c for c in dict.fromkeys(recorded) if c not in commits]
+    notes.append(
+      f"{label}: seeds {', '.join(per_seed)}; budget {_distinct(budget(c) for c in configs)}; "
+      f"commit {_distinct(f'`{c}`' for c in recorded)}."
+    )
+  lines = header_by_metric([label for label, _ in columns])
+  for i, metric in enumerate(metrics):
+    lines.append("| " + " | ".join([metric] + [cells[i] for _, cells in columns]) + " |")
+  return "\n".join(lines + [""] + notes), skipped, commits
 
 
 def block(text: str, cmd: str, checkout_commit: str, commits: list[str], skipped: list) -> str:

@@ -24,6 +24,10 @@ from the run directories. A run is complete when its metric reaches the `train.s
 config.json; a run that is not (still training, or stopped before its final evaluation) stops the
 command with an error naming it, unless `--skip_incomplete`, which leaves it out and says so.
 
+`--by=metric` turns the table round: one row per metric, one column per group with the mean +- std
+and every seed's value, and a line per group under it with its seeds, budget and commits (for many
+metrics of one run's seeds, e.g. the searches of an equal-budget table).
+
 The table goes to stdout; `--out=FILE` writes it into FILE, and `--into=docs/PAGE.md --marker=NAME`
 replaces the block between the page's `<!-- NAME:start -->` and `<!-- NAME:end -->` lines (which
 must be there) and keeps the rest of the page. Both carry, beside the table, the command that
@@ -54,8 +58,23 @@ _LABELS = flags.DEFINE_multi_string("label", [], "GROUP=TEXT: show group GROUP's
 _OUT = flags.DEFINE_string("out", None, "Also write the table (and its command) into this file.")
 _INTO = flags.DEFINE_string("into", None, "Docs page whose --marker block the table replaces.")
 _MARKER = flags.DEFINE_string("marker", None, "Name of the block of --into (NAME:start/end).")
+_BY = flags.DEFINE_enum(
+  "by", "group", ["group", "metric"], "One row per run group (columns: metrics) or per metric."
+)
 flags.mark_flag_as_required("runs")
-_FLAGS = (_RUNS, _METRICS, _SEED_PATTERN, _SCALE, _DIGITS, _SKIP, _LABELS, _OUT, _INTO, _MARKER)
+_FLAGS = (
+  _RUNS,
+  _METRICS,
+  _SEED_PATTERN,
+  _SCALE,
+  _DIGITS,
+  _SKIP,
+  _LABELS,
+  _BY,
+  _OUT,
+  _INTO,
+  _MARKER,
+)
 
 
 def command() -> str:
@@ -88,7 +107,8 @@ def _summarize():
     raise ConfigError("--into and --marker go together: the page and the name of its block")
   groups = _run_tables.group_runs(_run_tables.expand(_RUNS.value), _SEED_PATTERN.value)
   labels = _run_tables.parse_labels(_LABELS.value, groups)
-  text, skipped, commits = _run_tables.table(
+  tabulate = _run_tables.table if _BY.value == "group" else _run_tables.table_by_metric
+  text, skipped, commits = tabulate(
     groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels
   )
   print(text)

@@ -137,6 +137,23 @@ def test_the_table_states_the_budget_and_the_commit_the_runs_recorded(tmp_path):
   assert "recorded no commit" in _run_tables.block(text, "c", "fedcba9", [], [])
 
 
+def test_the_table_by_metric_has_a_row_per_metric_and_each_seed_under_its_group(tmp_path):
+  finals = {0: {"a/exact": 0.5, "b/exact": 0.9}, 1: {"a/exact": 0.7, "b/exact": 0.8}}
+  for seed, values in finals.items():
+    _run(tmp_path / "main" / f"s{seed}", values, steps=20, commit="abc1234")
+  groups = _run_tables.group_runs(_run_tables.expand([str(tmp_path / "main")]), r"_s(\d+)$")
+  text, skipped, commits = _run_tables.table_by_metric(
+    groups, ["a/exact", "b/exact"], 100.0, 1, False, {"main": "held-out"}
+  )
+  lines = text.splitlines()
+  assert lines[:2] == _run_tables.header_by_metric(["held-out"])
+  rows = _rows(text)
+  assert rows["a/exact"][1] == "60.0 +- 14.1 (50.0, 70.0)"
+  assert rows["b/exact"][1] == "85.0 +- 7.1 (90.0, 80.0)"
+  assert "held-out: seeds 0, 1; budget 20 steps x 32; commit `abc1234`." in lines
+  assert (skipped, commits) == ([], ["abc1234"])
+
+
 def test_an_incomplete_seed_stops_the_table_or_is_left_out_and_named(tmp_path):
   w = tmp_path / "w"
   _run(w / "s0", 0.6)
@@ -256,7 +273,11 @@ def _block_problems(page: str, name: str, body: str) -> list[str]:
     if f"--into={page}" not in cmd or f"--marker={name}" not in cmd:
       problems.append(f"{page} block {name!r}: its command writes elsewhere: {shlex.join(cmd)}")
     metrics = [a.split("=", 1)[1] for a in cmd if a.startswith("--metric=")]
-    if _run_tables.header(metrics)[0] not in body.splitlines():
+    if "--by=metric" in cmd:
+      first_cells = [line.split(" | ")[0].lstrip("| ") for line in body.splitlines()]
+      if not all(m in first_cells for m in metrics):
+        problems.append(f"{page} block {name!r}: its rows are not the metrics {metrics}")
+    elif _run_tables.header(metrics)[0] not in body.splitlines():
       problems.append(f"{page} block {name!r}: its table is not the table of {metrics}")
   return problems
 
@@ -286,6 +307,13 @@ def test_the_docs_check_rejects_a_table_typed_or_copied_into_a_block():
   assert _block_problems("docs/p.md", "t", no_commit) == ["docs/p.md block 't': no commit"]
   other = own.replace("--metric=test/accuracy", "--metric=test/loss")
   assert "not the table of ['test/loss']" in _block_problems("docs/p.md", "t", other)[0]
+  by_metric = "\n".join(_run_tables.header_by_metric(["w"]) + ["| test/accuracy | 0.50 |"])
+  own = _run_tables.block(
+    by_metric, f"{cmd} --by=metric --into=docs/p.md --marker=t", "abc1234", [], []
+  )
+  assert _block_problems("docs/p.md", "t", own) == []
+  other = own.replace("--metric=test/accuracy", "--metric=test/loss")
+  assert "rows are not the metrics ['test/loss']" in _block_problems("docs/p.md", "t", other)[0]
 
 
 def _seed_tables(page: str, text: str) -> set[tuple[str, str]]:
