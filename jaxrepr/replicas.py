@@ -11,10 +11,14 @@ seeds). Replica r equals, to float rounding, the single run of its seed and poin
 initialisation, training and evaluation keys (`jax.random.key(seed)` split as in a single run), its
 own data order (the data iterator of its seed) and its own hyperparameters.
 
-Fields of `IN_PROGRAM` are swept inside the program (they change values, not shapes: the optimizer
-is rebuilt inside the step from each replica's values). Any other field (a width, a depth, a data
-setting) changes the program: each of its values is trained as a program of its own, one after the
-other, with the same layout on disk.
+Swept inside the program (they change values, not shapes): the optimizer fields of `IN_PROGRAM`
+(the optimizer is rebuilt inside the step from each replica's values) and the loss coefficients
+the method declares in its package's `SWEEPABLE` (jaxrepr/methods/base.py; e.g. NoProp's
+`model.eta`, ConVIRT's `model.convirt_lambda`), which the step passes to the method's
+`swept_loss` as each replica's traced scalar instead of the config's constant. Any other field (a
+width, a depth, a data setting, a coefficient the method does not declare) changes the program:
+each of its values is trained as a program of its own, one after the other, with the same layout
+on disk.
 
 Layout: the workdir holds the program's `checkpoints/` (one Orbax checkpoint with every replica)
 and `config.json`; each replica writes its own run directory, `<workdir>/s<seed>/` or
@@ -34,7 +38,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from jaxrepr import registry
 from jaxrepr.errors import ConfigError
+from jaxrepr.methods import base as method_contract
 
 # Optimizer fields that the trainer can vary per replica inside one program (jaxrepr/optim.py
 # builds the optimizer from each replica's values inside the step).
@@ -52,7 +58,7 @@ IN_PROGRAM = (
 class Replica:
   name: str  # its run directory under the workdir: 's0' or 'optim.lr=0.001/s0'
   seed: int
-  point: dict[str, Any]  # in-program field -> this replica's value
+  point: dict[str, Any]  # in-program field (optimizer or loss coefficient) -> this replica's value
   config: ml_collections.ConfigDict  # the single run this replica equals
 
 
@@ -162,14 +168,21 @@ def check(config: ml_collections.ConfigDict) -> None:
     )
 
 
+def in_program_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fields a sweep of `config` varies inside one program: `IN_PROGRAM` and the loss
+  coefficients of the method's `SWEEPABLE`."""
+  return IN_PROGRAM + method_contract.sweepable_fields(registry.method_module(config))
+
+
 def programs(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """[(sub-workdir, config)]: one program per point of the fields that change shapes ('' and the
-  config itself when there are none); each program's `sweep` keeps the in-program fields."""
+  """[(sub-workdir, config)]: one program per point of the fields that change the program ('' and
+  the config itself when there are none); each program's `sweep` keeps the in-program fields."""
   sweep = parse_sweep(config.sweep)
-  outer = [(f, v) for f, v in sweep if f not in IN_PROGRAM]
+  inside = in_program_fields(config) if sweep else IN_PROGRAM
+  outer = [(f, v) for f, v in sweep if f not in inside]
   if not outer:
     return [("", config)]
-  inner = ";".join(f"{f}=" + ",".join(repr(x) for x in v) for f, v in sweep if f in IN_PROGRAM)
+  inner = ";".join(f"{f}=" + ",".join(repr(x) for x in v) for f, v in sweep if f in inside)
   out = []
   for values in itertools.product(*(v for _, v in outer)):
     point = dict(zip((f for f, _ in outer), values))
@@ -180,7 +193,8 @@ def programs(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collection
 def replicas(config: ml_collections.ConfigDict) -> list[Replica]:
   """The replicas of one program (its sweep holds only in-program fields), points major."""
   sweep = parse_sweep(config.sweep)
-  outer = [f for f, _ in sweep if f not in IN_PROGRAM]
+  inside = in_program_fields(config) if sweep else IN_PROGRAM
+  outer = [f for f, _ in sweep if f not in inside]
   if outer:
     raise ConfigError(
       f"config.sweep: {outer} change the program, which trains one program per value in "
@@ -198,11 +212,18 @@ def replicas(config: ml_collections.ConfigDict) -> list[Replica]:
 
 
 def hyperparameters(reps: list[Replica]) -> dict[str, np.ndarray]:
-  """{optim field: (R,) float32 values} of the swept in-program fields (empty for seeds only)."""
-  fields = sorted({f for r in reps for f in r.point})
+  """{optim field: (R,) float32 values} of the swept optimizer fields (empty for seeds only)."""
+  fields = sorted({f for r in reps for f in r.point if f in IN_PROGRAM})
   return {
     f.removeprefix("optim."): np.asarray([r.point[f] for r in reps], np.float32) for f in fields
   }
+
+
+def coefficients(reps: list[Replica]) -> dict[str, np.ndarray]:
+  """{field: (R,) float32 values} of the swept loss coefficients (the method's `SWEEPABLE`
+  fields; empty when none is swept): what the replica step passes to `Method.swept_loss`."""
+  fields = sorted({f for r in reps for f in r.point if f not in IN_PROGRAM})
+  return {f: np.asarray([r.point[f] for r in reps], np.float32) for f in fields}
 
 
 class StackedIterator:

@@ -3,7 +3,8 @@ jitted step (`build`), and the evaluators and output directories of each run it 
 
 A plain config builds one run. A config with `seeds` or an in-program `sweep`
 (jaxrepr/replicas.py) builds R replicas stacked on a leading axis: R data iterators, the
-single-run initialisation vmapped over R keys, and the single-run step vmapped over the replicas.
+single-run initialisation vmapped over R keys, and the single-run step vmapped over the replicas
+(with each replica's optimizer hyperparameters and swept loss coefficients as its arguments).
 The trainer (jaxrepr/train.py), launch/bench.py and launch/eval.py share it.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from jaxrepr import config as config_lib, optim, parallel, replicas as replicas_lib
 from jaxrepr import evaluators as evaluator_contract
+from jaxrepr.errors import ConfigError
 from jaxrepr.methods.base import Method
 from jaxrepr.train_step import TrainState, create_state, make_replica_step, make_train_step
 
@@ -110,6 +112,12 @@ def _build_replicas(config: ml_collections.ConfigDict, mesh, method: Method) -> 
   keys = [_keys(r.seed) for r in reps]
   init_rngs, train_rngs, eval_rngs = (jax.numpy.stack(k) for k in zip(*keys))
   hparams = replicas_lib.hyperparameters(reps)
+  coefficients = replicas_lib.coefficients(reps)
+  if coefficients and method.swept_loss is None:
+    raise ConfigError(
+      f"config.sweep: {sorted(coefficients)} are in the SWEEPABLE of method {config.method!r}, "
+      "but its build() gives no Method.swept_loss to take them"
+    )
   make_opt = lambda h: optim.make_optimizer(config.optim, t.steps, h)  # noqa: E731
   make_schedule = lambda h: optim.schedule(config.optim, t.steps, h)  # noqa: E731
   example = parallel.to_global(_peek(data), mesh, replica_axis=True)
@@ -132,7 +140,7 @@ def _build_replicas(config: ml_collections.ConfigDict, mesh, method: Method) -> 
     state = jax.jit(new_state, out_shardings=state_shardings)(params, hparams)
     step = make_replica_step(method, make_opt, make_schedule, t.grad_accum)
     step_fn = jax.jit(
-      lambda s, b, r: step(s, b, r, hparams),
+      lambda s, b, r: step(s, b, r, hparams, coefficients),
       donate_argnums=(0,),
       out_shardings=(state_shardings, replicated),
     )

@@ -18,6 +18,8 @@ import optax
 
 from jaxrepr.methods.base import Batch, Method, Metrics
 
+LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, Metrics]]
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -45,9 +47,9 @@ def _split_micro(batch: Batch, num_micro: int) -> Batch:
 
 
 def _loss_and_grads(
-  method: Method, params: Any, batch: Batch, rng: jax.Array, num_micro: int
+  loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array, num_micro: int
 ) -> tuple[jax.Array, Metrics, Any]:
-  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if num_micro == 1:
     (loss, metrics), grads = grad_fn(params, batch, rng)
     return loss, metrics, grads
@@ -77,7 +79,7 @@ def make_train_step(
   grad_accum: int = 1,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    return _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng)
+    return _train_step(method.loss, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
   return train_step
 
@@ -87,21 +89,27 @@ def make_replica_step(
   make_optimizer: Callable[[Any], optax.GradientTransformation],
   make_schedule: Callable[[Any], Callable[[jax.Array], jax.Array]],
   grad_accum: int = 1,
-) -> Callable[[TrainState, Batch, jax.Array, Any], tuple[TrainState, Metrics]]:
-  """The train step of one replica under `jax.vmap` (jaxrepr/replicas.py): state, batch, key and
-  hyperparameters carry a leading replica axis; the optimizer and schedule are built inside from
-  each replica's hyperparameters (`make_optimizer(hparams)`), so that swept values can differ."""
+) -> Callable[[TrainState, Batch, jax.Array, Any, Any], tuple[TrainState, Metrics]]:
+  """The train step of one replica under `jax.vmap` (jaxrepr/replicas.py): state, batch, key,
+  hyperparameters and loss coefficients carry a leading replica axis. The optimizer and schedule
+  are built inside from each replica's hyperparameters (`make_optimizer(hparams)`), and swept loss
+  coefficients ({'model.eta': values}) reach `method.swept_loss` as each replica's own scalars, so
+  that swept values can differ; with no coefficient swept the step calls `method.loss`, as a
+  single run does."""
 
-  def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any):
+  def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any, coefficients: Any):
     optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
-    return _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng)
+    loss_fn = method.loss
+    if coefficients:
+      loss_fn = lambda p, b, r: method.swept_loss(p, b, r, coefficients)  # noqa: E731
+    return _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
   return jax.vmap(one)
 
 
-def _train_step(method, optimizer, lr_schedule, grad_accum, state, batch, rng):
+def _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng):
   step_rng = jax.random.fold_in(rng, state.step)
-  loss, metrics, grads = _loss_and_grads(method, state.params, batch, step_rng, grad_accum)
+  loss, metrics, grads = _loss_and_grads(loss_fn, state.params, batch, step_rng, grad_accum)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics)

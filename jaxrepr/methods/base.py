@@ -13,6 +13,9 @@ whatever of `config.data` the method needs to know, e.g. sizes) and returns pure
     Method.predict(params, batch, rng) -> outputs  any pytree; what evaluators call
     Method.param_count_note: str                   printed next to the parameter count
     Method.embed(params, batch) -> (B, F) features  optional (None): frozen features for probes
+    Method.swept_loss(params, batch, rng, coefficients) -> (scalar, {name: scalar})
+                                                   optional (None): `loss` with the coefficients
+                                                   of the package's SWEEPABLE given as values
 
 The trainer jits `loss` under `jax.value_and_grad` and the evaluators jit `predict`; both see global
 batches whose leading axis is sharded over the mesh's batch axes, so a loss that averages over the
@@ -34,6 +37,15 @@ them through the accessors below, never with getattr/hasattr):
     default_model_config(*args) -> ConfigDict
         the method's `config.model` defaults, for config files (configs/<name>.py call it
         directly; the framework itself never does).
+    SWEEPABLE: tuple[str, ...]
+        config fields (e.g. 'model.eta') that are loss coefficients: numbers that change what the
+        loss computes, not shapes or the program's structure. `config.sweep` trains their values
+        as replicas of one program (jaxrepr/replicas.py) instead of one program per value; the
+        replica step passes each replica's values to `Method.swept_loss` as
+        `coefficients={'model.eta': float32 scalar}` (the fields swept in that program only; a
+        field left out takes its config value). `swept_loss(p, b, r, {})` must compute exactly
+        `loss(p, b, r)`. Default (): every method field changes the program. Read by
+        jaxrepr/replicas.py.
 
 Batches of example ids. A data module may yield only `{'example_id': int32 (B,)}` and leave the
 examples to be generated on device inside `loss`/`predict` (jaxrepr/data/sets.py and the set_tasks
@@ -48,7 +60,7 @@ from __future__ import annotations
 import dataclasses
 from types import ModuleType
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import ml_collections
@@ -71,6 +83,9 @@ class Method:
     param_count_note: optional text printed next to the parameter count at start-up.
     embed: optional (params, batch) -> (B, F) float features, pure and jittable; what the
       linear-probe evaluator fits on (None: the method has no embedding).
+    swept_loss: optional (params, batch, rng, coefficients) -> `loss`'s output, where
+      `coefficients` maps fields of the package's SWEEPABLE to (possibly traced) scalars that
+      replace their config values; None when the package sweeps no coefficient.
   """
 
   init: Callable[[jax.Array, Batch], Params]
@@ -78,11 +93,20 @@ class Method:
   predict: Callable[[Params, Batch, jax.Array], Any]
   param_count_note: str = ""
   embed: Callable[[Params, Batch], jax.Array] | None = None
+  swept_loss: (
+    Callable[[Params, Batch, jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, Metrics]] | None
+  ) = None
 
 
 def supported_precisions(module: ModuleType) -> tuple[str, ...]:
   """The `config.precision` values the method package implements (its `PRECISIONS` hook)."""
   return tuple(getattr(module, "PRECISIONS", DEFAULT_PRECISIONS))
+
+
+def sweepable_fields(module: ModuleType) -> tuple[str, ...]:
+  """The config fields the method package lets a sweep vary inside one program (its `SWEEPABLE`
+  hook): loss coefficients that its `Method.swept_loss` takes as values."""
+  return tuple(getattr(module, "SWEEPABLE", ()))
 
 
 def stages_runner(module: ModuleType) -> Callable[..., dict] | None:

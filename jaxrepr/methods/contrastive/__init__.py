@@ -17,6 +17,8 @@ modalities present in the batch (an evaluator can encode candidates of one modal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,6 +29,11 @@ from jaxrepr.methods.contrastive import loss as losses
 from jaxrepr.methods.contrastive.model import make_model
 
 OBJECTIVES = ("symile", "clip", "convirt")
+# Loss coefficients a sweep may vary inside one program (jaxrepr/methods/base.py): ConVIRT's weight
+# lambda of the image->text direction and its temperature tau (Zhang et al., "Contrastive Learning
+# of Medical Visual Representations from Paired Images and Text", MLHC 2022, Eqs. 2-4),
+# numbers in the loss, not shapes. The other objectives do not read them.
+SWEEPABLE = ("model.convirt_lambda", "model.convirt_tau")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -75,8 +82,15 @@ def _check(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
-def objective_loss(cfg, reps: list[jax.Array], t: jax.Array, rng: jax.Array) -> jax.Array:
-  """The configured objective on the ordered representations of a (global) batch."""
+def objective_loss(
+  cfg,
+  reps: list[jax.Array],
+  t: jax.Array,
+  rng: jax.Array,
+  coefficients: Mapping[str, jax.Array] | None = None,
+) -> jax.Array:
+  """The configured objective on the ordered representations of a (global) batch; `coefficients`
+  ({'model.convirt_lambda': scalar, ...}, one replica's values in a sweep) replace config values."""
   if not cfg.learn_logit_scale:
     t = jax.lax.stop_gradient(t)  # the reference code's freeze_logit_scale
   scale = losses.logit_scale(t, cfg.max_logit_scale)
@@ -84,7 +98,10 @@ def objective_loss(cfg, reps: list[jax.Array], t: jax.Array, rng: jax.Array) -> 
     return losses.symile(reps, scale, cfg.negative_sampling, rng)
   if cfg.objective == "clip":
     return losses.pairwise_infonce(reps, scale, cfg.pairwise_reduce)
-  return losses.convirt(reps[0], reps[1], cfg.convirt_tau, cfg.convirt_lambda)
+  coefficients = coefficients or {}
+  tau = coefficients.get("model.convirt_tau", cfg.convirt_tau)
+  lam = coefficients.get("model.convirt_lambda", cfg.convirt_lambda)
+  return losses.convirt(reps[0], reps[1], tau, lam)
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
@@ -99,13 +116,16 @@ def build(config: ml_collections.ConfigDict) -> Method:
   def encode(params, batch):
     return model.apply({"params": params}, batch)
 
-  def loss(params, batch, rng):
+  def swept_loss(params, batch, rng, coefficients):
     reps, t = encode(params, batch)
-    value = objective_loss(cfg, [reps[m] for m in modalities], t, rng)
+    value = objective_loss(cfg, [reps[m] for m in modalities], t, rng, coefficients)
     n = batch[modalities[0]].shape[0]
     scale = losses.logit_scale(t, cfg.max_logit_scale)
     # log N: the level of the bound E[L] >= log N - TC that the reference code logs beside the loss
     return value, {"logit_scale": scale, "log_batch": jnp.log(jnp.float32(n))}
+
+  def loss(params, batch, rng):
+    return swept_loss(params, batch, rng, {})
 
   def predict(params, batch, rng):
     del rng
@@ -119,4 +139,11 @@ def build(config: ml_collections.ConfigDict) -> Method:
     return jnp.concatenate([reps[m] for m in modalities if m in reps], axis=-1)
 
   note = f"{cfg.objective}, {len(modalities)} {cfg.encoder} encoders"
-  return Method(init=init, loss=loss, predict=predict, param_count_note=note, embed=embed)
+  return Method(
+    init=init,
+    loss=loss,
+    predict=predict,
+    param_count_note=note,
+    embed=embed,
+    swept_loss=swept_loss,
+  )

@@ -14,7 +14,9 @@ Each DT block learns on its own to denoise a noisy label embedding; no gradient 
                      'prototype' (image-sized, per-class training images, see below)
   embed_dim          d of the learned embedding (paper: 20)
   num_blocks         T for DT (paper: 10)
-  eta                denoising weight (paper: DT 0.1, CT 1; unused by FM)
+  eta                denoising weight (paper: DT 0.1, CT 1; unused by FM); `SWEEPABLE`:
+                     `--config.sweep='model.eta=0.1,1'` trains its values as replicas of one
+                     program (jaxrepr/replicas.py), each replica's eta a traced scalar in the loss
   conv_features, hidden, head_hidden, dropout   Figure 6 widths (32, 64, 128), 256, 128, 0.2
   norm               'batch' | 'layer' | 'none' (DT blocks; see model.py for what 'batch' means
                      here)
@@ -57,6 +59,7 @@ build its features from it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -73,6 +76,10 @@ from jaxrepr.errors import ConfigError
 VARIANTS = ("dt", "ct", "fm", "backprop", "cnn")
 CHAIN_HEAD_INITS = ("embedding", "random")
 PRECISIONS = ("float32", "bfloat16")  # config.precision values this method implements
+# Loss coefficients a sweep may vary inside one program (jaxrepr/methods/base.py): eta weights the
+# denoising term of the DT loss (Eq. 8) and of the CT loss (Eq. 9), a number in the loss, not a
+# shape. The paper sets it per variant (Table 3: DT 0.1, CT 1) without a sweep.
+SWEEPABLE = ("model.eta",)
 
 
 def default_model_config(variant: str = "dt") -> ml_collections.ConfigDict:
@@ -281,9 +288,18 @@ def build(config: ml_collections.ConfigDict) -> Method:
   spec = make_spec(config.model, config.precision)
   losses = dict(loss_lib.LOSSES, cnn=cnn.cnn_loss)
   predictors = dict(inference.PREDICTORS, cnn=cnn.cnn_predict)
+  loss_fn = losses[spec.variant]
+
+  def swept_loss(params, batch, rng, coefficients):
+    # One replica's eta (a traced scalar inside the replica step) replaces the config's constant;
+    # the loss code is the single run's (FM, the back-prop baseline and the CNN do not read eta).
+    eta = coefficients.get("model.eta", spec.eta)
+    return loss_fn(dataclasses.replace(spec, eta=eta), params, batch, rng)
+
   return Method(
     init=functools.partial(init, spec),
-    loss=functools.partial(losses[spec.variant], spec),
+    loss=functools.partial(loss_fn, spec),
     predict=functools.partial(predictors[spec.variant], spec),
     param_count_note=_note(spec),
+    swept_loss=swept_loss,
   )

@@ -59,7 +59,7 @@ class Spec:
   embedding: str  # 'onehot' | 'learned' | 'prototype'
   embed_dim: int
   num_blocks: int  # T (DT)
-  eta: float
+  eta: float  # or, in a replica step sweeping model.eta, that replica's traced scalar
   conv_features: tuple[int, ...]
   hidden: int
   head_hidden: int
