@@ -18,6 +18,7 @@ from ml_collections import config_dict
 
 from jaxrepr.methods.base import Method
 from jaxrepr.methods.lpn import decode as decode_lib
+from jaxrepr.methods.lpn import latent_ascent
 from jaxrepr.methods.lpn import loss as loss_lib
 from jaxrepr.methods.lpn import model as model_lib
 from jaxrepr.methods.lpn import search as search_lib
@@ -48,6 +49,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     dict(num_layers=2, num_heads=6, head_dim=16, mlp_factor=1)
   )
   cfg.positions = "learned"  # 'learned' (reference code) or 'rope' (paper, Table 16)
+  cfg.embedding_init = "normal_0.02"  # or 'flax_default' (reference code); model.EMBEDDING_INITS
   cfg.rope_max_freq = 10.0
   cfg.kl_coeff = 1e-4  # beta; 1e-3 for latent_dim 2 (Table 14)
   cfg.remat = False  # recompute block activations in the backward pass
@@ -69,27 +71,73 @@ def default_model_config() -> ml_collections.ConfigDict:
       mode="mean",  # one of search.METHODS
       steps=0,
       lr=0.1,
+      lr_schedule="constant",  # 'constant' | 'cosine' (gradient ascent; latent_ascent.py)
       num_samples=0,
       scale=0.5,
       generations=0,
       population=8,
+      # latent evaluations; overrides steps/samples/generations if set
       budget=config_dict.placeholder(int),
+      start="encoder",  # 'encoder' | 'prior' (no encoder) | 'pairs' | 'perturbed' (search.py)
+      start_perturbations=4,  # 'perturbed': perturbed starts besides the encoder start
+      start_scale=0.5,  # 'perturbed': their Gaussian scale
+      score_batch=8,  # random search / encoder sampling: candidates per decoder call
+      distinct_attempts=False,  # attempt 2 decodes to a grid other than attempt 1's if it can
+      distinct_candidates=8,  # ... chosen among the best this many visited latents
     )
-  )  # latent evaluations; overrides steps/samples if set
+  )
   return cfg
 
 
-def _search_kwargs(eval_cfg) -> dict:
+def check_eval_latent(eval_cfg) -> None:
+  """ConfigError naming the first bad field of `config.model.eval_latent`."""
+  name = "config.model.eval_latent"
+  choices = (
+    ("mode", search_lib.METHODS),
+    ("start", search_lib.STARTS),
+    ("lr_schedule", latent_ascent.LR_SCHEDULES),
+  )
+  for field, allowed in choices:
+    if eval_cfg[field] not in allowed:
+      raise ConfigError(f"{name}.{field} must be one of {allowed}, got {eval_cfg[field]!r}")
+  if eval_cfg.mode == "encoder_sampling" and eval_cfg.start not in search_lib.SAMPLED_STARTS:
+    raise ConfigError(
+      f"{name}.start must be one of {search_lib.SAMPLED_STARTS} with mode 'encoder_sampling' "
+      f"(it draws its samples the way that start is drawn), got {eval_cfg.start!r}"
+    )
+  for field, low in (("score_batch", 1), ("distinct_candidates", 2), ("start_perturbations", 0)):
+    if eval_cfg[field] < low:
+      raise ConfigError(f"{name}.{field} must be >= {low}, got {eval_cfg[field]}")
+
+
+def _search_kwargs(eval_cfg, num_spec_pairs: int) -> dict:
+  """search.search's keyword arguments; a budget is split with the starts of a spec of M pairs."""
+  starts = search_lib.num_starts(eval_cfg.start, num_spec_pairs, eval_cfg.start_perturbations)
   kw = dict(
     steps=eval_cfg.steps,
     lr=eval_cfg.lr,
+    lr_schedule=eval_cfg.lr_schedule,
     num_samples=eval_cfg.num_samples,
     scale=eval_cfg.scale,
     generations=eval_cfg.generations,
     population=eval_cfg.population,
+    start=eval_cfg.start,
+    start_perturbations=eval_cfg.start_perturbations,
+    start_scale=eval_cfg.start_scale,
+    score_batch=eval_cfg.score_batch,
   )
-  if eval_cfg.get("budget") is not None:
-    kw.update(search_lib.counts_for_budget(eval_cfg.mode, eval_cfg.budget, eval_cfg.population))
+  budget = eval_cfg.get("budget")
+  if budget is not None:
+    if budget < starts:
+      raise ConfigError(
+        f"config.model.eval_latent.budget={budget} is below the {starts} latent evaluations of "
+        f"start {eval_cfg.start!r} alone (a spec of {num_spec_pairs} pairs)"
+      )
+    kw.update(
+      search_lib.counts_for_budget(
+        eval_cfg.mode, budget, eval_cfg.population, starts, eval_cfg.start
+      )
+    )
   return kw
 
 
@@ -111,16 +159,26 @@ def solve_task(
     test_grids (K, R, C) inputs, test_shapes (K, 2) = (rows, cols), rng, eval_cfg (mode, ...).
   Returns {'grids', 'grids_2': (K, R, C), 'shapes', 'shapes_2': (K, 2), 'score', 'score_2': (K,),
     'latent_evals', 'decoder_calls': (K,)}; each test input gets fresh encoder samples.
+
+  Attempts 1 and 2 decode the best and second-best visited latents. With
+  `eval_cfg.distinct_attempts`, the best `distinct_candidates` latents are all decoded and
+  attempt 2 is the best of them whose grid differs from attempt 1's (`decode.distinct_second`);
+  that costs distinct_candidates / 2 times the greedy decoding.
   """
   if spec_grids.ndim != 4 or spec_mask.shape != spec_grids.shape[:1]:
     raise ValueError(
       f"spec_grids must be (M, R, C, 2) with spec_mask (M,), got "
       f"{spec_grids.shape} and {spec_mask.shape}"
     )
+  check_eval_latent(eval_cfg)
+  kw = _search_kwargs(eval_cfg, spec_grids.shape[0])
   # Callers vmap this over tasks, the axis a mesh shards: the attention must not shard_map the
   # inner batch (attention.dot_product_attention, shard_batch).
   encoder, decoder = encoder.clone(shard_batch=False), decoder.clone(shard_batch=False)
-  mu, logvar = search_lib.encode_spec(encoder, params["encoder"], spec_grids, spec_shapes)
+  if search_lib.uses_encoder(eval_cfg.start):
+    mu, logvar = search_lib.encode_spec(encoder, params["encoder"], spec_grids, spec_shapes)
+  else:  # the no-encoder setting: the search replaces these by the prior
+    mu = logvar = jnp.zeros((spec_grids.shape[0], encoder.latent_dim), jnp.float32)
   score = search_lib.spec_score_fn(
     decoder,
     params["decoder"],
@@ -129,13 +187,18 @@ def solve_task(
     spec_mask.astype(bool),
     latent_grad_only=eval_cfg.mode == "gradient_ascent",
   )
-  kw = _search_kwargs(eval_cfg)
   k = test_grids.shape[0]
+  keep = eval_cfg.distinct_candidates if eval_cfg.distinct_attempts else 2
   res = jax.vmap(
     lambda key: search_lib.search(
-      eval_cfg.mode, score, mu, logvar, spec_mask.astype(bool), key, **kw
+      eval_cfg.mode, score, mu, logvar, spec_mask.astype(bool), key, keep=keep, **kw
     )
   )(jax.random.split(rng, k))
+  costs = {"latent_evals": res["latent_evals"], "decoder_calls": res["decoder_calls"]}
+  if eval_cfg.distinct_attempts:
+    return costs | decode_lib.distinct_attempts(
+      decoder, params["decoder"], test_grids, test_shapes, res["ranked"], res["ranked_scores"]
+    )
   z_2KxZ = jnp.concatenate([res["best"], res["second"]])
   out = decode_lib.greedy_decode(
     decoder,
@@ -151,20 +214,14 @@ def solve_task(
     "shapes_2": out["shape"][k:],
     "score": res["best_score"],
     "score_2": res["second_score"],
-    "latent_evals": res["latent_evals"],
-    "decoder_calls": res["decoder_calls"],
-  }
+  } | costs
 
 
 def build(config: ml_collections.ConfigDict) -> Method:
   """The LPN `Method` for `config.model`."""
   model_cfg = config.model
   encoder, decoder = model_lib.modules_from_config(model_cfg, config.precision)
-  if model_cfg.eval_latent.mode not in search_lib.METHODS:
-    raise ConfigError(
-      f"config.model.eval_latent.mode must be one of {search_lib.METHODS}, got "
-      f"{model_cfg.eval_latent.mode!r}"
-    )
+  check_eval_latent(model_cfg.eval_latent)
 
   def init(rng, batch):
     loss_lib.check_batch(batch, model_cfg)

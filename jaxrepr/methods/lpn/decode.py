@@ -8,6 +8,10 @@ step (R_out, C_out, y_0, ..., y_{RC-2}): R*C + 1 single-token passes. `greedy_de
 reference's method (the whole sequence re-run for every cell); tests check both agree. Argmax, not
 sampling: Alg. 1 of Macfarlane & Bonnet, "Searching Latent Program Spaces", writes y ~ p; the
 reference code is greedy. Cells outside the predicted shape are set to 0.
+
+`distinct_attempts` decodes a test input's T best latents and makes attempt 2 the best of them
+whose grid differs from attempt 1's (the reference code's attempt 2 is the second-best latent,
+whose grid is often attempt 1's).
 """
 
 from __future__ import annotations
@@ -118,4 +122,42 @@ def greedy_decode_full(decoder: Decoder, dparams, x_BxRxC, x_shape_Bx2, z_BxZ):
     "row_logits": row_logits,
     "col_logits": col_logits,
     "cell_logits": used,
+  }
+
+
+def distinct_second(grids_KxTxRxC, shapes_KxTx2, scores_KxT):
+  """Index (K,) of attempt 2 among T candidates ranked by score (candidate 0 is attempt 1): the
+  best-scored one whose decoded grid or shape differs from candidate 0's and whose score is
+  finite (a scored latent); candidate 1, the second best, when none differs."""
+  t = grids_KxTxRxC.shape[1]
+  same_grid = jnp.all(grids_KxTxRxC == grids_KxTxRxC[:, :1], axis=(2, 3))
+  same_shape = jnp.all(shapes_KxTx2 == shapes_KxTx2[:, :1], axis=2)
+  ok_KxT = ~(same_grid & same_shape) & jnp.isfinite(scores_KxT) & (jnp.arange(t) >= 1)[None]
+  return jnp.where(jnp.any(ok_KxT, axis=1), jnp.argmax(ok_KxT, axis=1), 1)
+
+
+def distinct_attempts(decoder: Decoder, dparams, x_KxRxC, x_shape_Kx2, z_KxTxZ, scores_KxT):
+  """Attempts 1 and 2 of K test inputs from their T best latents (ranked by score): attempt 1
+  decodes the best, attempt 2 is picked by `distinct_second` among the T decoded grids. Grids are
+  zero outside their shape, so equal grids and shapes mean equal cropped outputs."""
+  k, t, z = z_KxTxZ.shape
+  r, c = x_KxRxC.shape[1:]
+  out = greedy_decode(
+    decoder,
+    dparams,
+    jnp.repeat(x_KxRxC, t, axis=0),
+    jnp.repeat(x_shape_Kx2, t, axis=0),
+    z_KxTxZ.reshape(k * t, z),
+  )
+  grids = out["grid"].reshape(k, t, r, c)
+  shapes = out["shape"].reshape(k, t, 2)
+  j = distinct_second(grids, shapes, scores_KxT)
+  k_idx = jnp.arange(k)
+  return {
+    "grids": grids[:, 0],
+    "shapes": shapes[:, 0],
+    "grids_2": grids[k_idx, j],
+    "shapes_2": shapes[k_idx, j],
+    "score": scores_KxT[:, 0],
+    "score_2": scores_KxT[k_idx, j],
   }

@@ -15,6 +15,11 @@ Alg. 1 runs it at test time, Alg. 2 inside training.
     batch; per-latent clipping keeps every task's search its own.
   - Ascent (`gradient_ascent`): k steps from z_0; returns the k + 1 visited latents and their
     scores, so that callers pick the best (reference code) or the last iterate (Algs. 1 and 2).
+  - Learning rate (`learning_rate`): constant (every config of the paper's tables), or a cosine
+    decay over the k steps, lr_t = lr * (0.5 (1 + cos(pi t / k)))^0.5 for step t = 0 .. k-1, the
+    reference code's `lr_schedule` with its default exponent 0.5 (its ARC submission: 200 steps
+    from lr 1.0; arXiv v1 of the paper: "cosine decay from lr 1.0"). The first step is the
+    constant schedule's; every later step is smaller.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from jaxrepr.methods.lpn.model import NUM_COLOURS, cell_valid
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 ValueAndGradFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_EXPONENT = 0.5  # the reference code's default `lr_schedule_exponent`
 
 
 def pair_log_prob(row_logits_BxR, col_logits_BxC, grid_BxRxCx10, y_BxRxC, y_shape_Bx2):
@@ -82,7 +90,16 @@ def pair_scores(decoder, dparams, grids, shapes, z, latent_grad_only: bool = Fal
   return lp.reshape(lead), jax.tree.map(lambda v: v.reshape(lead), stats)
 
 
-def latent_adam(lr: float) -> optax.GradientTransformation:
+def learning_rate(lr: float, schedule: str, steps: int) -> float | optax.Schedule:
+  """The latent learning rate of a `steps`-step ascent: `lr`, or its cosine decay over the steps."""
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f"unknown latent lr schedule {schedule!r}; choose from {LR_SCHEDULES}")
+  if schedule == "constant" or steps == 0:
+    return lr
+  return optax.cosine_decay_schedule(lr, steps, exponent=COSINE_EXPONENT)
+
+
+def latent_adam(lr: float | optax.Schedule) -> optax.GradientTransformation:
   """The latent optimiser of the reference configs: Adam b1 0.9, b2 0.9, eps_root 1e-8."""
   return optax.adam(lr, b1=0.9, b2=0.9, eps_root=1e-8)
 
@@ -131,7 +148,7 @@ def gradient_ascent(
   score_fn: ScoreFn,
   z0_xZ: jax.Array,
   steps: int,
-  lr: float,
+  lr: float | optax.Schedule,
   *,
   stop_gradient: bool = True,
   score_last: bool = True,
@@ -144,7 +161,7 @@ def gradient_ascent(
     score_fn: (..., Z) -> (...), each entry a function of its own latent only.
     z0_xZ: start latents.
     steps: number of optimiser steps k (0 allowed).
-    lr: Adam learning rate.
+    lr: Adam learning rate, or a schedule of the step (`learning_rate`).
     stop_gradient: see `ascent_step`.
     score_last: score the final iterate too; when False its score is -inf, which saves one
       forward pass for callers that keep the last iterate whatever its score.

@@ -22,10 +22,14 @@ feeds a valid one, so every valid token's hidden state is the same, and no row i
 Positions: `positions='learned'` (reference code: factorised row + column tables) or `'rope'`
 (paper's ARC model: 2-D RoPE on (row, col) in attention, no position tables). RoPE coordinates are
 index / (max - 1); special tokens (CLS, shapes, ctx) use index -1, a position of their own.
+
+Embedding tables and the CLS vector: N(0, 0.02^2), or the reference code's flax default
+(`embedding_init`; `embedding_initializer` says why the first is the default).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -45,8 +49,27 @@ def _dtype(name: str) -> Any:
   return compute_dtype(name)
 
 
-def _embed(n: int, e: int, name: str) -> nn.Embed:
-  return nn.Embed(n, e, embedding_init=nn.initializers.normal(0.02), name=name)
+EMBEDDING_INITS = ("normal_0.02", "flax_default")
+
+
+def embedding_initializer(name: str) -> nn.initializers.Initializer:
+  """The initialiser of the embedding tables and the encoder's CLS vector.
+
+  'flax_default' follows the reference code: its tables and CLS token are `nn.Embed`s with flax's
+  default initialiser, N(0, 1/E) for width E. 'normal_0.02' (N(0, 0.02^2), the GPT-2/BERT
+  convention) stays the default because every result and checkpoint of this package was trained
+  with it, and they must not move. The two differ in the initial norm of a summed colour + row +
+  column + channel token: about 0.04 sqrt(E) (0.4 at E = 96) against 2.
+  """
+  if name == "normal_0.02":
+    return nn.initializers.normal(0.02)
+  if name == "flax_default":
+    return nn.linear.default_embed_init
+  raise ValueError(f"unknown embedding init {name!r}; choose from {EMBEDDING_INITS}")
+
+
+def _embed(n: int, e: int, name: str, init: str) -> nn.Embed:
+  return nn.Embed(n, e, embedding_init=embedding_initializer(init), name=name)
 
 
 def cell_valid(shape_Bx2: jax.Array, max_rows: int, max_cols: int) -> jax.Array:
@@ -71,6 +94,7 @@ class _Trunk(nn.Module):
   remat: bool = False
   attention: str = "auto"
   shard_batch: bool = True  # False under vmap over a sharded axis (attention.dot_product_attention)
+  embedding_init: str = "normal_0.02"  # one of EMBEDDING_INITS
 
   @property
   def embed_dim(self) -> int:
@@ -97,17 +121,18 @@ class Encoder(_Trunk):
   def __call__(self, grids_BxRxCx2: jax.Array, shapes_Bx2x2: jax.Array):
     b, r, c = grids_BxRxCx2.shape[:3]
     e, dt = self.embed_dim, _dtype(self.dtype)
-    colour = _embed(NUM_COLOURS, e, "colour")(grids_BxRxCx2)  # B R C 2 E
-    chan_2xE = _embed(2, e, "channel").embedding
+    emb = functools.partial(_embed, init=self.embedding_init)
+    colour = emb(NUM_COLOURS, e, "colour")(grids_BxRxCx2)  # B R C 2 E
+    chan_2xE = emb(2, e, "channel").embedding
     cells = colour + chan_2xE[None, None, None, :, :]
     if self.positions == "learned":
-      row_RxE = _embed(self.max_rows, e, "row").embedding
-      col_CxE = _embed(self.max_cols, e, "col").embedding
+      row_RxE = emb(self.max_rows, e, "row").embedding
+      col_CxE = emb(self.max_cols, e, "col").embedding
       cells = cells + row_RxE[None, :, None, None, :] + col_CxE[None, None, :, None, :]
     cells_BxGxE = cells.reshape(b, r * c * 2, e)
-    shape_row = _embed(self.max_rows, e, "shape_row")(shapes_Bx2x2[:, 0, :] - 1) + chan_2xE[None]
-    shape_col = _embed(self.max_cols, e, "shape_col")(shapes_Bx2x2[:, 1, :] - 1) + chan_2xE[None]
-    cls_1xE = self.param("cls", nn.initializers.normal(0.02), (1, e))
+    shape_row = emb(self.max_rows, e, "shape_row")(shapes_Bx2x2[:, 0, :] - 1) + chan_2xE[None]
+    shape_col = emb(self.max_cols, e, "shape_col")(shapes_Bx2x2[:, 1, :] - 1) + chan_2xE[None]
+    cls_1xE = self.param("cls", embedding_initializer(self.embedding_init), (1, e))
     cls_Bx1xE = jnp.broadcast_to(cls_1xE[None], (b, 1, e))
     x_BxTxE = jnp.concatenate([cls_Bx1xE, shape_row, shape_col, cells_BxGxE], axis=1).astype(dt)
 
@@ -155,13 +180,14 @@ class Decoder(_Trunk):
 
   def setup(self):
     e = self.embed_dim
-    self.colour = _embed(NUM_COLOURS, e, "colour")
-    self.io = _embed(2, e, "io")
-    self.shape_row = _embed(self.max_rows, e, "shape_row")
-    self.shape_col = _embed(self.max_cols, e, "shape_col")
+    emb = functools.partial(_embed, init=self.embedding_init)
+    self.colour = emb(NUM_COLOURS, e, "colour")
+    self.io = emb(2, e, "io")
+    self.shape_row = emb(self.max_rows, e, "shape_row")
+    self.shape_col = emb(self.max_cols, e, "shape_col")
     if self.positions == "learned":
-      self.row = _embed(self.max_rows, e, "row")
-      self.col = _embed(self.max_cols, e, "col")
+      self.row = emb(self.max_rows, e, "row")
+      self.col = emb(self.max_cols, e, "col")
     self.ctx = nn.Dense(e, use_bias=False, name="ctx")
     self.transformer = tfm.Transformer(
       self.num_layers,
@@ -372,7 +398,13 @@ def modules_from_config(model_cfg, precision: str = "float32") -> tuple[Encoder,
     dtype=precision,
     remat=model_cfg.remat,
     attention=model_cfg.attention,
+    embedding_init=model_cfg.embedding_init,
   )
+  if model_cfg.embedding_init not in EMBEDDING_INITS:
+    raise ConfigError(
+      f"config.model.embedding_init must be one of {EMBEDDING_INITS}, "
+      f"got {model_cfg.embedding_init!r}"
+    )
   if model_cfg.positions not in ("learned", "rope"):
     raise ConfigError(
       f"config.model.positions must be 'learned' or 'rope', got {model_cfg.positions!r}"
