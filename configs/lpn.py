@@ -311,9 +311,12 @@ def get_config(arg: str | None = None):
   if "rope" in variants:
     config.model.positions = "rope"
   if "table1" in variants:
+    if "budget" in config.evals:  # Table 1's searches replace the main job's equal-budget table
+      del config.evals["budget"]
     for ev in config.evals.values():
-      if ev.kind == "lpn_loo" and not ev.get("budgets"):
-        ev.update(dict(every=0, searches=TABLE1_SEARCHES))
+      if ev.kind == "lpn_loo":
+        ev.every = 0
+        ev.searches = TABLE1_SEARCHES  # assigned: update() would keep the earlier searches too
   if "tiny" in variants:
     config.model.encoder.update(num_layers=1)
     config.model.decoder.update(num_layers=1)
