@@ -17,6 +17,7 @@ Shared fields:
   evals             {name: {kind: module in jaxrepr.evaluators, every: steps (0 = only at the end),
                     ...}}
   num_devices       use only the first n devices (placeholder: all of them)
+  cpu_devices       JAX devices a CPU host is split into: 'auto' (one per core) or a count
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from jaxrepr import optim, replicas
+from jaxrepr import cpu_layout, optim, replicas
 from jaxrepr.errors import ConfigError, MissingFileError
 from jaxrepr.methods import base as method_contract
 
@@ -63,11 +64,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
-  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each.
-  # Applied by launch/train.py, bench.py and eval.py before JAX starts
-  # (jaxrepr.parallel.set_cpu_devices); a direct train.run_experiment call uses the devices JAX
-  # already has. Unset: JAX's one device.
-  c.cpu_devices = config_dict.placeholder(int)
+  # CPU hosts only: split the CPU into this many JAX devices, one data-parallel replica each, or
+  # 'auto': one per physical core where every batch divides (the rule and its exceptions, such as
+  # accelerator hosts: jaxrepr/cpu_layout.py; measured by launch/bench.py --suite=layouts).
+  # Applied by launch/train.py, bench.py and eval.py before JAX starts, which print the choice
+  # (jaxrepr.parallel.apply_cpu_layout); a direct train.run_experiment call uses the devices JAX
+  # already has. An int or 'auto', so the field's type is `object`.
+  c.cpu_devices = config_dict.FieldReference(cpu_layout.AUTO, field_type=object)
   # Linux/glibc: restart the launcher once with malloc using transparent huge pages for its large
   # blocks (jaxrepr/host_memory.py), so that a CPU step does not page-fault its buffers in 4 KiB
   # pages anew every step. Applied by the same launchers as soon as their flags are parsed.
@@ -164,10 +167,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(0 <= o.b1 < 1, "optim.b1", o.b1, "must be in [0, 1)")
   _require(0 <= o.b2 < 1, "optim.b2", o.b2, "must be in [0, 1)")
   _require(
-    config.cpu_devices is None or config.cpu_devices >= 1,
-    "cpu_devices",
-    config.cpu_devices,
-    "must be >= 1 (unset: JAX's one CPU device)",
+    cpu_layout.is_valid(config.cpu_devices), "cpu_devices", config.cpu_devices, cpu_layout.RULE
   )
   _require(
     config.profile_steps >= 0,

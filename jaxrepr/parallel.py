@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxrepr import cpu_layout
 from jaxrepr.errors import ConfigError
 
 # The axis names are shared with the building blocks (nn/ imports no trainer module).
@@ -49,27 +50,33 @@ def initialize_distributed(
       coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
     )
     return
-  env = os.environ
-  multi = (
+  if multi_process_requested(None):
+    jax.distributed.initialize()
+
+
+def multi_process_requested(coordinator: str | None, env: Mapping[str, str] | None = None) -> bool:
+  """Whether `initialize_distributed` will start the multi-controller runtime: a coordinator was
+  given, or `JAXREPR_DISTRIBUTED=1`, a SLURM job of several tasks or a multi-host TPU VM."""
+  env = os.environ if env is None else env
+  return coordinator is not None or (
     env.get("JAXREPR_DISTRIBUTED") == "1"
     or int(env.get("SLURM_NTASKS", "1")) > 1
     or "TPU_WORKER_HOSTNAMES" in env
     and "," in env["TPU_WORKER_HOSTNAMES"]
   )
-  if multi:
-    jax.distributed.initialize()
 
 
 def set_cpu_devices(count: int | None) -> None:
-  """Splits the host CPU into `count` JAX devices (`config.cpu_devices`); None leaves JAX's default.
+  """Splits the host CPU into `count` JAX devices; None leaves JAX's default (one device).
 
   XLA's CPU client runs one program per device. With one device per core, each core runs its own
   replica of the data-parallel step, which suits steps made of many small ops better than one
   device that splits each op over the cores (XLA's CPU dot library runs the small batched
-  matmuls of LPN's blocked attention on one thread): on a 2-core CPU the Set Transformer
-  clustering step runs 1.5x faster on 2 devices than on 1, the LPN pattern step 1.1-1.25x
-  (docs/benchmarks.md). It concerns only the CPU client, so it changes nothing on GPU or TPU hosts.
-  Call it before anything runs on a JAX backend (the launchers do, first thing).
+  matmuls of LPN's blocked attention on one thread). `config.cpu_devices='auto'`, the default,
+  picks the count by the rule of jaxrepr/cpu_layout.py (one per core where every batch divides),
+  measured in both layouts by `launch/bench.py --suite=layouts` (docs/benchmarks.md). It concerns
+  only the CPU client, so it changes nothing on GPU or TPU hosts. Call it before anything runs on
+  a JAX backend (the launchers do, first thing, through `apply_cpu_layout`).
   """
   if count is None:
     return
@@ -82,6 +89,14 @@ def set_cpu_devices(count: int | None) -> None:
       f"config.cpu_devices={count} must be set before JAX starts its backends "
       f"(launch/train.py, bench.py and eval.py do so first thing): {e}"
     ) from e
+
+
+def apply_cpu_layout(config: Any, multi_process: bool) -> cpu_layout.Layout:
+  """Resolves `config.cpu_devices` ('auto' or a count) on this host and sets the CPU device count;
+  returns the layout, whose `line()` the launchers print once."""
+  layout = cpu_layout.resolve(config, cpu_layout.host_facts(multi_process))
+  set_cpu_devices(layout.count)
+  return layout
 
 
 def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mesh:

@@ -25,6 +25,9 @@ shardings as launch/train.py):
 `--suite=gpu` runs GPU_SUITE instead of --config: the LPN pattern step (Grad 0 and Grad 1, batch
 128) and the NoProp-DT step (all blocks and one block per step), all in bfloat16, a few timed
 steps each, so that the whole suite fits one short call; rows are named with the device kind.
+`--layouts=1,auto` times the config in each CPU device layout (`config.cpu_devices`), each in its
+own process, in interleaved rounds, rows `<name>@<n>dev`; `--suite=layouts` does so for every
+config of launch/_bench_layouts.py's LAYOUT_SUITE, and docs/benchmarks.md compares the layouts.
 Results are appended to --out/results.json (keyed by --name) and the markdown table
 --out/results.md is rewritten from all of them; when --out is the checkout's bench/ (the default,
 run from the checkout's root), so is the table between the markers of docs/benchmarks.md.
@@ -46,10 +49,16 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
 )
 _SUITE = flags.DEFINE_enum(
-  "suite", None, ["gpu", "replicas"], "Run a fixed list of benchmarks instead."
+  "suite", None, ["gpu", "replicas", "layouts"], "Run a fixed list of benchmarks instead."
 )
 _REPLICAS = flags.DEFINE_integer("replicas", 4, "--suite=replicas: seeds trained as one program.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "--suite=replicas: interleaved rounds.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "--suite=replicas, --layouts: interleaved rounds.")
+_LAYOUTS = flags.DEFINE_list(
+  "layouts",
+  None,
+  "config.cpu_devices values to time the config in, each in its own process, in --rounds "
+  "interleaved rounds (rows <name>@<n>dev); --suite=layouts: default 1,auto.",
+)
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
@@ -337,6 +346,9 @@ def _bench_all():
   if _SUITE.value == "replicas":
     _bench_replicas()
     return
+  if _SUITE.value == "layouts" or _LAYOUTS.value:
+    _bench_layouts_all()
+    return
   if _SUITE.value:
     import jax
 
@@ -348,7 +360,8 @@ def _bench_all():
   else:
     from jaxrepr import parallel
 
-    parallel.set_cpu_devices(_CONFIG.value.cpu_devices)
+    layout = parallel.apply_cpu_layout(_CONFIG.value, multi_process=False)
+    print(layout.line(), file=sys.stderr, flush=True)  # as launch/train.py prints it
     runs = [
       (
         _NAME.value
@@ -358,6 +371,32 @@ def _bench_all():
     ]
   for name, config in runs:
     _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value))
+
+
+def _bench_layouts_all():
+  """Each config in every layout of --layouts, one process per measurement (_bench_layouts.py)."""
+  from launch import _bench_layouts as layouts_lib
+
+  layouts = _LAYOUTS.value or ["1", "auto"]
+  flags_of = lambda steps, warmup, batches: dict(  # noqa: E731
+    steps=steps, warmup=warmup, batches=batches, matmul_n=_MATMUL_N.value
+  )
+  if _SUITE.value == "layouts":
+    runs = [
+      (name, layouts_lib.suite_config_args(file, variant, overrides), flags_of(*timing))
+      for name, file, variant, overrides, *timing in layouts_lib.LAYOUT_SUITE
+    ]
+  else:
+    from jaxrepr import config as config_lib
+
+    name = _NAME.value or config_lib.config_name(
+      config_flags.get_config_filename(flags.FLAGS["config"])
+    )
+    args = layouts_lib.config_args(sys.argv[1:])
+    runs = [(name, args, flags_of(_STEPS.value, _WARMUP.value, _BATCHES.value))]
+  for name, args, bench_flags in runs:
+    for row, result in layouts_lib.measure(name, args, layouts, _ROUNDS.value, bench_flags).items():
+      _record(row, result)
 
 
 def _bench_replicas():
@@ -406,6 +445,9 @@ def _record(name: str, result: dict) -> None:
   written = [path, os.path.join(_OUT.value, "results.md")]
   if os.path.realpath(_OUT.value) == os.path.realpath(os.path.join(_CHECKOUT, "bench")):
     write_docs_table(results)  # only the checkout's own results belong in its docs
+    from launch import _bench_layouts
+
+    _bench_layouts.write_docs_block(results, DOCS_PAGE)
     written.append(DOCS_PAGE)
   batches = result.get("distinct_batches", 1)
   stat = "median" if batches == 1 else f"mean over {batches} batches"

@@ -69,7 +69,9 @@ def _evaluate(config):
   from jaxrepr import checkpoint, config as config_lib, parallel, train
   from jaxrepr.errors import MissingFileError
 
-  parallel.set_cpu_devices(config.cpu_devices)
+  # on stderr: the first line of stdout names the step evaluated
+  layout = parallel.apply_cpu_layout(config, parallel.multi_process_requested(None))
+  print(layout.line(), file=sys.stderr, flush=True)
   workdir = _WORKDIR.value or os.path.join(
     "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
   )

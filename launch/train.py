@@ -49,7 +49,10 @@ def main(argv):
   with errors.reported(flags.FLAGS.verbosity):
     from jaxrepr import config as config_lib, parallel, train
 
-    parallel.set_cpu_devices(_CONFIG.value.cpu_devices)
+    multi_process = parallel.multi_process_requested(_COORDINATOR.value)
+    # on stderr: the first line of stdout says whether the run starts fresh or resumes
+    layout = parallel.apply_cpu_layout(_CONFIG.value, multi_process)
+    print(layout.line(), file=sys.stderr, flush=True)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config_path = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
