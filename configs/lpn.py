@@ -21,7 +21,8 @@ the encoder's mean, and gradient ascent should beat random search at equal budge
 results over seeds and the paper comparison: docs/lpn.md.
 
 Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`; at most one data variant,
-latent2d to overfit, and one training latent, grad0 to sample25):
+latent2d to overfit, and one training latent, grad0 to sample25; with arc the training latent sets
+the first phase):
   latent2d     the paper's latent-space visualisation setting as such (Table 14, sized for a CPU as
                the default is, see `_latent_viz`): every program in training and test, latent dim 2,
                and the 2-D latent space of programs plotted (about 7 minutes on a 2-core CPU).
@@ -29,13 +30,34 @@ latent2d to overfit, and one training latent, grad0 to sample25):
                20k steps x 128); evaluates Grad 0/1/5/20/100 and Sample 250 inference (Table 1).
   pattern_ood  Table 15: trained at density 0.5, tested at 0.5, 0.75 and 1.0 (Table 6).
   arc          Table 16 model (8+6 layers of 8 x 64, MLP 4, latent 256, RoPE) on ARC training tasks
-               with augmentation plus the procedural generators; evaluated on the ARC-AGI-1 public
-               evaluation set (top-2). Needs accelerators (the paper: 2 days on a TPU v4-32).
+               with augmentation plus the procedural generators, trained as the paper does: Grad 0,
+               then Grad 1 for the last 5% of the steps (95k + 5k of 100k; model.train_latent.
+               final_phase_fraction and final_phase). Evaluated as Table 4's two columns, top-2
+               over the tasks that fit and over all tasks (top2_all): `arc_train` on the ARC-AGI-1
+               training set (in-distribution for a re-ARC-trained model) and `arc` on the
+               evaluation set (out-of-distribution). Needs accelerators (the paper: 2 days on a TPU
+               v4-32). The paper trains on re-ARC only, which no installed package ships; with
+               re-ARC's generated examples in a directory:
+                 --config.data.source=re_arc --config.data.re_arc_path=/path/to/re_arc/tasks
+                 --config.data.arc_weight=1.0
+               (arc_weight 1: no procedural-family tasks). With source=re_arc the `arc_train`
+               evaluator reads the training split of config.data, which is then the re-ARC files,
+               not ARC-AGI-1's training set.
   arc_small    the `arc` pipeline at a size this CPU can run end to end (a 2+2-layer model, grids
-               up to 15x15, 300 steps of 16; evaluated on the 189 ARC-AGI-1 evaluation tasks
-               that fit 15x15, top-2, output-shape and pixel accuracy, and a submission JSON): a
-               pipeline check, not a result; training about 11 minutes and evaluation 15 on a
-               2-core CPU.
+               up to 15x15, 300 steps of 16, the last 15 Grad 1; evaluated on the first 95
+               ARC-AGI-1 evaluation tasks and the first 95 training tasks that fit 15x15, top-2,
+               output-shape and pixel accuracy, and a submission JSON): a pipeline check, not a
+               result; training about 11 minutes and evaluation 15 on a 2-core CPU (measured
+               before the Grad 1 phase, which compiles a second loss into the step).
+  arc_heldout  with arc (alone) or arc_small: the held-out split of the procedural ARC families
+               (data.heldout_generators, three whole families, and data.heldout_combo_fraction
+               0.25 of compose's combinations; data/arc_gen/splits.py): training never draws them,
+               `heldout` (lpn_loo) scores generated tasks of the held-out side, `seen` of the
+               training side, with the ARC searches.
+  no_encoder   training without an encoder (the reference code's no-encoder configs): each pair's
+               latent is replaced by an N(0, I) draw before the leave-one-out mean, so the encoder
+               gets only the KL's gradient (model.train_latent.start='prior'), and every test-time
+               search starts from the prior (model.eval_latent.start='prior', paper Fig. 2).
   overfit      decoder validation (paper Fig. 6): train on one real ARC training task's pairs
                (`--config.data.task_ids=007bbfb7`, grids padded to 10x10) and evaluate on that
                task: top-1, which a working decoder brings to every test input (007bbfb7 is
@@ -79,6 +101,8 @@ VARIANTS = (
   "table1",
   "heldout",
   "position_ood",
+  "arc_heldout",
+  "no_encoder",
   "tiny",
 )
 # At most one data variant (none: the main job) and one training latent.
@@ -90,6 +114,9 @@ TRAIN_LATENT = {
   "grad1ss": dict(mode="gradient_ascent", steps=1, stop_gradient=False),
   "sample25": dict(mode="random_search", num_samples=25),
 }
+# arc_heldout: whole procedural families training never draws (besides a quarter of compose's
+# primitive combinations); a geometric, an object and a counting family.
+ARC_HELDOUT_FAMILIES = "mirror_concat,recolour_by_size,count_to_bar"
 TABLE1_SEARCHES = {
   "grad0": {"mode": "mean"},
   "grad1": {"mode": "gradient_ascent", "steps": 1},
@@ -198,7 +225,15 @@ def _arc(config, small: bool):
     "mean": {"mode": "mean"},
     "grad100": {"mode": "gradient_ascent", "steps": 100, "lr": 5e-2},
   }
-  config.evals.arc = dict(kind="lpn_arc", every=0, batch_size=8, searches=searches, render=8)
+  # Table 16 / Appendix E: Grad 0 training for 95k steps, then Grad 1 for the last 5k of 100k.
+  m.train_latent.update(dict(mode="mean", final_phase_fraction=0.05))
+  m.train_latent.final_phase.update(dict(mode="gradient_ascent", steps=1))
+  # Table 4's two columns: the ARC-AGI-1 training set (in-distribution for a re-ARC-trained model)
+  # and the evaluation set (out-of-distribution).
+  config.evals.arc = dict(
+    kind="lpn_arc", every=0, split="eval", batch_size=8, searches=searches, render=8
+  )
+  config.evals.arc_train = config.evals.arc.to_dict() | dict(split="train")
   if small:
     # Grids up to 15 x 15: 189 of the 400 ARC-AGI-1 evaluation tasks (and 266 of the 400 training
     # tasks) fit; the others are skipped and counted at start-up (data.skip_oversize). At 30 x 30
@@ -208,12 +243,14 @@ def _arc(config, small: bool):
     m.encoder.update(_layers(2, 4, 16, 2))
     m.decoder.update(_layers(2, 4, 16, 2))
     config.train.update(dict(steps=300, batch_size=16, log_every=25, checkpoint_every=100))
-    config.evals.arc.update(dict(batch_size=8, render=4))
-    # Assigned, not updated: update() would merge these into the full config's searches.
-    config.evals.arc.searches = {
-      "mean": {"mode": "mean"},
-      "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2},
-    }
+    # The two sets share the evaluation time one set of 189 tasks had: about 95 tasks each.
+    for name in ("arc", "arc_train"):
+      config.evals[name].update(dict(batch_size=8, render=4, max_tasks=95))
+      # Assigned, not updated: update() would merge these into the full config's searches.
+      config.evals[name].searches = {
+        "mean": {"mode": "mean"},
+        "grad5": {"mode": "gradient_ascent", "steps": 5, "lr": 5e-2},
+      }
 
 
 def _overfit(config):
@@ -272,6 +309,25 @@ def _splits(config, variants):
   config.evals.seen = seen | dict(data={"eval_programs": "train"})
 
 
+def _arc_heldout_and_no_encoder(config, variants):
+  """`arc_heldout`: the held-out split of the procedural ARC families (data/arc_gen/splits.py)
+  with a test set of generated tasks from each side; `no_encoder`: training and test-time search
+  start from the prior, never from the encoder (the reference code's *_ne configs, paper Fig. 2)."""
+  if "arc_heldout" in variants:
+    if config.data.name != "arc" or not config.data.arc_weight < 1.0:
+      raise ConfigError(
+        "configs/lpn.py: arc_heldout splits the procedural ARC families; choose arc or arc_small"
+      )
+    config.data.update(dict(heldout_generators=ARC_HELDOUT_FAMILIES, heldout_combo_fraction=0.25))
+    arc_eval = config.evals.arc
+    test = dict(kind="lpn_loo", every=0, batch_size=arc_eval.batch_size)
+    config.evals.heldout = test | dict(searches=arc_eval.searches.to_dict())
+    config.evals.seen = config.evals.heldout.to_dict() | dict(data={"eval_programs": "train"})
+  if "no_encoder" in variants:
+    config.model.train_latent.start = "prior"
+    config.model.eval_latent.start = "prior"  # every evaluator's searches start from it
+
+
 def get_config(arg: str | None = None):
   variants = config_variants.parse(
     arg, VARIANTS, "configs/lpn.py", exclusive=(DATA_VARIANTS, tuple(TRAIN_LATENT))
@@ -294,6 +350,8 @@ def get_config(arg: str | None = None):
     )
   )
   choice = variants.pick(DATA_VARIANTS)
+  if choice is None and "arc_heldout" in variants:
+    choice = "arc"  # the split is of ARC's procedural families: alone, it means arc,arc_heldout
   if choice is None:
     _main(config)
   elif choice == "latent2d":
@@ -305,6 +363,7 @@ def get_config(arg: str | None = None):
   else:
     _overfit(config)
   _splits(config, variants)
+  _arc_heldout_and_no_encoder(config, variants)
   train_latent = variants.pick(tuple(TRAIN_LATENT))
   if train_latent is not None:
     config.model.train_latent.update(TRAIN_LATENT[train_latent])

@@ -118,6 +118,12 @@ def _build_replicas(config: ml_collections.ConfigDict, mesh, method: Method) -> 
       f"config.sweep: {sorted(coefficients)} are in the SWEEPABLE of method {config.method!r}, "
       "but its build() gives no Method.swept_loss to take them"
     )
+  if coefficients and method.step_loss is not None:
+    raise ConfigError(
+      f"config.sweep: {sorted(coefficients)} swept in one program with method "
+      f"{config.method!r}, whose loss changes with the step (Method.step_loss): sweep them as "
+      "separate runs"
+    )
   make_opt = lambda h: optim.make_optimizer(config.optim, t.steps, h)  # noqa: E731
   make_schedule = lambda h: optim.schedule(config.optim, t.steps, h)  # noqa: E731
   example = parallel.to_global(_peek(data), mesh, replica_axis=True)

@@ -72,6 +72,14 @@ def _loss_and_grads(
   return jax.tree.map(lambda x: x / num_micro, total)
 
 
+def loss_at_step(method: Method, step: jax.Array) -> LossFn:
+  """The loss train step `step` minimises: `method.loss`, or for a method whose loss changes
+  during training (`Method.step_loss`) that loss at this step."""
+  if method.step_loss is None:
+    return method.loss
+  return lambda params, batch, rng: method.step_loss(params, batch, rng, step)
+
+
 def make_train_step(
   method: Method,
   optimizer: optax.GradientTransformation,
@@ -79,7 +87,8 @@ def make_train_step(
   grad_accum: int = 1,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    return _train_step(method.loss, optimizer, lr_schedule, grad_accum, state, batch, rng)
+    loss_fn = loss_at_step(method, state.step)
+    return _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
   return train_step
 
@@ -99,7 +108,7 @@ def make_replica_step(
 
   def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any, coefficients: Any):
     optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
-    loss_fn = method.loss
+    loss_fn = loss_at_step(method, state.step)
     if coefficients:
       loss_fn = lambda p, b, r: method.swept_loss(p, b, r, coefficients)  # noqa: E731
     return _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng)

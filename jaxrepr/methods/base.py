@@ -16,6 +16,11 @@ whatever of `config.data` the method needs to know, e.g. sizes) and returns pure
     Method.swept_loss(params, batch, rng, coefficients) -> (scalar, {name: scalar})
                                                    optional (None): `loss` with the coefficients
                                                    of the package's SWEEPABLE given as values
+    Method.step_loss(params, batch, rng, step) -> (scalar, {name: scalar})
+                                                   optional (None): the loss of train step `step`
+                                                   (int32 scalar, traced), for a loss that changes
+                                                   during training; the train step calls it instead
+                                                   of `loss` when set
 
 The trainer jits `loss` under `jax.value_and_grad` and the evaluators jit `predict`; both see global
 batches whose leading axis is sharded over the mesh's batch axes, so a loss that averages over the
@@ -86,6 +91,9 @@ class Method:
     swept_loss: optional (params, batch, rng, coefficients) -> `loss`'s output, where
       `coefficients` maps fields of the package's SWEEPABLE to (possibly traced) scalars that
       replace their config values; None when the package sweeps no coefficient.
+    step_loss: optional (params, batch, rng, step) -> `loss`'s output, where `step` is the train
+      state's step counter (a traced int32 scalar): a loss that changes with the step, e.g. a
+      schedule of phases chosen inside the one compiled step. None: every step calls `loss`.
   """
 
   init: Callable[[jax.Array, Batch], Params]
@@ -96,6 +104,9 @@ class Method:
   swept_loss: (
     Callable[[Params, Batch, jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, Metrics]] | None
   ) = None
+  step_loss: Callable[[Params, Batch, jax.Array, jax.Array], tuple[jax.Array, Metrics]] | None = (
+    None
+  )
 
 
 def supported_precisions(module: ModuleType) -> tuple[str, ...]:

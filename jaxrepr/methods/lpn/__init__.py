@@ -63,9 +63,15 @@ def default_model_config() -> ml_collections.ConfigDict:
       scale=0.5,
       stop_gradient=True,  # False: gradient through the latent update [Grad k **]
       select="best",  # 'best' of visited (reference code) | 'last' (paper Alg. 2)
-      per_position=True,
+      per_position=True,  # search one LOO position at a time (less memory, same numbers)
+      start="encoder",  # 'encoder' | 'prior': pair latents replaced by N(0, I) draws (loss.py)
+      # The last share `final_phase_fraction` of config.train.steps (rounded to whole steps) trains
+      # with `final_phase`'s fields replacing these (0: one phase). The paper's ARC schedule: Grad
+      # 0, then the last 5% (5k of 100k steps) Grad 1.
+      final_phase_fraction=0.0,
+      final_phase=ml_collections.ConfigDict(dict(mode="gradient_ascent", steps=1)),
     )
-  )  # search one LOO position at a time (less memory, same numbers)
+  )
   cfg.eval_latent = ml_collections.ConfigDict(
     dict(
       mode="mean",  # one of search.METHODS
@@ -87,6 +93,34 @@ def default_model_config() -> ml_collections.ConfigDict:
     )
   )
   return cfg
+
+
+TRAIN_STARTS = ("encoder", "prior")  # config.model.train_latent.start
+
+
+def check_train_latent(lat_cfg) -> None:
+  """ConfigError naming the first bad field of `config.model.train_latent` (its phases included)."""
+  name = "config.model.train_latent"
+  if lat_cfg.start not in TRAIN_STARTS:
+    raise ConfigError(f"{name}.start must be one of {TRAIN_STARTS}, got {lat_cfg.start!r}")
+  if not 0.0 <= lat_cfg.final_phase_fraction <= 1.0:
+    raise ConfigError(
+      f"{name}.final_phase_fraction must be in [0, 1], got {lat_cfg.final_phase_fraction}"
+    )
+  fields = set(lat_cfg) - set(loss_lib.PHASE_FIELDS)
+  for field, value in lat_cfg.final_phase.items():
+    if field not in fields:
+      raise ConfigError(
+        f"{name}.final_phase.{field} is not a training-latent field (one of {sorted(fields)})"
+      )
+    if field == "start" and value not in TRAIN_STARTS:
+      raise ConfigError(f"{name}.final_phase.start must be one of {TRAIN_STARTS}, got {value!r}")
+
+
+def final_phase_steps(lat_cfg, train_steps: int) -> int:
+  """How many of the run's `train_steps` train in the final phase (`final_phase_fraction` of them,
+  rounded); 0 means one phase and no `Method.step_loss`."""
+  return int(round(lat_cfg.final_phase_fraction * train_steps))
 
 
 def check_eval_latent(eval_cfg) -> None:
@@ -222,6 +256,13 @@ def build(config: ml_collections.ConfigDict) -> Method:
   model_cfg = config.model
   encoder, decoder = model_lib.modules_from_config(model_cfg, config.precision)
   check_eval_latent(model_cfg.eval_latent)
+  lat_cfg = model_cfg.train_latent
+  check_train_latent(lat_cfg)
+  step_loss = None
+  final_steps = final_phase_steps(lat_cfg, config.train.steps)
+  if final_steps:
+    switch_step = config.train.steps - final_steps
+    step_loss = loss_lib.make_step_loss(encoder, decoder, model_cfg, switch_step)
 
   def init(rng, batch):
     loss_lib.check_batch(batch, model_cfg)
@@ -270,4 +311,5 @@ def build(config: ml_collections.ConfigDict) -> Method:
     loss=loss_lib.make_loss(encoder, decoder, model_cfg),
     predict=predict,
     param_count_note=PARAM_COUNT_NOTE,
+    step_loss=step_loss,
   )

@@ -15,6 +15,17 @@ Loss = mean over tasks and pairs of [-log p(y_i | x_i, c_i) + beta KL(q(z | x_i,
 (Alg. 2), -log p = CE(rows) + CE(cols) + mean CE over the valid output cells (reference code),
 teacher-forced.
 
+Without an encoder (`train_latent.start='prior'`, the reference code's `remove_encoder_latents`
+ablation, its *_ne configs): every pair's sampled latent z_j is replaced by an N(0, I) draw before
+the leave-one-out mean, so the contexts carry no information from the encoder; the KL term is kept
+(the reference code still adds it), so the encoder's only gradient is beta times the KL's.
+
+Training phases (`make_step_loss`): the paper trains its ARC model with Grad 0 for 95k steps and
+then Grad 1 for the last 5k (Appendix E, Table 16; Table 10 compares it with Grad 0 throughout).
+`train_latent.final_phase_fraction` > 0 switches the training latent to `train_latent` updated with
+`train_latent.final_phase` for that last share of the run's steps, inside the one compiled step,
+chosen by the train state's step counter (so a resumed run switches at the same step).
+
 Pair mask: a batch may carry 'pair_mask' bool (B, N), False for the empty rows of a task with fewer
 than N pairs (ARC tasks of 3 pairs; data/grids.py `pad_task`). A masked pair is in no context (its
 weight in z'_{i,0} and its term in every score_{-i} are exact zeros) and adds no loss, KL or metric
@@ -24,6 +35,7 @@ the unmasked one.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
@@ -278,6 +290,8 @@ def loo_terms(
   rng_eps, rng_search = jax.random.split(rng)
   eps = jax.random.normal(rng_eps, mu_BxNxZ.shape)
   z_BxNxZ = mu_BxNxZ + jnp.exp(0.5 * logvar_BxNxZ) * eps
+  if model_cfg.train_latent.get("start", "encoder") == "prior":  # no encoder: see module docstring
+    z_BxNxZ = jax.random.normal(jax.random.fold_in(rng_eps, 1), mu_BxNxZ.shape)
   if pair_mask is None:
     z0_BxNxZ = jnp.einsum("ij,bjz->biz", loo_mixing(n), z_BxNxZ)
   else:
@@ -330,3 +344,30 @@ def make_loss(encoder, decoder, model_cfg):
     }
 
   return loss_fn
+
+
+# The fields of `train_latent` that say when and how the latent changes; the others describe it.
+PHASE_FIELDS = ("final_phase", "final_phase_fraction")
+
+
+def final_phase_config(model_cfg):
+  """`model_cfg` with `train_latent` updated by `train_latent.final_phase`: the model config of the
+  final training phase."""
+  final = copy.deepcopy(model_cfg)
+  final.train_latent.update(model_cfg.train_latent.final_phase.to_dict())
+  return final
+
+
+def make_step_loss(encoder, decoder, model_cfg, switch_step: int):
+  """(params, batch, rng, step) -> (loss, metrics): `make_loss`'s loss with `model_cfg`'s training
+  latent before `switch_step` and with `final_phase_config(model_cfg)`'s from it on. Both losses
+  are in the one compiled step (`lax.cond` runs one of them); metrics add `train_phase` (0 or 1)."""
+  first = make_loss(encoder, decoder, model_cfg)
+  final = make_loss(encoder, decoder, final_phase_config(model_cfg))
+
+  def step_loss(params, batch, rng, step):
+    in_final = jnp.asarray(step) >= switch_step
+    loss, metrics = jax.lax.cond(in_final, final, first, params, batch, rng)
+    return loss, metrics | {"train_phase": in_final.astype(jnp.float32)}
+
+  return step_loss
