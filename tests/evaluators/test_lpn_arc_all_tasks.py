@@ -75,6 +75,24 @@ def test_selection_counts_skipped_tasks_with_outputs_up_to_the_last_evaluated(tm
     lpn_arc.select_tasks(cfg, "eval")
 
 
+def test_the_training_split_of_a_re_arc_run_is_arcs_own_training_set(tmp_path):
+  """re-ARC's files have no test pairs: the in-distribution column scores ARC's training tasks."""
+  d = tmp_path / "re_arc"
+  d.mkdir()
+  (d / "007bbfb7.json").write_text(
+    json.dumps([{"input": _grid(3, s), "output": _grid(3, s)} for s in range(3)])
+  )
+  cfg = arc.default_config()
+  cfg.update(dict(source="re_arc", re_arc_path=str(d), max_rows=30, max_cols=30))
+  arckit_cfg = arc.default_config()
+  arckit_cfg.update(dict(max_rows=30, max_cols=30))
+  tasks, skipped = lpn_arc.select_tasks(cfg, "train")
+  expected, expected_skipped = lpn_arc.select_tasks(arckit_cfg, "train")
+  assert [t.id for t in tasks] == [t.id for t in expected] and len(tasks) == 400
+  assert skipped == expected_skipped == 0
+  assert all(t.test and t.test[0][1] is not None for t in tasks)
+
+
 def test_evaluator_reports_both_figures(tmp_path, monkeypatch):
   """Through Evaluator.run: a prediction that copies the test input solves a_fit only."""
 
