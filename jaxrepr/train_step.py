@@ -103,17 +103,27 @@ def make_replica_step(
   hyperparameters and loss coefficients carry a leading replica axis. The optimizer and schedule
   are built inside from each replica's hyperparameters (`make_optimizer(hparams)`), and swept loss
   coefficients ({'model.eta': values}) reach `method.swept_loss` as each replica's own scalars, so
-  that swept values can differ; with no coefficient swept the step calls `method.loss`, as a
-  single run does."""
+  that swept values can differ; with no coefficient swept the step calls `method.loss` (or its
+  loss at this step, `loss_at_step`), as a single run does.
 
-  def one(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any, coefficients: Any):
+  Every replica is at the same step, so a step-dependent loss gets the step unbatched (replica
+  0's): a `lax.cond` on it stays a branch under vmap instead of becoming a select that computes
+  both branches."""
+
+  def one(state, batch, rng, hparams, coefficients, step):
     optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
-    loss_fn = loss_at_step(method, state.step)
+    loss_fn = loss_at_step(method, step)
     if coefficients:
+      if method.step_loss is not None:  # swept_loss would silently drop the step's loss
+        raise ValueError("a loss that changes with the step cannot sweep coefficients as well")
       loss_fn = lambda p, b, r: method.swept_loss(p, b, r, coefficients)  # noqa: E731
     return _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
-  return jax.vmap(one)
+  def replica_step(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any, coefficients):
+    vmapped = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))
+    return vmapped(state, batch, rng, hparams, coefficients, state.step[0])
+
+  return replica_step
 
 
 def _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng):

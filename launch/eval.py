@@ -89,6 +89,8 @@ def _evaluate(config):
     with config.unlocked():
       for n in names:
         config.evals[n].searches = {label: search}
+        if config.evals[n].get("budgets"):  # an equal-budget table would add its own searches
+          config.evals[n].budgets = ()
   checkpoints = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(checkpoints):
     raise MissingFileError(

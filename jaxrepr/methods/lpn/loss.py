@@ -24,7 +24,10 @@ Training phases (`make_step_loss`): the paper trains its ARC model with Grad 0 f
 then Grad 1 for the last 5k (Appendix E, Table 16; Table 10 compares it with Grad 0 throughout).
 `train_latent.final_phase_fraction` > 0 switches the training latent to `train_latent` updated with
 `train_latent.final_phase` for that last share of the run's steps, inside the one compiled step,
-chosen by the train state's step counter (so a resumed run switches at the same step).
+chosen by the train state's step counter (so a resumed run switches at the same step, as long as
+it keeps `train.steps`: the switch step is train.steps minus the final share, so a run extended to
+more steps switches later, back to the first phase until then). Under a flops or seconds budget
+(jaxrepr/budget.py) every step is costed as the dearer phase (flops) or as the first (seconds).
 
 Pair mask: a batch may carry 'pair_mask' bool (B, N), False for the empty rows of a task with fewer
 than N pairs (ARC tasks of 3 pairs; data/grids.py `pad_task`). A masked pair is in no context (its

@@ -163,7 +163,7 @@ def _ranked(visited_KxZ, scores_K, latent_evals, num_pairs, keep: int = 2):
     "latent_evals": jnp.asarray(latent_evals, jnp.int32),
     "decoder_calls": jnp.asarray(latent_evals, jnp.int32) * num_pairs,
   }
-  if keep > 2:
+  if keep > 1:  # the best `keep` latents in order, for attempt 2's choice (decode.py)
     out["ranked"], out["ranked_scores"] = visited_KxZ[idx], top
   return out
 

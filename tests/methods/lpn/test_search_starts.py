@@ -234,3 +234,11 @@ def test_defaults_are_todays_search():
   vis, sc = latent_ascent.gradient_ascent(quadratic, _search("mean", **kw)["best"][None], 3, 0.1)
   np.testing.assert_array_equal(ga["best"], vis[int(np.argmax(sc[:, 0])), 0])
   assert int(ga["latent_evals"]) == 10
+
+
+def test_two_candidates_for_distinct_attempts_are_the_best_two_ranked():
+  """distinct_candidates=2 (the smallest allowed) hands decode.distinct_attempts the best two."""
+  out = _search("random_search", num_samples=6, keep=2)
+  np.testing.assert_array_equal(out["ranked"][0], out["best"])
+  np.testing.assert_array_equal(out["ranked"][1], out["second"])
+  assert out["ranked_scores"].shape == (2,)
