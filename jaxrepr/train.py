@@ -104,8 +104,19 @@ def _run_dirs(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 def _refuse_fresh_start(
   workdir: str, unreadable_steps: list[int], run_dirs: list[str] | None = None
 ) -> None:
-  """A fresh start must not write a second run's history into the metrics of an earlier one."""
-  earlier = [d for d in run_dirs or [workdir] if os.path.exists(os.path.join(d, "metrics.jsonl"))]
+  """A fresh start must not write a second run's history into the metrics of an earlier one, nor
+  abandon the runs a sweep point's directory holds (a point trained as a program of its own, as
+  sweeps of a field did before it could be swept inside one program: W/<point>/checkpoints)."""
+  run_dirs = run_dirs or [workdir]
+  earlier = [d for d in run_dirs if os.path.exists(os.path.join(d, "metrics.jsonl"))]
+  top = os.path.normpath(workdir)
+  points = dict.fromkeys(os.path.normpath(os.path.dirname(d)) for d in run_dirs)
+  earlier += [
+    p
+    for p in points
+    if p != top
+    and any(os.path.exists(os.path.join(p, f)) for f in ("metrics.jsonl", "checkpoints"))
+  ]
   if not earlier:
     return
   steps = unreadable_steps

@@ -69,3 +69,16 @@ def test_sweeping_coefficients_of_a_step_dependent_loss_is_refused():
   coefficients = {"model.eta": jnp.asarray([0.1, 0.2])}
   with pytest.raises(ValueError, match="cannot sweep coefficients"):
     step(*args[:4], coefficients)
+
+
+def test_a_fresh_sweep_refuses_a_point_trained_as_a_program_of_its_own(tmp_path):
+  """A sweep point's directory with its own checkpoints (a field swept as separate programs, as
+  loss coefficients were before they could be swept in one program) stops a fresh start."""
+  from jaxrepr import train
+  from jaxrepr.errors import WorkdirError
+
+  run_dirs = [str(tmp_path / "model.eta=0.1" / "s0"), str(tmp_path / "model.eta=1.0" / "s0")]
+  train._refuse_fresh_start(str(tmp_path), [], run_dirs)  # nothing there: a fresh start is fine
+  (tmp_path / "model.eta=1.0" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(WorkdirError, match=r"model.eta=1.0\) holds the metrics of an earlier run"):
+    train._refuse_fresh_start(str(tmp_path), [], run_dirs)
