@@ -17,8 +17,9 @@ latent space in the plane of its two main principal directions); at the end an e
 (`budget`: the mean latent, gradient ascent, random search, an evolution strategy and encoder
 sampling, each at 16 and 61 latent evaluations, with the wall-clock time of each) and the same
 mean/Grad-20 pair on tasks of training-side programs (`seen`). Search in latent space should beat
-the encoder's mean, and gradient ascent should beat random search at equal budget. Measured
-results over seeds and the paper comparison: docs/lpn.md.
+the encoder's mean, and gradient ascent should beat random search at equal budget. About 12
+minutes on a 2-core CPU, install included. Measured results over seeds and the paper comparison:
+docs/lpn.md.
 
 Variants (combine with commas, e.g. `configs/lpn.py:pattern,grad0`; at most one data variant,
 latent2d to overfit, and one training latent, grad0 to sample25; with arc the training latent sets
