@@ -142,4 +142,14 @@ def table_lines(results: dict) -> list[str]:
 def write_docs_block(results: dict, page: str) -> None:
   from launch import _doc_tables
 
-  _doc_tables.write_block(page, BLOCK, "\n".join(table_lines(results)))
+  commits = dict.fromkeys(
+    r["commit"] for n, r in sorted(results.items()) if _ROW.match(n) and r.get("commit")
+  )
+  measured = ", ".join(f"commit `{c}`" for c in commits) or "no recorded commit"
+  head = [
+    f"Written by this command, run from the checkout's root (rows measured at {measured}):",
+    "",
+    "    python launch/bench.py --suite=layouts --rounds=2",
+    "",
+  ]
+  _doc_tables.write_block(page, BLOCK, "\n".join(head + table_lines(results)))

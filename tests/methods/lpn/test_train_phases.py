@@ -165,8 +165,9 @@ def test_arc_heldout_and_no_encoder_variants():
   assert (held.kind, seen.kind) == ("lpn_loo", "lpn_loo")
   assert "data" not in held and seen.data.eval_programs == "train"
   assert held.searches == seen.searches == config.evals.arc.searches
+  assert load_config("lpn", "arc_heldout").data.name == "arc"  # alone: the arc data
   with pytest.raises(ConfigError, match="arc_heldout .* choose arc or arc_small"):
-    load_config("lpn", "arc_heldout")
+    load_config("lpn", "pattern,arc_heldout")
   config = load_config("lpn", "no_encoder")
   assert config.model.train_latent.start == config.model.eval_latent.start == "prior"
   assert load_config("lpn").model.train_latent.start == "encoder"
