@@ -139,7 +139,7 @@ class Evaluator:
     self._arrays = data.eval_set(data_cfg, num_tasks=num_tasks, density=density)
     self._mesh, self._batch_size, self._workdir = mesh, batch_size, workdir
     self._config = config
-    self._latent_plot = latent_plot
+    self._latent_plot = latent_plot and config.model.latent_dim >= 2  # a plane of the latent
     self._budgets = tuple(budgets or ())
     self._budget_modes = tuple(budget_modes or BUDGET_MODES)
     searches = dict(searches) if searches is not None else {}
