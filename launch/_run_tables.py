@@ -186,6 +186,20 @@ def parse_labels(texts: list[str], groups) -> dict[str, str]:
   return out
 
 
+def _check_labels(labels: dict, groups) -> None:
+  unknown = sorted(set(labels) - set(groups))
+  if unknown:
+    raise ConfigError(f"--label names no group: {unknown}; the groups are {list(groups)}")
+
+
+def _add_commits(configs: list[dict], commits: list[str]) -> list[str]:
+  """The commits the runs' config.json recorded (one per run); new ones are appended to
+  `commits`, the table's list in order without repeats."""
+  recorded = [str(c["commit"]) for c in configs if c.get("commit")]
+  commits += [c for c in dict.fromkeys(recorded) if c not in commits]
+  return recorded
+
+
 def _seed_values(runs: dict, metrics: list[str], scale: float, skip: bool, skipped: list):
   """({seed: [final value of each metric] x scale}, [config of each run]) of one group; with `skip`
   an incomplete run is left out and appended to `skipped` as (workdir, reason)."""
@@ -210,9 +224,7 @@ def table(
   """The markdown table, the list of (workdir, reason) skipped, and the commits the tabulated runs
   recorded (in order, without repeats)."""
   labels = labels or {}
-  unknown = sorted(set(labels) - set(groups))
-  if unknown:
-    raise ConfigError(f"--label names no group: {unknown}; the groups are {list(groups)}")
+  _check_labels(labels, groups)
   skipped, commits = [], []
   lines = header(metrics)
   for name, runs in groups.items():
@@ -228,8 +240,7 @@ def table(
       ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
     )
     cells.append(_distinct(budget(c) for c in configs))
-    recorded = [str(c["commit"]) for c in configs if c.get("commit")]
-    commits += [c for c in dict.fromkeys(recorded) if c not in commits]
+    recorded = _add_commits(configs, commits)
     cells.append(_distinct(f"`{c}`" for c in recorded))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines), skipped, commits
@@ -248,9 +259,7 @@ def table_by_metric(
   seed's value), and under it a line per group with its seeds, budget and recorded commits. For
   many metrics of few groups, e.g. a table of searches at several budgets over one run's seeds."""
   labels = labels or {}
-  unknown = sorted(set(labels) - set(groups))
-  if unknown:
-    raise ConfigError(f"--label names no group; the groups are {list(groups)}: {unknown}")
+  _check_labels(labels, groups)
   skipped, commits, columns, notes = [], [], [], []
   for name, runs in groups.items():
     per_seed, configs = _seed_values(runs, metrics, scale, skip, skipped)
@@ -266,8 +275,7 @@ def table_by_metric(
       cells.append(text)
     label = labels.get(name, name)
     columns.append((label, cells))
-    recorded = [str(c["commit"]) for c in configs if c.get("commit")]
-    commits += [c for c in dict.fromkeys(recorded) if c not in commits]
+    recorded = _add_commits(configs, commits)
     notes.append(
       f"{label}: seeds {', '.join(per_seed)}; budget {_distinct(budget(c) for c in configs)}; "
       f"commit {_distinct(f'`{c}`' for c in recorded)}."

@@ -251,7 +251,7 @@ def search(
   keep: int = 2,
 ):
   """Runs one search method for one task; returns best/second latents, scores and costs (and the
-  best `keep` latents, 'ranked' (keep, Z), with their 'ranked_scores', when keep > 2)."""
+  best `keep` latents, 'ranked' (keep, Z), with their 'ranked_scores', when keep > 1)."""
   num_pairs = jnp.sum(spec_mask.astype(jnp.int32))
   rng_start, rng_s = jax.random.split(rng)
   if not uses_encoder(start):  # the prior N(0, I) in the place of every pair's posterior
