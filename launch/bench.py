@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from launch._bench_suites import GPU_SUITE, REPLICA_SUITE, selected, suite_config  # noqa: E402
 from launch._bench_tables import (  # noqa: E402, F401 (the tables' names, as bench.py's)
   _CHECKOUT,
   DOCS_MARKERS,
@@ -62,6 +63,7 @@ _SUITE = flags.DEFINE_enum(
   "suite", None, ["gpu", "replicas", "layouts"], "Run a fixed list of benchmarks instead."
 )
 _REPLICAS = flags.DEFINE_integer("replicas", 4, "--suite=replicas: seeds trained as one program.")
+_ONLY = flags.DEFINE_list("only", None, "--suite: run only the suite's rows with these names.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "--suite=replicas, --layouts: interleaved rounds.")
 _LAYOUTS = flags.DEFINE_list(
   "layouts",
@@ -84,46 +86,6 @@ _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul fo
 flags.register_validator(
   "config", lambda c: c is not None or flags.FLAGS.suite is not None, "give --config or --suite"
 )
-
-# (row name, config file, variant, overrides): what `--suite=gpu` runs.
-GPU_SUITE = (
-  ("lpn_pattern_grad0_b128_bf16", "lpn.py", "pattern,grad0", {"precision": "bfloat16"}),
-  ("lpn_pattern_grad1_b128_bf16", "lpn.py", "pattern,grad1", {"precision": "bfloat16"}),
-  ("noprop_dt_all_blocks_mnist5k_bf16", "noprop.py", "dt,mnist5k", {"precision": "bfloat16"}),
-  (
-    "noprop_dt_one_block_mnist5k_bf16",
-    "noprop.py",
-    "dt,mnist5k",
-    {"model.block_schedule": "sampled", "precision": "bfloat16"},
-  ),
-)
-
-
-# (row name, config file, variant, overrides): what `--suite=replicas` runs, each as one run and as
-# --replicas seeds in one program (jaxrepr/replicas.py), in interleaved rounds.
-REPLICA_SUITE = (
-  ("classifier_digits", "classifier.py", "", {}),
-  ("noprop_dt_one_block_mnist5k", "noprop.py", "dt,mnist5k", {"model.block_schedule": "sampled"}),
-  ("set_max", "set_max.py", "", {}),
-)
-
-
-def suite_config(file: str, variant: str, overrides: dict):
-  """A config from configs/<file>:<variant> with dotted-key overrides."""
-  import importlib.util
-
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", file)
-  spec = importlib.util.spec_from_file_location(f"bench_{file[:-3]}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
 
 
 def matmul_peak_flops(n: int, dtype: str = "float32", reps: int = 10) -> float:
@@ -303,7 +265,7 @@ def _bench_all():
     kind = jax.devices()[0].device_kind.replace(" ", "_")
     runs = [
       (f"{name}_{kind}", suite_config(file, variant, overrides))
-      for name, file, variant, overrides in GPU_SUITE
+      for name, file, variant, overrides in selected(_ONLY.value, GPU_SUITE)
     ]
   else:
     from jaxrepr import parallel
@@ -332,7 +294,7 @@ def _bench_layouts_all():
   if _SUITE.value == "layouts":
     runs = [
       (name, layouts_lib.suite_config_args(file, variant, overrides), flags_of(*timing))
-      for name, file, variant, overrides, *timing in layouts_lib.LAYOUT_SUITE
+      for name, file, variant, overrides, *timing in selected(_ONLY.value, layouts_lib.LAYOUT_SUITE)
     ]
   else:
     from jaxrepr import config as config_lib
@@ -355,7 +317,7 @@ def _bench_replicas():
 
   r = _REPLICAS.value
   variants = (("x1", 1), (f"x{r}", r))
-  for name, file, variant, overrides in REPLICA_SUITE:
+  for name, file, variant, overrides in selected(_ONLY.value, REPLICA_SUITE):
     rounds = {label: [] for label, _ in variants}
     for _ in range(_ROUNDS.value):
       for label, count in variants:

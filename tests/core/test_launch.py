@@ -252,6 +252,18 @@ def test_gpu_bench_suite_configs_are_valid():
     config_lib.validate(config)
 
 
+def test_bench_only_runs_the_named_suite_rows_and_refuses_an_unknown_one():
+  from jaxrepr.errors import ConfigError
+  from launch import _bench_suites
+
+  suite = _bench_suites.REPLICA_SUITE
+  assert _bench_suites.selected(None, suite) == suite
+  rows = _bench_suites.selected(["lpn_main_grad0", "set_max"], suite)
+  assert [r[0] for r in rows] == ["set_max", "lpn_main_grad0"]  # the suite's order
+  with pytest.raises(ConfigError, match="lpn_main_grad2 not in the suite's rows"):
+    _bench_suites.selected(["lpn_main_grad2"], suite)
+
+
 def test_plot_runs_draws_the_metric_of_each_run_and_names_a_missing_one(tmp_path):
   import sys
 
