@@ -18,6 +18,9 @@ Shared fields:
                     ...}}
   num_devices       use only the first n devices (placeholder: all of them)
   cpu_devices       JAX devices a CPU host is split into: 'auto' (one per core) or a count
+  compilation_cache_dir  JAX's persistent compilation cache ('auto': the user's cache dir; '' or
+                    'none': off)
+  replica_mode      'vmap' | 'map': how the replicas of `seeds` / `sweep` share the program
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ def base_config() -> ml_collections.ConfigDict:
   # blocks (jaxrepr/host_memory.py), so that a CPU step does not page-fault its buffers in 4 KiB
   # pages anew every step. Applied by the same launchers as soon as their flags are parsed.
   c.malloc_huge_pages = True
+  # Compiled programs are kept on disk here (JAX's persistent compilation cache) and read back by
+  # any later compile of the same program: a rerun, a resume, the evaluators of every replica of a
+  # multi-seed run. Only programs that took >= 1 s to compile are written (JAX's threshold, so that
+  # small ops do not fill the disk). 'auto': the user's cache, $XDG_CACHE_HOME/jaxrepr/xla, else
+  # ~/.cache/jaxrepr/xla, resolved on each host (so that config.json names no home directory);
+  # '' or 'none' turns it off. Applied by launch/train.py and eval.py before the first compile
+  # (jaxrepr.parallel.apply_compilation_cache), which print it in one line.
+  c.compilation_cache_dir = "auto"
+  # Replicas of a multi-seed run or sweep (jaxrepr/replicas.py): 'vmap' trains them side by side,
+  # 'map' in turn inside the one program (for convolutional models on CPU, where the vmapped
+  # convolution is a slow grouped one: launch/bench.py --suite=replicas).
+  c.replica_mode = "vmap"
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))

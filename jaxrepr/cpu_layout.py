@@ -21,8 +21,9 @@ was faster with two devices in a quiet one, so the rule has no exclusions.
   * otherwise one device per physical core available to the process (its CPU affinity, hyperthread
     siblings counted once, a cgroup CPU quota as a cap), lowered to the largest count that every
     global batch of the config divides by (train.batch_size, the micro-batch under grad_accum,
-    each evaluator's batch_size: `parallel.check_batch_size` refuses the others) and that is a
-    multiple of `config.mesh.fsdp` (the mesh is data x fsdp).
+    each evaluator's batch_size, its class's default where the config sets none:
+    `parallel.check_batch_size` refuses the others) and that is a multiple of `config.mesh.fsdp`
+    (the mesh is data x fsdp).
 An integer is used as given.
 """
 
@@ -30,9 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from jaxrepr.errors import ConfigError
 
@@ -42,6 +44,8 @@ RULE = "must be >= 1 or 'auto' (one JAX device per CPU core, chosen by the launc
 # jax[tpu]: jax-cuda12-plugin, jax-rocm7-plugin, libtpu, ...).
 ACCELERATOR_PLUGINS = ("jax-cuda", "jax-rocm", "libtpu")
 _FORCED_COUNT_FLAG = "--xla_force_host_platform_device_count"
+# (name, config.evals.<name>) -> the evaluator's class: jaxrepr/config.py's evaluator_class
+EvaluatorLookup = Callable[[str, Mapping], type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,20 +78,41 @@ def check(value) -> None:
     raise ConfigError(f"config.cpu_devices={value!r}: {RULE}")
 
 
-def batch_sizes(config) -> dict[str, int]:
-  """Every global batch of the config that the mesh must split evenly, by field name."""
+def constructor_default(cls: type, field: str):
+  """The default of keyword `field` of `cls`'s constructor; None where it has none."""
+  param = inspect.signature(cls).parameters.get(field)
+  return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def batch_sizes(config, evaluator_lookup: EvaluatorLookup | None = None) -> dict[str, int]:
+  """Every global batch of the config that the mesh must split evenly, by field name.
+
+  An evaluator's batch is what its constructor receives (jaxrepr/run_build.py passes every field
+  of `config.evals.<name>` but kind and every): its `batch_size` field, or where the config leaves
+  that out, the constructor's default. Reading the default needs the evaluator's class, which
+  `evaluator_lookup` gives (jaxrepr/config.py's `evaluator_class`, (name, eval config) -> class):
+  the caller hands it in because the evaluators import this module (through parallel.py), so a
+  lookup of theirs made here would be an import cycle. Without it only the batch sizes the config
+  sets count."""
   t = config.train
   sizes = {"train.batch_size": int(t.batch_size)}
   if t.get("grad_accum", 1) > 1:
     sizes["train.batch_size / train.grad_accum"] = int(t.batch_size) // int(t.grad_accum)
   for name, ev in config.get("evals", {}).items():
-    if ev.get("batch_size") is not None:
-      sizes[f"evals.{name}.batch_size"] = int(ev.batch_size)
+    if "batch_size" in ev:
+      size = ev.batch_size
+    elif evaluator_lookup is not None:
+      size = constructor_default(evaluator_lookup(name, ev), "batch_size")
+    else:
+      size = None
+    if size is not None:
+      sizes[f"evals.{name}.batch_size"] = int(size)
   return sizes
 
 
-def resolve(config, host: HostFacts) -> Layout:
-  """The device count for `config.cpu_devices` on `host`, with the reason in words."""
+def resolve(config, host: HostFacts, evaluator_lookup: EvaluatorLookup | None = None) -> Layout:
+  """The device count for `config.cpu_devices` on `host`, with the reason in words
+  (`evaluator_lookup`: see `batch_sizes`)."""
   value = config.cpu_devices
   check(value)
   if value != AUTO:
@@ -101,7 +126,7 @@ def resolve(config, host: HostFacts) -> Layout:
   if config.get("num_devices") is not None:
     return Layout(config.num_devices, f"auto: config.num_devices={config.num_devices}")
   fsdp = int(config.mesh.fsdp) if "mesh" in config else 1
-  sizes = batch_sizes(config)
+  sizes = batch_sizes(config, evaluator_lookup)
   # fsdp devices at the least, even beyond the cores: the mesh cannot be smaller.
   candidates = range(fsdp, max(host.cores, fsdp) + 1, fsdp)
   fits = [n for n in candidates if all(size % n == 0 for size in sizes.values())]

@@ -91,12 +91,54 @@ def set_cpu_devices(count: int | None) -> None:
     ) from e
 
 
-def apply_cpu_layout(config: Any, multi_process: bool) -> cpu_layout.Layout:
+def apply_cpu_layout(
+  config: Any, multi_process: bool, evaluator_lookup: cpu_layout.EvaluatorLookup | None = None
+) -> cpu_layout.Layout:
   """Resolves `config.cpu_devices` ('auto' or a count) on this host and sets the CPU device count;
-  returns the layout, whose `line()` the launchers print once."""
-  layout = cpu_layout.resolve(config, cpu_layout.host_facts(multi_process))
+  returns the layout, whose `line()` the launchers print once. The launchers pass
+  jaxrepr/config.py's `evaluator_class` as `evaluator_lookup`, so that 'auto' counts the default
+  batch size of an evaluator whose config sets none (cpu_layout.batch_sizes)."""
+  layout = cpu_layout.resolve(config, cpu_layout.host_facts(multi_process), evaluator_lookup)
   set_cpu_devices(layout.count)
   return layout
+
+
+COMPILATION_CACHE_OFF = ("", "none")  # values of config.compilation_cache_dir that turn it off
+
+
+def default_compilation_cache_dir(env: Mapping[str, str] | None = None) -> str:
+  """$XDG_CACHE_HOME/jaxrepr/xla, else ~/.cache/jaxrepr/xla: where `config.compilation_cache_dir`
+  'auto' (the default) points."""
+  env = os.environ if env is None else env
+  base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "jaxrepr", "xla")
+
+
+def apply_compilation_cache(config: Any) -> str:
+  """Points JAX's persistent compilation cache at `config.compilation_cache_dir` ('auto': the
+  user's cache, `default_compilation_cache_dir`; '' or 'none': off) and returns the line the
+  launchers print, 'compilation cache: <dir>' or '... off'.
+
+  A program compiled once is then read from disk by every later compile of the same program: in a
+  rerun or a resume of the same config, and within one run where each replica of a multi-seed run
+  builds its own evaluators, whose identical jitted programs would otherwise compile once per
+  replica. JAX's threshold stays: only programs that took at least
+  `jax_persistent_cache_min_compile_time_secs` (1 s) to compile are written, so that the many small
+  eager ops do not fill the disk with entries that compile about as fast as they load.
+  In a multi-process run every process reads the directory and only process 0 writes it (JAX's
+  rule), so a directory on a shared filesystem serves all hosts. Call it before the first compile
+  (the launchers do, next to `apply_cpu_layout`); a direct `train.run_experiment` call uses
+  whatever cache JAX has.
+  """
+  path = str(config.compilation_cache_dir)
+  if path == "auto":
+    path = default_compilation_cache_dir()
+  if path.strip().lower() in COMPILATION_CACHE_OFF:
+    jax.config.update("jax_compilation_cache_dir", None)
+    return "compilation cache: off"
+  path = os.path.abspath(os.path.expanduser(path))
+  jax.config.update("jax_compilation_cache_dir", path)
+  return f"compilation cache: {path}"
 
 
 def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mesh:

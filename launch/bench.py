@@ -146,7 +146,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
   import jax
   import numpy as np
 
-  from jaxrepr import host_memory, parallel, train
+  from jaxrepr import host_memory, parallel, step_cost, train
   from jaxrepr.errors import ConfigError
   from jaxrepr.train_step import param_count
 
@@ -180,10 +180,7 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
   step_s = float(np.median(times) if num_batches == 1 else np.mean(times))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before any other compile
   flops = _flops(compiled)
-  if config.get("model") and (
-    config.model.get("attention", "xla") != "xla"
-    or config.model.get("train_latent", {}).get("per_position", False)
-  ):
+  if step_cost.has_loops(config):
     flops = _plain_attention_flops(config, batch)
   # XLA counts a conditional as its largest branch: with length buckets the count is that of the
   # fully padded step, an upper bound of the work done, and so is the utilisation
@@ -270,7 +267,9 @@ def _bench_all():
   else:
     from jaxrepr import parallel
 
-    layout = parallel.apply_cpu_layout(_CONFIG.value, multi_process=False)
+    layout = parallel.apply_cpu_layout(
+      _CONFIG.value, multi_process=False, evaluator_lookup=config_lib.evaluator_class
+    )
     print(layout.line(), file=sys.stderr, flush=True)  # as launch/train.py prints it
     runs = [
       (

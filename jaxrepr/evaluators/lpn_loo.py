@@ -104,6 +104,21 @@ def with_eval_latent(config: ml_collections.ConfigDict, overrides) -> ml_collect
   return cfg
 
 
+def _signature(tree) -> tuple:
+  """What a compiled program fixes of its arguments: tree structure, and per leaf the shape, dtype,
+  weak type and sharding (None for host values, which it places itself)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple(
+    (
+      np.shape(x),
+      x.dtype if isinstance(x, jax.Array) else np.result_type(x),
+      getattr(x, "weak_type", False),
+      x.sharding if isinstance(x, jax.Array) else None,
+    )
+    for x in leaves
+  )
+
+
 class Evaluator:
   def __init__(
     self,
@@ -165,9 +180,12 @@ class Evaluator:
     self._compiled = {}
 
   def _compiled_fn(self, name, params, rng):
-    """The search's sums function compiled for this set's batches (once), so that the timed pass
-    runs compiled code only."""
-    if name not in self._compiled:
+    """The search's sums function compiled for this set's batches, so that the timed pass runs
+    compiled code only: once per search and layout of (params, rng), since a compiled program
+    refuses arguments of another shape, dtype or sharding (a new mesh, params of another layout)
+    where the jitted function would compile again."""
+    key = (name, _signature(params), _signature(rng))
+    if key not in self._compiled:
       first = next(
         pipeline.eval_batches(
           self._arrays,
@@ -177,8 +195,8 @@ class Evaluator:
         )
       )
       batch = parallel.to_global(first, self._mesh)
-      self._compiled[name] = self._fns[name].lower(params, batch, rng).compile()
-    return self._compiled[name]
+      self._compiled[key] = self._fns[name].lower(params, batch, rng).compile()
+    return self._compiled[key]
 
   def run(self, params, rng, step) -> dict[str, float]:
     results = {}

@@ -59,6 +59,20 @@ def test_auto_lowers_the_count_until_every_batch_divides(batch, evals, grad_accu
     assert f"lowered to {want}" in layout.reason
 
 
+def test_an_evaluator_without_a_batch_size_counts_with_its_class_default():
+  """set_tasks' Evaluator has batch_size=10 by default: 'auto' must divide it where the config
+  leaves it out (the constructor gets the default), and a batch_size the config sets wins."""
+  config = _config(batch=64)
+  config.evals["sets"] = dict(kind="set_tasks")
+  lookup = config_lib.evaluator_class
+  assert cpu_layout.constructor_default(lookup("sets", config.evals.sets), "batch_size") == 10
+  assert cpu_layout.batch_sizes(config, lookup)["evals.sets.batch_size"] == 10
+  layout = cpu_layout.resolve(config, HostFacts(cores=8), lookup)
+  assert layout.count == 2 and "evals.sets.batch_size=10" in layout.reason
+  config.evals.sets.batch_size = 16
+  assert cpu_layout.resolve(config, HostFacts(cores=8), lookup).count == 8
+
+
 def test_auto_keeps_a_multiple_of_the_fsdp_axis():
   assert _count(_config(batch=64, fsdp=2), cores=4) == 4
   assert _count(_config(batch=64, fsdp=2), cores=3) == 2
@@ -151,7 +165,7 @@ def test_launch_train_applies_the_auto_layout_before_jax_starts_and_prints_it(tm
   res, env = _launch("train.py", tmp_path, "--config.num_devices=3", f"--workdir={tmp_path / 'w'}")
   config = load_config("classifier", "mlp")
   config.num_devices = 3
-  layout = cpu_layout.resolve(config, cpu_layout.host_facts(False, env))
+  layout = cpu_layout.resolve(config, cpu_layout.host_facts(False, env), config_lib.evaluator_class)
   assert res.returncode != 0
   assert layout.line() in res.stderr.splitlines()
   assert "does not divide by the 3 devices of the mesh" in res.stderr
@@ -168,13 +182,16 @@ def test_launch_train_runs_on_the_auto_layout_of_this_host_and_eval_uses_it_too(
   config = load_config("classifier", "mlp")
   config.train.batch_size = 64
   config.evals = {}
-  layout = cpu_layout.resolve(config, cpu_layout.host_facts(False, env))
+  layout = cpu_layout.resolve(config, cpu_layout.host_facts(False, env), config_lib.evaluator_class)
   assert layout.line() in res.stderr.splitlines()
   assert f"{layout.count or 1} devices over 1 processes" in res.stdout
   res, _ = _launch("eval.py", tmp_path, "--config.train.batch_size=64", workdir)
   assert res.returncode == 0, res.stderr[-2000:]
   config.evals = load_config("classifier", "mlp").evals  # eval.py runs the config's evaluators
-  assert cpu_layout.resolve(config, cpu_layout.host_facts(False, env)).line() in res.stderr
+  assert (
+    cpu_layout.resolve(config, cpu_layout.host_facts(False, env), config_lib.evaluator_class).line()
+    in res.stderr
+  )
   assert "evaluating step 1 of" in res.stdout
 
 

@@ -379,7 +379,10 @@ def test_a_failed_save_stops_the_run_with_one_line_naming_the_last_good_step(tmp
   # A 64 KiB limit on the size of any file this process writes: the checkpoint's data file fails
   # with EFBIG as it would with ENOSPC on a full disk (set by the shell: no fork of this JAX
   # process).
-  cmd = train_cmd(CONFIG, str(tmp_path), *SHORT, "--config.train.steps=40")
+  # no compilation cache: the file limit would leave a truncated cache entry behind
+  cmd = train_cmd(
+    CONFIG, str(tmp_path), *SHORT, "--config.train.steps=40", "--config.compilation_cache_dir="
+  )
   res = subprocess.run(
     ["bash", "-c", 'ulimit -f 64 && exec "$@"', "bash", *cmd],
     env=_env(),

@@ -1,11 +1,15 @@
 """The LPN main job's equal-budget table and latent picture (jaxrepr/evaluators/lpn_loo.py)."""
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxrepr import parallel
 from jaxrepr.errors import ConfigError
 from jaxrepr.evaluators import lpn_loo
 from jaxrepr.methods.lpn import search
+from tests.methods.lpn.lpn_testlib import tiny_config, tiny_params
 
 
 def test_budget_searches_spend_each_budget_with_every_mode():
@@ -63,3 +67,37 @@ def test_latent_plane_is_the_latent_itself_in_2d_and_the_main_directions_otherwi
   projected = (mu8 - centre) @ directions.T
   assert np.abs(projected).max() <= reach
   np.testing.assert_allclose(centre + projected @ directions, mu8, atol=1e-8)
+
+
+def test_evaluator_compiles_again_for_params_of_another_layout(tmp_path):
+  """The compiled search programs are cached per search and argument layout: params placed
+  differently (replicated, then rows split over the devices) get a program of their own, where a
+  program compiled for the first layout would refuse them, and the metrics are the same."""
+  from jaxrepr.data import pattern
+
+  cfg = tiny_config(4)
+  cfg.data = pattern.default_config()
+  cfg.data.update(dict(grid_rows=4, grid_cols=4, pattern_size=2, colours=3))
+  mesh = parallel.make_mesh(2)
+  params = tiny_params(4)
+
+  def rows_split(x):
+    return P(parallel.DATA_AXIS) if x.ndim and x.shape[0] % 2 == 0 else P()
+
+  layouts = {
+    "replicated": jax.device_put(params, NamedSharding(mesh, P())),
+    "rows_split": jax.device_put(
+      params, jax.tree.map(lambda x: NamedSharding(mesh, rows_split(x)), params)
+    ),
+  }
+  assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(layouts["rows_split"]))
+  ev = lpn_loo.Evaluator(
+    config=cfg, method=None, mesh=mesh, workdir=str(tmp_path), num_tasks=2, batch_size=2
+  )
+  results = {}
+  with jax.set_mesh(mesh):
+    for name, placed in layouts.items():
+      out = ev.run(placed, jax.random.key(0), 0)
+      results[name] = {k: v for k, v in out.items() if not k.endswith("/seconds")}
+  assert len(ev._compiled) == 2
+  assert results["replicated"] == pytest.approx(results["rows_split"]), results

@@ -19,12 +19,9 @@ it; the row-boundary fix takes the logits of cell (r, 0), r >= 1, from the last 
 Masks hold on keys only (valid_k), not on queries as in the reference code: an invalid token never
 feeds a valid one, so every valid token's hidden state is the same, and no row is fully masked.
 
-Positions: `positions='learned'` (reference code: factorised row + column tables) or `'rope'`
-(paper's ARC model: 2-D RoPE on (row, col) in attention, no position tables). RoPE coordinates are
-index / (max - 1); special tokens (CLS, shapes, ctx) use index -1, a position of their own.
-
-Embedding tables and the CLS vector: N(0, 0.02^2), or the reference code's flax default
-(`embedding_init`; `embedding_initializer` says why the first is the default).
+Positions (learned tables or 2-D RoPE), the embedding initialisers, the grid conventions
+(`NUM_COLOURS`, `cell_valid`) and the options both modules share are in trunk.py; the public
+names among them are importable from here too.
 """
 
 from __future__ import annotations
@@ -37,81 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepr.nn.precision import compute_dtype
+from jaxrepr.errors import ConfigError
+from jaxrepr.methods.lpn.trunk import (
+  EMBEDDING_INITS,
+  NUM_COLOURS,
+  Trunk,
+  cell_valid,
+  embed,
+  embedding_initializer,
+)
 from jaxrepr.nn import attention as attention_lib
 from jaxrepr.nn import transformer as tfm
-from jaxrepr.errors import ConfigError
-
-NUM_COLOURS = 10
+from jaxrepr.nn.precision import compute_dtype
 
 
 def _dtype(name: str) -> Any:
   return compute_dtype(name)
 
 
-EMBEDDING_INITS = ("normal_0.02", "flax_default")
-
-
-def embedding_initializer(name: str) -> nn.initializers.Initializer:
-  """The initialiser of the embedding tables and the encoder's CLS vector.
-
-  'flax_default' follows the reference code: its tables and CLS token are `nn.Embed`s with flax's
-  default initialiser, N(0, 1/E) for width E. 'normal_0.02' (N(0, 0.02^2), the GPT-2/BERT
-  convention) stays the default because every result and checkpoint of this package was trained
-  with it, and they must not move. The two differ in the initial norm of a summed colour + row +
-  column + channel token: about 0.04 sqrt(E) (0.4 at E = 96) against 2.
-  """
-  if name == "normal_0.02":
-    return nn.initializers.normal(0.02)
-  if name == "flax_default":
-    return nn.linear.default_embed_init
-  raise ValueError(f"unknown embedding init {name!r}; choose from {EMBEDDING_INITS}")
-
-
-def _embed(n: int, e: int, name: str, init: str) -> nn.Embed:
-  return nn.Embed(n, e, embedding_init=embedding_initializer(init), name=name)
-
-
-def cell_valid(shape_Bx2: jax.Array, max_rows: int, max_cols: int) -> jax.Array:
-  """(B, R*C) bool: raster cell k is inside the (rows, cols) shape."""
-  i = jnp.arange(max_rows * max_cols) // max_cols
-  j = jnp.arange(max_rows * max_cols) % max_cols
-  return (i[None, :] < shape_Bx2[:, 0:1]) & (j[None, :] < shape_Bx2[:, 1:2])
-
-
-class _Trunk(nn.Module):
-  """Shared options of the encoder and decoder."""
-
-  max_rows: int
-  max_cols: int
-  num_layers: int
-  num_heads: int
-  head_dim: int
-  mlp_factor: int
-  positions: str = "learned"
-  rope_max_freq: float = 10.0
-  dtype: str = "float32"
-  remat: bool = False
-  attention: str = "auto"
-  shard_batch: bool = True  # False under vmap over a sharded axis (attention.dot_product_attention)
-  embedding_init: str = "normal_0.02"  # one of EMBEDDING_INITS
-
-  @property
-  def embed_dim(self) -> int:
-    return self.num_heads * self.head_dim
-
-  def _coords(self, rows: jax.Array, cols: jax.Array) -> jax.Array:
-    r = rows.astype(jnp.float32) / max(self.max_rows - 1, 1)
-    c = cols.astype(jnp.float32) / max(self.max_cols - 1, 1)
-    return jnp.stack([r, c], axis=-1)
-
-  def _angles(self, coords_BxTx2):
-    if self.positions == "rope":
-      return tfm.rope_angles(coords_BxTx2, self.head_dim, self.rope_max_freq)
-    return None
-
-
-class Encoder(_Trunk):
+class Encoder(Trunk):
   """q_phi(z | x, y): (grids (B, R, C, 2), shapes (B, 2, 2)) -> (mu, logvar), each
   (B, latent_dim)."""
 
@@ -121,7 +62,7 @@ class Encoder(_Trunk):
   def __call__(self, grids_BxRxCx2: jax.Array, shapes_Bx2x2: jax.Array):
     b, r, c = grids_BxRxCx2.shape[:3]
     e, dt = self.embed_dim, _dtype(self.dtype)
-    emb = functools.partial(_embed, init=self.embedding_init)
+    emb = functools.partial(embed, init=self.embedding_init)
     colour = emb(NUM_COLOURS, e, "colour")(grids_BxRxCx2)  # B R C 2 E
     chan_2xE = emb(2, e, "channel").embedding
     cells = colour + chan_2xE[None, None, None, :, :]
@@ -167,7 +108,7 @@ class Encoder(_Trunk):
     return mu_BxZ, logvar_BxZ
 
 
-class Decoder(_Trunk):
+class Decoder(Trunk):
   """p_theta(y | x, z), teacher-forced (`__call__`) or incrementally (`prefill`, `step`)."""
 
   @property
@@ -180,7 +121,7 @@ class Decoder(_Trunk):
 
   def setup(self):
     e = self.embed_dim
-    emb = functools.partial(_embed, init=self.embedding_init)
+    emb = functools.partial(embed, init=self.embedding_init)
     self.colour = emb(NUM_COLOURS, e, "colour")
     self.io = emb(2, e, "io")
     self.shape_row = emb(self.max_rows, e, "shape_row")
