@@ -20,7 +20,6 @@ Shared fields:
   cpu_devices       JAX devices a CPU host is split into: 'auto' (one per core) or a count
   compilation_cache_dir  JAX's persistent compilation cache ('auto': the user's cache dir; '' or
                     'none': off)
-  replica_mode      'vmap' | 'map': how the replicas of `seeds` / `sweep` share the program
 """
 
 from __future__ import annotations
@@ -86,10 +85,6 @@ def base_config() -> ml_collections.ConfigDict:
   # '' or 'none' turns it off. Applied by launch/train.py and eval.py before the first compile
   # (jaxrepr.parallel.apply_compilation_cache), which print it in one line.
   c.compilation_cache_dir = "auto"
-  # Replicas of a multi-seed run or sweep (jaxrepr/replicas.py): 'vmap' trains them side by side,
-  # 'map' in turn inside the one program (for convolutional models on CPU, where the vmapped
-  # convolution is a slow grouped one: launch/bench.py --suite=replicas).
-  c.replica_mode = "vmap"
   # Mesh (data x fsdp): fsdp > 1 shards every parameter / optimizer-state leaf of at least
   # sharding.fsdp_min_bytes along its largest axis divisible by fsdp (see jaxrepr/parallel.py).
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))

@@ -101,6 +101,9 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
 # (launch/summarize_runs.py puts it beside a results table), and what a compute budget measured
 # (jaxrepr/budget.py).
 NOT_CONFIG = ("commit", "train.flops_per_step", "train.total_flops", "train.seconds_per_step")
+# Fields that say where this host keeps things, not what is trained: a resume that changes them
+# (another machine's cache directory) trains the same run.
+HOST_ONLY = ("compilation_cache_dir",)
 
 
 def write_config(
@@ -120,8 +123,12 @@ def write_config(
       json.dump(saved, f, indent=2, sort_keys=True)
 
 
-def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """Fields whose value differs from the config.json an earlier run left in `workdir`."""
+def config_changes(
+  workdir: str, config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict | None = None
+) -> list[str]:
+  """Fields whose value differs from the config.json an earlier run left in `workdir`, but for
+  `HOST_ONLY`; a field the earlier config.json lacks (a field added to the code since) counts as
+  unchanged where its value is its default in `defaults` (the base config)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
@@ -136,8 +143,13 @@ def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]
     return out
 
   o, n = flat(old), flat(new)
-  for key in NOT_CONFIG:
+  for key in NOT_CONFIG + HOST_ONLY:
     o.pop(key, None)
+    n.pop(key, None)
+  if defaults is not None:
+    for key, value in flat(json.loads(defaults.to_json_best_effort())).items():
+      if key in n:
+        o.setdefault(key, value)
   return sorted(k for k in set(o) | set(n) if o.get(k) != n.get(k))
 
 

@@ -136,7 +136,17 @@ def apply_compilation_cache(config: Any) -> str:
   if path.strip().lower() in COMPILATION_CACHE_OFF:
     jax.config.update("jax_compilation_cache_dir", None)
     return "compilation cache: off"
-  path = os.path.abspath(os.path.expanduser(path))
+  path = os.path.expanduser(path)
+  try:  # a directory this process cannot write leaves the cache off, said in the line
+    if path.startswith("~"):
+      raise OSError("no home directory to expand '~' in")
+    path = os.path.abspath(path)
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+      raise OSError("not writable")
+  except OSError as e:
+    jax.config.update("jax_compilation_cache_dir", None)
+    return f"compilation cache: off ({path}: {e.strerror or e})"
   jax.config.update("jax_compilation_cache_dir", path)
   return f"compilation cache: {path}"
 

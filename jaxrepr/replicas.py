@@ -25,11 +25,6 @@ and `config.json`; each replica writes its own run directory, `<workdir>/s<seed>
 `<workdir>/<point>/s<seed>/` (metrics.jsonl, tensorboard/, config.json: the config of the single
 run it equals), so that launch/summarize_runs.py and launch/plot_runs.py read replicas as runs.
 A point is named `field=value,field=value` in the sweep's order.
-
-`config.replica_mode`: 'vmap' (default) trains the replicas side by side, one wide program that
-beats separate runs for small matmul-bound models; 'map' runs each replica's step in turn inside
-the program, as fast as separate runs at best, for models whose vmapped form is slow (convolutions
-on XLA's CPU backend: `launch/bench.py --suite=replicas` measures both).
 """
 
 from __future__ import annotations
@@ -46,7 +41,6 @@ import numpy as np
 from jaxrepr import registry
 from jaxrepr.errors import ConfigError
 from jaxrepr.methods import base as method_contract
-from jaxrepr.train_step import REPLICA_MODES
 
 # Optimizer fields that the trainer can vary per replica inside one program (jaxrepr/optim.py
 # builds the optimizer from each replica's values inside the step).
@@ -167,9 +161,6 @@ def check(config: ml_collections.ConfigDict) -> None:
         "config.sweep: optim.clip_norm values must all be > 0 (0, no clipping, is another "
         "program; sweep it in a separate run)"
       )
-  mode = config.replica_mode
-  if mode not in REPLICA_MODES:
-    raise ConfigError(f"config.replica_mode={mode!r}: must be one of {', '.join(REPLICA_MODES)}")
   if config.get("stages") is not None and is_replicated(config):
     raise ConfigError(
       "config.seeds / config.sweep train replicas of one trainer run; a multi-stage experiment "

@@ -144,7 +144,7 @@ def _build_replicas(config: ml_collections.ConfigDict, mesh, method: Method) -> 
       parallel.fsdp_shardings(one(state_shapes), mesh, min_bytes)
     )
     state = jax.jit(new_state, out_shardings=state_shardings)(params, hparams)
-    step = make_replica_step(method, make_opt, make_schedule, t.grad_accum, config.replica_mode)
+    step = make_replica_step(method, make_opt, make_schedule, t.grad_accum)
     step_fn = jax.jit(
       lambda s, b, r: step(s, b, r, hparams, coefficients),
       donate_argnums=(0,),

@@ -25,31 +25,21 @@ def compiled_flops(compiled) -> float:
 def has_loops(config: ml_collections.ConfigDict) -> bool:
   """Whether the step of `config` runs loops that `loop_free` removes."""
   model = config.get("model")
-  return config.get("replica_mode", "vmap") == "map" or (
-    model is not None
-    and (
-      model.get("attention", "xla") != "xla"
-      or model.get("train_latent", {}).get("per_position", False)
-    )
+  return model is not None and (
+    model.get("attention", "xla") != "xla"
+    or model.get("train_latent", {}).get("per_position", False)
   )
 
 
 def loop_free(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The same step without its loops (the same arithmetic): XLA's cost analysis counts a loop body
-  once, so the blocked attention's loops over blocks (`model.attention`), LPN's loop over
-  leave-one-out positions (`train_latent.per_position`) and the loop over replicas
-  (`replica_mode='map'`) would hide most FLOPs."""
+  """The same step without its memory-saving loops (the same arithmetic): XLA's cost analysis
+  counts a loop body once, so the blocked attention's loops over blocks (`model.attention`) and
+  LPN's loop over leave-one-out positions (`train_latent.per_position`) would hide most FLOPs."""
   plain = config.copy_and_resolve_references()
-  if not has_loops(plain):
-    return plain
-  with plain.unlocked():
-    if "replica_mode" in plain:
-      plain.replica_mode = "vmap"
-    model = plain.get("model")
-    if model is not None:
-      if "attention" in model:
-        plain.model.attention = "xla"
-      if "train_latent" in model:
+  if has_loops(plain):
+    with plain.unlocked():
+      plain.model.attention = "xla"
+      if "train_latent" in plain.model:
         plain.model.train_latent.per_position = False
   return plain
 

@@ -137,7 +137,7 @@ def _refuse_fresh_start(
 
 def _keep_old_config(workdir: str, config: ml_collections.ConfigDict, start: int) -> None:
   """On a resume with a changed config, the config that trained steps 1..start stays on disk."""
-  changed = metrics_lib.config_changes(workdir, config)
+  changed = metrics_lib.config_changes(workdir, config, config_lib.base_config())
   if changed:
     old, n = os.path.join(workdir, f"config.until_step{start}.json"), 1
     while os.path.exists(old):  # resumed from the same step before: keep that config too

@@ -93,15 +93,11 @@ def make_train_step(
   return train_step
 
 
-REPLICA_MODES = ("vmap", "map")  # config.replica_mode: the replicas side by side, or in turn
-
-
 def make_replica_step(
   method: Method,
   make_optimizer: Callable[[Any], optax.GradientTransformation],
   make_schedule: Callable[[Any], Callable[[jax.Array], jax.Array]],
   grad_accum: int = 1,
-  mode: str = "vmap",
 ) -> Callable[[TrainState, Batch, jax.Array, Any, Any], tuple[TrainState, Metrics]]:
   """The train step of one replica under `jax.vmap` (jaxrepr/replicas.py): state, batch, key,
   hyperparameters and loss coefficients carry a leading replica axis. The optimizer and schedule
@@ -112,15 +108,7 @@ def make_replica_step(
 
   Every replica is at the same step, so a step-dependent loss gets the step unbatched (replica
   0's): a `lax.cond` on it stays a branch under vmap instead of becoming a select that computes
-  both branches.
-
-  `mode='map'` runs the same step of each replica one after the other inside the program
-  (`jax.lax.map`) instead of side by side: the same values, but each replica's convolutions stay
-  ordinary ones, where a convolution vmapped over the replicas' kernels becomes a grouped
-  convolution, which XLA's CPU backend runs several times slower than the separate ones
-  (launch/bench.py --suite=replicas)."""
-  if mode not in REPLICA_MODES:
-    raise ValueError(f"replica mode {mode!r} is not one of {REPLICA_MODES}")
+  both branches."""
 
   def one(state, batch, rng, hparams, coefficients, step):
     optimizer, lr_schedule = make_optimizer(hparams), make_schedule(hparams)
@@ -132,11 +120,8 @@ def make_replica_step(
     return _train_step(loss_fn, optimizer, lr_schedule, grad_accum, state, batch, rng)
 
   def replica_step(state: TrainState, batch: Batch, rng: jax.Array, hparams: Any, coefficients):
-    step = state.step[0]
-    if mode == "map":
-      return jax.lax.map(lambda a: one(*a, step), (state, batch, rng, hparams, coefficients))
     vmapped = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))
-    return vmapped(state, batch, rng, hparams, coefficients, step)
+    return vmapped(state, batch, rng, hparams, coefficients, state.step[0])
 
   return replica_step
 

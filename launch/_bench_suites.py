@@ -23,14 +23,6 @@ REPLICA_SUITE = (
   ("classifier_digits", "classifier.py", "", {}),
   ("noprop_dt_one_block_mnist5k", "noprop.py", "dt,mnist5k", {"model.block_schedule": "sampled"}),
   ("set_max", "set_max.py", "", {}),
-  # the convolutional ones again with the replicas' steps in turn inside the program
-  ("classifier_digits_map", "classifier.py", "", {"replica_mode": "map"}),
-  (
-    "noprop_dt_one_block_mnist5k_map",
-    "noprop.py",
-    "dt,mnist5k",
-    {"model.block_schedule": "sampled", "replica_mode": "map"},
-  ),
   ("lpn_main_grad1", "lpn.py", "", {}),  # the main job (its batch 64), trained with Grad 1
   ("lpn_main_grad0", "lpn.py", "grad0", {}),
 )

@@ -212,7 +212,26 @@ def test_the_launchers_set_the_cache_and_print_it(tmp_path):
   assert jit_sums and set(jit_sums) == {n for n in os.listdir(cache) if n.startswith("jit_sums")}
 
 
-def test_bench_compiles_without_the_cache():
-  """launch/bench.py reports compile seconds: they must be compiles, not reads of the cache."""
+def test_an_unwritable_cache_directory_leaves_the_cache_off_and_says_why(cache, tmp_path):
+  config = config_lib.base_config()
+  (tmp_path / "file").write_text("")
+  config.compilation_cache_dir = str(tmp_path / "file" / "xla")  # under a file: cannot be made
+  line = parallel.apply_compilation_cache(config)
+  assert line.startswith(f"compilation cache: off ({tmp_path}/file/xla: ") and "directory" in line
+  assert jax.config.jax_compilation_cache_dir is None
+
+
+@pytest.mark.heavy
+def test_bench_compiles_without_the_cache(tmp_path):
+  """launch/bench.py reports compile seconds: they must be compiles, not reads of a cache the
+  user's environment points JAX at."""
   with open(os.path.join(REPO, "launch", "bench.py")) as f:
     assert "apply_compilation_cache" not in f.read()
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  cmd = [sys.executable, os.path.join(REPO, "launch", "bench.py")]
+  cmd += ["--config=configs/classifier.py:mlp", "--steps=2", "--warmup=1", "--matmul_n=64"]
+  cmd += [f"--out={tmp_path / 'bench'}"]
+  res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "xla") or os.listdir(tmp_path / "xla") == []

@@ -23,13 +23,6 @@ def classifier(**train_overrides):
   return config
 
 
-def classifier_map(**train_overrides):
-  """The classifier with the replicas' steps run in turn inside the program (replica_mode='map')."""
-  config = classifier(**train_overrides)
-  config.replica_mode = "map"
-  return config
-
-
 def set_max():
   config = load_config("set_max", "tiny")
   config.train.update(dict(steps=12, log_every=4, checkpoint_every=0))
@@ -73,12 +66,12 @@ def assert_same_run(replica_dir, single_dir, rtol=1e-5):
 # test_methods_that_generate_data_on_device_take_each_replicas_seed_from_its_batch checks in CI.
 @pytest.mark.parametrize(
   "make",
-  [classifier, classifier_map, pytest.param(set_max, marks=pytest.mark.heavy)],
-  ids=["classifier", "classifier_map", "set_max"],
+  [classifier, pytest.param(set_max, marks=pytest.mark.heavy)],
+  ids=["classifier", "set_max"],
 )
 def test_each_replica_equals_the_single_run_of_its_seed(tmp_path, make):
   config = make()
-  config.seeds = (0, 1, 2) if make is not set_max else (1, 2)
+  config.seeds = (0, 1, 2) if make is classifier else (1, 2)
   summary = train.train_and_evaluate(config, str(tmp_path / "multi"))
   assert sorted(summary["replicas"]) == [f"s{s}" for s in config.seeds]
   for seed in config.seeds:
@@ -87,7 +80,6 @@ def test_each_replica_equals_the_single_run_of_its_seed(tmp_path, make):
     assert saved["seed"] == seed and saved["seeds"] == [] and saved["sweep"] == ""
   for seed in config.seeds[1:]:  # the later replicas: a mix-up with replica 0 cannot pass
     single = make()
-    single.replica_mode = "vmap"  # a single run has no replicas: the same run in either mode
     single.seed = seed
     train.train_and_evaluate(single, str(tmp_path / f"single{seed}"))
     assert_same_run(tmp_path / "multi" / f"s{seed}", tmp_path / f"single{seed}")
@@ -270,19 +262,3 @@ def test_a_shape_changing_field_splits_the_sweep_into_programs():
   ]
   with pytest.raises(ConfigError, match="change the program"):
     replicas.replicas(config)
-
-
-@pytest.mark.parametrize("mode", ["vmap", "map"])
-def test_map_mode_keeps_each_replicas_convolutions_ungrouped(mode):
-  """replica_mode='map' exists for convolutional models: under vmap a convolution over the
-  replicas' kernels is a grouped one (slow on XLA's CPU backend), in turn it stays ordinary."""
-  config = load_config("classifier")  # the CNN
-  config.train.batch_size = 16
-  config.num_devices = 1
-  config.seeds, config.replica_mode = (0, 1), mode
-  run = train.build(config)
-  hlo = run.train_step.lower(run.state, run.next_batch(), run.train_rng).as_text()
-  convs = [line for line in hlo.splitlines() if "convolution" in line]
-  assert convs
-  grouped = [line for line in convs if "feature_group_count = 2" in line]
-  assert bool(grouped) == (mode == "vmap"), grouped[:1] or convs[:1]
