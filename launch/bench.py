@@ -152,9 +152,6 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
 
   if num_batches < 1:
     raise ConfigError(f"--batches must be >= 1, got {num_batches}")
-  # The compile seconds reported are compiles: no program is read from a persistent cache that a
-  # user's JAX_COMPILATION_CACHE_DIR (or an earlier setting in this process) would point at.
-  jax.config.update("jax_enable_compilation_cache", False)
   run = train.build(config)
   batches = [run.next_batch() for _ in range(num_batches)]
   batch = batches[0]
@@ -244,6 +241,11 @@ def main(argv):
     host_memory.apply(_CONFIG.value)  # may restart the process: before anything else is loaded
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  import jax
+
+  # The compile seconds reported are compiles: no program is read from a persistent cache that a
+  # user's JAX_COMPILATION_CACHE_DIR would point at.
+  jax.config.update("jax_enable_compilation_cache", False)
   from jaxrepr import errors
 
   with errors.reported(flags.FLAGS.verbosity):

@@ -32,7 +32,12 @@ _MIN_TIME = "jax_persistent_cache_min_compile_time_secs"
 def cache(tmp_path):
   """Points the cache at tmp_path/xla with every program written (the tests' programs compile in
   well under JAX's 1 s threshold); yields that directory and restores JAX's settings after."""
-  saved = jax.config.jax_compilation_cache_dir, getattr(jax.config, _MIN_TIME)
+  saved = (
+    jax.config.jax_compilation_cache_dir,
+    getattr(jax.config, _MIN_TIME),
+    jax.config.jax_enable_compilation_cache,
+  )
+  jax.config.update("jax_enable_compilation_cache", True)
   # JAX opens its cache once per process, at the first compile after a directory is set: reset
   # it so that this test's directory is the one used, and again after so the next test's is.
   jax_cache.reset_cache()
@@ -40,6 +45,7 @@ def cache(tmp_path):
   yield str(tmp_path / "xla")
   jax.config.update("jax_compilation_cache_dir", saved[0])
   jax.config.update(_MIN_TIME, saved[1])
+  jax.config.update("jax_enable_compilation_cache", saved[2])
   jax_cache.reset_cache()
 
 
@@ -179,7 +185,7 @@ def test_a_damaged_entry_is_compiled_again_with_a_warning_until_the_cache_is_cle
   assert os.listdir(cache)
 
 
-@pytest.mark.slow  # two launcher processes
+@pytest.mark.heavy  # two launcher processes (that both set it: tests/core/test_run_safety.py)
 def test_the_launchers_set_the_cache_and_print_it(tmp_path):
   env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"

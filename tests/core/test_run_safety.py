@@ -28,6 +28,10 @@ SHORT = (
 )
 
 
+# where config.compilation_cache_dir='auto' points under the tests' XDG_CACHE_HOME (conftest.py)
+_CACHE = os.path.join(os.environ["XDG_CACHE_HOME"], "jaxrepr", "xla")
+
+
 def _env():
   return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
@@ -94,6 +98,7 @@ def test_a_changed_model_stops_before_training_naming_the_parameter_and_overwrit
   )
   assert _snapshot(tmp_path / moved[0]) == before  # the old run is kept whole
   assert "starting fresh" in again.stdout
+  assert f"compilation cache: {_CACHE}\n" in again.stderr  # the default, 'auto', set and said
   rows = [json.loads(l) for l in open(run / "metrics.jsonl")]
   assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, 21))
 
@@ -142,6 +147,7 @@ def test_an_unreadable_checkpoint_is_moved_aside_rewritten_and_eval_says_which_s
   ]
   before = subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=300)
   assert before.returncode == 0, before.stderr[-3000:]
+  assert f"compilation cache: {_CACHE}\n" in before.stderr  # eval.py compiles too
   first = before.stdout.splitlines()[0]
   assert first.startswith("evaluating step 10 of ") and "step 20 (" in first
   assert "metrics.jsonl reports up to step 20" in first

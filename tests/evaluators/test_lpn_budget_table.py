@@ -69,6 +69,7 @@ def test_latent_plane_is_the_latent_itself_in_2d_and_the_main_directions_otherwi
   np.testing.assert_allclose(centre + projected @ directions, mu8, atol=1e-8)
 
 
+@pytest.mark.heavy  # about 20 s; guards a layout change that no configured run makes today
 def test_evaluator_compiles_again_for_params_of_another_layout(tmp_path):
   """The compiled search programs are cached per search and argument layout: params placed
   differently (replicated, then rows split over the devices) get a program of their own, where a
