@@ -127,7 +127,7 @@ def apply_compilation_cache(config: Any) -> str:
   eager ops do not fill the disk with entries that compile about as fast as they load.
   In a multi-process run every process reads the directory and only process 0 writes it (JAX's
   rule), so a directory on a shared filesystem serves all hosts. Call it before the first compile
-  (the launchers do, next to `apply_cpu_layout`); a direct `train.run_experiment` call uses
+  (the launchers do, through `apply_process_settings`); a direct `train.run_experiment` call uses
   whatever cache JAX has.
   """
   path = str(config.compilation_cache_dir)
@@ -149,6 +149,16 @@ def apply_compilation_cache(config: Any) -> str:
     return f"compilation cache: off ({path}: {e.strerror or e})"
   jax.config.update("jax_compilation_cache_dir", path)
   return f"compilation cache: {path}"
+
+
+def apply_process_settings(
+  config: Any, multi_process: bool, evaluator_lookup: cpu_layout.EvaluatorLookup | None = None
+) -> list[str]:
+  """What launch/train.py and launch/eval.py set before JAX compiles anything: the CPU device
+  layout (`apply_cpu_layout`) and the compilation cache (`apply_compilation_cache`); returns the
+  line each prints on stderr."""
+  layout = apply_cpu_layout(config, multi_process, evaluator_lookup)
+  return [layout.line(), apply_compilation_cache(config)]
 
 
 def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mesh:

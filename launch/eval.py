@@ -70,11 +70,10 @@ def _evaluate(config):
   from jaxrepr.errors import MissingFileError
 
   # on stderr: the first line of stdout names the step evaluated
-  layout = parallel.apply_cpu_layout(
+  settings = parallel.apply_process_settings(
     config, parallel.multi_process_requested(None), config_lib.evaluator_class
   )
-  print(layout.line(), file=sys.stderr, flush=True)
-  print(parallel.apply_compilation_cache(config), file=sys.stderr, flush=True)
+  print("\n".join(settings), file=sys.stderr, flush=True)
   workdir = _WORKDIR.value or os.path.join(
     "runs", config_lib.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
   )

@@ -51,9 +51,10 @@ def main(argv):
 
     multi_process = parallel.multi_process_requested(_COORDINATOR.value)
     # on stderr: the first line of stdout says whether the run starts fresh or resumes
-    layout = parallel.apply_cpu_layout(_CONFIG.value, multi_process, config_lib.evaluator_class)
-    print(layout.line(), file=sys.stderr, flush=True)
-    print(parallel.apply_compilation_cache(_CONFIG.value), file=sys.stderr, flush=True)
+    settings = parallel.apply_process_settings(
+      _CONFIG.value, multi_process, config_lib.evaluator_class
+    )
+    print("\n".join(settings), file=sys.stderr, flush=True)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config_path = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or os.path.join("runs", config_lib.config_name(config_path))
