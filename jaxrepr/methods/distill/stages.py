@@ -50,7 +50,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxrepr.methods.distill import student as student_lib
+from jaxrepr.methods.distill import report as report_lib, student as student_lib
 from jaxrepr.errors import ConfigError, MissingFileError
 
 # (config, workdir) -> summary: one trainer run (jaxrepr.train.train_and_evaluate).
@@ -265,77 +265,6 @@ def _run_stage(
   return row
 
 
-def _last_eval(workdir: str) -> dict[str, float]:
-  """The last 'test/...' metrics a trainer run wrote to metrics.jsonl ({} if none)."""
-  path, out = os.path.join(workdir, "metrics.jsonl"), {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        row = json.loads(line)
-        found = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("test/")}
-        out = found or out
-  return out
-
-
-def _table(rows: list[dict], recursive: bool) -> str:
-  head = "| stage | params (nonzero) | sparsity | accuracy | KL(teacher || student) |"
-  sep = "|---|---|---|---|---|"
-  if recursive:
-    head += " ratio | 1 - alpha | (1-alpha)^k KL_0 |"
-    sep += "---|---|---|"
-  lines = [head, sep]
-  for r in rows:
-    e = r["eval"]
-    kl = e.get("kl_reference", 0.0)
-    line = (
-      f"| {r['name']} | {r['nonzero_params']:,} | {r['kernel_sparsity']:.3f} | "
-      f"{e.get('accuracy', float('nan')):.4f} | {kl:.4g} |"
-    )
-    if recursive:
-      ratio = r.get("ratio")
-      if "bound" in r:
-        line += (
-          f" {'-' if ratio is None else f'{ratio:.3f}'} | {r['rate']:.3g} | {r['bound']:.4g} |"
-        )
-      else:
-        line += " - | - | - |"
-    lines.append(line)
-  return "\n".join(lines)
-
-
-def _plot(rows: list[dict], recursive: bool, alpha: float | None, path: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  students = [r for r in rows if r["name"] != "teacher"]
-  xs = list(range(len(students))) if recursive else list(range(1, len(students) + 1))
-  fig, (ax_acc, ax_kl) = plt.subplots(1, 2, figsize=(10, 4))
-  ax_acc.plot(xs, [r["eval"]["accuracy"] for r in students], "o-", label="student")
-  teacher = [r for r in rows if r["name"] == "teacher"]
-  if teacher and "accuracy" in teacher[0]["eval"]:
-    ax_acc.axhline(teacher[0]["eval"]["accuracy"], color="gray", ls="--", label="teacher")
-  ax_acc.set_xlabel("generation k" if recursive else "stage")
-  ax_acc.set_ylabel("test accuracy")
-  ax_acc.legend()
-  kls = [max(r["eval"]["kl_reference"], 1e-12) for r in students]
-  ax_kl.semilogy(xs, kls, "o-", label="KL(p_teacher || q_k)")
-  if recursive:
-    ax_kl.semilogy(
-      xs,
-      [max(r["bound"], 1e-12) for r in students],
-      "k--",
-      label=f"(1 - alpha)^k KL_0, alpha = {alpha:g}",
-    )
-  ax_kl.set_xlabel("generation k" if recursive else "stage")
-  ax_kl.set_ylabel("KL on held-out data (nats)")
-  ax_kl.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
 def run(
   config: ml_collections.ConfigDict, workdir: str, train_and_evaluate: TrainFn
 ) -> dict[str, Any]:
@@ -372,7 +301,7 @@ def run(
         name="teacher",
         workdir=teacher_dir,
         step=frozen.step,
-        eval=_last_eval(teacher_dir),
+        eval=report_lib.last_eval(teacher_dir),
         params=sum(int(w.size) for w in jax.tree.leaves(frozen.params)),
         nonzero_params=student_lib.count_nonzero(frozen.params),
         kernel_sparsity=student_lib.kernel_sparsity(frozen.params),
@@ -402,14 +331,16 @@ def run(
     complete=complete,
     rows=rows,
     alpha=s.alpha if recursive else None,
-    table=_table(rows, recursive) if complete else "",
+    table=report_lib.markdown_table(rows, recursive) if complete else "",
   )
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "report.json"), "w") as f:
       json.dump(report, f, indent=2)
     if complete:
-      _plot(rows, recursive, s.alpha if recursive else None, os.path.join(workdir, "report.png"))
+      report_lib.plot(
+        rows, recursive, s.alpha if recursive else None, os.path.join(workdir, "report.png")
+      )
       print(report["table"], flush=True)
       print(
         f"report: {os.path.join(workdir, 'report.json')}, plot: "

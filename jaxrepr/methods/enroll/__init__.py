@@ -122,6 +122,9 @@ def build(config: ml_collections.ConfigDict) -> Method:
     x_BxNxF, mask_BxN = elements(ep)
     return model.apply(params, x_BxNxF, mask_BxN)
 
+  # Jitted, as the trainer calls it: called eagerly, drawing the episode and initialising the
+  # model op by op would compile each of a few hundred small operations on its own.
+  @jax.jit
   def init(rng: jax.Array, batch: Batch) -> Params:
     del batch  # shapes come from the config and the training source
     ep = episodes.generate(table, root, jnp.zeros((1,), jnp.int32), scenario)

@@ -32,14 +32,16 @@ from tests.methods.distill.meta_properties import (
   meta_continuity_property,
   meta_property,
 )
+from tests.methods.distill.top_k_properties import (
+  TopKCandidate,
+  target_config,
+  top_k_property,
+)
 from tests.methods.distill.softening_properties import (
   Candidate,
-  TopKCandidate,
   jump_property,
   p_continuity_property,
   sweep_property,
-  target_config,
-  top_k_property,
 )
 
 

@@ -2,7 +2,8 @@
 the train step calls: the family itself, `soften_logits` (the power family on logits) and, for a
 top-k teacher, `distill.soft_target`.
 
-The properties and their error model: softening_properties.py; the inputs: distill_testlib.py.
+The properties and their error model: softening_properties.py (top-k: top_k_properties.py); the
+inputs: distill_testlib.py.
 """
 
 import hypothesis
@@ -16,14 +17,16 @@ from tests.methods.distill.distill_testlib import (
   SWEEP_EXAMPLES,
   TOP_K_EXAMPLES,
 )
+from tests.methods.distill.top_k_properties import (
+  TOP_K_REGISTERED,
+  top_k_property,
+)
 from tests.methods.distill.softening_properties import (
   REGISTERED,
   SOFTENING,
-  TOP_K_REGISTERED,
   jump_property,
   p_continuity_property,
   sweep_property,
-  top_k_property,
 )
 
 

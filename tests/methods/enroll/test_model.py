@@ -33,7 +33,8 @@ def _episodes(config, n=6, dim=None, seed=0, offset=0):
   src = embeddings.make_source(spec)
   table = episodes.device_table(episodes.make_table(src))
   scn = episodes.scenario_from_config(config.data)
-  return episodes.generate(table, jax.random.key(seed), jnp.arange(offset, offset + n), scn)
+  ids = jnp.arange(offset, offset + n)
+  return jax.jit(lambda r: episodes.generate(table, r, ids, scn))(jax.random.key(seed))
 
 
 def _permute(ep, perm):
@@ -140,7 +141,7 @@ class ModelTest(parameterized.TestCase):
     params = m.init(jax.random.key(0), None)
     batch = {"example_id": jnp.arange(16, dtype=jnp.int32)}
     loss, metrics = jax.jit(m.loss)(params, batch, jax.random.key(0))
-    out = m.predict(params, batch, None)
+    out = jax.jit(m.predict)(params, batch, None)
     y = np.asarray(out["label"], np.float64)
     p = 1 / (1 + np.exp(-np.asarray(out["logit"], np.float64)))
     np.testing.assert_allclose(loss, -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rtol=1e-5)
