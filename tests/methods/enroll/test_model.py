@@ -25,6 +25,11 @@ def _config(**model):
   return c
 
 
+# one compiled program per table shape and scenario (drawn eagerly, each of its few hundred
+# operations would compile on its own)
+_generate = jax.jit(episodes.generate, static_argnums=3)
+
+
 def _episodes(config, n=6, dim=None, seed=0, offset=0):
   spec = config.data.source.copy_and_resolve_references()
   spec.split = "all"
@@ -33,8 +38,7 @@ def _episodes(config, n=6, dim=None, seed=0, offset=0):
   src = embeddings.make_source(spec)
   table = episodes.device_table(episodes.make_table(src))
   scn = episodes.scenario_from_config(config.data)
-  ids = jnp.arange(offset, offset + n)
-  return jax.jit(lambda r: episodes.generate(table, r, ids, scn))(jax.random.key(seed))
+  return _generate(table, jax.random.key(seed), jnp.arange(offset, offset + n), scn)
 
 
 def _permute(ep, perm):
