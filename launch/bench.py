@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from launch._matmul_timing import matmul_peak_flops  # noqa: E402
 from launch._bench_suites import GPU_SUITE, REPLICA_SUITE, selected, suite_config  # noqa: E402
 from launch._bench_tables import (  # noqa: E402, F401 (the tables' names, as bench.py's)
   _CHECKOUT,
@@ -86,24 +87,6 @@ _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Side of the square matmul fo
 flags.register_validator(
   "config", lambda c: c is not None or flags.FLAGS.suite is not None, "give --config or --suite"
 )
-
-
-def matmul_peak_flops(n: int, dtype: str = "float32", reps: int = 10) -> float:
-  """Median FLOP/s of an n x n @ n x n matmul on the default device: the machine's usable peak."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * n**3 / float(np.median(times))
 
 
 def _memory(compiled) -> dict:

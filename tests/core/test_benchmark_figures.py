@@ -119,3 +119,51 @@ def test_bench_times_a_program_of_several_seeds():
   config.train.batch_size = 32
   result = _bench_module().bench(config, steps=2, warmup=1, matmul_n=64)
   assert result["step_s"] > 0 and result["cpu_s_per_step"] > 0 and math.isfinite(result["loss"])
+
+
+def _authors_module():
+  import importlib.util
+
+  path = os.path.join(REPO, "launch", "authors_set_clustering.py")
+  spec = importlib.util.spec_from_file_location("authors_set_clustering", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # imports torch only inside the timed child
+  return module
+
+
+def _table_of_block(name: str) -> list[str]:
+  from launch import _doc_tables
+
+  body = _doc_tables.blocks(open(PAGE).read(), PAGE)[name]
+  return [line for line in body.splitlines() if line.startswith("|")]
+
+
+def test_the_op_profile_table_is_the_one_profile_step_writes_from_its_json():
+  from launch import _op_profile
+
+  with open(os.path.join(REPO, "bench", "profiles.json")) as f:
+    profiles = json.load(f)
+  assert _table_of_block("op-profile") == _op_profile.table_lines(profiles)
+
+
+def test_the_authors_comparison_is_the_table_written_from_the_two_json_files():
+  with open(os.path.join(REPO, "bench", "authors.json")) as f:
+    authors = json.load(f)
+  lines = _authors_module().comparison_lines(authors, _results())
+  assert _table_of_block("authors-set-clustering") == lines
+
+
+def test_the_authors_comparison_divides_the_authors_fastest_time_by_each_rows():
+  authors = {
+    "set_transformer_clustering@1threads": dict(threads=1, step_s=0.090, cpu_s_per_step=0.09),
+    "set_transformer_clustering@2threads": dict(threads=2, step_s=0.060, cpu_s_per_step=0.11),
+  }
+  results = {
+    "set_clustering_b10_n300_599@1dev": dict(devices=1, step_s=0.040, cpu_s_per_step=0.07),
+    "set_clustering_b10_n300_599@2dev": dict(devices=2, step_s=0.030, cpu_s_per_step=0.06),
+    "set_max@1dev": dict(devices=1, step_s=0.001, cpu_s_per_step=0.001),  # another config
+  }
+  lines = _authors_module().comparison_lines(authors, results)
+  speedups = [line.split("|")[6].strip() for line in lines[2:]]
+  assert speedups == ["0.67x", "1.00x", "1.50x", "2.00x"]
+  assert "jaxrepr" in lines[-1] and "2 device(s)" in lines[-1]

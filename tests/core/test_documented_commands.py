@@ -1,6 +1,7 @@
 """Every documented command line parses as its launcher parses it, and its config validates.
 
-The commands are the `launch/train.py`, `launch/eval.py` and `launch/bench.py` invocations (and
+The commands are the `launch/train.py`, `launch/eval.py`, `launch/bench.py` and
+`launch/profile_step.py` invocations (and
 those of launch/train.py through the cluster scripts launch/slurm_gpu.sbatch and
 launch/tpu_pod.sh) in README.md, docs/*.md and the module docstrings of configs/*.py and of the
 three launchers: code-block lines (continued by a trailing backslash) and inline code spans
@@ -44,13 +45,13 @@ from tests.core.helpers import REPO
 # config_flags loads config files with the deprecated load_module()
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
-LAUNCHERS = ("train", "eval", "bench")
+LAUNCHERS = ("train", "eval", "bench", "profile_step")
 # launch/train.py's --overwrite (moves an old workdir aside): known to the checks until the file
 # defines it.
 PENDING_FLAGS = {"train": {"overwrite": ("DEFINE_boolean", (False, "Move an old workdir aside."))}}
 # docs/running.md's own example of a misspelt field (a run stops on it, naming the field).
 DELIBERATELY_WRONG = {"trian.steps"}
-_COMMAND = re.compile(r"(?:\bpython3?\s+)?\blaunch/(train|eval|bench)\.py\b")
+_COMMAND = re.compile(r"(?:\bpython3?\s+)?\blaunch/(train|eval|bench|profile_step)\.py\b")
 _PLACEHOLDER = re.compile(r"^(\.\.\.|…|[a-z]|[A-Z][A-Z_]*|.*<[^>]*>.*|/path/to/.*|.*\.\.\..*)$")
 # The cluster scripts pass CONFIG (and, for SLURM, WORKDIR) and the rest on to launch/train.py.
 _WRAPPER = re.compile(r"\blaunch/(slurm_gpu\.sbatch|tpu_pod\.sh)\s+(configs/\S+)")
@@ -320,7 +321,7 @@ def test_the_command_list_covers_the_documentation():
   )
   for rel, lines in _sources():  # README.md and every docs/*.md page that shows a command
     if rel.endswith(".md") and any(
-      re.search(r"\bpython3?\s+launch/(train|eval|bench)\.py\b", l) for _, l in lines
+      re.search(r"\bpython3?\s+launch/(train|eval|bench|profile_step)\.py\b", l) for _, l in lines
     ):
       assert any(i.startswith(rel + ":") for i in ids), f"{rel}: its commands were not found"
   pages = {rel for rel, _ in _sources() if rel.startswith("docs/")}
