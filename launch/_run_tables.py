@@ -136,6 +136,20 @@ def final_value(workdir: str, metric: str, config: dict | None = None) -> float:
   return values[-1]
 
 
+def value_at(workdir: str, metric: str, step: int) -> float:
+  """The metric logged at `step` (the newest value when the step was logged twice, e.g. an
+  evaluation rerun after a resume); an IncompleteRun naming the last logged step when the run has
+  not reached it, a DataError when the run went past it without logging it."""
+  steps, values = read_metric(workdir, metric)
+  at = [v for s, v in zip(steps, values) if s == step]
+  if at:
+    return at[-1]
+  if steps[-1] < step:
+    raise IncompleteRun(f"{workdir}: {metric} last logged at step {steps[-1]}, before {step}")
+  logged = ", ".join(map(str, steps[:12])) + (", ..." if len(steps) > 12 else "")
+  raise DataError(f"{workdir}: {metric} was not logged at step {step} (logged at {logged})")
+
+
 def mean_std(values: list[float]) -> tuple[float, float | None]:
   n = len(values)
   mean = sum(values) / n
@@ -243,6 +257,52 @@ def table(
     recorded = _add_commits(configs, commits)
     cells.append(_distinct(f"`{c}`" for c in recorded))
     lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines), skipped, commits
+
+
+def curve_header(steps: list[int]) -> list[str]:
+  """The first two lines of the learning-curve table at `steps`."""
+  cells = ["run"] + [f"step {s}" for s in steps] + ["seeds", "budget", "commit (runs)"]
+  return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
+def curve_table(
+  groups,
+  metric: str,
+  steps: list[int],
+  scale: float,
+  digits: int,
+  skip: bool,
+  labels: dict | None = None,
+) -> tuple[str, list, list[str]]:
+  """A learning curve: one row per group, one column per step of `steps` with the metric's mean +-
+  std over the group's seeds at that step, then the seeds, the budget and the commits the runs
+  recorded. Runs need not be complete (a run still training is read at the steps it has logged);
+  a step a run has not reached is an error, or with `skip` leaves the run out and names it."""
+  labels = labels or {}
+  _check_labels(labels, groups)
+  skipped, commits = [], []
+  lines = curve_header(steps)
+  for name, runs in groups.items():
+    per_seed, configs = {}, []
+    for seed, workdir in runs.items():
+      try:
+        per_seed[seed] = [value_at(workdir, metric, s) * scale for s in steps]
+      except DataError as e:
+        if not skip:
+          raise
+        skipped.append((workdir, str(e)))
+        continue
+      configs.append(run_config(workdir))
+    if not per_seed:
+      continue
+    row = [labels.get(name, name)]
+    for i in range(len(steps)):
+      mean, std = mean_std([v[i] for v in per_seed.values()])
+      row.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
+    row += [str(len(per_seed)), _distinct(budget(c) for c in configs)]
+    row.append(_distinct(f"`{c}`" for c in _add_commits(configs, commits)))
+    lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines), skipped, commits
 
 

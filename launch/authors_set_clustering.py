@@ -121,8 +121,16 @@ def write_docs_block(bench_dir: str, page: str) -> None:
     authors = json.load(f)
   with open(os.path.join(bench_dir, "results.json")) as f:
     results = json.load(f)
+  theirs = dict.fromkeys(v.get("commit", "?") for k, v in authors.items() if "@" in k)
+  ours = dict.fromkeys(v.get("commit", "?") for k, v in results.items() if OURS.match(k))
   head = [
-    "Written by launch/authors_set_clustering.py from bench/authors.json and bench/results.json:",
+    "Written by this command from bench/authors.json (the authors' rows: their repository at "
+    + ", ".join(f"commit `{c}`" for c in theirs)
+    + ") and bench/results.json (jaxrepr's rows, measured at "
+    + ", ".join(f"commit `{c}`" for c in ours)
+    + "), run from the checkout's root:",
+    "",
+    "    python launch/authors_set_clustering.py --table_only",
     "",
   ]
   _doc_tables.write_block(page, BLOCK, "\n".join(head + comparison_lines(authors, results)))

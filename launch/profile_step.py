@@ -133,13 +133,24 @@ def _print(name: str, p: dict, top: int) -> None:
     )
 
 
+def command_line(argv: list[str]) -> str:
+  """This run's command as a user types it from the checkout's root, with the `taskset -c` prefix
+  when the process may use only some of the host's cores (the one-core rows)."""
+  import shlex
+
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  prefix = f"taskset -c {','.join(map(str, cpus))} " if cpus and len(cpus) < os.cpu_count() else ""
+  args = [a.replace(_CHECKOUT + os.sep, "") for a in argv[1:]]
+  return prefix + "python launch/profile_step.py " + " ".join(shlex.quote(a) for a in args)
+
+
 def _record(name: str, result: dict) -> None:
   from launch import _doc_tables
 
   os.makedirs(_OUT.value, exist_ok=True)
   path = os.path.join(_OUT.value, "profiles.json")
   profiles = json.load(open(path)) if os.path.exists(path) else {}
-  profiles[name] = dict(result, commit=_doc_tables.commit())
+  profiles[name] = dict(result, commit=_doc_tables.commit(), command=command_line(sys.argv))
   profiles = dict(sorted(profiles.items()))
   with open(path, "w") as f:
     json.dump(profiles, f, indent=1, sort_keys=True)
@@ -153,9 +164,14 @@ def _record(name: str, result: dict) -> None:
 def write_docs_block(profiles: dict, page: str) -> None:
   from launch import _doc_tables
 
-  commits = ", ".join(f"`{c}`" for c in dict.fromkeys(p["commit"] for p in profiles.values()))
+  commits = ", ".join(
+    f"commit `{c}`" for c in dict.fromkeys(p["commit"] for p in profiles.values())
+  )
   head = [
-    f"Written by launch/profile_step.py from bench/profiles.json (rows measured at {commits}):",
+    f"Written by launch/profile_step.py into bench/profiles.json and this table, one row per "
+    f"command below, run from the checkout's root (rows measured at {commits}):",
+    "",
+    *(f"    {p['command']}" for p in profiles.values() if p.get("command")),
     "",
   ]
   _doc_tables.write_block(page, BLOCK, "\n".join(head + _op_profile.table_lines(profiles)))

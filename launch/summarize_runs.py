@@ -24,6 +24,11 @@ from the run directories. A run is complete when its metric reaches the `train.s
 config.json; a run that is not (still training, or stopped before its final evaluation) stops the
 command with an error naming it, unless `--skip_incomplete`, which leaves it out and says so.
 
+`--at_steps=400,800,...` tabulates a learning curve instead: the one --metric at each of those
+steps, one column per step (mean +- std over each group's seeds), e.g. to show where a baseline
+plateaus. Runs need not be complete: a run still training is read at the steps it has logged, and
+a step it has not reached yet is an error naming it (or, with `--skip_incomplete`, leaves it out).
+
 `--by=metric` turns the table round: one row per metric, one column per group with the mean +- std
 and every seed's value, and a line per group under it with its seeds, budget and commits (for many
 metrics of one run's seeds, e.g. the searches of an equal-budget table).
@@ -61,6 +66,12 @@ _MARKER = flags.DEFINE_string("marker", None, "Name of the block of --into (NAME
 _BY = flags.DEFINE_enum(
   "by", "group", ["group", "metric"], "One row per run group (columns: metrics) or per metric."
 )
+_AT_STEPS = flags.DEFINE_list(
+  "at_steps",
+  None,
+  "A learning curve: the one --metric at each of these steps (one column per step) instead of "
+  "its final value; a run still training is read at the steps it has logged.",
+)
 flags.mark_flag_as_required("runs")
 _FLAGS = (
   _RUNS,
@@ -71,6 +82,7 @@ _FLAGS = (
   _SKIP,
   _LABELS,
   _BY,
+  _AT_STEPS,
   _OUT,
   _INTO,
   _MARKER,
@@ -107,10 +119,13 @@ def _summarize():
     raise ConfigError("--into and --marker go together: the page and the name of its block")
   groups = _run_tables.group_runs(_run_tables.expand(_RUNS.value), _SEED_PATTERN.value)
   labels = _run_tables.parse_labels(_LABELS.value, groups)
-  tabulate = _run_tables.table if _BY.value == "group" else _run_tables.table_by_metric
-  text, skipped, commits = tabulate(
-    groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels
-  )
+  if _AT_STEPS.value:
+    text, skipped, commits = _curve(groups, labels)
+  else:
+    tabulate = _run_tables.table if _BY.value == "group" else _run_tables.table_by_metric
+    text, skipped, commits = tabulate(
+      groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels
+    )
   print(text)
   for workdir, reason in skipped:
     print(f"skipped {workdir}: {reason}", file=sys.stderr)
@@ -122,6 +137,18 @@ def _summarize():
   if _INTO.value:
     _write_into(_INTO.value, _MARKER.value, body)
     print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
+
+
+def _curve(groups, labels):
+  if len(_METRICS.value) != 1 or _BY.value != "group":
+    raise ConfigError("--at_steps tabulates one --metric, one row per group (not --by=metric)")
+  try:
+    steps = [int(s) for s in _AT_STEPS.value]
+  except ValueError:
+    raise ConfigError(f"--at_steps takes step numbers, got {_AT_STEPS.value}") from None
+  return _run_tables.curve_table(
+    groups, _METRICS.value[0], steps, _SCALE.value, _DIGITS.value, _SKIP.value, labels
+  )
 
 
 def _write_into(page: str, marker: str, body: str) -> None:

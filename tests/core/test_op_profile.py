@@ -104,3 +104,4 @@ def test_profile_step_accounts_for_a_real_steps_time_and_matmul_flops(tmp_path):
   # an MLP's FLOPs are its matmuls' (forward and backward) plus a few elementwise ones
   assert 0.8 * row["xla_flops_per_device"] < matmul["flops"] <= row["xla_flops_per_device"]
   assert "mlp:" in res.stdout and "GFLOP/s" in res.stdout
+  assert row["command"].startswith("python launch/profile_step.py --config=configs/classifier.py")

@@ -261,7 +261,11 @@ def _block_problems(page: str, name: str, body: str) -> list[str]:
   commands = [
     shlex.split(line)
     for line in body.splitlines()
-    if re.match(r"\s*python3? launch/(summarize_runs|bench)\.py\b", line)
+    if re.match(
+      r"\s*(taskset -c [\d,]+ )?python3? launch/"
+      r"(summarize_runs|bench|profile_step|authors_set_clustering)\.py\b",
+      line,
+    )
   ]
   if not commands:
     problems.append(f"{page} block {name!r}: no command that regenerates its table")
@@ -273,7 +277,12 @@ def _block_problems(page: str, name: str, body: str) -> list[str]:
     if f"--into={page}" not in cmd or f"--marker={name}" not in cmd:
       problems.append(f"{page} block {name!r}: its command writes elsewhere: {shlex.join(cmd)}")
     metrics = [a.split("=", 1)[1] for a in cmd if a.startswith("--metric=")]
-    if "--by=metric" in cmd:
+    at_steps = [a.split("=", 1)[1] for a in cmd if a.startswith("--at_steps=")]
+    if at_steps:
+      steps = [int(x) for x in at_steps[0].split(",")]
+      if _run_tables.curve_header(steps)[0] not in body.splitlines():
+        problems.append(f"{page} block {name!r}: its table is not the curve at {steps}")
+    elif "--by=metric" in cmd:
       first_cells = [line.split(" | ")[0].lstrip("| ") for line in body.splitlines()]
       if not all(m in first_cells for m in metrics):
         problems.append(f"{page} block {name!r}: its rows are not the metrics {metrics}")
