@@ -40,6 +40,17 @@ def median_seconds(f, *args, min_reps: int = 5, budget_s: float = 0.3) -> float:
   return float(np.median(times))
 
 
+def call_overhead_seconds() -> float:
+  """Median seconds of a jitted call that does almost nothing (two small operands in, one scalar
+  out): the dispatch cost inside every timed `dot_seconds`, which a dot run inside a step does not
+  pay."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jnp.ones((8, 8))
+  return median_seconds(jax.jit(lambda x, y: x[0, 0] + y[0, 0]), a, a)
+
+
 def dot_seconds(dot) -> float:
   """Median seconds of one `launch._op_profile.Dot` alone: lax.dot_general on random operands of
   its shapes and dimension numbers, jitted, in the default layouts."""

@@ -11,10 +11,11 @@ a copy), named as in the compiled HLO. Joined with the HLO text, every event get
     gives the rate each matmul reached inside the step.
 
 `isolated_dots` lists each matmul's dots with their operand shapes and dimension numbers, so the
-caller can time the same dots alone: their sum is what the step's matmuls cost at XLA's dot speed
-for those shapes with no fused work, no layout changes and no other op, a floor for the step that
-no rewrite keeping the same matmul shapes can beat. Control-flow instructions (while, conditional,
-call) only wrap other events and are not counted.
+caller can time the same dots alone: their sum estimates what the step's matmuls cost by
+themselves at XLA's dot speed for those shapes, with no fused work, no other op and the default
+operand layouts. Control-flow instructions (while, conditional, and calls other than those XLA's CPU
+backend runs as one op) only wrap other events and are not counted. Events that look like XLA ops
+but match no instruction are reported (`unmatched_ms`), so a gap in the parsing shows.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ _MOVEMENT = {
   "iota",
 }
 _CONTROL = {"while", "conditional", "call"}
+_SMALL_CALL = 'xla_cpu_small_call="true"'  # a call XLA's CPU backend runs as one op (one event)
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$")
-_INSTR = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\((.*)$")
-_CALLS = re.compile(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-, %]+)\}?")
+_NAME = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = ")
+_OPCODE = re.compile(r"\s*([\w\-]+)\(")
+_CALLS = re.compile(
+  r"\b(?:calls|to_apply|body|condition)=%?([\w.\-]+)|\bbranch_computations=\{([^}]*)\}"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +62,8 @@ class Instr:
   def calls(self) -> list[str]:
     names = []
     for m in _CALLS.finditer(self.line):
-      names += [n.strip().lstrip("%") for n in m.group(1).split(",") if n.strip()]
+      listed = m.group(1) or m.group(2)
+      names += [n.strip().lstrip("%") for n in listed.split(",") if n.strip()]
     return names
 
 
@@ -105,10 +111,28 @@ def parse_hlo(text: str) -> dict[str, Instr]:
     if header and not line.startswith(" "):
       comp = header.group(1)
       continue
-    m = _INSTR.match(line)
+    m = _NAME.match(line)
     if m and comp is not None:
-      instrs[m.group(1)] = Instr(comp, m.group(2), m.group(3), line)
+      shape, rest = _split_shape(line[m.end() :])
+      op = _OPCODE.match(rest)
+      if op:
+        instrs[m.group(1)] = Instr(comp, shape, op.group(1), line)
   return instrs
+
+
+def _split_shape(text: str) -> tuple[str, str]:
+  """'f32[2,3]{1,0} dot(...' -> ('f32[2,3]{1,0}', ' dot(...'); a tuple shape '(f32[2], s32[2])'
+  (a multi-output fusion, a variadic reduce) is taken whole, up to its closing parenthesis."""
+  if not text.startswith("("):
+    shape, _, rest = text.partition(" ")
+    return shape, rest
+  depth = 0
+  for i, ch in enumerate(text):
+    depth += ch == "("
+    depth -= ch == ")"
+    if depth == 0:
+      return text[: i + 1], text[i + 1 :]
+  return text, ""
 
 
 def _operand_names(line: str) -> list[str]:
@@ -145,16 +169,26 @@ def dot_of(instrs: dict[str, Instr], name: str) -> Dot:
 def _members(instrs: dict[str, Instr], by_comp: dict[str, list[str]], name: str) -> list[str]:
   """The instructions a fusion (or a plain instruction) executes: itself, or its called bodies."""
   instr = instrs[name]
-  if instr.opcode != "fusion":
+  if not _runs_body_inline(instr):
     return [name]
   out, todo = [], list(instr.calls())
   while todo:
     for member in by_comp.get(todo.pop(), []):
-      if instrs[member].opcode == "fusion":
+      if _runs_body_inline(instrs[member]) or instrs[member].opcode in _CONTROL:
         todo += instrs[member].calls()
       else:
         out.append(member)
   return out
+
+
+def _runs_body_inline(instr: Instr) -> bool:
+  """A fusion, or a call the CPU backend runs as one op: its body's instructions are part of it."""
+  return instr.opcode == "fusion" or (instr.opcode == "call" and _SMALL_CALL in instr.line)
+
+
+def _is_control(instr: Instr) -> bool:
+  """While, conditional and (large) call ops only wrap the events of their bodies' ops."""
+  return instr.opcode in _CONTROL and not _runs_body_inline(instr)
 
 
 def classify(instrs: dict[str, Instr]) -> dict[str, tuple[str, list[Dot]]]:
@@ -163,10 +197,16 @@ def classify(instrs: dict[str, Instr]) -> dict[str, tuple[str, list[Dot]]]:
   for name, instr in instrs.items():
     by_comp[instr.computation].append(name)
   # a fusion's body and a reduction's combiner run inside their caller, never as events of their own
-  inner = {c for instr in instrs.values() if instr.opcode not in _CONTROL for c in instr.calls()}
+  inner = set()
+  todo = [c for instr in instrs.values() if not _is_control(instr) for c in instr.calls()]
+  while todo:  # and so do the bodies of anything inside those (a small call's loop)
+    comp = todo.pop()
+    if comp not in inner:
+      inner.add(comp)
+      todo += [c for m in by_comp.get(comp, []) for c in instrs[m].calls()]
   out = {}
   for name, instr in instrs.items():
-    if instr.opcode in _CONTROL or instr.computation in inner:
+    if _is_control(instr) or instr.computation in inner:
       continue
     members = _members(instrs, by_comp, name)
     opcodes = {instrs[m].opcode for m in members}
@@ -195,11 +235,19 @@ def op_times(events: list[dict], names) -> dict[str, tuple[float, int]]:
   return {k: (v[0], v[1]) for k, v in times.items()}
 
 
-def breakdown(hlo_text: str, events: list[dict], steps: int) -> dict:
-  """Per-step time by category, the matmuls' FLOPs and rate, and every op's row (slowest first)."""
+_OP_LIKE = re.compile(r"^[a-z][\w\-]*(\.\d+)?$")
+
+
+def breakdown(hlo_text: str, events: list[dict], steps: int, devices: int = 1) -> dict:
+  """Per-step, per-device time by category, the matmuls' FLOPs and rate, and every op's row
+  (slowest first). Several devices run the same program on their own threads: their events add
+  up, so times, executions and FLOPs are divided by `devices`."""
   instrs = parse_hlo(hlo_text)
   kinds = classify(instrs)
   times = op_times(events, kinds)
+  others = op_times(events, {e.get("name") for e in events} - set(instrs))
+  unmatched = {n: t for n, t in others.items() if n and _OP_LIKE.match(n)}
+  steps *= devices
   cats = {c: dict(ms=0.0, ops=0) for c in CATEGORIES}
   ops, matmul_flops = [], 0.0
   for name, (us, count) in times.items():
@@ -227,7 +275,13 @@ def breakdown(hlo_text: str, events: list[dict], steps: int) -> dict:
     c["share"] = c["ms"] / total if total else 0.0
   cats["matmul"]["flops"] = matmul_flops
   cats["matmul"]["flops_per_s"] = matmul_flops / (cats["matmul"]["ms"] / 1e3) if matmul_flops else 0
-  return dict(op_ms=total, categories=cats, ops=ops)
+  return dict(
+    op_ms=total,
+    categories=cats,
+    ops=ops,
+    unmatched_ms=sum(us for us, _ in unmatched.values()) / 1e3 / steps,
+    unmatched=sorted(unmatched, key=lambda n: -unmatched[n][0])[:10],
+  )
 
 
 def isolated_dots(ops: list[dict]) -> dict[Dot, float]:
@@ -263,5 +317,35 @@ def table_lines(profiles: dict) -> list[str]:
       f"{100 * flops / (p['step_ms'] / 1e3) / peak:.0f}% | "
       f"{c['data movement']['ms']:.1f} | {c['elementwise/reduce']['ms']:.1f} | "
       f"{c['convolution']['ms']:.1f} | {peak / 1e9:.0f} | {p['commit']} |"
+    )
+  return lines
+
+
+def core_estimate_lines(profiles: dict, target: float = 0.5) -> list[str]:
+  """For each config profiled on one core (`<name>@one_core`): what its step would take if all the
+  host's cores split that one core's work perfectly, with every dot at its own speed alone and the
+  other ops as they are (one core's dots-alone + data-movement + elementwise/reduce + convolution
+  time, divided by the cores), the utilisation that time would give (the step's FLOPs as bench.py
+  counts them, against the machine's peak from the `<name>@1dev` row, or the cores times one
+  core's peak), and the step time that `target` of the peak needs."""
+  lines = [
+    "| config | one core: dots alone + other ops ms | cores | estimate ms | step GFLOP "
+    f"| peak GFLOP/s | util. at the estimate | {100 * target:.0f}% needs ms | commit |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, p in profiles.items():
+    if not name.endswith("@one_core") or "step_flops" not in p:
+      continue
+    base = name[: -len("@one_core")]
+    c, cores = p["categories"], p.get("cpu_count", 1)
+    other = c["data movement"]["ms"] + c["elementwise/reduce"]["ms"] + c["convolution"]["ms"]
+    estimate = (p["isolated_dot_ms"] + other) / cores
+    whole = profiles.get(base + "@1dev")
+    peak = whole["matmul_peak_flops"] if whole else cores * p["matmul_peak_flops"]
+    flops = p["step_flops"]
+    lines.append(
+      f"| {base} | {p['isolated_dot_ms']:.1f} + {other:.1f} | {cores} | {estimate:.1f} | "
+      f"{flops / 1e9:.2f} | {peak / 1e9:.0f} | {100 * flops / (estimate / 1e3) / peak:.0f}% | "
+      f"{1e3 * flops / (target * peak):.1f} | {p['commit']} |"
     )
   return lines

@@ -277,8 +277,10 @@ def curve_table(
 ) -> tuple[str, list, list[str]]:
   """A learning curve: one row per group, one column per step of `steps` with the metric's mean +-
   std over the group's seeds at that step, then the seeds, the budget and the commits the runs
-  recorded. Runs need not be complete (a run still training is read at the steps it has logged);
-  a step a run has not reached is an error, or with `skip` leaves the run out and names it."""
+  recorded. Runs need not be complete: a step a run has not reached yet is left blank ('-'), and
+  a cell that only some of the seeds have reached says how many ('(2 of 3)'). A run without the
+  metric, or one that went past a step without logging it, is an error, or with `skip` is left
+  out and named."""
   labels = labels or {}
   _check_labels(labels, groups)
   skipped, commits = [], []
@@ -287,7 +289,7 @@ def curve_table(
     per_seed, configs = {}, []
     for seed, workdir in runs.items():
       try:
-        per_seed[seed] = [value_at(workdir, metric, s) * scale for s in steps]
+        per_seed[seed] = [_reached(workdir, metric, s, scale) for s in steps]
       except DataError as e:
         if not skip:
           raise
@@ -298,12 +300,27 @@ def curve_table(
       continue
     row = [labels.get(name, name)]
     for i in range(len(steps)):
-      mean, std = mean_std([v[i] for v in per_seed.values()])
-      row.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
+      values = [v[i] for v in per_seed.values() if v[i] is not None]
+      if not values:
+        row.append("-")
+        continue
+      mean, std = mean_std(values)
+      cell = f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}")
+      row.append(
+        cell + (f" ({len(values)} of {len(per_seed)})" if len(values) < len(per_seed) else "")
+      )
     row += [str(len(per_seed)), _distinct(budget(c) for c in configs)]
     row.append(_distinct(f"`{c}`" for c in _add_commits(configs, commits)))
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines), skipped, commits
+
+
+def _reached(workdir: str, metric: str, step: int, scale: float) -> float | None:
+  """The metric at `step` times `scale`, or None when the run has not reached the step yet."""
+  try:
+    return value_at(workdir, metric, step) * scale
+  except IncompleteRun:
+    return None
 
 
 def header_by_metric(names: list[str]) -> list[str]:

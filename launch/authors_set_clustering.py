@@ -169,7 +169,9 @@ def main():
         f"--child={t}",
         f"--steps={args.steps}",
       ]
-      res = subprocess.run(cmd, capture_output=True, text=True)
+      # their sampler puts the sets on a GPU when torch sees one, while the model stays on the CPU
+      env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+      res = subprocess.run(cmd, capture_output=True, text=True, env=env)
       if res.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
       rounds[t].append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -190,6 +192,8 @@ def main():
       cpu_s_per_step=cpus[len(cpus) // 2],
       rounds=args.rounds,
       steps=args.steps,
+      measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      load_average=os.getloadavg()[0],  # the shared machine's 1-minute load when the rounds ended
       commit=subprocess.run(
         ["git", "-C", args.repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
       ).stdout.strip()

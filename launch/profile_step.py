@@ -1,4 +1,4 @@
-"""Where a config's train step spends its time, op by op, and how far its matmuls are from a floor.
+"""Where a config's train step spends its time, op by op, and what its matmuls cost by themselves.
 
     python launch/profile_step.py --config=configs/set_clustering.py --config.cpu_devices=1 \
         --steps=20 --batches=20
@@ -10,15 +10,20 @@ jax.profiler after --warmup untimed ones, and joins the trace with the compiled 
 (launch/_op_profile.py): the step's op time by category (matmul, convolution, data movement,
 elementwise/reduce), the FLOP rate its matmuls reach inside the step, and `same dots alone`: every
 dot of the step timed by itself (lax.dot_general at the same shapes and dimension numbers,
-launch/_matmul_timing.py) and summed over the step's executions. That sum is what the step's
-matmuls cost at this machine's dot speed for these shapes with nothing fused and nothing else to
-do: a floor for any rewrite that keeps the model's matmul shapes. Beside it, the machine's peak
-(a 2048^2 matmul), as in bench.py's utilisation column.
+launch/_matmul_timing.py, less the cost of dispatching an empty jitted call) and summed over the
+step's executions: an estimate of what the step's matmuls cost at this machine's dot speed for
+these shapes with nothing fused, nothing else to do and the default operand layouts. Beside it, the
+machine's peak (a 2048^2 matmul), as in bench.py's utilisation column, and the step's FLOPs as
+bench.py counts them. Run under `taskset -c 0` and named `<name>@one_core`, a profile on one core
+also gives the estimate for all cores in a second table (launch/_op_profile.py,
+`core_estimate_lines`): that core's work split perfectly over the host's cores.
 
-With several CPU devices each device runs its share of the batch on its own thread, so op times
-add up to more than the step's wall time; `--config.cpu_devices=1` gives a profile whose op times
-add up to the step. The trace covers only compiled work: host-side input is drawn before timing
-(--batches distinct batches, cycled).
+Times are per device: with several CPU devices each device runs its share of the batch on its own
+thread and the trace's events are divided by the device count, but the trace also slows such a step
+far more than a one-device step, so `--config.cpu_devices=1` is the profile to read. The trace
+covers only compiled work: host-side input is drawn before timing (--batches distinct batches,
+cycled). Events that look like XLA ops but match no instruction are counted apart and warned about
+when they exceed 5% of the op time.
 
 Rows are written to --out/profiles.json (keyed by --name), with every op (category, time, FLOPs,
 the jax source line of `op_name`); when --out is the checkout's bench/, the table between the
@@ -40,7 +45,11 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from launch import _op_profile  # noqa: E402
-from launch._matmul_timing import dot_seconds, matmul_peak_flops  # noqa: E402
+from launch._matmul_timing import (  # noqa: E402
+  call_overhead_seconds,
+  dot_seconds,
+  matmul_peak_flops,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
@@ -88,14 +97,30 @@ def profile(config, steps: int, warmup: int, num_batches: int) -> dict:
       step_s = (time.perf_counter() - t0) / steps
       jax.profiler.stop_trace()
       events = _trace_events(logdir)
-  result = _op_profile.breakdown(compiled.as_text(), events, steps)
+  devices = run.mesh.devices.size
+  result = _op_profile.breakdown(compiled.as_text(), events, steps, devices)
   if not result["ops"]:
     raise RuntimeError("the trace holds no XLA op of the compiled step (is this JAX's profiler?)")
+  if result["unmatched_ms"] > 0.05 * result["op_ms"]:
+    print(
+      f"warning: {result['unmatched_ms']:.1f} ms per step of events that look like XLA ops match "
+      f"no instruction of the compiled step (e.g. {result['unmatched'][:3]}): the categories "
+      "leave them out",
+      file=sys.stderr,
+    )
   dots = _op_profile.isolated_dots(result["ops"])
-  alone = {d: dot_seconds(d) for d in dots}
+  overhead = call_overhead_seconds()
+  alone = {d: max(dot_seconds(d) - overhead, 0.0) for d in dots}
   result.update(
     step_ms=1e3 * step_s,
-    devices=run.mesh.devices.size,
+    devices=devices,
+    call_overhead_ms=1e3 * overhead,
+    # how loaded the shared machine was: the 1-minute load average when the trace ended
+    load_average=os.getloadavg()[0],
+    measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    cpu_count=os.cpu_count(),
+    # the step's FLOPs as launch/bench.py counts them (every op, the loops' bodies at their count)
+    step_flops=step_cost.step_flops(config),
     isolated_dot_ms=1e3 * sum(alone[d] * n for d, n in dots.items()),
     # XLA's count for one device's partition; a loop body (a while op) counted once
     xla_flops_per_device=step_cost.compiled_flops(compiled),
@@ -174,7 +199,14 @@ def write_docs_block(profiles: dict, page: str) -> None:
     *(f"    {p['command']}" for p in profiles.values() if p.get("command")),
     "",
   ]
-  _doc_tables.write_block(page, BLOCK, "\n".join(head + _op_profile.table_lines(profiles)))
+  estimate = _op_profile.core_estimate_lines(profiles)
+  tail = (
+    ["", "Estimated for all cores from the one-core rows:", "", *estimate]
+    if len(estimate) > 2
+    else []
+  )
+  body = "\n".join(head + _op_profile.table_lines(profiles) + tail)
+  _doc_tables.write_block(page, BLOCK, body)
 
 
 def main(argv):

@@ -26,8 +26,9 @@ command with an error naming it, unless `--skip_incomplete`, which leaves it out
 
 `--at_steps=400,800,...` tabulates a learning curve instead: the one --metric at each of those
 steps, one column per step (mean +- std over each group's seeds), e.g. to show where a baseline
-plateaus. Runs need not be complete: a run still training is read at the steps it has logged, and
-a step it has not reached yet is an error naming it (or, with `--skip_incomplete`, leaves it out).
+plateaus. Runs need not be complete: a step a run has not reached yet is blank ('-'), or counted
+over the seeds that have reached it ('(2 of 3)'); a run without the metric is an error (or, with
+`--skip_incomplete`, is left out and named).
 
 `--by=metric` turns the table round: one row per metric, one column per group with the mean +- std
 and every seed's value, and a line per group under it with its seeds, budget and commits (for many

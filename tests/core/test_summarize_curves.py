@@ -44,22 +44,26 @@ def test_the_curve_has_each_steps_mean_and_std_over_seeds_and_runs_in_progress_c
   rows = _rows(text)
   assert text.splitlines()[:1] == _run_tables.curve_header([400, 800])[:1]
   assert rows["cnn"][1:4] == ["82.0 +- 2.8", "89.0 +- 1.4", "2"]
-  assert rows["chain"][1:4] == ["50.0", "70.0", "1"]
+  assert rows["chain"][1:4] == ["50.0", "70.0", "1"]  # it has both steps
   assert rows["chain"][4] == "4800 steps x 64"  # the budget it is configured for
   assert skipped == []
 
 
-def test_a_step_not_reached_or_not_logged_is_named(tmp_path):
+def test_a_step_not_reached_is_blank_and_one_not_logged_or_a_missing_metric_is_named(tmp_path):
   _curve_run(tmp_path / "cnn_s0", {400: 0.80, 800: 0.90, 1200: 0.92})
+  _curve_run(tmp_path / "cnn_s1", {400: 0.84, 800: 0.88}, steps=1200)  # still training
   _curve_run(tmp_path / "chain_s0", {400: 0.50, 800: 0.70}, steps=4800)
-  with pytest.raises(
-    _run_tables.IncompleteRun, match="chain_s0: test/accuracy last logged at step 800, before 1200"
-  ):
-    _curve([str(tmp_path / "*")], [400, 1200])
-  text, skipped, _ = _curve([str(tmp_path / "*")], [400, 1200], skip=True)
-  assert list(_rows(text)) == ["cnn"] and [os.path.basename(w) for w, _ in skipped] == ["chain_s0"]
+  text, skipped, _ = _curve([str(tmp_path / "*")], [400, 1200])
+  rows = _rows(text)
+  assert rows["cnn"][1:4] == ["82.0 +- 2.8", "92.0 (1 of 2)", "2"]
+  assert rows["chain"][1:4] == ["50.0", "-", "1"]
   with pytest.raises(DataError, match=r"not logged at step 600 \(logged at 400, 800, 1200\)"):
     _curve([str(tmp_path / "cnn_s0")], [600])
+  (tmp_path / "new_s0").mkdir()  # started, no metrics yet
+  with pytest.raises(DataError, match="metrics.jsonl does not exist"):
+    _curve([str(tmp_path / "*")], [400])
+  text, skipped, _ = _curve([str(tmp_path / "*")], [400], skip=True)
+  assert "new" not in _rows(text) and [os.path.basename(w) for w, _ in skipped] == ["new_s0"]
 
 
 def test_a_step_logged_twice_after_a_resume_gives_its_newest_value(tmp_path):
