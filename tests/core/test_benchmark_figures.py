@@ -169,3 +169,67 @@ def test_the_authors_comparison_divides_the_authors_fastest_time_by_each_rows():
   speedups = [line.split("|")[6].strip() for line in lines[2:]]
   assert speedups == ["0.67x", "1.00x", "1.50x", "2.00x"]
   assert "jaxrepr" in lines[-1] and "2 device(s)" in lines[-1]
+
+
+def test_the_profile_prose_quotes_the_figures_of_the_current_profiles():
+  """The paragraphs that read the profiles (what bounds the LPN and set-clustering steps) quote
+  figures computed here from bench/profiles.json, bench/authors.json and bench/results.json: a
+  re-measured profile whose figures differ fails until the prose says what the new rows show."""
+  from launch import _op_profile
+
+  with open(os.path.join(REPO, "bench", "profiles.json")) as f:
+    prof = json.load(f)
+  with open(os.path.join(REPO, "bench", "authors.json")) as f:
+    authors = json.load(f)
+  results = _results()
+  text = " ".join(open(PAGE).read().split())  # the prose with its line breaks as spaces
+
+  def row(config, kind):
+    return prof[f"{config}@{kind}"]
+
+  def pct(x):
+    return f"{100 * x:.0f}%"
+
+  def alone_util(p):
+    return (
+      p["categories"]["matmul"]["flops"] / (p["isolated_dot_ms"] / 1e3) / p["matmul_peak_flops"]
+    )
+
+  def step_util(p):
+    return p["categories"]["matmul"]["flops"] / (p["step_ms"] / 1e3) / p["matmul_peak_flops"]
+
+  def other_share(p):
+    c = p["categories"]
+    return (c["data movement"]["ms"] + c["elementwise/reduce"]["ms"]) / p["op_ms"]
+
+  g0, g1 = (row(f"lpn_pattern_grad{k}_b128", "one_core") for k in (0, 1))
+  w0, w1 = (row(f"lpn_pattern_grad{k}_b128", "1dev") for k in (0, 1))
+  estimates = {
+    line.split("|")[1].strip(): line.split("|")[7].strip()
+    for line in _op_profile.core_estimate_lines(prof)[2:]
+  }
+  expected = [
+    f"alone run at {pct(alone_util(g0))} (Grad 0) and {pct(alone_util(g1))} (Grad 1)",
+    f"the steps reach {pct(step_util(g0))} and {pct(step_util(g1))}",
+    f"matmuls take {pct(g0['categories']['matmul']['ms'] / g0['isolated_dot_ms'] - 1)} and "
+    f"{pct(g1['categories']['matmul']['ms'] / g1['isolated_dot_ms'] - 1)} longer than alone",
+    f"take {pct(other_share(g0))} and {pct(other_share(g1))} of the op time",
+    f"only {g0['isolated_dot_ms'] / w0['isolated_dot_ms']:.1f}x and "
+    f"{g1['isolated_dot_ms'] / w1['isolated_dot_ms']:.1f}x faster than on one core",
+    f"Grad 1 would reach {estimates['lpn_pattern_grad1_b128']} of the peak",
+    f"Grad 0 would reach {estimates['lpn_pattern_grad0_b128']}, just short of 50%",
+  ]
+  sc = row("set_clustering_b10_n300_599", "one_core")
+  theirs = min(v["step_s"] for k, v in authors.items() if "@" in k)
+  ours = {n: results[f"set_clustering_b10_n300_599@{n}dev"]["step_s"] for n in (1, 2)}
+  estimate = (sc["isolated_dot_ms"] + sc["op_ms"] - sc["categories"]["matmul"]["ms"]) / 2
+  expected += [
+    f"took {theirs / ours[2]:.2f}x less time per step",
+    f"dots alone run at {pct(alone_util(sc))} of the core's peak",
+    f"is {estimate:.1f} ms, {theirs / (estimate / 1e3):.2f}x the authors' {1e3 * theirs:.1f} ms",
+    f"the step's {1e3 * ours[2]:.1f} ms is above it",
+    f"({ours[1] / ours[2]:.2f}x over one device",
+    f"({sc['categories']['matmul']['ms']:.1f} against {sc['isolated_dot_ms']:.1f} ms alone",
+  ]
+  missing = [e for e in expected if e not in text]
+  assert not missing, f"docs/benchmarks.md no longer quotes its profiles: {missing}"
