@@ -14,8 +14,10 @@ a copy), named as in the compiled HLO. Joined with the HLO text, every event get
 caller can time the same dots alone: their sum estimates what the step's matmuls cost by
 themselves at XLA's dot speed for those shapes, with no fused work, no other op and the default
 operand layouts. Control-flow instructions (while, conditional, and calls other than those XLA's CPU
-backend runs as one op) only wrap other events and are not counted. Events that look like XLA ops
-but match no instruction are reported (`unmatched_ms`), so a gap in the parsing shows.
+backend runs as one op) only wrap other events and are not counted. Events are joined on the
+`hlo_module` and `hlo_op` that XLA's CPU runtime records with each op, so other programs in the same
+trace are left out; an op of the module that matches no classified instruction is reported
+(`unmatched_ms`), so a gap in the parsing shows.
 """
 
 from __future__ import annotations
@@ -223,19 +225,34 @@ def classify(instrs: dict[str, Instr]) -> dict[str, tuple[str, list[Dot]]]:
   return out
 
 
-def op_times(events: list[dict], names) -> dict[str, tuple[float, int]]:
-  """{instruction: (total microseconds, executions)} from a Chrome/Perfetto trace's complete
-  ('X') events whose name is one of `names`."""
-  times: dict[str, list] = {}
+def module_name(hlo_text: str) -> str:
+  """The HLO module's name, from its first line ('HloModule jit_train_step, ...')."""
+  m = re.match(r"HloModule ([\w.\-]+)", hlo_text)
+  return m.group(1) if m else ""
+
+
+def op_events(events: list[dict], module: str) -> list[tuple[str, float]]:
+  """(instruction name, microseconds) of the complete ('X') events that XLA's CPU runtime recorded
+  for the ops of the HLO module `module` (their `hlo_module` and `hlo_op` arguments); events of
+  other programs in the same trace and host-side events are left out."""
+  out = []
   for e in events:
-    if e.get("ph") == "X" and e.get("name") in names:
-      t = times.setdefault(e["name"], [0.0, 0])
-      t[0] += float(e.get("dur", 0.0))
+    args = e.get("args") or {}
+    if e.get("ph") == "X" and args.get("hlo_module") == module and "hlo_op" in args:
+      out.append((args["hlo_op"], float(e.get("dur", 0.0))))
+  return out
+
+
+def op_times(events: list[tuple[str, float]], names) -> dict[str, tuple[float, int]]:
+  """{instruction: (total microseconds, executions)} of the (name, microseconds) events whose name
+  is one of `names`."""
+  times: dict[str, list] = {}
+  for name, us in events:
+    if name in names:
+      t = times.setdefault(name, [0.0, 0])
+      t[0] += us
       t[1] += 1
   return {k: (v[0], v[1]) for k, v in times.items()}
-
-
-_OP_LIKE = re.compile(r"^[a-z][\w\-]*(\.\d+)?$")
 
 
 def breakdown(hlo_text: str, events: list[dict], steps: int, devices: int = 1) -> dict:
@@ -244,9 +261,11 @@ def breakdown(hlo_text: str, events: list[dict], steps: int, devices: int = 1) -
   up, so times, executions and FLOPs are divided by `devices`."""
   instrs = parse_hlo(hlo_text)
   kinds = classify(instrs)
-  times = op_times(events, kinds)
-  others = op_times(events, {e.get("name") for e in events} - set(instrs))
-  unmatched = {n: t for n, t in others.items() if n and _OP_LIKE.match(n)}
+  ops_run = op_events(events, module_name(hlo_text))
+  times = op_times(ops_run, kinds)
+  # the module's events that are neither a classified op nor control flow wrapping other events
+  control = {n for n, i in instrs.items() if _is_control(i)}
+  unmatched = op_times(ops_run, {n for n, _ in ops_run} - set(kinds) - control)
   steps *= devices
   cats = {c: dict(ms=0.0, ops=0) for c in CATEGORIES}
   ops, matmul_flops = [], 0.0
@@ -308,7 +327,8 @@ def table_lines(profiles: dict) -> list[str]:
   ]
   for name, p in profiles.items():
     c = p["categories"]
-    flops, peak = c["matmul"]["flops"], p["matmul_peak_flops"]
+    # per-device FLOPs and times; the devices of one host run side by side against its one peak
+    flops, peak = c["matmul"]["flops"] * p["devices"], p["matmul_peak_flops"]
     lines.append(
       f"| {name} | {p['devices']} | {p['step_ms']:.1f} | {p['op_ms']:.1f} | "
       f"{c['matmul']['ms']:.1f} ({100 * c['matmul']['share']:.0f}%) | {flops / 1e9:.2f} | "
@@ -322,16 +342,19 @@ def table_lines(profiles: dict) -> list[str]:
 
 
 def core_estimate_lines(profiles: dict, target: float = 0.5) -> list[str]:
-  """For each config profiled on one core (`<name>@one_core`): what its step would take if all the
-  host's cores split that one core's work perfectly, with every dot at its own speed alone and the
-  other ops as they are (one core's dots-alone + data-movement + elementwise/reduce + convolution
-  time, divided by the cores), the utilisation that time would give (the step's FLOPs as bench.py
-  counts them, against the machine's peak from the `<name>@1dev` row, or the cores times one
-  core's peak), and the step time that `target` of the peak needs."""
+  """For each config profiled on one core (`<name>@one_core`), an optimistic estimate of its step:
+  all the host's cores split that one core's work perfectly, every matmul fusion runs at its dots'
+  speed alone (the elementwise work fused into it and its layouts free: the `left out` column) and
+  the other ops take the time they take (one core's dots-alone + data-movement +
+  elementwise/reduce + convolution time, divided by the cores); the utilisation that time would
+  give (the step's FLOPs as bench.py counts them, against the machine's peak from the
+  `<name>@1dev` row, or the cores times one core's peak), and the step time that `target` of the
+  peak needs."""
   lines = [
-    "| config | one core: dots alone + other ops ms | cores | estimate ms | step GFLOP "
+    "| config | one core: dots alone + other ops ms "
+    "| left out: matmul fusions beyond their dots ms | cores | estimate ms | step GFLOP "
     f"| peak GFLOP/s | util. at the estimate | {100 * target:.0f}% needs ms | commit |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, p in profiles.items():
     if not name.endswith("@one_core") or "step_flops" not in p:
@@ -344,7 +367,8 @@ def core_estimate_lines(profiles: dict, target: float = 0.5) -> list[str]:
     peak = whole["matmul_peak_flops"] if whole else cores * p["matmul_peak_flops"]
     flops = p["step_flops"]
     lines.append(
-      f"| {base} | {p['isolated_dot_ms']:.1f} + {other:.1f} | {cores} | {estimate:.1f} | "
+      f"| {base} | {p['isolated_dot_ms']:.1f} + {other:.1f} | "
+      f"{c['matmul']['ms'] - p['isolated_dot_ms']:.1f} | {cores} | {estimate:.1f} | "
       f"{flops / 1e9:.2f} | {peak / 1e9:.0f} | {100 * flops / (estimate / 1e3) / peak:.0f}% | "
       f"{1e3 * flops / (target * peak):.1f} | {p['commit']} |"
     )

@@ -316,10 +316,16 @@ def curve_table(
 
 
 def _reached(workdir: str, metric: str, step: int, scale: float) -> float | None:
-  """The metric at `step` times `scale`, or None when the run has not reached the step yet."""
+  """The metric at `step` times `scale`, or None when the run has not reached the step yet; a
+  DataError when the run is configured to stop before it (it never will)."""
   try:
     return value_at(workdir, metric, step) * scale
   except IncompleteRun:
+    total = (run_config(workdir).get("train") or {}).get("steps")
+    if total is not None and step > total:
+      raise DataError(
+        f"{workdir}: train.steps is {total}, so it never reaches step {step}"
+      ) from None
     return None
 
 

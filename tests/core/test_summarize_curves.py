@@ -57,6 +57,8 @@ def test_a_step_not_reached_is_blank_and_one_not_logged_or_a_missing_metric_is_n
   rows = _rows(text)
   assert rows["cnn"][1:4] == ["82.0 +- 2.8", "92.0 (1 of 2)", "2"]
   assert rows["chain"][1:4] == ["50.0", "-", "1"]
+  with pytest.raises(DataError, match="cnn_s0: train.steps is 1200, so it never reaches step 1600"):
+    _curve([str(tmp_path / "cnn_s0")], [1600])  # a finished run is not a run in progress
   with pytest.raises(DataError, match=r"not logged at step 600 \(logged at 400, 800, 1200\)"):
     _curve([str(tmp_path / "cnn_s0")], [600])
   (tmp_path / "new_s0").mkdir()  # started, no metrics yet
