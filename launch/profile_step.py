@@ -22,13 +22,13 @@ Times are per device: with several CPU devices each device runs its share of the
 thread and the trace's events are divided by the device count, but the trace also slows such a step
 far more than a one-device step, so `--config.cpu_devices=1` is the profile to read. The trace
 covers only compiled work: host-side input is drawn before timing (--batches distinct batches,
-cycled). Events that look like XLA ops but match no instruction are counted apart and warned about
+cycled). Ops of the step that match no classified instruction are counted apart and warned about
 when they exceed 5% of the op time.
 
-Rows are written to --out/profiles.json (keyed by --name), with every op (category, time, FLOPs,
-the jax source line of `op_name`); when --out is the checkout's bench/, the table between the
-`op-profile` markers of docs/benchmarks.md is rewritten from all rows. The slowest --top ops are
-printed.
+Rows are written to --out/profiles.json (keyed by --name), with the slowest KEEP_OPS ops (category,
+time, FLOPs, the jax source line of `op_name`, the time of its dots alone); when --out is the
+checkout's bench/, the table between the `op-profile` markers of docs/benchmarks.md is rewritten
+from all rows. The slowest --top ops are printed.
 """
 
 import glob
@@ -61,6 +61,7 @@ _BATCHES = flags.DEFINE_integer("batches", 1, "Distinct batches drawn first and 
 _TOP = flags.DEFINE_integer("top", 15, "Slowest ops to print.")
 _OUT = flags.DEFINE_string("out", "bench", "Directory for profiles.json.")
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEEP_OPS = 40  # the slowest ops kept per row in profiles.json (a step has thousands)
 DOCS_PAGE = os.path.join(_CHECKOUT, "docs", "benchmarks.md")
 BLOCK = "op-profile"
 
@@ -175,7 +176,9 @@ def _record(name: str, result: dict) -> None:
   os.makedirs(_OUT.value, exist_ok=True)
   path = os.path.join(_OUT.value, "profiles.json")
   profiles = json.load(open(path)) if os.path.exists(path) else {}
-  profiles[name] = dict(result, commit=_doc_tables.commit(), command=command_line(sys.argv))
+  profiles[name] = trimmed(
+    dict(result, commit=_doc_tables.commit(), command=command_line(sys.argv))
+  )
   profiles = dict(sorted(profiles.items()))
   with open(path, "w") as f:
     json.dump(profiles, f, indent=1, sort_keys=True)
@@ -184,6 +187,12 @@ def _record(name: str, result: dict) -> None:
     write_docs_block(profiles, DOCS_PAGE)
     written.append(DOCS_PAGE)
   print(f"wrote {', '.join(written)}", flush=True)
+
+
+def trimmed(row: dict) -> dict:
+  """The row with only its KEEP_OPS slowest ops (the categories and sums cover all of them)."""
+  ops = sorted(row["ops"], key=lambda o: -o["ms"])
+  return dict(row, ops=ops[:KEEP_OPS], ops_total=row.get("ops_total", len(ops)))
 
 
 def write_docs_block(profiles: dict, page: str) -> None:

@@ -116,6 +116,7 @@ def test_profile_step_accounts_for_a_real_steps_time_and_matmul_flops(tmp_path):
   assert 0.8 * row["xla_flops_per_device"] < matmul["flops"] <= row["xla_flops_per_device"]
   assert "mlp:" in res.stdout and "GFLOP/s" in res.stdout
   assert row["command"].startswith("python launch/profile_step.py --config=configs/classifier.py")
+  assert len(row["ops"]) <= 40 and row["ops_total"] >= len(row["ops"])  # the slowest kept
 
 
 def _toy(x, w, key):
