@@ -81,6 +81,11 @@ class Dot:
   lhs_batch: tuple[int, ...]
   rhs_batch: tuple[int, ...]
 
+  @classmethod
+  def from_dict(cls, d: dict) -> Dot:
+    """A Dot from its `dataclasses.asdict` form as stored in a profile (lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
   @property
   def flops(self) -> int:
     batch = _prod(self.lhs[d] for d in self.lhs_batch)
@@ -308,9 +313,7 @@ def isolated_dots(ops: list[dict]) -> dict[Dot, float]:
   count: dict[Dot, float] = collections.defaultdict(float)
   for op in ops:
     for d in op["dots"]:
-      count[Dot(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})] += op[
-        "executions_per_step"
-      ]
+      count[Dot.from_dict(d)] += op["executions_per_step"]
   return dict(count)
 
 

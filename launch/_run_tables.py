@@ -136,18 +136,26 @@ def final_value(workdir: str, metric: str, config: dict | None = None) -> float:
   return values[-1]
 
 
-def value_at(workdir: str, metric: str, step: int) -> float:
-  """The metric logged at `step` (the newest value when the step was logged twice, e.g. an
-  evaluation rerun after a resume); an IncompleteRun naming the last logged step when the run has
-  not reached it, a DataError when the run went past it without logging it."""
-  steps, values = read_metric(workdir, metric)
-  at = [v for s, v in zip(steps, values) if s == step]
-  if at:
-    return at[-1]
-  if steps[-1] < step:
-    raise IncompleteRun(f"{workdir}: {metric} last logged at step {steps[-1]}, before {step}")
-  logged = ", ".join(map(str, steps[:12])) + (", ..." if len(steps) > 12 else "")
-  raise DataError(f"{workdir}: {metric} was not logged at step {step} (logged at {logged})")
+def values_at(workdir: str, metric: str, steps: list[int]) -> list[float | None]:
+  """The metric logged at each of `steps` (the newest value where a step was logged twice, e.g. an
+  evaluation rerun after a resume), None for a step the run has not reached yet; read once. A
+  DataError when the run went past a step without logging it, or is configured to stop before it
+  (config.json's train.steps: it never will)."""
+  logged, values = read_metric(workdir, metric)
+  at = dict(zip(logged, values))  # later lines overwrite earlier ones: the newest value
+  total = (run_config(workdir).get("train") or {}).get("steps")
+  out = []
+  for step in steps:
+    if step in at:
+      out.append(at[step])
+    elif total is not None and step > total:
+      raise DataError(f"{workdir}: train.steps is {total}, so it never reaches step {step}")
+    elif logged[-1] < step:
+      out.append(None)
+    else:
+      shown = ", ".join(map(str, logged[:12])) + (", ..." if len(logged) > 12 else "")
+      raise DataError(f"{workdir}: {metric} was not logged at step {step} (logged at {shown})")
+  return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -156,6 +164,12 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
   if n < 2:
     return mean, None
   return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def mean_std_cell(values: list[float], digits: int) -> str:
+  """'0.70 +- 0.14' over seeds ('0.70' for one seed)."""
+  mean, std = mean_std(values)
+  return f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}")
 
 
 def budget(config: dict) -> str:
@@ -247,8 +261,7 @@ def table(
       continue
     cells = [labels.get(name, name)]
     for i in range(len(metrics)):
-      mean, std = mean_std([v[i] for v in per_seed.values()])
-      cells.append(f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}"))
+      cells.append(mean_std_cell([v[i] for v in per_seed.values()], digits))
     cells.append(str(len(per_seed)))
     cells.append(
       ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
@@ -289,7 +302,9 @@ def curve_table(
     per_seed, configs = {}, []
     for seed, workdir in runs.items():
       try:
-        per_seed[seed] = [_reached(workdir, metric, s, scale) for s in steps]
+        per_seed[seed] = [
+          None if v is None else v * scale for v in values_at(workdir, metric, steps)
+        ]
       except DataError as e:
         if not skip:
           raise
@@ -304,29 +319,12 @@ def curve_table(
       if not values:
         row.append("-")
         continue
-      mean, std = mean_std(values)
-      cell = f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}")
-      row.append(
-        cell + (f" ({len(values)} of {len(per_seed)})" if len(values) < len(per_seed) else "")
-      )
+      some = f" ({len(values)} of {len(per_seed)})" if len(values) < len(per_seed) else ""
+      row.append(mean_std_cell(values, digits) + some)
     row += [str(len(per_seed)), _distinct(budget(c) for c in configs)]
     row.append(_distinct(f"`{c}`" for c in _add_commits(configs, commits)))
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines), skipped, commits
-
-
-def _reached(workdir: str, metric: str, step: int, scale: float) -> float | None:
-  """The metric at `step` times `scale`, or None when the run has not reached the step yet; a
-  DataError when the run is configured to stop before it (it never will)."""
-  try:
-    return value_at(workdir, metric, step) * scale
-  except IncompleteRun:
-    total = (run_config(workdir).get("train") or {}).get("steps")
-    if total is not None and step > total:
-      raise DataError(
-        f"{workdir}: train.steps is {total}, so it never reaches step {step}"
-      ) from None
-    return None
 
 
 def header_by_metric(names: list[str]) -> list[str]:
@@ -351,8 +349,7 @@ def table_by_metric(
     cells = []
     for i in range(len(metrics)):
       values = [v[i] for v in per_seed.values()]
-      mean, std = mean_std(values)
-      text = f"{mean:.{digits}f}" + ("" if std is None else f" +- {std:.{digits}f}")
+      text = mean_std_cell(values, digits)
       if len(values) > 1:
         text += " (" + ", ".join(f"{x:.{digits}f}" for x in values) + ")"
       cells.append(text)

@@ -131,14 +131,9 @@ def profile(config, steps: int, warmup: int, num_batches: int) -> dict:
   )
   for op in result["ops"]:
     op["alone_ms"] = 1e3 * sum(
-      dot_seconds_for(alone, d) * op["executions_per_step"] for d in op["dots"]
+      alone[_op_profile.Dot.from_dict(d)] * op["executions_per_step"] for d in op["dots"]
     )
   return result
-
-
-def dot_seconds_for(alone: dict, d: dict) -> float:
-  key = _op_profile.Dot(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-  return alone[key]
 
 
 def _print(name: str, p: dict, top: int) -> None:
