@@ -70,11 +70,9 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
-  """(steps, values) of `metric` in <workdir>/metrics.jsonl in step order (a step logged twice, e.g.
-  an evaluation rerun after a resume, keeps the order written, so the last value is the newest).
-  Errors name a missing file or metric (listing the metrics the file has) and a malformed line; a
-  half-written last line (a run still writing) is ignored."""
+def _rows(workdir: str) -> list[dict]:
+  """The lines of <workdir>/metrics.jsonl in the order written. Errors name a missing file and a
+  malformed line; a half-written last line (a run still writing) is ignored."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise MissingFileError(f"{path} does not exist (is {workdir} a run directory?)")
@@ -90,11 +88,41 @@ def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
       if number == len(lines):  # no newline yet: the writer is mid-line
         continue
       raise DataError(f"{path}:{number} is not a JSON object: {e}") from None
+  return rows
+
+
+def read_metric(workdir: str, metric: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of `metric` in <workdir>/metrics.jsonl in step order (a step logged twice, e.g.
+  an evaluation rerun after a resume, keeps the order written, so the last value is the newest).
+  Errors name a missing file or metric (listing the metrics the file has) and a malformed line; a
+  half-written last line (a run still writing) is ignored."""
+  rows = _rows(workdir)
   points = sorted(((r["step"], r[metric]) for r in rows if metric in r), key=lambda p: p[0])
   if not points:
     names = sorted({k for r in rows for k in r if k != "step"})
+    path = os.path.join(workdir, "metrics.jsonl")
     raise DataError(f"{path} has no {metric!r}; it has {names}")
   return [p[0] for p in points], [p[1] for p in points]
+
+
+def train_seconds(workdir: str, log_every: int) -> float:
+  """The wall seconds a run spent in its training loop, from its logged step rates: each train
+  line's `train/steps_per_second` is the rate since the line before (so it counts compilation,
+  checkpoints and the evaluations between, not the final evaluation or the time between a stop
+  and a resume).
+  A line at or before the step of the line before it (the first after a resume, whose steps since
+  the checkpoint are trained again) is taken as `log_every` steps."""
+  seconds, last = 0.0, 0
+  for row in _rows(workdir):
+    rate = row.get("train/steps_per_second")
+    if rate is None:
+      continue
+    steps = row["step"] - last if row["step"] > last else log_every
+    seconds += steps / max(rate, 1e-12)
+    last = row["step"]
+  if last == 0:
+    raise DataError(f"{workdir}/metrics.jsonl has no train/steps_per_second: no training logged")
+  return seconds
 
 
 # Keys of config.json that are not config fields: the commit of the code that wrote it

@@ -1,4 +1,5 @@
-"""Generated text in the docs: the commit of the checkout, and blocks of a page between markers.
+"""Generated text in the docs: the commit of the checkout, blocks of a page between markers, and
+the text stated beside a results table (its command and commits).
 
 A generated block of a docs page sits between a pair of marker lines, `<!-- NAME:start -->` and
 `<!-- NAME:end -->` (launch/summarize_runs.py's tables; launch/bench.py keeps its own pair in
@@ -79,3 +80,27 @@ def blocks(text: str, where: str = "text") -> dict[str, str]:
   if open_name is not None:
     raise ValueError(f"{where}: block {open_name!r} has no end marker")
   return out
+
+
+def results_block(
+  text: str, cmd: str, checkout_commit: str, commits: list[str], skipped: list
+) -> str:
+  """The table with, before it, the command that regenerates it and the commits (this checkout's
+  now, the runs' own where they recorded one), and after it the runs left out."""
+  if not commits:
+    recorded = "the runs recorded no commit"
+  elif len(commits) == 1:
+    recorded = f"the runs recorded commit `{commits[0]}`"
+  else:
+    recorded = "the runs recorded the commits of the last column"
+  lines = [
+    f"Generated at commit `{checkout_commit}` by this command, run from the checkout's root "
+    f"({recorded}):",
+    "",
+    "    " + cmd,
+    "",
+    text,
+  ]
+  if skipped:
+    lines += [""] + [f"Left out, incomplete: `{w}` ({reason})." for w, reason in skipped]
+  return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Run directories to a results table: the layouts of runs on disk, their final values, the
-markdown table launch/summarize_runs.py prints and writes (see its docstring for the layouts and the
-table), and the text stated beside the table in a docs page."""
+markdown tables launch/summarize_runs.py prints and writes (see its docstring for the layouts and
+the tables); launch/_doc_tables.py adds the text stated beside a table in a docs page."""
 
 import glob
 import json
@@ -8,7 +8,7 @@ import os
 import re
 
 from jaxrepr.errors import ConfigError, DataError, MissingFileError
-from jaxrepr.metrics import read_metric
+from jaxrepr.metrics import read_metric, train_seconds
 
 # The directory of one seed of a multi-seed run or sweep point: W/s<seed>, W/<point>/s<seed>.
 REPLICA = re.compile(r"s(\d+)")
@@ -194,10 +194,11 @@ def _distinct(values) -> str:
   return " / ".join(dict.fromkeys(values)) or "-"
 
 
-def header(metrics: list[str]) -> list[str]:
-  """The first two lines of the table of `metrics`."""
+def header(metrics: list[str], train_time: bool = False) -> list[str]:
+  """The first two lines of the table of `metrics` (with the training time column or not)."""
   cells = ["run"] + [f"{m} (mean +- std)" for m in metrics]
-  cells += ["seeds", "per seed", "budget", "commit (runs)"]
+  cells += ["seeds", "per seed", "budget"] + (["train min per seed"] if train_time else [])
+  cells += ["commit (runs)"]
   return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
@@ -247,14 +248,21 @@ def _seed_values(runs: dict, metrics: list[str], scale: float, skip: bool, skipp
 
 
 def table(
-  groups, metrics: list[str], scale: float, digits: int, skip: bool, labels: dict | None = None
+  groups,
+  metrics: list[str],
+  scale: float,
+  digits: int,
+  skip: bool,
+  labels: dict | None = None,
+  train_time: bool = False,
 ) -> tuple[str, list, list[str]]:
   """The markdown table, the list of (workdir, reason) skipped, and the commits the tabulated runs
-  recorded (in order, without repeats)."""
+  recorded (in order, without repeats); with `train_time`, a column of each seed's minutes in its
+  training loop (read from its logged step rates: `jaxrepr.metrics.train_seconds`)."""
   labels = labels or {}
   _check_labels(labels, groups)
   skipped, commits = [], []
-  lines = header(metrics)
+  lines = header(metrics, train_time)
   for name, runs in groups.items():
     per_seed, configs = _seed_values(runs, metrics, scale, skip, skipped)
     if not per_seed:
@@ -267,10 +275,21 @@ def table(
       ", ".join(f"s{s}: " + "/".join(f"{x:.{digits}f}" for x in v) for s, v in per_seed.items())
     )
     cells.append(_distinct(budget(c) for c in configs))
+    if train_time:
+      cells.append(_minutes(runs, per_seed, configs))
     recorded = _add_commits(configs, commits)
     cells.append(_distinct(f"`{c}`" for c in recorded))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines), skipped, commits
+
+
+def _minutes(runs: dict, per_seed: dict, configs: list[dict]) -> str:
+  """'13 / 14 / 13': each tabulated seed's minutes in its training loop."""
+  minutes = []
+  for seed, config in zip(per_seed, configs):
+    log_every = (config.get("train") or {}).get("log_every", 1)
+    minutes.append(f"{train_seconds(runs[seed], log_every) / 60:.0f}")
+  return " / ".join(minutes)
 
 
 def curve_header(steps: list[int]) -> list[str]:
@@ -364,25 +383,3 @@ def table_by_metric(
   for i, metric in enumerate(metrics):
     lines.append("| " + " | ".join([metric] + [cells[i] for _, cells in columns]) + " |")
   return "\n".join(lines + [""] + notes), skipped, commits
-
-
-def block(text: str, cmd: str, checkout_commit: str, commits: list[str], skipped: list) -> str:
-  """The table with, before it, the command that regenerates it and the commits (this checkout's
-  now, the runs' own where they recorded one), and after it the runs left out."""
-  if not commits:
-    recorded = "the runs recorded no commit"
-  elif len(commits) == 1:
-    recorded = f"the runs recorded commit `{commits[0]}`"
-  else:
-    recorded = "the runs recorded the commits of the last column"
-  lines = [
-    f"Generated at commit `{checkout_commit}` by this command, run from the checkout's root "
-    f"({recorded}):",
-    "",
-    "    " + cmd,
-    "",
-    text,
-  ]
-  if skipped:
-    lines += [""] + [f"Left out, incomplete: `{w}` ({reason})." for w, reason in skipped]
-  return "\n".join(lines)

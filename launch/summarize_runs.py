@@ -23,6 +23,8 @@ commit the runs recorded (a `commit` field of their config.json), so a README ta
 from the run directories. A run is complete when its metric reaches the `train.steps` of its
 config.json; a run that is not (still training, or stopped before its final evaluation) stops the
 command with an error naming it, unless `--skip_incomplete`, which leaves it out and says so.
+`--train_time` adds a column of each seed's minutes in its training loop, read from the step rates
+it logged (compilation and the evaluations during training included, the final one not).
 
 `--at_steps=400,800,...` tabulates a learning curve instead: the one --metric at each of those
 steps, one column per step (mean +- std over each group's seeds), e.g. to show where a baseline
@@ -67,6 +69,9 @@ _MARKER = flags.DEFINE_string("marker", None, "Name of the block of --into (NAME
 _BY = flags.DEFINE_enum(
   "by", "group", ["group", "metric"], "One row per run group (columns: metrics) or per metric."
 )
+_TRAIN_TIME = flags.DEFINE_bool(
+  "train_time", False, "Add a column of each seed's minutes in its training loop."
+)
 _AT_STEPS = flags.DEFINE_list(
   "at_steps",
   None,
@@ -83,6 +88,7 @@ _FLAGS = (
   _SKIP,
   _LABELS,
   _BY,
+  _TRAIN_TIME,
   _AT_STEPS,
   _OUT,
   _INTO,
@@ -122,15 +128,20 @@ def _summarize():
   labels = _run_tables.parse_labels(_LABELS.value, groups)
   if _AT_STEPS.value:
     text, skipped, commits = _curve(groups, labels)
+  elif _BY.value == "group":
+    text, skipped, commits = _run_tables.table(
+      groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels, _TRAIN_TIME.value
+    )
   else:
-    tabulate = _run_tables.table if _BY.value == "group" else _run_tables.table_by_metric
-    text, skipped, commits = tabulate(
+    if _TRAIN_TIME.value:
+      raise ConfigError("--train_time adds a column to the table of groups, not to --by=metric")
+    text, skipped, commits = _run_tables.table_by_metric(
       groups, _METRICS.value, _SCALE.value, _DIGITS.value, _SKIP.value, labels
     )
   print(text)
   for workdir, reason in skipped:
     print(f"skipped {workdir}: {reason}", file=sys.stderr)
-  body = _run_tables.block(text, command(), _doc_tables.commit(), commits, skipped)
+  body = _doc_tables.results_block(text, command(), _doc_tables.commit(), commits, skipped)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       f.write(body + "\n")
@@ -141,8 +152,10 @@ def _summarize():
 
 
 def _curve(groups, labels):
-  if len(_METRICS.value) != 1 or _BY.value != "group":
-    raise ConfigError("--at_steps tabulates one --metric, one row per group (not --by=metric)")
+  if len(_METRICS.value) != 1 or _BY.value != "group" or _TRAIN_TIME.value:
+    raise ConfigError(
+      "--at_steps tabulates one --metric, one row per group (not --by=metric or --train_time)"
+    )
   try:
     steps = [int(s) for s in _AT_STEPS.value]
   except ValueError:

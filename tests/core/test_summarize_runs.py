@@ -129,12 +129,12 @@ def test_the_table_states_the_budget_and_the_commit_the_runs_recorded(tmp_path):
   assert rows["matched"][4:] == ["412 steps x 32, budget: 2e+12 flops, 1.99e+12 FLOPs", "`abc1234`"]
   assert rows["plain"][4:] == ["160 steps x 32", "-"]
   assert commits == ["abc1234"]
-  block = _run_tables.block(
+  block = _doc_tables.results_block(
     text, "python launch/summarize_runs.py --runs=x", "fedcba9", commits, []
   )
   assert "commit `fedcba9`" in block and "the runs recorded commit `abc1234`" in block
   assert "    python launch/summarize_runs.py --runs=x" in block.splitlines()
-  assert "recorded no commit" in _run_tables.block(text, "c", "fedcba9", [], [])
+  assert "recorded no commit" in _doc_tables.results_block(text, "c", "fedcba9", [], [])
 
 
 def test_the_table_by_metric_has_a_row_per_metric_and_each_seed_under_its_group(tmp_path):
@@ -169,7 +169,7 @@ def test_an_incomplete_seed_stops_the_table_or_is_left_out_and_named(tmp_path):
   assert _rows(text)["w"][1:4] == ["0.700 +- 0.141", "2", "s0: 0.600, s1: 0.800"]
   assert [s for s, _ in skipped] == [str(w / "s2"), str(w / "s3")]
   assert "metrics.jsonl does not exist" in skipped[1][1]
-  block = _run_tables.block(text, "c", "fedcba9", [], skipped)
+  block = _doc_tables.results_block(text, "c", "fedcba9", [], skipped)
   assert f"Left out, incomplete: `{w / 's2'}`" in block
 
 
@@ -286,7 +286,7 @@ def _block_problems(page: str, name: str, body: str) -> list[str]:
       first_cells = [line.split(" | ")[0].lstrip("| ") for line in body.splitlines()]
       if not all(m in first_cells for m in metrics):
         problems.append(f"{page} block {name!r}: its rows are not the metrics {metrics}")
-    elif _run_tables.header(metrics)[0] not in body.splitlines():
+    elif _run_tables.header(metrics, "--train_time" in cmd)[0] not in body.splitlines():
       problems.append(f"{page} block {name!r}: its table is not the table of {metrics}")
   return problems
 
@@ -307,7 +307,7 @@ def test_every_generated_table_in_the_docs_states_its_command_and_commit():
 def test_the_docs_check_rejects_a_table_typed_or_copied_into_a_block():
   cmd = "python launch/summarize_runs.py --runs=runs/w --metric=test/accuracy"
   table = "\n".join(_run_tables.header(["test/accuracy"]) + ["| w | 0.50 | 1 | s0: 0.50 | - | - |"])
-  own = _run_tables.block(table, f"{cmd} --into=docs/p.md --marker=t", "abc1234", [], [])
+  own = _doc_tables.results_block(table, f"{cmd} --into=docs/p.md --marker=t", "abc1234", [], [])
   assert _block_problems("docs/p.md", "t", own) == []
   assert len(_block_problems("docs/p.md", "t", table)) == 2  # typed: no command, no commit
   assert "writes elsewhere" in _block_problems("docs/q.md", "t", own)[0]
@@ -317,7 +317,7 @@ def test_the_docs_check_rejects_a_table_typed_or_copied_into_a_block():
   other = own.replace("--metric=test/accuracy", "--metric=test/loss")
   assert "not the table of ['test/loss']" in _block_problems("docs/p.md", "t", other)[0]
   by_metric = "\n".join(_run_tables.header_by_metric(["w"]) + ["| test/accuracy | 0.50 |"])
-  own = _run_tables.block(
+  own = _doc_tables.results_block(
     by_metric, f"{cmd} --by=metric --into=docs/p.md --marker=t", "abc1234", [], []
   )
   assert _block_problems("docs/p.md", "t", own) == []
