@@ -10,10 +10,10 @@ from jaxrepr.metrics import train_seconds
 from launch import _run_tables
 
 
-def _lines(path, rows, steps=200):
+def _lines(path, rows, steps=200, log_every=50):
   path.mkdir(parents=True)
   (path / "config.json").write_text(
-    json.dumps({"train": {"steps": steps, "batch_size": 8, "log_every": 50}})
+    json.dumps({"train": {"steps": steps, "batch_size": 8, "log_every": log_every}})
   )
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   return str(path)
@@ -53,13 +53,15 @@ def test_the_column_gives_each_seeds_minutes(tmp_path):
       tmp_path / f"cnn_s{seed}",
       [
         {"step": 100, "train/steps_per_second": rate},
+        {"step": 100, "train/steps_per_second": rate},  # resumed: one log interval (100 steps)
         {"step": 200, "train/steps_per_second": rate},
         {"step": 200, "test/accuracy": 0.9},
       ],
+      log_every=100,
     )
   groups = _run_tables.group_runs(_run_tables.expand([f"{tmp_path}/*"]), r"_s(\d+)$")
   text = _run_tables.table(groups, ["test/accuracy"], 100.0, 1, False, train_time=True)[0]
   assert text.splitlines()[0] == _run_tables.header(["test/accuracy"], train_time=True)[0]
-  assert "| 200 steps x 8 | 3 / 7 |" in text  # 200 s and 400 s
+  assert "| 200 steps x 8 | 5 / 10 |" in text  # 300 s and 600 s
   plain = _run_tables.table(groups, ["test/accuracy"], 100.0, 1, False)[0]
   assert "train min" not in plain
