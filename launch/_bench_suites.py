@@ -14,6 +14,14 @@ GPU_SUITE = (
     "dt,mnist5k",
     {"model.block_schedule": "sampled", "precision": "bfloat16"},
   ),
+  # The paper's back-prop baseline (the ten blocks chained): its memory against DT's one block per
+  # step is the paper's Table 2 comparison.
+  (
+    "noprop_backprop_chain_mnist5k_bf16",
+    "noprop.py",
+    "backprop,mnist5k",
+    {"precision": "bfloat16"},
+  ),
 )
 
 
@@ -25,6 +33,15 @@ REPLICA_SUITE = (
   ("set_max", "set_max.py", "", {}),
   ("lpn_main_grad1", "lpn.py", "", {}),  # the main job (its batch 64), trained with Grad 1
   ("lpn_main_grad0", "lpn.py", "grad0", {}),
+)
+
+
+# What `--suite=gpu` also runs after GPU_SUITE: the small models of REPLICA_SUITE as one run and as
+# --replicas seeds in one program, so that one call on a GPU fills both kinds of GPU rows.
+GPU_REPLICA_SUITE = tuple(
+  row
+  for row in REPLICA_SUITE
+  if row[0] in ("classifier_digits", "noprop_dt_one_block_mnist5k", "set_max")
 )
 
 

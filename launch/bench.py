@@ -23,8 +23,9 @@ shardings as launch/train.py):
   * the measured matmul peak of this machine in the step's compute dtype (`config.precision`;
     median of timed square matmuls) and the utilisation = achieved FLOP/s / that peak.
 `--suite=gpu` runs GPU_SUITE instead of --config: the LPN pattern step (Grad 0 and Grad 1, batch
-128) and the NoProp-DT step (all blocks and one block per step), all in bfloat16, a few timed
-steps each, so that the whole suite fits one short call; rows are named with the device kind.
+128), the NoProp-DT step (all blocks and one block per step) and the back-prop chain, all in
+bfloat16, then the `--suite=replicas` comparison for the small models of GPU_REPLICA_SUITE, a few
+timed steps each, so that the whole suite fits one short call; rows are named with the device kind.
 `--layouts=1,auto` times the config in each CPU device layout (`config.cpu_devices`), each in its
 own process, in interleaved rounds, rows `<name>@<n>dev`; `--suite=layouts` does so for every
 config of launch/_bench_layouts.py's LAYOUT_SUITE, and docs/benchmarks.md compares the layouts.
@@ -46,7 +47,13 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from launch._matmul_timing import matmul_peak_flops  # noqa: E402
-from launch._bench_suites import GPU_SUITE, REPLICA_SUITE, selected, suite_config  # noqa: E402
+from launch._bench_suites import (  # noqa: E402
+  GPU_REPLICA_SUITE,
+  GPU_SUITE,
+  REPLICA_SUITE,
+  selected,
+  suite_config,
+)
 from launch._bench_tables import (  # noqa: E402, F401 (the tables' names, as bench.py's)
   _CHECKOUT,
   DOCS_MARKERS,
@@ -63,9 +70,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SUITE = flags.DEFINE_enum(
   "suite", None, ["gpu", "replicas", "layouts"], "Run a fixed list of benchmarks instead."
 )
-_REPLICAS = flags.DEFINE_integer("replicas", 4, "--suite=replicas: seeds trained as one program.")
+_REPLICAS = flags.DEFINE_integer(
+  "replicas", 3, "--suite=replicas (and gpu): seeds trained as one program."
+)
 _ONLY = flags.DEFINE_list("only", None, "--suite: run only the suite's rows with these names.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "--suite=replicas, --layouts: interleaved rounds.")
+_ROUNDS = flags.DEFINE_integer(
+  "rounds", 2, "--suite=replicas (and gpu), --layouts: interleaved rounds."
+)
 _LAYOUTS = flags.DEFINE_list(
   "layouts",
   None,
@@ -239,7 +250,7 @@ def _bench_all():
   from jaxrepr import config as config_lib
 
   if _SUITE.value == "replicas":
-    _bench_replicas()
+    _bench_replicas(selected(_ONLY.value, REPLICA_SUITE), suffix="")
     return
   if _SUITE.value == "layouts" or _LAYOUTS.value:
     _bench_layouts_all()
@@ -248,9 +259,11 @@ def _bench_all():
     import jax
 
     kind = jax.devices()[0].device_kind.replace(" ", "_")
+    rows = selected(_ONLY.value, GPU_SUITE + GPU_REPLICA_SUITE)
     runs = [
       (f"{name}_{kind}", suite_config(file, variant, overrides))
-      for name, file, variant, overrides in selected(_ONLY.value, GPU_SUITE)
+      for name, file, variant, overrides in rows
+      if (name, file, variant, overrides) in GPU_SUITE
     ]
   else:
     from jaxrepr import parallel
@@ -268,6 +281,8 @@ def _bench_all():
     ]
   for name, config in runs:
     _record(name, bench(config, _STEPS.value, _WARMUP.value, _MATMUL_N.value, _BATCHES.value))
+  if _SUITE.value:  # gpu: then the replicas comparison of the small models, on the same device
+    _bench_replicas(tuple(r for r in rows if r in GPU_REPLICA_SUITE), suffix=f"_{kind}")
 
 
 def _bench_layouts_all():
@@ -296,15 +311,16 @@ def _bench_layouts_all():
       _record(row, result)
 
 
-def _bench_replicas():
-  """R seeds as one program against R separate runs: a step of the program trains R replicas, so
-  its throughput gain is R x (one run's step time) / (the program's step time). Medians over
-  --rounds interleaved rounds; CPU seconds per step beside wall time."""
+def _bench_replicas(suite: tuple, suffix: str):
+  """R seeds as one program against R separate runs, for each row of `suite` (rows
+  `<name>_x1<suffix>`, `<name>_x<R><suffix>`): a step of the program trains R replicas, so its
+  throughput gain is R x (one run's step time) / (the program's step time). Medians over --rounds
+  interleaved rounds; CPU seconds per step beside wall time."""
   import numpy as np
 
   r = _REPLICAS.value
   variants = (("x1", 1), (f"x{r}", r))
-  for name, file, variant, overrides in selected(_ONLY.value, REPLICA_SUITE):
+  for name, file, variant, overrides in suite:
     rounds = {label: [] for label, _ in variants}
     for _ in range(_ROUNDS.value):
       for label, count in variants:
@@ -327,7 +343,7 @@ def _bench_replicas():
       row["steps_per_s"] = 1.0 / row["step_s"]
       if count > 1:
         row["replica_throughput_gain"] = count * one / row["step_s"]
-      _record(f"{name}_{label}", row)
+      _record(f"{name}_{label}{suffix}", row)
 
 
 def _record(name: str, result: dict) -> None:

@@ -246,6 +246,7 @@ def test_gpu_bench_suite_configs_are_valid():
     assert config.train.batch_size == 128 or file == "noprop.py"
     names.add(name)
   assert {"lpn_pattern_grad0_b128_bf16", "lpn_pattern_grad1_b128_bf16"} <= names
+  assert len(bench.GPU_REPLICA_SUITE) == 3  # a misspelt name would drop a row unseen
   for _name, file, variant, overrides in bench.REPLICA_SUITE:  # --suite=replicas
     config = bench.suite_config(file, variant, overrides)
     config.seeds = (0, 1, 2)
