@@ -2,8 +2,10 @@
 launch/bench.py writes: the table between the markers of docs/benchmarks.md and bench/results.md are
 the table bench.py generates from it (bench.py rewrites that part of the page itself), and each
 steps/s or GiB / MiB figure quoted in the page's prose, or anywhere in README.md, is a value of one
-of its rows."""
+of its rows; a seeds-as-one-program gain ('0.93x') quoted in any docs page beside its row's name is
+that row's gain."""
 
+import glob
 import json
 import math
 import os
@@ -256,3 +258,34 @@ def test_the_profile_prose_quotes_the_figures_of_the_current_profiles():
   ]
   missing = [e for e in expected if e not in text]
   assert not missing, f"docs/benchmarks.md no longer quotes its profiles: {missing}"
+
+
+def _gain_figures_not_in_results(text: str, results: dict) -> list[str]:
+  """Each 'N.NNx' of a paragraph that names a seeds-as-one-program row (`<name>_x3`, with a
+  replica_throughput_gain) must be the gain of a row that paragraph names."""
+  missing = []
+  for paragraph in re.split(r"\n\s*\n", text):
+    named = [results[n] for n in re.findall(r"`(\w+)`", paragraph) if n in results]
+    gains = [r["replica_throughput_gain"] for r in named if "replica_throughput_gain" in r]
+    if not gains:
+      continue
+    for figure in re.findall(r"\b(\d+\.\d+)x\b", paragraph):
+      digits = len(figure.split(".")[1])
+      if not any(round(g, digits) == float(figure) for g in gains):
+        missing.append(f"{figure}x")
+  return missing
+
+
+def test_every_seeds_as_one_program_gain_quoted_in_the_docs_is_its_rows_gain():
+  results = _results()
+  problems = []
+  for path in sorted(glob.glob(os.path.join(REPO, "docs", "*.md"))):
+    text = open(path).read()
+    problems += [
+      f"{os.path.basename(path)}: {f}" for f in _gain_figures_not_in_results(text, results)
+    ]
+  assert not problems, f"gains quoted with no such row gain in bench/results.json: {problems}"
+  row = next(n for n, r in results.items() if "replica_throughput_gain" in r)
+  quoted = f"{results[row]['replica_throughput_gain']:.2f}x"
+  assert not _gain_figures_not_in_results(f"`{row}` gains {quoted}", results)
+  assert _gain_figures_not_in_results(f"`{row}` gains 12.34x", results) == ["12.34x"]
