@@ -111,7 +111,10 @@ def train_seconds(workdir: str, log_every: int) -> float:
   checkpoints and the evaluations between, not the final evaluation or the time between a stop
   and a resume).
   A line at or before the step of the line before it (the first after a resume, whose steps since
-  the checkpoint are trained again) is taken as `log_every` steps."""
+  the checkpoint are trained again) is taken as `log_every` steps. An estimate where a run was
+  stopped between log steps: the first interval after its resume is counted from the last logged
+  step, not from the checkpoint it resumed at. Seeds trained as one program each log the program's
+  rate, so each seed's time is the whole program's."""
   seconds, last = 0.0, 0
   for row in _rows(workdir):
     rate = row.get("train/steps_per_second")

@@ -15,7 +15,7 @@ different machines or days. Only finished runs are kept: a run whose `--metric` 
 test/accuracy) has not been logged at its config's train.steps is an error naming it, or with
 `--skip_incomplete` is left out and named. A run kept before is left as it is when its files are
 the same, and is an error when they differ (a run resumed and extended, or another run of the same
-name) unless `--replace`.
+name) unless `--replace`; either error stops the command before anything is copied.
 """
 
 import filecmp
@@ -44,31 +44,43 @@ _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out unfinished runs (
 _REPLACE = flags.DEFINE_bool("replace", False, "Overwrite a kept record that differs.")
 
 
+def _outermost(match: str) -> str:
+  """The workdir a matched directory belongs to: itself, or for a seed or sweep-point directory
+  (W/s0, W/<point>) the W above it, so that its kept path keeps W's name."""
+  top = os.path.abspath(match)
+  while _run_tables.REPLICA.fullmatch(os.path.basename(top)) or "=" in os.path.basename(top):
+    top = os.path.dirname(top)
+  return top
+
+
 def records(patterns: list[str]) -> list[tuple[str, str]]:
   """[(run directory, its path under the keeping directory)]: a workdir a pattern matches keeps
-  its name, and a multi-seed workdir or sweep W keeps its inner layout (W/s0, W/<point>/s0), so
-  summarize_runs groups the kept runs as it grouped the originals."""
-  named, seen = [], {}
+  its name, and a multi-seed workdir or sweep W keeps its inner layout (W/s0, W/<point>/s0, also
+  when the pattern names W/s0 itself), so summarize_runs groups the kept runs as it grouped the
+  originals. A run named twice (by two patterns, or two spellings of its path) is kept once."""
+  named, by_path, by_inner = [], set(), {}
   for pattern in patterns:
     matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
     if not matches:
       raise MissingFileError(f"no run directory matches {pattern!r}")
     for match in matches:
+      parent = os.path.dirname(_outermost(match))
       for run in _run_tables.run_dirs(match):
-        inner = os.path.normpath(
-          os.path.join(os.path.basename(os.path.normpath(match)), os.path.relpath(run, match))
-        )
-        if seen.get(inner, run) != run:
-          raise ConfigError(f"{run} and {seen[inner]} would both be kept as {inner!r}")
-        if inner not in seen:
-          seen[inner] = run
-          named.append((run, inner))
+        real = os.path.realpath(run)
+        if real in by_path:
+          continue
+        inner = os.path.relpath(os.path.abspath(run), parent)
+        if inner in by_inner:
+          raise ConfigError(f"{run} and {by_inner[inner]} would both be kept as {inner!r}")
+        by_path.add(real)
+        by_inner[inner] = run
+        named.append((run, inner))
   return named
 
 
 def check_finished(run: str, metrics: list[str]) -> None:
-  """Raises IncompleteRun (a DataError) unless every metric was logged at the run's final step,
-  MissingFileError when a record file is missing."""
+  """Raises a DataError unless every metric was logged at the run's final step (IncompleteRun
+  when it was logged before; a MissingFileError when a record file is missing)."""
   for name in RECORD_FILES:
     if not os.path.exists(os.path.join(run, name)):
       raise MissingFileError(f"{run} has no {name}: not a run directory of launch/train.py")
@@ -79,27 +91,32 @@ def check_finished(run: str, metrics: list[str]) -> None:
     _run_tables.final_value(run, metric, config)
 
 
+def _same(run: str, dest: str) -> bool | None:
+  """None when `dest` keeps nothing yet, else whether it keeps exactly the run's record files."""
+  if not any(os.path.exists(os.path.join(dest, n)) for n in RECORD_FILES):
+    return None
+  return all(
+    os.path.exists(os.path.join(dest, n))
+    and filecmp.cmp(os.path.join(run, n), os.path.join(dest, n), shallow=False)
+    for n in RECORD_FILES
+  )
+
+
 def keep(run: str, dest: str, replace: bool) -> str:
   """Copies the run's record files into `dest`; returns what happened ('kept', 'unchanged',
   'replaced'). A differing record there is an error unless `replace`."""
-  existing = [n for n in RECORD_FILES if os.path.exists(os.path.join(dest, n))]
-  if existing:
-    same = all(
-      os.path.exists(os.path.join(dest, n))
-      and filecmp.cmp(os.path.join(run, n), os.path.join(dest, n), shallow=False)
-      for n in RECORD_FILES
+  same = _same(run, dest)
+  if same:
+    return "unchanged"
+  if same is False and not replace:
+    raise ConfigError(
+      f"{dest} keeps a different record than {run} (the run resumed and extended, or another run "
+      "of that name); --replace overwrites it"
     )
-    if same:
-      return "unchanged"
-    if not replace:
-      raise ConfigError(
-        f"{dest} already keeps a different record of {os.path.basename(dest)} (a resumed or "
-        "another run of that name); --replace overwrites it"
-      )
   os.makedirs(dest, exist_ok=True)
   for name in RECORD_FILES:
     shutil.copyfile(os.path.join(run, name), os.path.join(dest, name))
-  return "replaced" if existing else "kept"
+  return "kept" if same is None else "replaced"
 
 
 def main(argv):
@@ -115,12 +132,16 @@ def _keep():
   for run, inner in records(_RUNS.value):
     try:
       check_finished(run, _METRICS.value)
-    except _run_tables.IncompleteRun as e:
+    except DataError as e:  # still training, stopped early, or not a run directory
       if not _SKIP.value:
         raise DataError(f"{e}; --skip_incomplete leaves unfinished runs out") from None
       skipped.append((run, str(e)))
       continue
     finished.append((run, inner))
+  if not _REPLACE.value:  # all or nothing: a conflict stops the command before any copy
+    for run, inner in finished:
+      if _same(run, os.path.join(_INTO.value, inner)) is False:
+        keep(run, os.path.join(_INTO.value, inner), replace=False)  # raises, naming both
   for run, inner in finished:
     dest = os.path.join(_INTO.value, inner)
     print(f"{keep(run, dest, _REPLACE.value)}: {run} -> {dest}")

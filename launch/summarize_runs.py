@@ -24,7 +24,8 @@ from the run directories. A run is complete when its metric reaches the `train.s
 config.json; a run that is not (still training, or stopped before its final evaluation) stops the
 command with an error naming it, unless `--skip_incomplete`, which leaves it out and says so.
 `--train_time` adds a column of each seed's minutes in its training loop, read from the step rates
-it logged (compilation and the evaluations during training included, the final one not).
+it logged (compilation and the evaluations during training included, the final one not; for seeds
+trained as one program, each seed's figure is the whole program's time).
 
 `--at_steps=400,800,...` tabulates a learning curve instead: the one --metric at each of those
 steps, one column per step (mean +- std over each group's seeds), e.g. to show where a baseline

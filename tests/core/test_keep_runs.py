@@ -55,6 +55,9 @@ def test_an_unfinished_run_is_refused_or_skipped_by_name(tmp_path):
   runs, kept = tmp_path / "runs", tmp_path / "results"
   _run(runs / "cnn_s0", 100)
   _run(runs / "cnn_s1", 60)  # stopped before its final evaluation
+  training = _run(runs / "cnn_s2", 60)  # still training: no evaluation logged yet
+  with open(os.path.join(training, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 50, "train/loss": 1.0}) + "\n")
   refused = _keep(f"--runs={runs}/*", f"--into={kept}")
   assert refused.returncode != 0
   assert "cnn_s1" in refused.stderr and "--skip_incomplete" in refused.stderr
@@ -62,7 +65,7 @@ def test_an_unfinished_run_is_refused_or_skipped_by_name(tmp_path):
   skipped = _keep(f"--runs={runs}/*", f"--into={kept}", "--skip_incomplete")
   assert skipped.returncode == 0, skipped.stderr
   assert os.listdir(kept) == ["cnn_s0"]
-  assert "skipped" in skipped.stderr and "cnn_s1" in skipped.stderr
+  assert "skipped" in skipped.stderr and "cnn_s1" in skipped.stderr and "cnn_s2" in skipped.stderr
 
 
 def test_a_kept_record_is_only_overwritten_when_asked(tmp_path):
@@ -76,6 +79,38 @@ def test_a_kept_record_is_only_overwritten_when_asked(tmp_path):
   assert "0.95" not in (dest / "metrics.jsonl").read_text()
   assert keep_runs.keep(run, str(dest), replace=True) == "replaced"
   assert "0.95" in (dest / "metrics.jsonl").read_text()
+
+
+def test_a_seed_directory_keeps_its_workdirs_name_and_a_run_named_twice_is_kept_once(tmp_path):
+  runs = tmp_path / "runs"
+  for seed in (0, 1):
+    _run(runs / "chain" / f"s{seed}", 100)
+  _run(runs / "sweep" / "optim.lr=0.1" / "s0", 100)
+  _run(runs / "cnn_s0", 100)
+  named = keep_runs.records(
+    [f"{runs}/chain/s*", f"{runs}/chain", f"{runs}/sweep/optim.lr=0.1", f"{runs}/cnn_s0/"]
+    + [os.path.relpath(runs / "cnn_s0")]  # the same run, spelt another way
+  )
+  assert [inner for _, inner in named] == [
+    "chain/s0",
+    "chain/s1",
+    "sweep/optim.lr=0.1/s0",
+    "cnn_s0",
+  ]
+  _run(tmp_path / "other" / "cnn_s0", 100)
+  with pytest.raises(ConfigError, match="would both be kept as 'cnn_s0'"):
+    keep_runs.records([f"{runs}/cnn_s0", f"{tmp_path}/other/cnn_s0"])
+
+
+def test_a_conflict_stops_the_command_before_anything_is_copied(tmp_path):
+  runs, kept = tmp_path / "runs", tmp_path / "results"
+  _run(runs / "a_s0", 100)
+  _run(runs / "b_s0", 100)
+  os.makedirs(kept / "b_s0")
+  (kept / "b_s0" / "metrics.jsonl").write_text("another run\n")
+  clash = _keep(f"--runs={runs}/*", f"--into={kept}")
+  assert clash.returncode != 0 and "--replace" in clash.stderr
+  assert not (kept / "a_s0").exists()
 
 
 def test_a_directory_that_is_not_a_run_is_named(tmp_path):
