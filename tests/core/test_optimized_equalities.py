@@ -22,7 +22,9 @@ import pytest
 
 from tests.core.helpers import REPO
 
-pytestmark = pytest.mark.slow
+# Heavy: about a minute of one worker, which the default run (CI) cannot spare; the equalities
+# themselves run there unoptimised. Run it with `-m heavy` after a change to XLA flags or numerics.
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 # One case of each parametrised test keeps this to one pytest process of about a minute.
 EQUALITIES = [
