@@ -58,15 +58,20 @@ def labelled(workdirs: list[str], labels: list[str] | None = None) -> list[tuple
   return out
 
 
+def matching_dirs(pattern: str) -> list[str]:
+  """The directories the glob `pattern` matches, sorted; none is an error."""
+  matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
+  if not matches:
+    raise MissingFileError(f"no run directory matches {pattern!r}")
+  return matches
+
+
 def expand(patterns: list[str]) -> list[str]:
   """Run directories named by `patterns` (globs expanded and sorted, multi-seed and sweep workdirs
   opened into their seeds, duplicates dropped); a pattern that names nothing is an error."""
   out = []
   for pattern in patterns:
-    matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
-    if not matches:
-      raise MissingFileError(f"no run directory matches {pattern!r}")
-    out += [r for m in matches for r in run_dirs(m) if r not in out]
+    out += [r for m in matching_dirs(pattern) for r in run_dirs(m) if r not in out]
   return out
 
 

@@ -262,8 +262,7 @@ def _bench_all():
     rows = selected(_ONLY.value, GPU_SUITE + GPU_REPLICA_SUITE)
     runs = [
       (f"{name}_{kind}", suite_config(file, variant, overrides))
-      for name, file, variant, overrides in rows
-      if (name, file, variant, overrides) in GPU_SUITE
+      for name, file, variant, overrides in (r for r in rows if r in GPU_SUITE)
     ]
   else:
     from jaxrepr import parallel

@@ -19,7 +19,6 @@ name) unless `--replace`; either error stops the command before anything is copi
 """
 
 import filecmp
-import glob
 import os
 import shutil
 import sys
@@ -60,10 +59,7 @@ def records(patterns: list[str]) -> list[tuple[str, str]]:
   originals. A run named twice (by two patterns, or two spellings of its path) is kept once."""
   named, by_path, by_inner = [], set(), {}
   for pattern in patterns:
-    matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
-    if not matches:
-      raise MissingFileError(f"no run directory matches {pattern!r}")
-    for match in matches:
+    for match in _run_tables.matching_dirs(pattern):
       parent = os.path.dirname(_outermost(match))
       for run in _run_tables.run_dirs(match):
         real = os.path.realpath(run)
@@ -102,21 +98,31 @@ def _same(run: str, dest: str) -> bool | None:
   )
 
 
-def keep(run: str, dest: str, replace: bool) -> str:
-  """Copies the run's record files into `dest`; returns what happened ('kept', 'unchanged',
-  'replaced'). A differing record there is an error unless `replace`."""
-  same = _same(run, dest)
+def _conflict(run: str, dest: str) -> ConfigError:
+  return ConfigError(
+    f"{dest} keeps a different record than {run} (the run resumed and extended, or another run "
+    "of that name); --replace overwrites it"
+  )
+
+
+def _copy(run: str, dest: str, same: bool | None) -> str:
+  """Copies the record files unless `dest` keeps them already (`same`, from _same); returns what
+  happened: 'unchanged', 'kept' or 'replaced'."""
   if same:
     return "unchanged"
-  if same is False and not replace:
-    raise ConfigError(
-      f"{dest} keeps a different record than {run} (the run resumed and extended, or another run "
-      "of that name); --replace overwrites it"
-    )
   os.makedirs(dest, exist_ok=True)
   for name in RECORD_FILES:
     shutil.copyfile(os.path.join(run, name), os.path.join(dest, name))
   return "kept" if same is None else "replaced"
+
+
+def keep(run: str, dest: str, replace: bool) -> str:
+  """Copies the run's record files into `dest`; returns what happened ('kept', 'unchanged',
+  'replaced'). A differing record there is an error unless `replace`."""
+  same = _same(run, dest)
+  if same is False and not replace:
+    raise _conflict(run, dest)
+  return _copy(run, dest, same)
 
 
 def main(argv):
@@ -137,14 +143,13 @@ def _keep():
         raise DataError(f"{e}; --skip_incomplete leaves unfinished runs out") from None
       skipped.append((run, str(e)))
       continue
-    finished.append((run, inner))
-  if not _REPLACE.value:  # all or nothing: a conflict stops the command before any copy
-    for run, inner in finished:
-      if _same(run, os.path.join(_INTO.value, inner)) is False:
-        keep(run, os.path.join(_INTO.value, inner), replace=False)  # raises, naming both
-  for run, inner in finished:
-    dest = os.path.join(_INTO.value, inner)
-    print(f"{keep(run, dest, _REPLACE.value)}: {run} -> {dest}")
+    finished.append((run, os.path.join(_INTO.value, inner)))
+  plan = [(run, dest, _same(run, dest)) for run, dest in finished]
+  conflicts = [(run, dest) for run, dest, same in plan if same is False]
+  if conflicts and not _REPLACE.value:  # all or nothing: stop before any copy
+    raise _conflict(*conflicts[0])
+  for run, dest, same in plan:
+    print(f"{_copy(run, dest, same)}: {run} -> {dest}")
   for run, reason in skipped:
     print(f"skipped {run}: {reason}", file=sys.stderr)
 
