@@ -4,8 +4,8 @@ Run directories are fabricated (metrics.jsonl, config.json) in the layouts the t
 multi-seed workdir `W/s<seed>/`, a sweep `W/<point>/s<seed>/` (nested when a field changes the
 program), and sibling runs `x_s<seed>`. The docs test reads every generated block of docs/*.md and
 README.md (`<!-- NAME:start -->` ... `<!-- NAME:end -->`): each table in one states the command that
-regenerates it, writing into that page and block, and a commit; a table of seeds' mean +- std
-typed by hand outside such a block is listed in HAND_TYPED (to be regenerated) or fails.
+regenerates it, writing into that page and block, and a commit (tables typed outside such blocks:
+tests/core/test_typed_tables.py).
 """
 
 import glob
@@ -24,12 +24,6 @@ from launch import _doc_tables, _run_tables
 from tests.core.helpers import REPO
 
 SCRIPT = os.path.join(REPO, "launch", "summarize_runs.py")
-# Tables of seeds typed by hand before summarize_runs wrote docs tables: (page, header start).
-HAND_TYPED = {
-  ("docs/noprop.md", "| MNIST-5k, 160 steps x 128 |"),
-  ("docs/noprop.md", "| Fashion-MNIST, 160 steps x 128 |"),
-}
-_SEED_STATISTIC = re.compile(r"\d \+- \d|±")
 
 
 def _run(path, finals, steps=10, **config):
@@ -323,37 +317,6 @@ def test_the_docs_check_rejects_a_table_typed_or_copied_into_a_block():
   assert _block_problems("docs/p.md", "t", own) == []
   other = own.replace("--metric=test/accuracy", "--metric=test/loss")
   assert "rows are not the metrics ['test/loss']" in _block_problems("docs/p.md", "t", other)[0]
-
-
-def _seed_tables(page: str, text: str) -> set[tuple[str, str]]:
-  """(page, header) of each table of `text` outside generated blocks whose cells hold a mean +- std
-  (the header as HAND_TYPED starts it, when it lists the table)."""
-  for body in _doc_tables.blocks(text, page).values():
-    text = text.replace(body, "")
-  found = set()
-  for table in re.findall(r"(?m)(?:^\|.*\n?)+", text):
-    if _SEED_STATISTIC.search(table):
-      header = table.splitlines()[0]
-      listed = [(p, h) for p, h in HAND_TYPED if p == page and header.startswith(h)]
-      found.add(listed[0] if listed else (page, header))
-  return found
-
-
-def test_the_hand_typed_check_finds_a_table_of_seeds_outside_blocks_only():
-  typed = "| run | acc |\n|---|---|\n| dt | 95.7 +- 0.1 |\n"
-  assert _seed_tables("docs/p.md", f"text\n\n{typed}\nmore") == {("docs/p.md", "| run | acc |")}
-  assert _seed_tables("docs/p.md", f"<!-- t:start -->\n{typed}<!-- t:end -->\n") == set()
-  assert _seed_tables("docs/p.md", typed.replace("+-", "or")) == set()
-
-
-def test_no_table_of_seeds_is_typed_by_hand_beyond_the_ones_listed():
-  found = set()
-  for path in _pages():
-    found |= _seed_tables(os.path.relpath(path, REPO), open(path).read())
-  new = found - HAND_TYPED
-  assert not new, f"write these with launch/summarize_runs.py --into=PAGE --marker=NAME: {new}"
-  gone = HAND_TYPED - found
-  assert not gone, f"regenerated (or removed): take them out of HAND_TYPED: {gone}"
 
 
 def test_plot_runs_draws_a_curve_per_seed_of_a_multi_seed_or_sweep_workdir(tmp_path):
