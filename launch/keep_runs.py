@@ -6,7 +6,9 @@ A docs table is regenerated from run directories (launch/summarize_runs.py), but
 gigabytes of checkpoints and lives on one machine. This copies what a table reads, each run's
 `config.json` (its config, commit and budget) and `metrics.jsonl` (every logged value), into a
 directory that is committed, e.g. `results/<table>/`, keeping each run's directory name (and, for
-a multi-seed run or a sweep, its `s<seed>` and point directories), so that
+a multi-seed run or a sweep, its `s<seed>` and point directories; for runs inside several workdirs,
+`--runs='runs/T/*/stage_*'`, the path from the pattern's fixed part on: `<workdir>/stage_k`),
+so that
 
     python launch/summarize_runs.py --runs='results/noprop_fashion/*' ...
 
@@ -19,6 +21,7 @@ name) unless `--replace`; either error stops the command before anything is copi
 """
 
 import filecmp
+import glob
 import os
 import shutil
 import sys
@@ -52,15 +55,27 @@ def _outermost(match: str) -> str:
   return top
 
 
+def _pattern_base(pattern: str) -> str:
+  """The directory a pattern's matches are named from: the part before its first glob component
+  (runs/T for runs/T/*/stage_*), or for a pattern without one the directory holding it."""
+  parts = os.path.abspath(pattern).split(os.sep)
+  fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
+  return os.sep.join(parts[:fixed]) if fixed is not None else os.path.dirname(os.sep.join(parts))
+
+
 def records(patterns: list[str]) -> list[tuple[str, str]]:
-  """[(run directory, its path under the keeping directory)]: a workdir a pattern matches keeps
-  its name, and a multi-seed workdir or sweep W keeps its inner layout (W/s0, W/<point>/s0, also
-  when the pattern names W/s0 itself), so summarize_runs groups the kept runs as it grouped the
-  originals. A run named twice (by two patterns, or two spellings of its path) is kept once."""
+  """[(run directory, its path under the keeping directory)]: a run keeps its path from the
+  pattern's fixed part on (runs/T/*/stage_* keeps <workdir>/stage_k, so the stages of several
+  workdirs stay apart), and at least its workdir's name; a multi-seed workdir or sweep W keeps its
+  inner layout (W/s0, W/<point>/s0, also when the pattern names W/s0 itself), so summarize_runs
+  groups the kept runs as it grouped the originals. A run named twice (by two patterns, or two
+  spellings of its path) is kept once."""
   named, by_path, by_inner = [], set(), {}
   for pattern in patterns:
+    base = _pattern_base(pattern)
     for match in _run_tables.matching_dirs(pattern):
-      parent = os.path.dirname(_outermost(match))
+      # Both are ancestors of the match: keep the path from the higher one.
+      parent = min(base, os.path.dirname(_outermost(match)), key=len)
       for run in _run_tables.run_dirs(match):
         real = os.path.realpath(run)
         if real in by_path:
