@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from jaxrepr.nn.precision import compute_dtype
 from jaxrepr.errors import ConfigError
+from jaxrepr.nn.pooling import max_pool
 
 
 class MLP(nn.Module):
@@ -48,7 +49,7 @@ class CNN(nn.Module):
     for ch in self.channels:
       h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype)(h))
       if h.shape[1] > 2 and h.shape[2] > 2:
-        h = nn.max_pool(h, (2, 2), strides=(2, 2))
+        h = max_pool(h, 2)
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return MLP(self.hidden, self.num_classes, self.dropout, self.dtype)(h, train, return_features)
 

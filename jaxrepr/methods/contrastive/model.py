@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrepr.errors import ConfigError
+from jaxrepr.nn.pooling import max_pool
 
 ENCODERS = ("linear", "mlp", "cnn")
 NORMALIZE = ("l2", "layernorm", "none")
@@ -52,7 +53,7 @@ class Encoder(nn.Module):
       for ch in self.channels:
         h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME")(h))
         if h.shape[1] > 2 and h.shape[2] > 2:
-          h = nn.max_pool(h, (2, 2), strides=(2, 2))
+          h = max_pool(h, 2)
     h_BxF = h.reshape((h.shape[0], -1))
     if self.arch != "linear":
       for width in self.hidden:

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrepr.errors import ConfigError
+from jaxrepr.nn.pooling import max_pool
 
 
 class Norm(nn.Module):
@@ -96,7 +97,7 @@ class ImageEncoder(nn.Module):
     for i, features in enumerate(self.conv_features):
       h = nn.relu(nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype)(h))
       if i != 1:  # Figure 6 pools after the first and the last conv only
-        h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
+        h = max_pool(h, 2, "SAME")
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h_BxF = nn.Dense(self.hidden, dtype=self.dtype)(h.reshape(h.shape[0], -1))
     if self.final == "relu":
