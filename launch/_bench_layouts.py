@@ -21,6 +21,7 @@ import numpy as np
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = "cpu-layouts"
 _ROW = re.compile(r"^(?P<base>.+)@(?P<n>\d+)dev$")
+PREVIOUS = "_previous"  # the rows of the checkout given by launch/bench.py --against
 
 # (row name, config file, variant, overrides, timed steps, warm-up steps, distinct batches): what
 # `--suite=layouts` runs, the configs of docs/benchmarks.md's table; few steps for the slow ones.
@@ -60,13 +61,30 @@ def config_args(argv: list[str]) -> list[str]:
   return [a for a in argv if a.startswith(("--config=", "--config."))]
 
 
-def measure_once(args: list[str], layout: str, bench_flags: dict) -> tuple[dict, str]:
-  """One `launch/bench.py` process in `layout`: its result and the layout line it printed."""
+def checkout_args(args: list[str], checkout: str) -> list[str]:
+  """`args` for the launch/bench.py of another `checkout`: a config file of this checkout becomes
+  the same file of that one (a config's code and defaults are part of what is compared)."""
+  out = []
+  for arg in args:
+    if arg.startswith("--config="):
+      path, colon, variant = arg.split("=", 1)[1].partition(":")
+      inside = os.path.relpath(os.path.abspath(path), CHECKOUT)
+      if not inside.startswith(os.pardir):
+        arg = f"--config={os.path.join(checkout, inside)}{colon}{variant}"
+    out.append(arg)
+  return out
+
+
+def measure_once(
+  args: list[str], layout: str, bench_flags: dict, checkout: str = CHECKOUT
+) -> tuple[dict, str]:
+  """One `launch/bench.py` process of `checkout` in `layout`: its result and the layout line it
+  printed."""
   with tempfile.TemporaryDirectory() as out:
     cmd = [
       sys.executable,
-      os.path.join(CHECKOUT, "launch", "bench.py"),
-      *args,
+      os.path.join(checkout, "launch", "bench.py"),
+      *(args if checkout == CHECKOUT else checkout_args(args, checkout)),
       f"--config.cpu_devices={layout}",
       "--name=run",
       f"--out={out}",
@@ -81,21 +99,32 @@ def measure_once(args: list[str], layout: str, bench_flags: dict) -> tuple[dict,
   return result, line
 
 
-def measure(name: str, args: list[str], layouts: list[str], rounds: int, bench_flags: dict):
+def measure(
+  name: str,
+  args: list[str],
+  layouts: list[str],
+  rounds: int,
+  bench_flags: dict,
+  against: str | None = None,
+):
   """{row name: result} of `name` in every layout, medians over `rounds` interleaved rounds;
-  layouts that give the same device count (e.g. 'auto' resolving to 1) share a row."""
-  by_count: dict[int, list[tuple[str, dict, str]]] = {}
+  layouts that give the same device count (e.g. 'auto' resolving to 1) share a row. With
+  `against` (another checkout of the project), each measurement is followed by the same one in
+  that checkout, rows `<name>_previous@<n>dev`: both versions under the same load."""
+  checkouts = [("", CHECKOUT)] + ([(PREVIOUS, against)] if against else [])
+  by_row: dict[tuple[str, int], list[tuple[str, dict, str]]] = {}
   for r in range(rounds):
     for layout in layouts:
-      result, line = measure_once(args, layout, bench_flags)
-      by_count.setdefault(result["devices"], []).append((layout, result, line))
-      print(
-        f"{name} round {r + 1}/{rounds}, cpu_devices={layout}: {line or '?'}; "
-        f"{1e3 * result['step_s']:.1f} ms/step, {result['cpu_s_per_step']:.3f} CPU s/step",
-        flush=True,
-      )
+      for suffix, checkout in checkouts:
+        result, line = measure_once(args, layout, bench_flags, checkout)
+        by_row.setdefault((suffix, result["devices"]), []).append((layout, result, line))
+        print(
+          f"{name}{suffix} round {r + 1}/{rounds}, cpu_devices={layout}: {line or '?'}; "
+          f"{1e3 * result['step_s']:.1f} ms/step, {result['cpu_s_per_step']:.3f} CPU s/step",
+          flush=True,
+        )
   rows = {}
-  for count, runs in sorted(by_count.items()):
+  for (suffix, count), runs in sorted(by_row.items()):
     results = [res for _, res, _ in runs]
     row = dict(results[-1])
     row.update(
@@ -108,7 +137,7 @@ def measure(name: str, args: list[str], layouts: list[str], rounds: int, bench_f
       rounds=rounds,
     )
     row["steps_per_s"] = 1.0 / row["step_s"]
-    rows[f"{name}@{count}dev"] = row
+    rows[f"{name}{suffix}@{count}dev"] = row
   return rows
 
 

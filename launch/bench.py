@@ -29,6 +29,12 @@ timed steps each, so that the whole suite fits one short call; rows are named wi
 `--layouts=1,auto` times the config in each CPU device layout (`config.cpu_devices`), each in its
 own process, in interleaved rounds, rows `<name>@<n>dev`; `--suite=layouts` does so for every
 config of launch/_bench_layouts.py's LAYOUT_SUITE, and docs/benchmarks.md compares the layouts.
+`--against=DIR` (another checkout, e.g. an earlier commit's `git worktree`) follows each of those
+measurements by the same one with DIR's code and config, rows `<name>_previous@<n>dev`, so that a
+change is timed against the code before it under the same load:
+
+    git worktree add /tmp/prev HEAD~1
+    python launch/bench.py --config=configs/classifier.py --against=/tmp/prev --rounds=3
 Results are appended to --out/results.json (keyed by --name) and the markdown table
 --out/results.md is rewritten from all of them; when --out is the checkout's bench/ (the default,
 run from the checkout's root), so is the table between the markers of docs/benchmarks.md.
@@ -82,6 +88,9 @@ _LAYOUTS = flags.DEFINE_list(
   None,
   "config.cpu_devices values to time the config in, each in its own process, in --rounds "
   "interleaved rounds (rows <name>@<n>dev); --suite=layouts: default 1,auto.",
+)
+_AGAINST = flags.DEFINE_string(
+  "against", None, "Another checkout: --layouts (default auto) timed in both, interleaved."
 )
 _NAME = flags.DEFINE_string("name", None, "Row name (default: the config name).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
@@ -252,7 +261,7 @@ def _bench_all():
   if _SUITE.value == "replicas":
     _bench_replicas(selected(_ONLY.value, REPLICA_SUITE), suffix="")
     return
-  if _SUITE.value == "layouts" or _LAYOUTS.value:
+  if _SUITE.value == "layouts" or _LAYOUTS.value or _AGAINST.value:
     _bench_layouts_all()
     return
   if _SUITE.value:
@@ -288,7 +297,12 @@ def _bench_layouts_all():
   """Each config in every layout of --layouts, one process per measurement (_bench_layouts.py)."""
   from launch import _bench_layouts as layouts_lib
 
-  layouts = _LAYOUTS.value or ["1", "auto"]
+  from jaxrepr.errors import ConfigError
+
+  against = _AGAINST.value
+  if against and not os.path.isfile(os.path.join(against, "launch", "bench.py")):
+    raise ConfigError(f"--against={against}: not a checkout of this project (no launch/bench.py)")
+  layouts = _LAYOUTS.value or (["auto"] if against else ["1", "auto"])
   flags_of = lambda steps, warmup, batches: dict(  # noqa: E731
     steps=steps, warmup=warmup, batches=batches, matmul_n=_MATMUL_N.value
   )
@@ -306,7 +320,8 @@ def _bench_layouts_all():
     args = layouts_lib.config_args(sys.argv[1:])
     runs = [(name, args, flags_of(_STEPS.value, _WARMUP.value, _BATCHES.value))]
   for name, args, bench_flags in runs:
-    for row, result in layouts_lib.measure(name, args, layouts, _ROUNDS.value, bench_flags).items():
+    measured = layouts_lib.measure(name, args, layouts, _ROUNDS.value, bench_flags, against)
+    for row, result in measured.items():
       _record(row, result)
 
 

@@ -2,6 +2,7 @@
 its exceptions, the field's validation, launch/train.py applying it, and a checkpoint written in one
 layout resuming in another."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -230,7 +231,7 @@ def test_bench_layouts_rows_are_medians_per_device_count_and_the_table_compares_
   times = iter([0.30, 0.20, 0.10, 0.50, 0.10, 0.10])  # round 1: 1, auto, 2; round 2: the same
   calls = []
 
-  def fake(args, layout, bench_flags):
+  def fake(args, layout, bench_flags, checkout):
     calls.append(layout)
     devices = 1 if layout in ("1", "auto1") else 2
     return dict(devices=devices, step_s=next(times), cpu_s_per_step=0.1 * devices), f"{layout}"
@@ -246,3 +247,73 @@ def test_bench_layouts_rows_are_medians_per_device_count_and_the_table_compares_
   table = _bench_layouts.table_lines({**rows, "other": dict(rows["cfg@1dev"])})
   assert len(table) == 4  # header, rule, the two rows of cfg; a row without layouts is left out
   assert table[3].startswith("| cfg | 2 | 100.0 | 100.0, 100.0 | 0.200 | 2.50x |")
+
+
+def test_bench_against_another_checkout_interleaves_the_two_and_maps_the_config(monkeypatch):
+  """launch/bench.py --against=DIR: each measurement is followed by the same one with DIR's
+  launch/bench.py and DIR's copy of the config, rows `<name>_previous@<n>dev`."""
+  from launch import _bench_layouts
+
+  times = iter([0.10, 0.30, 0.12, 0.28])  # round 1: this checkout, then DIR; round 2: the same
+  calls = []
+
+  def fake(args, layout, bench_flags, checkout):
+    calls.append(checkout)
+    return dict(devices=2, step_s=next(times), cpu_s_per_step=0.2), "line"
+
+  monkeypatch.setattr(_bench_layouts, "measure_once", fake)
+  rows = _bench_layouts.measure("cfg", [], ["auto"], 2, {}, against="/prev")
+  assert calls == [_bench_layouts.CHECKOUT, "/prev"] * 2
+  assert rows["cfg@2dev"]["step_s_rounds"] == [0.10, 0.12]
+  assert rows["cfg_previous@2dev"]["step_s"] == pytest.approx(0.29)
+  mine = os.path.join(_bench_layouts.CHECKOUT, "configs", "noprop.py")
+  mapped = _bench_layouts.checkout_args(
+    [f"--config={mine}:dt,mnist5k", "--config.seed=1", "--config=/elsewhere/c.py"], "/prev"
+  )
+  assert mapped == [
+    "--config=/prev/configs/noprop.py:dt,mnist5k",
+    "--config.seed=1",
+    "--config=/elsewhere/c.py",
+  ]
+
+
+def test_bench_against_a_directory_that_is_no_checkout_is_a_one_line_error(tmp_path):
+  res = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, "launch", "bench.py"),
+      "--config=configs/classifier.py:tiny",
+      f"--against={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
+  assert res.returncode != 0
+  assert res.stderr.strip().splitlines() == [
+    f"error: --against={tmp_path}: not a checkout of this project (no launch/bench.py)"
+  ]
+
+
+def test_bench_measure_once_runs_the_other_checkouts_bench_with_its_config(monkeypatch):
+  from launch import _bench_layouts
+
+  commands = []
+
+  def fake_run(cmd, **kwargs):
+    commands.append(cmd)
+    out = next(a.split("=", 1)[1] for a in cmd if a.startswith("--out="))
+    with open(os.path.join(out, "results.json"), "w") as f:
+      json.dump({"run": {"devices": 1}}, f)
+    return subprocess.CompletedProcess(cmd, 0, "", "cpu devices: 1\n")
+
+  monkeypatch.setattr(_bench_layouts.subprocess, "run", fake_run)
+  mine = os.path.join(_bench_layouts.CHECKOUT, "configs", "classifier.py")
+  for checkout in (_bench_layouts.CHECKOUT, "/prev"):
+    result, line = _bench_layouts.measure_once([f"--config={mine}"], "1", {}, checkout)
+    assert result == {"devices": 1} and line == "cpu devices: 1"
+  assert commands[0][1:3] == [
+    os.path.join(_bench_layouts.CHECKOUT, "launch", "bench.py"),
+    f"--config={mine}",
+  ]
+  assert commands[1][1:3] == ["/prev/launch/bench.py", "--config=/prev/configs/classifier.py"]
