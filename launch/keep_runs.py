@@ -6,9 +6,9 @@ A docs table is regenerated from run directories (launch/summarize_runs.py), but
 gigabytes of checkpoints and lives on one machine. This copies what a table reads, each run's
 `config.json` (its config, commit and budget) and `metrics.jsonl` (every logged value), into a
 directory that is committed, e.g. `results/<table>/`, keeping each run's directory name (and, for
-a multi-seed run or a sweep, its `s<seed>` and point directories; for runs inside several workdirs,
-`--runs='runs/T/*/stage_*'`, the path from the pattern's fixed part on: `<workdir>/stage_k`),
-so that
+a multi-seed run or a sweep, its `s<seed>` and point directories; for runs of several workdirs
+that share names, `--runs='runs/T/*/stage_*'`, the path from the pattern's fixed part on:
+`<workdir>/stage_k`), so that
 
     python launch/summarize_runs.py --runs='results/noprop_fashion/*' ...
 
@@ -60,32 +60,48 @@ def _pattern_base(pattern: str) -> str:
   (runs/T for runs/T/*/stage_*), or for a pattern without one the directory holding it."""
   parts = os.path.abspath(pattern).split(os.sep)
   fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
-  return os.sep.join(parts[:fixed]) if fixed is not None else os.path.dirname(os.sep.join(parts))
+  if fixed is None:
+    return os.path.dirname(os.sep.join(parts))
+  return os.sep.join(parts[:fixed]) or os.sep
+
+
+def _named_runs(pattern: str) -> list[tuple[str, str]]:
+  """[(run directory, its kept path)] of one pattern: from its workdir's parent on (W, W/s0,
+  W/<point>/s0), or, where two of the pattern's runs would get the same path so (runs/T/*/stage_*:
+  every workdir's stage_0), from the pattern's fixed part on (<workdir>/stage_0)."""
+  runs = [
+    (run, match)
+    for match in _run_tables.matching_dirs(pattern)
+    for run in _run_tables.run_dirs(match)
+  ]
+  parents = [os.path.dirname(_outermost(match)) for _, match in runs]
+  inner = [os.path.relpath(os.path.abspath(run), p) for (run, _), p in zip(runs, parents)]
+  clash = len({(i, os.path.realpath(r)) for i, (r, _) in zip(inner, runs)}) > len(set(inner))
+  if clash:
+    base = _pattern_base(pattern)  # an ancestor of every match, as each parent is
+    parents = [min(base, p, key=len) for p in parents]
+    inner = [os.path.relpath(os.path.abspath(run), p) for (run, _), p in zip(runs, parents)]
+  return [(run, name) for (run, _), name in zip(runs, inner)]
 
 
 def records(patterns: list[str]) -> list[tuple[str, str]]:
-  """[(run directory, its path under the keeping directory)]: a run keeps its path from the
-  pattern's fixed part on (runs/T/*/stage_* keeps <workdir>/stage_k, so the stages of several
-  workdirs stay apart), and at least its workdir's name; a multi-seed workdir or sweep W keeps its
-  inner layout (W/s0, W/<point>/s0, also when the pattern names W/s0 itself), so summarize_runs
-  groups the kept runs as it grouped the originals. A run named twice (by two patterns, or two
-  spellings of its path) is kept once."""
+  """[(run directory, its path under the keeping directory)]: a workdir a pattern matches keeps
+  its name, and a multi-seed workdir or sweep W keeps its inner layout (W/s0, W/<point>/s0, also
+  when the pattern names W/s0 itself), so summarize_runs groups the kept runs as it grouped the
+  originals; runs of one pattern that would share a name so keep their path from the pattern's
+  fixed part on (`_named_runs`). A run named twice (by two patterns, or two spellings of its path)
+  is kept once."""
   named, by_path, by_inner = [], set(), {}
   for pattern in patterns:
-    base = _pattern_base(pattern)
-    for match in _run_tables.matching_dirs(pattern):
-      # Both are ancestors of the match: keep the path from the higher one.
-      parent = min(base, os.path.dirname(_outermost(match)), key=len)
-      for run in _run_tables.run_dirs(match):
-        real = os.path.realpath(run)
-        if real in by_path:
-          continue
-        inner = os.path.relpath(os.path.abspath(run), parent)
-        if inner in by_inner:
-          raise ConfigError(f"{run} and {by_inner[inner]} would both be kept as {inner!r}")
-        by_path.add(real)
-        by_inner[inner] = run
-        named.append((run, inner))
+    for run, inner in _named_runs(pattern):
+      real = os.path.realpath(run)
+      if real in by_path:
+        continue
+      if inner in by_inner:
+        raise ConfigError(f"{run} and {by_inner[inner]} would both be kept as {inner!r}")
+      by_path.add(real)
+      by_inner[inner] = run
+      named.append((run, inner))
   return named
 
 

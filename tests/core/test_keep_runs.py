@@ -120,12 +120,20 @@ def test_a_directory_that_is_not_a_run_is_named(tmp_path):
   assert len(missing.stderr.strip().splitlines()) == 1
 
 
-def test_runs_inside_several_workdirs_keep_the_path_from_the_patterns_fixed_part(tmp_path):
+def test_runs_of_one_pattern_that_share_a_name_keep_the_path_from_the_patterns_fixed_part(tmp_path):
   runs = tmp_path / "runs" / "distill"
   for workdir in ("n2", "n3"):
     for stage in (0, 1):
       _run(runs / workdir / f"stage_{stage}", 100)
   named = keep_runs.records([f"{runs}/*/stage_*", f"{runs}/n2/stage_1"])
   assert [inner for _, inner in named] == ["n2/stage_0", "n2/stage_1", "n3/stage_0", "n3/stage_1"]
-  # a run named without a glob keeps its own name, as before
+  # without a clash, a run keeps its own name, whatever the glob above it
   assert [inner for _, inner in keep_runs.records([f"{runs}/n3/stage_0"])] == ["stage_0"]
+  assert [inner for _, inner in keep_runs.records([f"{runs}/*/stage_0"])] == [
+    "n2/stage_0",
+    "n3/stage_0",
+  ]
+  _run(tmp_path / "machine_a" / "table" / "x_s0", 100)
+  _run(tmp_path / "machine_b" / "table" / "x_s1", 100)
+  named = keep_runs.records([f"{tmp_path}/machine_*/table/x_s*"])
+  assert [inner for _, inner in named] == ["x_s0", "x_s1"]  # seeds gathered from two places
