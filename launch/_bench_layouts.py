@@ -68,7 +68,7 @@ def checkout_args(args: list[str], checkout: str) -> list[str]:
   for arg in args:
     if arg.startswith("--config="):
       path, colon, variant = arg.split("=", 1)[1].partition(":")
-      inside = os.path.relpath(os.path.abspath(path), CHECKOUT)
+      inside = os.path.relpath(os.path.realpath(path), os.path.realpath(CHECKOUT))
       if not inside.startswith(os.pardir):
         arg = f"--config={os.path.join(checkout, inside)}{colon}{variant}"
     out.append(arg)
@@ -110,17 +110,19 @@ def measure(
   """{row name: result} of `name` in every layout, medians over `rounds` interleaved rounds;
   layouts that give the same device count (e.g. 'auto' resolving to 1) share a row. With
   `against` (another checkout of the project), each measurement is followed by the same one in
-  that checkout, rows `<name>_previous@<n>dev`: both versions under the same load."""
+  that checkout, rows `<name>_previous@<n>dev`: both versions under the same load, in turn
+  A B, B A, A B, ... so that a drift of the machine's speed does not favour one."""
   checkouts = [("", CHECKOUT)] + ([(PREVIOUS, against)] if against else [])
   by_row: dict[tuple[str, int], list[tuple[str, dict, str]]] = {}
   for r in range(rounds):
     for layout in layouts:
-      for suffix, checkout in checkouts:
+      for suffix, checkout in checkouts[:: -1 if r % 2 else 1]:
         result, line = measure_once(args, layout, bench_flags, checkout)
         by_row.setdefault((suffix, result["devices"]), []).append((layout, result, line))
         print(
           f"{name}{suffix} round {r + 1}/{rounds}, cpu_devices={layout}: {line or '?'}; "
-          f"{1e3 * result['step_s']:.1f} ms/step, {result['cpu_s_per_step']:.3f} CPU s/step",
+          f"{1e3 * result['step_s']:.1f} ms/step, "
+          f"{result.get('cpu_s_per_step', np.nan):.3f} CPU s/step",
           flush=True,
         )
   rows = {}
@@ -130,8 +132,9 @@ def measure(
     row.update(
       step_s=float(np.median([x["step_s"] for x in results])),
       step_s_rounds=[x["step_s"] for x in results],
-      cpu_s_per_step=float(np.median([x["cpu_s_per_step"] for x in results])),
-      cpu_s_per_step_rounds=[x["cpu_s_per_step"] for x in results],
+      # (an older checkout's bench.py may not report CPU seconds)
+      cpu_s_per_step=float(np.median([x.get("cpu_s_per_step", np.nan) for x in results])),
+      cpu_s_per_step_rounds=[x.get("cpu_s_per_step", np.nan) for x in results],
       layouts=sorted({layout for layout, _, _ in runs}),
       layout_lines=sorted({line for _, _, line in runs if line}),
       rounds=rounds,

@@ -29,12 +29,9 @@ timed steps each, so that the whole suite fits one short call; rows are named wi
 `--layouts=1,auto` times the config in each CPU device layout (`config.cpu_devices`), each in its
 own process, in interleaved rounds, rows `<name>@<n>dev`; `--suite=layouts` does so for every
 config of launch/_bench_layouts.py's LAYOUT_SUITE, and docs/benchmarks.md compares the layouts.
-`--against=DIR` (another checkout, e.g. an earlier commit's `git worktree`) follows each of those
-measurements by the same one with DIR's code and config, rows `<name>_previous@<n>dev`, so that a
-change is timed against the code before it under the same load:
-
-    git worktree add /tmp/prev HEAD~1
-    python launch/bench.py --config=configs/classifier.py --against=/tmp/prev --rounds=3
+`--against=DIR` (another checkout, e.g. an earlier commit's `git worktree`) times each of those
+measurements with DIR's code and config too, in turn, rows `<name>_previous@<n>dev`, so that a
+change is timed against the code before it under the same load (docs/benchmarks.md).
 Results are appended to --out/results.json (keyed by --name) and the markdown table
 --out/results.md is rewritten from all of them; when --out is the checkout's bench/ (the default,
 run from the checkout's root), so is the table between the markers of docs/benchmarks.md.
@@ -257,7 +254,10 @@ def main(argv):
 
 def _bench_all():
   from jaxrepr import config as config_lib
+  from jaxrepr.errors import ConfigError
 
+  if _AGAINST.value and _SUITE.value not in (None, "layouts"):
+    raise ConfigError(f"--against times --config or --suite=layouts, not --suite={_SUITE.value}")
   if _SUITE.value == "replicas":
     _bench_replicas(selected(_ONLY.value, REPLICA_SUITE), suffix="")
     return
@@ -302,7 +302,10 @@ def _bench_layouts_all():
   against = _AGAINST.value
   if against and not os.path.isfile(os.path.join(against, "launch", "bench.py")):
     raise ConfigError(f"--against={against}: not a checkout of this project (no launch/bench.py)")
-  layouts = _LAYOUTS.value or (["auto"] if against else ["1", "auto"])
+  if against and os.path.realpath(against) == os.path.realpath(_CHECKOUT):
+    raise ConfigError(f"--against={against} is this checkout: give another one")
+  alone = against and not _LAYOUTS.value and _SUITE.value != "layouts"
+  layouts = _LAYOUTS.value or (["auto"] if alone else ["1", "auto"])
   flags_of = lambda steps, warmup, batches: dict(  # noqa: E731
     steps=steps, warmup=warmup, batches=batches, matmul_n=_MATMUL_N.value
   )

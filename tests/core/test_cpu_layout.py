@@ -254,7 +254,7 @@ def test_bench_against_another_checkout_interleaves_the_two_and_maps_the_config(
   launch/bench.py and DIR's copy of the config, rows `<name>_previous@<n>dev`."""
   from launch import _bench_layouts
 
-  times = iter([0.10, 0.30, 0.12, 0.28])  # round 1: this checkout, then DIR; round 2: the same
+  times = iter([0.10, 0.30, 0.28, 0.12])  # round 1: this checkout, then DIR; round 2: DIR first
   calls = []
 
   def fake(args, layout, bench_flags, checkout):
@@ -263,7 +263,7 @@ def test_bench_against_another_checkout_interleaves_the_two_and_maps_the_config(
 
   monkeypatch.setattr(_bench_layouts, "measure_once", fake)
   rows = _bench_layouts.measure("cfg", [], ["auto"], 2, {}, against="/prev")
-  assert calls == [_bench_layouts.CHECKOUT, "/prev"] * 2
+  assert calls == [_bench_layouts.CHECKOUT, "/prev", "/prev", _bench_layouts.CHECKOUT]
   assert rows["cfg@2dev"]["step_s_rounds"] == [0.10, 0.12]
   assert rows["cfg_previous@2dev"]["step_s"] == pytest.approx(0.29)
   mine = os.path.join(_bench_layouts.CHECKOUT, "configs", "noprop.py")
@@ -293,6 +293,17 @@ def test_bench_against_a_directory_that_is_no_checkout_is_a_one_line_error(tmp_p
   assert res.stderr.strip().splitlines() == [
     f"error: --against={tmp_path}: not a checkout of this project (no launch/bench.py)"
   ]
+  for args, says in (
+    (["--config=configs/classifier.py:tiny", f"--against={REPO}"], "is this checkout"),
+    (["--suite=replicas", f"--against={tmp_path}"], "not --suite=replicas"),
+  ):
+    res = subprocess.run(
+      [sys.executable, os.path.join(REPO, "launch", "bench.py"), *args],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+    )
+    assert res.returncode != 0 and says in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_bench_measure_once_runs_the_other_checkouts_bench_with_its_config(monkeypatch):
