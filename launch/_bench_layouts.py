@@ -62,8 +62,8 @@ def config_args(argv: list[str]) -> list[str]:
 
 
 def checkout_args(args: list[str], checkout: str) -> list[str]:
-  """`args` for the launch/bench.py of another `checkout`: a config file of this checkout becomes
-  the same file of that one (a config's code and defaults are part of what is compared)."""
+  """`args` for the launch/bench.py of `checkout`: a config file of this checkout becomes the same
+  file of that one (a config's code and defaults are part of what is compared)."""
   out = []
   for arg in args:
     if arg.startswith("--config="):
@@ -84,7 +84,7 @@ def measure_once(
     cmd = [
       sys.executable,
       os.path.join(checkout, "launch", "bench.py"),
-      *(args if checkout == CHECKOUT else checkout_args(args, checkout)),
+      *checkout_args(args, checkout),
       f"--config.cpu_devices={layout}",
       "--name=run",
       f"--out={out}",

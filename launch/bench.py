@@ -256,8 +256,13 @@ def _bench_all():
   from jaxrepr import config as config_lib
   from jaxrepr.errors import ConfigError
 
-  if _AGAINST.value and _SUITE.value not in (None, "layouts"):
+  against = _AGAINST.value
+  if against and _SUITE.value not in (None, "layouts"):
     raise ConfigError(f"--against times --config or --suite=layouts, not --suite={_SUITE.value}")
+  if against and not os.path.isfile(os.path.join(against, "launch", "bench.py")):
+    raise ConfigError(f"--against={against}: not a checkout of this project (no launch/bench.py)")
+  if against and os.path.realpath(against) == os.path.realpath(_CHECKOUT):
+    raise ConfigError(f"--against={against} is this checkout: give another one")
   if _SUITE.value == "replicas":
     _bench_replicas(selected(_ONLY.value, REPLICA_SUITE), suffix="")
     return
@@ -297,13 +302,7 @@ def _bench_layouts_all():
   """Each config in every layout of --layouts, one process per measurement (_bench_layouts.py)."""
   from launch import _bench_layouts as layouts_lib
 
-  from jaxrepr.errors import ConfigError
-
-  against = _AGAINST.value
-  if against and not os.path.isfile(os.path.join(against, "launch", "bench.py")):
-    raise ConfigError(f"--against={against}: not a checkout of this project (no launch/bench.py)")
-  if against and os.path.realpath(against) == os.path.realpath(_CHECKOUT):
-    raise ConfigError(f"--against={against} is this checkout: give another one")
+  against = _AGAINST.value  # checked by _bench_all
   alone = against and not _LAYOUTS.value and _SUITE.value != "layouts"
   layouts = _LAYOUTS.value or (["auto"] if alone else ["1", "auto"])
   flags_of = lambda steps, warmup, batches: dict(  # noqa: E731

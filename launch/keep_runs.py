@@ -74,13 +74,15 @@ def _named_runs(pattern: str) -> list[tuple[str, str]]:
     for match in _run_tables.matching_dirs(pattern)
     for run in _run_tables.run_dirs(match)
   ]
-  parents = [os.path.dirname(_outermost(match)) for _, match in runs]
-  inner = [os.path.relpath(os.path.abspath(run), p) for (run, _), p in zip(runs, parents)]
-  clash = len({(i, os.path.realpath(r)) for i, (r, _) in zip(inner, runs)}) > len(set(inner))
-  if clash:
+
+  def named(root_of) -> list[str]:
+    return [os.path.relpath(os.path.abspath(run), root_of(match)) for run, match in runs]
+
+  parent = lambda match: os.path.dirname(_outermost(match))  # noqa: E731
+  inner = named(parent)
+  if len({(i, os.path.realpath(r)) for i, (r, _) in zip(inner, runs)}) > len(set(inner)):
     base = _pattern_base(pattern)  # an ancestor of every match, as each parent is
-    parents = [min(base, p, key=len) for p in parents]
-    inner = [os.path.relpath(os.path.abspath(run), p) for (run, _), p in zip(runs, parents)]
+    inner = named(lambda match: min(base, parent(match), key=len))
   return [(run, name) for (run, _), name in zip(runs, inner)]
 
 
