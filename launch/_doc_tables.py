@@ -10,11 +10,15 @@ of that command.
 
 import os
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
 from jaxrepr import provenance  # noqa: E402
+from jaxrepr.errors import ConfigError, MissingFileError  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A block's name: letters, digits, '-', '_' and '.'.
@@ -34,6 +38,41 @@ def checkout_relative(path: str) -> str:
   return (
     os.path.relpath(full, CHECKOUT) if os.path.commonpath([full, CHECKOUT]) == CHECKOUT else full
   )
+
+
+def command_line(script: str, flag_list, path_flags=("runs", "out", "into"), always=()) -> str:
+  """The command line that regenerates a table: `script` (e.g. 'launch/summarize_runs.py') with
+  the flags of `flag_list` the user gave (and those named in `always`, given or not), paths of
+  `path_flags` relative to the checkout's root (a comma-separated `runs` path by path)."""
+  args = []
+  for flag in flag_list:
+    if not flag.present and flag.name not in always:
+      continue
+    for arg in flags.FLAGS[flag.name].serialize().splitlines():
+      name, eq, value = arg.partition("=")
+      if eq and flag.name in path_flags:
+        value = (
+          ",".join(map(checkout_relative, value.split(",")))
+          if flag.name == "runs"
+          else checkout_relative(value)
+        )
+      args.append(shlex.quote(name + eq + value))
+  return " ".join(["python " + script, *args])
+
+
+def write_into(page: str, marker: str, body: str) -> None:
+  """Writes `body` into the block `marker` of `page`; a missing page or missing markers is a
+  ConfigError saying which lines to add."""
+  try:
+    begin, end = markers(marker)
+  except ValueError as e:
+    raise ConfigError(f"--marker: {e}") from None
+  if not os.path.exists(page):
+    raise MissingFileError(f"--into={page} does not exist")
+  try:
+    write_block(page, marker, body)
+  except ValueError as e:
+    raise ConfigError(f"{e}; put the lines '{begin}' and '{end}' where the table goes") from None
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -44,7 +44,6 @@ regenerates it (this one, with its flags) and the commit of this checkout at the
 """
 
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from jaxrepr import errors  # noqa: E402
-from jaxrepr.errors import ConfigError, MissingFileError  # noqa: E402
+from jaxrepr.errors import ConfigError  # noqa: E402
 from launch import _doc_tables, _run_tables  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
@@ -99,21 +98,9 @@ _FLAGS = (
 
 def command() -> str:
   """The command line that regenerates the table: this script with the flags it was given (paths
-  inside the checkout relative to its root, which is where to run it from)."""
-  args = []
-  for flag in _FLAGS:
-    if not flag.present and flag.name != "metric":  # the metric is said even when the default
-      continue
-    for arg in flags.FLAGS[flag.name].serialize().splitlines():
-      name, eq, value = arg.partition("=")
-      if eq and flag.name in ("runs", "out", "into"):
-        value = (
-          ",".join(map(_doc_tables.checkout_relative, value.split(",")))
-          if flag.name == "runs"
-          else _doc_tables.checkout_relative(value)
-        )
-      args.append(shlex.quote(name + eq + value))
-  return " ".join(["python launch/summarize_runs.py", *args])
+  inside the checkout relative to its root, which is where to run it from; the metric is said
+  even when it is the default)."""
+  return _doc_tables.command_line("launch/summarize_runs.py", _FLAGS, always=("metric",))
 
 
 def main(argv):
@@ -148,7 +135,7 @@ def _summarize():
       f.write(body + "\n")
     print(f"wrote {_OUT.value}", file=sys.stderr)
   if _INTO.value:
-    _write_into(_INTO.value, _MARKER.value, body)
+    _doc_tables.write_into(_INTO.value, _MARKER.value, body)
     print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
 
 
@@ -164,19 +151,6 @@ def _curve(groups, labels):
   return _run_tables.curve_table(
     groups, _METRICS.value[0], steps, _SCALE.value, _DIGITS.value, _SKIP.value, labels
   )
-
-
-def _write_into(page: str, marker: str, body: str) -> None:
-  try:
-    begin, end = _doc_tables.markers(marker)
-  except ValueError as e:
-    raise ConfigError(f"--marker: {e}") from None
-  if not os.path.exists(page):
-    raise MissingFileError(f"--into={page} does not exist")
-  try:
-    _doc_tables.write_block(page, marker, body)
-  except ValueError as e:
-    raise ConfigError(f"{e}; put the lines '{begin}' and '{end}' where the table goes") from None
 
 
 if __name__ == "__main__":

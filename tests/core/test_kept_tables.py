@@ -26,9 +26,13 @@ NOT_KEPT = {
 }
 
 
+# The commands that write a generated results table from run records.
+SUMMARIZE = ("python launch/summarize_runs.py", "python launch/summarize_distill.py")
+
+
 def _summarize_command(body: str) -> list[str] | None:
   for line in body.splitlines():
-    if line.strip().startswith("python launch/summarize_runs.py"):
+    if line.strip().startswith(SUMMARIZE):
       return shlex.split(line)
   return None
 
@@ -41,7 +45,7 @@ def _generated_lines(body: str) -> list[str]:
   """The block without its first line (the commit of the checkout that wrote it) and the command
   (here it writes into a copy of the page)."""
   lines = body.strip("\n").splitlines()[1:]
-  return [line for line in lines if not line.strip().startswith("python launch/summarize_runs")]
+  return [line for line in lines if not line.strip().startswith(SUMMARIZE)]
 
 
 def regeneration_problem(page: str, name: str, body: str, tmp_dir: str) -> str | None:
