@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import re
-import subprocess
 
 _FILE = re.compile(r"enroll_(?P<tag>.+)_step(?P<step>\d+)\.json$")
 
@@ -66,19 +65,6 @@ def rows_of(workdirs: list[str], step: int | None) -> list[dict]:
   return rows
 
 
-def commit() -> str:
-  """The short commit of this checkout ('+' when tracked files differ from it), '?' outside git."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    git = lambda *a: subprocess.run(
-      ["git", "-C", repo, *a], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
-  except (OSError, subprocess.CalledProcessError):
-    return "?"
-  return head + ("+" if dirty else "")
-
-
 def _fmt(x) -> str:
   return "n/a" if x is None else f"{x:.3f}"
 
@@ -122,8 +108,17 @@ def prior_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def run_commits(workdirs: list[str]) -> list[str]:
+  """The commits the runs' config.json recorded, in order without repeats."""
+  found = []
+  for workdir in workdirs:
+    with open(os.path.join(workdir, "config.json")) as f:
+      found.append(json.load(f).get("commit"))
+  return [str(c) for c in dict.fromkeys(found) if c]
+
+
 def report(workdirs: list[str], out: str, step: int | None = None) -> str:
-  """Writes the figures; returns the markdown text (module docstring)."""
+  """Writes the figures; returns the markdown tables (module docstring)."""
   from jaxrepr.evaluators import _enroll_plot
 
   rows = rows_of(workdirs, step)
@@ -136,7 +131,7 @@ def report(workdirs: list[str], out: str, step: int | None = None) -> str:
   ]
   if swept:
     _enroll_plot.figure(swept, f"{out}_prior.png", "prior")
-  text = [f"commit `{commit()}`", "", "Accuracy (ROC-AUC):", "", main_table(rows)]
+  text = ["Accuracy (ROC-AUC):", "", main_table(rows)]
   if swept:
     text += ["", "Accuracy / F1 (known = positive) per known fraction of probes:", ""]
     text += [prior_table(rows)]

@@ -289,11 +289,13 @@ def table(
 
 
 def _minutes(runs: dict, per_seed: dict, configs: list[dict]) -> str:
-  """'13 / 14 / 13': each tabulated seed's minutes in its training loop."""
+  """'13 / 14 / 13': each tabulated seed's minutes in its training loop (one decimal under ten
+  minutes, '0.5', so that a short run's time is not rounded away)."""
   minutes = []
   for seed, config in zip(per_seed, configs):
     log_every = (config.get("train") or {}).get("log_every", 1)
-    minutes.append(f"{train_seconds(runs[seed], log_every) / 60:.0f}")
+    m = train_seconds(runs[seed], log_every) / 60
+    minutes.append(f"{m:.1f}" if m < 9.95 else f"{m:.0f}")
   return " / ".join(minutes)
 
 

@@ -5,7 +5,8 @@
 A docs table is regenerated from run directories (launch/summarize_runs.py), but a workdir holds
 gigabytes of checkpoints and lives on one machine. This copies what a table reads, each run's
 `config.json` (its config, commit and budget) and `metrics.jsonl` (every logged value), into a
-directory that is committed, e.g. `results/<table>/`, keeping each run's directory name (and, for
+directory that is committed (with the files an evaluator wrote for a report, EVALUATOR_FILES), e.g.
+`results/<table>/`, keeping each run's directory name (and, for
 a multi-seed run or a sweep, its `s<seed>` and point directories; for runs of several workdirs
 that share names, `--runs='runs/T/*/stage_*'`, the path from the pattern's fixed part on:
 `<workdir>/stage_k`), so that
@@ -36,6 +37,9 @@ from launch import _run_tables  # noqa: E402
 
 # What a results table reads from a run directory; checkpoints and TensorBoard files stay behind.
 RECORD_FILES = ("config.json", "metrics.jsonl")
+# Files an evaluator writes beside them that a report reads (launch/enroll_report.py reads the
+# enroll evaluator's), kept when the run has them.
+EVALUATOR_FILES = ("enroll_*_step*.json",)
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs or glob patterns of workdirs.")
 _INTO = flags.DEFINE_string("into", None, "Directory that keeps the runs' records.")
@@ -107,6 +111,16 @@ def records(patterns: list[str]) -> list[tuple[str, str]]:
   return named
 
 
+def record_names(run: str) -> list[str]:
+  """The names of the files kept of `run`: RECORD_FILES, then the EVALUATOR_FILES it has."""
+  found = [
+    os.path.basename(path)
+    for pattern in EVALUATOR_FILES
+    for path in glob.glob(os.path.join(glob.escape(run), pattern))
+  ]
+  return list(RECORD_FILES) + sorted(found)
+
+
 def check_finished(run: str, metrics: list[str]) -> None:
   """Raises a DataError unless every metric was logged at the run's final step (IncompleteRun
   when it was logged before; a MissingFileError when a record file is missing)."""
@@ -121,13 +135,15 @@ def check_finished(run: str, metrics: list[str]) -> None:
 
 
 def _same(run: str, dest: str) -> bool | None:
-  """None when `dest` keeps nothing yet, else whether it keeps exactly the run's record files."""
+  """None when `dest` keeps nothing yet, else whether it keeps exactly the run's record files
+  (the same evaluator files too, none more)."""
   if not any(os.path.exists(os.path.join(dest, n)) for n in RECORD_FILES):
     return None
-  return all(
+  names = record_names(run)
+  return record_names(dest) == names and all(
     os.path.exists(os.path.join(dest, n))
     and filecmp.cmp(os.path.join(run, n), os.path.join(dest, n), shallow=False)
-    for n in RECORD_FILES
+    for n in names
   )
 
 
@@ -144,7 +160,10 @@ def _copy(run: str, dest: str, same: bool | None) -> str:
   if same:
     return "unchanged"
   os.makedirs(dest, exist_ok=True)
-  for name in RECORD_FILES:
+  names = record_names(run)
+  for stale in set(record_names(dest)) - set(names):  # a replaced record keeps none of the old
+    os.remove(os.path.join(dest, stale))
+  for name in names:
     shutil.copyfile(os.path.join(run, name), os.path.join(dest, name))
   return "kept" if same is None else "replaced"
 

@@ -81,6 +81,30 @@ def test_a_kept_record_is_only_overwritten_when_asked(tmp_path):
   assert "0.95" in (dest / "metrics.jsonl").read_text()
 
 
+def test_an_evaluators_report_files_are_kept_and_replaced_with_the_record(tmp_path):
+  run, dest = _run(tmp_path / "runs" / "enroll", 100), tmp_path / "kept"
+  for name in ("enroll_same_step100.json", "enroll_shifted_step100.json"):
+    (run / name).write_text('{"metrics": {}}')
+  (run / "latent_space_step100.png").write_text("a figure: not a record")
+  assert keep_runs.keep(str(run), str(dest), replace=False) == "kept"
+  assert sorted(os.listdir(dest)) == [
+    "config.json",
+    "enroll_same_step100.json",
+    "enroll_shifted_step100.json",
+    "metrics.jsonl",
+  ]
+  assert keep_runs.keep(str(run), str(dest), replace=False) == "unchanged"
+  (run / "enroll_shifted_step100.json").unlink()  # evaluated again: another set of files
+  with pytest.raises(ConfigError, match="--replace"):  # the kept one has a file more
+    keep_runs.keep(str(run), str(dest), replace=False)
+  (run / "enroll_shifted_step200.json").write_text('{"metrics": {}}')
+  with pytest.raises(ConfigError, match="--replace"):
+    keep_runs.keep(str(run), str(dest), replace=False)
+  assert keep_runs.keep(str(run), str(dest), replace=True) == "replaced"
+  assert sorted(os.listdir(dest)) == sorted(keep_runs.record_names(str(run)))
+  assert "enroll_shifted_step100.json" not in os.listdir(dest)
+
+
 def test_a_seed_directory_keeps_its_workdirs_name_and_a_run_named_twice_is_kept_once(tmp_path):
   runs = tmp_path / "runs"
   for seed in (0, 1):

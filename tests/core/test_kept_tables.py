@@ -27,7 +27,11 @@ NOT_KEPT = {
 
 
 # The commands that write a generated results table from run records.
-SUMMARIZE = ("python launch/summarize_runs.py", "python launch/summarize_distill.py")
+SUMMARIZE = (
+  "python launch/summarize_runs.py",
+  "python launch/summarize_distill.py",
+  "python launch/enroll_report.py",
+)
 
 
 def _summarize_command(body: str) -> list[str] | None:
@@ -55,6 +59,8 @@ def regeneration_problem(page: str, name: str, body: str, tmp_dir: str) -> str |
   with open(copy, "w") as f:
     f.write(f"<!-- {name}:start -->\n<!-- {name}:end -->\n")
   args = [a for a in cmd[1:] if not a.startswith(("--into=", "--out="))] + [f"--into={copy}"]
+  if any(a.startswith("--out=") for a in cmd):  # a table file or figures: not over the docs' own
+    args.append(f"--out={os.path.join(tmp_dir, 'out')}")
   done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO)
   if done.returncode != 0:
     return f"{page} block {name!r}: its command failed: {done.stderr.strip()[-500:]}"

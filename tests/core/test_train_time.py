@@ -48,7 +48,7 @@ def test_after_a_resume_the_steps_trained_again_count_as_one_interval(tmp_path):
 
 
 def test_the_column_gives_each_seeds_minutes(tmp_path):
-  for seed, rate in ((0, 1.0), (1, 0.5)):
+  for seed, rate in ((0, 1.0), (1, 0.5), (2, 8.0)):
     _lines(
       tmp_path / f"cnn_s{seed}",
       [
@@ -62,6 +62,6 @@ def test_the_column_gives_each_seeds_minutes(tmp_path):
   groups = _run_tables.group_runs(_run_tables.expand([f"{tmp_path}/*"]), r"_s(\d+)$")
   text = _run_tables.table(groups, ["test/accuracy"], 100.0, 1, False, train_time=True)[0]
   assert text.splitlines()[0] == _run_tables.header(["test/accuracy"], train_time=True)[0]
-  assert "| 200 steps x 8 | 5 / 10 |" in text  # 300 s and 600 s
+  assert "| 200 steps x 8 | 5.0 / 10 / 0.6 |" in text  # 300 s, 600 s and 37.5 s
   plain = _run_tables.table(groups, ["test/accuracy"], 100.0, 1, False)[0]
   assert "train min" not in plain

@@ -5,6 +5,7 @@ launch/enroll_report.py."""
 import json
 import os
 import re
+import shlex
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +168,7 @@ def test_the_report_tabulates_the_newest_evaluator_json_of_each_run(tmp_path):
     [str(tmp_path / "fwd"), str(tmp_path / "rev")], str(tmp_path / "fig" / "enroll")
   )
   lines = text.splitlines()
-  assert re.fullmatch(r"commit `([0-9a-f]{7,40}\+?|\?)`", lines[0]), lines[0]
+  assert lines[0] == "Accuracy (ROC-AUC):"
   fwd = next(x for x in lines if x.startswith("| fwd | train vmf d=8 seed 0 -> test"))
   assert "test vmf d=5 seed 1 | 3 |" in fwd  # the newest step's file
   assert "| 0.500 (0.600) | 0.510 (0.610) | 0.520 (0.620) | 0.530 | 0.540 (0.640) |" in fwd
@@ -204,9 +205,31 @@ def test_the_report_command_prints_the_tables_and_names_a_missing_run(tmp_path):
     "| enroll | train vmf d=8 seed 0 -> test vmf d=8 seed 0 (held-out ids) | 3 | 0.500"
     in res.stdout
   )
+  assert re.fullmatch(r"commit `([0-9a-f]{7,40}\+?|\?)`", res.stdout.splitlines()[0])
   assert (tmp_path / "docs" / "e_scaling.png").exists() and (
     tmp_path / "docs" / "e_prior.png"
   ).exists()
+  # Into a docs block, with the command that writes the same block again.
+  from launch import _doc_tables
+
+  page = tmp_path / "enroll.md"
+  page.write_text("# Enroll\n<!-- report:start -->\npasted\n<!-- report:end -->\nafter\n")
+  res = subprocess.run(
+    [*cmd, f"--into={page}", "--marker=report"], capture_output=True, text=True, timeout=120
+  )
+  assert res.returncode == 0, res.stderr[-2000:]
+  written = page.read_text()
+  body = _doc_tables.blocks(written)["report"]
+  assert "pasted" not in body and written.endswith("<!-- report:end -->\nafter\n")
+  assert "| enroll | train vmf d=8 seed 0 -> test vmf d=8 seed 0 (held-out ids) | 3 |" in body
+  (stated,) = [x for x in body.splitlines() if x.startswith("    python launch/enroll_report.py")]
+  assert f"--into={page}" in stated and "--marker=report" in stated
+  page.write_text("# Enroll\n<!-- report:start -->\n<!-- report:end -->\nafter\n")
+  again = subprocess.run(
+    [sys.executable, *shlex.split(stated)[1:]], capture_output=True, text=True, cwd=REPO
+  )
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert page.read_text() == written
   res = subprocess.run(cmd[:2] + [f"--runs={tmp_path / 'nothing'}"], capture_output=True, text=True)
   assert res.returncode == 1
   assert (
