@@ -12,8 +12,9 @@ Two tables, by the runs' `stages.kind`:
   recursive  one row per workdir: KL(p* || q_k) of every generation k = 0..G, the range of the
              per-generation ratios KL_k / KL_{k-1} beside the rate 1 - alpha the anchored
              meta-teacher's bound allows, and the last generation's accuracy.
-Rows are ordered by data set, then schedule and n (compress) or student width and alpha
-(recursive, wider and larger alpha first), not by directory name.
+Rows are ordered by data set, then what the last stage is compressed to (sparsity or width, in
+increasing order), schedule and n (compress), or student width and alpha (recursive, wider and
+larger alpha first), not by directory name.
 """
 
 import os
@@ -43,24 +44,30 @@ def _expected_stages(stages: dict) -> list[int]:
   return list(range(1, stages["num_stages"] + 1))
 
 
+def _stage_config(stage_dir: str) -> dict:
+  """A stage's config.json, which must hold the run's `stages` section."""
+  if not os.path.exists(os.path.join(stage_dir, "config.json")):
+    raise MissingFileError(f"{stage_dir}/config.json does not exist: the stage has not started")
+  config = _run_tables.run_config(stage_dir)
+  if "stages" not in config:
+    raise DataError(f"{stage_dir}/config.json has no 'stages' section (not a distillation stage)")
+  return config
+
+
 def read_run(workdir: str) -> dict:
   """One workdir's stages: its `stages` config, data set, student width, commit, steps per stage,
   and per stage (in order) the final accuracy, KL to the teacher and the teacher's accuracy. An
   unfinished run (a stage missing or stopped before its last step) is an error naming it."""
   dirs = stage_dirs(workdir)
-  config = _run_tables.run_config(dirs[-1])
-  if "stages" not in config:
-    raise DataError(f"{dirs[-1]}/config.json has no 'stages' section (not a distillation stage)")
-  stages = config["stages"]
+  configs = [_stage_config(d) for d in dirs]
+  config, stages = configs[-1], configs[-1]["stages"]
   found = [int(_STAGE.fullmatch(os.path.basename(d)).group(1)) for d in dirs]
   expected = _expected_stages(stages)
   if found != expected:
-    raise _run_tables.IncompleteRun(
-      f"{workdir}: has stages {found}, a finished {stages['kind']} run has {expected}"
-    )
+    error = _run_tables.IncompleteRun if set(found) < set(expected) else DataError
+    raise error(f"{workdir}: has stages {found}, a finished {stages['kind']} run has {expected}")
   rows = []
-  for d in dirs:
-    stage_config = _run_tables.run_config(d)
+  for d, stage_config in zip(dirs, configs):
     rows.append(
       {
         m: _run_tables.final_value(d, f"test/{m}", stage_config)
@@ -73,9 +80,13 @@ def read_run(workdir: str) -> dict:
     data=config["data"]["dataset"],
     hidden=tuple(config["model"]["student"]["hidden"]),
     steps=config["train"]["steps"],
-    commit=str(config.get("commit") or "-"),
+    commits=list(dict.fromkeys(str(c["commit"]) for c in configs if c.get("commit"))),
     rows=rows,
   )
+
+
+def _commits(run: dict) -> str:
+  return " / ".join(f"`{c}`" for c in run["commits"]) or "-"
 
 
 def _data_order(run: dict) -> int:
@@ -104,7 +115,8 @@ def compress_table(runs: list[dict]) -> str:
 
   def order(r):
     s = r["stages"]
-    return _data_order(r), _target(s), _SCHEDULES.index(_schedule(s)), s["num_stages"]
+    final = s["final_width_factor"] if s["compress"] == "width" else s["final_sparsity"]
+    return _data_order(r), s["compress"], final, _SCHEDULES.index(_schedule(s)), s["num_stages"]
 
   lines = [
     "| data | compressed to | stages n | schedule | teacher accuracy | accuracy "
@@ -117,7 +129,7 @@ def compress_table(runs: list[dict]) -> str:
     lines.append(
       f"| {DATA_NAMES.get(r['data'], r['data'])} | {_target(s)} | {n} | {_schedule(s)} | "
       f"{last['reference_accuracy']:.3f} | {last['accuracy']:.3f} | {_kl(last['kl_reference'])} | "
-      f"{r['steps']} | `{r['commit']}` |"
+      f"{r['steps']} | {_commits(r)} |"
     )
   return "\n".join(lines)
 
@@ -152,18 +164,23 @@ def recursive_table(runs: list[dict]) -> str:
     lines.append(
       f"| {DATA_NAMES.get(r['data'], r['data'])} | {', '.join(map(str, r['hidden']))} | "
       f"{alpha:g} | {', '.join(map(_kl, kls))} | {ratio_range(kls)} | {1 - alpha:g} | "
-      f"{r['rows'][-1]['accuracy']:.3f} | {r['steps']} | `{r['commit']}` |"
+      f"{r['rows'][-1]['accuracy']:.3f} | {r['steps']} | {_commits(r)} |"
     )
   return "\n".join(lines)
 
 
 def table(workdirs: list[str]) -> tuple[str, list[str]]:
-  """The markdown table of the distillation workdirs (all of one kind) and their commits."""
-  runs = [read_run(w) for w in workdirs]
+  """The markdown table of the distillation workdirs (all of one kind; one named twice, in any
+  spelling, is one row) and the commits their stages recorded."""
+  seen, runs = set(), []
+  for workdir in workdirs:
+    if os.path.realpath(workdir) not in seen:
+      seen.add(os.path.realpath(workdir))
+      runs.append(read_run(workdir))
   kinds = sorted({r["stages"]["kind"] for r in runs})
   if len(kinds) != 1:
     named = ", ".join(f"{r['workdir']}: {r['stages']['kind']}" for r in runs)
     raise ConfigError(f"one table holds runs of one kind of distillation, got {named}")
-  commits = list(dict.fromkeys(r["commit"] for r in runs if r["commit"] != "-"))
+  commits = list(dict.fromkeys(c for r in runs for c in r["commits"]))
   text = recursive_table(runs) if kinds[0] == "recursive" else compress_table(runs)
   return text, commits

@@ -2,10 +2,10 @@
 the text stated beside a results table (its command and commits).
 
 A generated block of a docs page sits between a pair of marker lines, `<!-- NAME:start -->` and
-`<!-- NAME:end -->` (launch/summarize_runs.py's tables; launch/bench.py keeps its own pair in
-docs/benchmarks.md). The command that writes a block replaces only the text between its markers
-and keeps the rest of the page as it is, so a table edited by hand is overwritten by the next run
-of that command.
+`<!-- NAME:end -->` (the tables of launch/summarize_runs.py, summarize_distill.py and
+enroll_report.py; launch/bench.py keeps its own pair in docs/benchmarks.md). The command that
+writes a block replaces only the text between its markers and keeps the rest of the page as it is,
+so a table edited by hand is overwritten by the next run of that command.
 """
 
 import os
@@ -60,19 +60,33 @@ def command_line(script: str, flag_list, path_flags=("runs", "out", "into"), alw
   return " ".join(["python " + script, *args])
 
 
-def write_into(page: str, marker: str, body: str) -> None:
-  """Writes `body` into the block `marker` of `page`; a missing page or missing markers is a
-  ConfigError saying which lines to add."""
+def check_into(page: str | None, marker: str | None) -> None:
+  """The --into / --marker pair of a command that writes a docs block, checked before any work:
+  both or neither, a valid block name, a page that exists with one pair of the block's lines."""
+  if (page is None) != (marker is None):
+    raise ConfigError("--into and --marker go together: the page and the name of its block")
+  if page is None:
+    return
   try:
     begin, end = markers(marker)
   except ValueError as e:
     raise ConfigError(f"--marker: {e}") from None
   if not os.path.exists(page):
     raise MissingFileError(f"--into={page} does not exist")
-  try:
-    write_block(page, marker, body)
-  except ValueError as e:
-    raise ConfigError(f"{e}; put the lines '{begin}' and '{end}' where the table goes") from None
+  with open(page) as f:
+    text = f.read()
+  if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+    raise ConfigError(
+      f"{page}: expected one '{begin}' line before one '{end}' line; put them where the table goes"
+    )
+
+
+def write_into(page: str, marker: str, body: str) -> None:
+  """Writes `body` into the block `marker` of `page` (checked as `check_into` checks it) and says
+  so on stderr."""
+  check_into(page, marker)
+  write_block(page, marker, body)
+  print(f"wrote the block {marker!r} of {page}", file=sys.stderr)
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -122,16 +136,24 @@ def blocks(text: str, where: str = "text") -> dict[str, str]:
 
 
 def results_block(
-  text: str, cmd: str, checkout_commit: str, commits: list[str], skipped: list
+  text: str,
+  cmd: str,
+  checkout_commit: str,
+  commits: list[str],
+  skipped: list,
+  commit_column: bool = True,
 ) -> str:
   """The table with, before it, the command that regenerates it and the commits (this checkout's
-  now, the runs' own where they recorded one), and after it the runs left out."""
+  now, the runs' own where they recorded one: named here, or for several, in the table's last
+  column when it has one, `commit_column`), and after it the runs left out."""
   if not commits:
     recorded = "the runs recorded no commit"
   elif len(commits) == 1:
     recorded = f"the runs recorded commit `{commits[0]}`"
-  else:
+  elif commit_column:
     recorded = "the runs recorded the commits of the last column"
+  else:
+    recorded = "the runs recorded commits " + ", ".join(f"`{c}`" for c in commits)
   lines = [
     f"Generated at commit `{checkout_commit}` by this command, run from the checkout's root "
     f"({recorded}):",

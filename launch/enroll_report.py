@@ -5,11 +5,12 @@
     python launch/enroll_report.py --runs=runs/enroll,runs/enroll_reverse --out=docs/enroll
 
 Reads the newest `enroll_<tag>_step<N>.json` of every evaluation of every run (or those of
---step), and the run's config.json for the names of its sources. Prints a markdown table of every
-method's accuracy (ROC-AUC in brackets) per run and evaluation, and, where the evaluation swept the
-known fraction of probes, a table of accuracy / F1 per prior; writes `<out>_scaling.png` (accuracy
-against gallery size and walks per identity) and `<out>_prior.png`. A run evaluated later with
-`launch/eval.py` has its files rewritten there, so the report follows.
+--step), and the run's config.json for the names of its sources. Prints the commit of this
+checkout, a markdown table of every method's accuracy (ROC-AUC in brackets) per run and
+evaluation, and, where the evaluation swept the known fraction of probes, a table of accuracy / F1
+per prior; writes `<out>_scaling.png` (accuracy against gallery size and walks per identity) and
+`<out>_prior.png`. A run evaluated later with `launch/eval.py` has its files rewritten there, so
+the report follows.
 
 `--into=docs/enroll.md --marker=NAME` also writes the tables into the page's block between
 `<!-- NAME:start -->` and `<!-- NAME:end -->`, with the command that regenerates them and the
@@ -40,21 +41,20 @@ _FLAGS = (_RUNS, _OUT, _STEP, _INTO, _MARKER)
 def main(argv):
   del argv
   from jaxrepr import errors
-  from jaxrepr.errors import ConfigError
 
   with errors.reported(flags.FLAGS.verbosity):
     from launch import _doc_tables, _enroll_report
 
-    if (_INTO.value is None) != (_MARKER.value is None):
-      raise ConfigError("--into and --marker go together: the page and the name of its block")
+    _doc_tables.check_into(_INTO.value, _MARKER.value)
     text = _enroll_report.report(_RUNS.value, _OUT.value, _STEP.value)
     print(f"commit `{_doc_tables.commit()}`\n\n{text}")
     if _INTO.value:
       command = _doc_tables.command_line("launch/enroll_report.py", _FLAGS)
       commits = _enroll_report.run_commits(_RUNS.value)
-      body = _doc_tables.results_block(text, command, _doc_tables.commit(), commits, [])
+      body = _doc_tables.results_block(
+        text, command, _doc_tables.commit(), commits, [], commit_column=False
+      )
       _doc_tables.write_into(_INTO.value, _MARKER.value, body)
-      print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ gigabytes of checkpoints and lives on one machine. This copies what a table read
 `config.json` (its config, commit and budget) and `metrics.jsonl` (every logged value), into a
 directory that is committed (with the files an evaluator wrote for a report, EVALUATOR_FILES), e.g.
 `results/<table>/`, keeping each run's directory name (and, for
-a multi-seed run or a sweep, its `s<seed>` and point directories; for runs of several workdirs
-that share names, `--runs='runs/T/*/stage_*'`, the path from the pattern's fixed part on:
-`<workdir>/stage_k`), so that
+a multi-seed run or a sweep, its `s<seed>` and point directories, and for the stages of a
+multi-stage run, `--runs='runs/T/*/stage_*'`, its `stage_k` directories; runs of one pattern that
+would still share a name keep the path from the pattern's fixed part on), so that
 
     python launch/summarize_runs.py --runs='results/noprop_fashion/*' ...
 
@@ -24,6 +24,7 @@ name) unless `--replace`; either error stops the command before anything is copi
 import filecmp
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -50,18 +51,26 @@ _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out unfinished runs (
 _REPLACE = flags.DEFINE_bool("replace", False, "Overwrite a kept record that differs.")
 
 
+# A stage of a multi-stage run (configs/distill.py): W/stage_k, one trainer run per stage.
+_STAGE = re.compile(r"stage_\d+")
+
+
 def _outermost(match: str) -> str:
-  """The workdir a matched directory belongs to: itself, or for a seed or sweep-point directory
-  (W/s0, W/<point>) the W above it, so that its kept path keeps W's name."""
+  """The workdir a matched directory belongs to: itself, or for a seed, sweep-point or stage
+  directory (W/s0, W/<point>, W/stage_1) the W above it, so that its kept path keeps W's name."""
   top = os.path.abspath(match)
-  while _run_tables.REPLICA.fullmatch(os.path.basename(top)) or "=" in os.path.basename(top):
+  while (
+    _run_tables.REPLICA.fullmatch(os.path.basename(top))
+    or "=" in os.path.basename(top)
+    or _STAGE.fullmatch(os.path.basename(top))
+  ):
     top = os.path.dirname(top)
   return top
 
 
 def _pattern_base(pattern: str) -> str:
   """The directory a pattern's matches are named from: the part before its first glob component
-  (runs/T for runs/T/*/stage_*), or for a pattern without one the directory holding it."""
+  (runs/T for runs/T/*/teacher), or for a pattern without one the directory holding it."""
   parts = os.path.abspath(pattern).split(os.sep)
   fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
   if fixed is None:
@@ -71,8 +80,9 @@ def _pattern_base(pattern: str) -> str:
 
 def _named_runs(pattern: str) -> list[tuple[str, str]]:
   """[(run directory, its kept path)] of one pattern: from its workdir's parent on (W, W/s0,
-  W/<point>/s0), or, where two of the pattern's runs would get the same path so (runs/T/*/stage_*:
-  every workdir's stage_0), from the pattern's fixed part on (<workdir>/stage_0)."""
+  W/<point>/s0, W/stage_1), or, where two of the pattern's runs would get the same path so
+  (runs/T/*/teacher: every distillation workdir's teacher), from the pattern's fixed part on
+  (<workdir>/teacher)."""
   runs = [
     (run, match)
     for match in _run_tables.matching_dirs(pattern)

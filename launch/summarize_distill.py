@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from jaxrepr import errors  # noqa: E402
-from jaxrepr.errors import ConfigError  # noqa: E402
 from launch import _distill_tables, _doc_tables, _run_tables  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", None, "Distillation workdirs or glob patterns of them.")
@@ -41,16 +40,14 @@ _FLAGS = (_RUNS, _INTO, _MARKER)
 def main(argv):
   del argv
   with errors.reported(flags.FLAGS.verbosity):
-    if (_INTO.value is None) != (_MARKER.value is None):
-      raise ConfigError("--into and --marker go together: the page and the name of its block")
+    _doc_tables.check_into(_INTO.value, _MARKER.value)
     workdirs = [m for pattern in _RUNS.value for m in _run_tables.matching_dirs(pattern)]
-    text, commits = _distill_tables.table(list(dict.fromkeys(workdirs)))
+    text, commits = _distill_tables.table(workdirs)
     print(text)
     if _INTO.value:
       command = _doc_tables.command_line("launch/summarize_distill.py", _FLAGS)
       body = _doc_tables.results_block(text, command, _doc_tables.commit(), commits, [])
       _doc_tables.write_into(_INTO.value, _MARKER.value, body)
-      print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,7 @@ def main(argv):
 
 
 def _summarize():
-  if (_INTO.value is None) != (_MARKER.value is None):
-    raise ConfigError("--into and --marker go together: the page and the name of its block")
+  _doc_tables.check_into(_INTO.value, _MARKER.value)
   groups = _run_tables.group_runs(_run_tables.expand(_RUNS.value), _SEED_PATTERN.value)
   labels = _run_tables.parse_labels(_LABELS.value, groups)
   if _AT_STEPS.value:
@@ -136,7 +135,6 @@ def _summarize():
     print(f"wrote {_OUT.value}", file=sys.stderr)
   if _INTO.value:
     _doc_tables.write_into(_INTO.value, _MARKER.value, body)
-    print(f"wrote the block {_MARKER.value!r} of {_INTO.value}", file=sys.stderr)
 
 
 def _curve(groups, labels):

@@ -151,8 +151,16 @@ def test_runs_of_one_pattern_that_share_a_name_keep_the_path_from_the_patterns_f
       _run(runs / workdir / f"stage_{stage}", 100)
   named = keep_runs.records([f"{runs}/*/stage_*", f"{runs}/n2/stage_1"])
   assert [inner for _, inner in named] == ["n2/stage_0", "n2/stage_1", "n3/stage_0", "n3/stage_1"]
-  # without a clash, a run keeps its own name, whatever the glob above it
-  assert [inner for _, inner in keep_runs.records([f"{runs}/n3/stage_0"])] == ["stage_0"]
+  for workdir in ("n2", "n3"):
+    _run(runs / workdir / "teacher", 100)
+  named = keep_runs.records([f"{runs}/*/teacher"])  # each 'teacher' alone would clash
+  assert [inner for _, inner in named] == ["n2/teacher", "n3/teacher"]
+  # a stage keeps its workdir's name, also when a pattern names one workdir's stages
+  assert [inner for _, inner in keep_runs.records([f"{runs}/n3/stage_0"])] == ["n3/stage_0"]
+  assert [inner for _, inner in keep_runs.records([f"{runs}/n2/stage_*"])] == [
+    "n2/stage_0",
+    "n2/stage_1",
+  ]
   assert [inner for _, inner in keep_runs.records([f"{runs}/*/stage_0"])] == [
     "n2/stage_0",
     "n3/stage_0",

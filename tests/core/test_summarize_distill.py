@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, DataError, MissingFileError
 from launch import _distill_tables, _doc_tables, _run_tables
 from tests.core.helpers import REPO
 
@@ -78,12 +78,15 @@ def test_a_compression_row_is_the_final_student_of_each_run_in_data_schedule_n_o
   _compress_run(tmp_path / "n2_lin", 2, "linear", [(0.9, 0.1), (0.571, 1.432)])
   _compress_run(tmp_path / "mnist_n1", 1, "linear", [(0.5, 1.257)], dataset="mnist5k")
   _compress_run(tmp_path / "s80_n1", 1, "linear", [(0.8, 0.2)], final_sparsity=0.8)
+  _compress_run(tmp_path / "s9_n1", 1, "linear", [(0.9, 0.1)], final_sparsity=0.095)
   _compress_run(tmp_path / "w2", 2, "linear", [(0.9, 0.1), (0.7, 0.4)], compress="width")
+  named = ("n4_geo", "n1", "w2", "n2_lin", "mnist_n1", "s80_n1", "s9_n1")
   text, commits = _distill_tables.table(
-    [str(tmp_path / n) for n in ("n4_geo", "n1", "w2", "n2_lin", "mnist_n1", "s80_n1")]
+    [str(tmp_path / n) for n in named] + [f"{tmp_path}/n1/"]  # one workdir named twice: one row
   )
   assert commits == ["abc1234"]
   assert [row[:7] for row in _cells(text)] == [
+    ["digits", "9.5% sparsity", "1 (one-shot)", "-", "0.980", "0.900", "0.100"],
     ["digits", "80% sparsity", "1 (one-shot)", "-", "0.980", "0.800", "0.200"],
     ["digits", "97% sparsity", "1 (one-shot)", "-", "0.980", "0.550", "1.44"],
     ["digits", "97% sparsity", "2", "linear", "0.980", "0.571", "1.43"],
@@ -124,8 +127,15 @@ def test_an_unfinished_run_or_runs_of_two_kinds_are_errors_naming_them(tmp_path)
   with pytest.raises(_run_tables.IncompleteRun, match="last logged at step 40 of 80"):
     _distill_tables.read_run(str(tmp_path / "stopped"))
   (tmp_path / "teacher").mkdir()
-  with pytest.raises(Exception, match="teacher: no stage_<k> directories"):
+  with pytest.raises(MissingFileError, match="teacher: no stage_<k> directories"):
     _distill_tables.read_run(str(tmp_path / "teacher"))
+  (tmp_path / "short" / "stage_3").mkdir()  # started: no config.json yet
+  with pytest.raises(MissingFileError, match="stage_3/config.json does not exist"):
+    _distill_tables.read_run(str(tmp_path / "short"))
+  _compress_run(tmp_path / "extra", 1, "linear", [(0.5, 1.0)])
+  _stage(tmp_path / "extra" / "stage_2", 0.5, 1.0)  # a stage its config does not have
+  with pytest.raises(DataError, match=r"has stages \[1, 2\], a finished compress run has \[1\]"):
+    _distill_tables.read_run(str(tmp_path / "extra"))
   _compress_run(tmp_path / "c", 1, "linear", [(0.5, 1.0)])
   _recursive_run(tmp_path / "r", 0.5, [0.4, 0.2])
   with pytest.raises(ConfigError, match="one kind"):
