@@ -77,7 +77,8 @@ def check_into(page: str | None, marker: str | None) -> None:
     text = f.read()
   if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
     raise ConfigError(
-      f"{page}: expected one '{begin}' line before one '{end}' line; put them where the table goes"
+      f"{page}: expected one '{begin}' line before one '{end}' line; put the lines '{begin}' "
+      f"and '{end}' where the table goes"
     )
 
 
