@@ -25,10 +25,6 @@ SETTINGS_TABLES = {
 # Measured results typed or pasted by hand before the docs tables were generated; each is to be
 # regenerated from kept runs (launch/keep_runs.py) with the command beside it.
 TYPED_RESULTS = {
-  ("docs/distill.md", "| stages n | schedule | accuracy |"),
-  ("docs/distill.md", "| student | alpha | KL(p_base"),
-  ("docs/distill.md", "| stages n | MNIST-5k linear |"),
-  ("docs/distill.md", "| data | student | alpha |"),
   # pasted from launch/enroll_report.py's output; the runs were not kept
   ("docs/enroll.md", "| run | evaluation | step |"),
   ("docs/enroll.md", "| run | evaluation | known fraction |"),
