@@ -20,7 +20,6 @@ NOT_KEPT = {
   ("docs/contrastive.md", "strips"),
   ("docs/set_tasks.md", "set-max"),
   ("docs/noprop.md", "noprop-plateau-fashion"),
-  ("docs/enroll.md", "enroll-cross"),
   ("docs/lpn.md", "lpn-main"),
   ("docs/lpn.md", "lpn-table1"),
 }

@@ -25,9 +25,6 @@ SETTINGS_TABLES = {
 # Measured results typed or pasted by hand before the docs tables were generated; each is to be
 # regenerated from kept runs (launch/keep_runs.py) with the command beside it.
 TYPED_RESULTS = {
-  # pasted from launch/enroll_report.py's output; the runs were not kept
-  ("docs/enroll.md", "| run | evaluation | step |"),
-  ("docs/enroll.md", "| run | evaluation | known fraction |"),
   ("docs/enroll.md", "| test source | Set Transformer |"),
   ("docs/lpn.md", "| step | exact match, mean latent |"),
   ("docs/lpn.md", "| search | top-2 | top-1 |"),
