@@ -18,22 +18,24 @@ larger alpha first), not by directory name.
 """
 
 import os
-import re
 
 from jaxrepr.errors import ConfigError, DataError, MissingFileError
 from launch import _run_tables
 
-_STAGE = re.compile(r"stage_(\d+)")
 DATASETS = ("digits", "mnist5k", "fashion_mnist")
 DATA_NAMES = {"digits": "digits", "mnist5k": "MNIST-5k", "fashion_mnist": "Fashion-MNIST"}
 
 
 def stage_dirs(workdir: str) -> list[str]:
   """W/stage_k in the order of k; a directory without any is an error naming it."""
-  names = [n for n in os.listdir(workdir) if _STAGE.fullmatch(n)] if os.path.isdir(workdir) else []
+  names = (
+    [n for n in os.listdir(workdir) if _run_tables.STAGE.fullmatch(n)]
+    if os.path.isdir(workdir)
+    else []
+  )
   if not names:
     raise MissingFileError(f"{workdir}: no stage_<k> directories (not a distillation workdir)")
-  names.sort(key=lambda n: int(_STAGE.fullmatch(n).group(1)))
+  names.sort(key=lambda n: int(_run_tables.STAGE.fullmatch(n).group(1)))
   return [os.path.join(workdir, n) for n in names]
 
 
@@ -61,7 +63,7 @@ def read_run(workdir: str) -> dict:
   dirs = stage_dirs(workdir)
   configs = [_stage_config(d) for d in dirs]
   config, stages = configs[-1], configs[-1]["stages"]
-  found = [int(_STAGE.fullmatch(os.path.basename(d)).group(1)) for d in dirs]
+  found = [int(_run_tables.STAGE.fullmatch(os.path.basename(d)).group(1)) for d in dirs]
   expected = _expected_stages(stages)
   if found != expected:
     error = _run_tables.IncompleteRun if set(found) < set(expected) else DataError

@@ -110,11 +110,11 @@ def prior_table(rows: list[dict]) -> str:
 
 def run_commits(workdirs: list[str]) -> list[str]:
   """The commits the runs' config.json recorded, in order without repeats."""
-  found = []
-  for workdir in workdirs:
-    with open(os.path.join(workdir, "config.json")) as f:
-      found.append(json.load(f).get("commit"))
-  return [str(c) for c in dict.fromkeys(found) if c]
+  from launch import _run_tables
+
+  commits: list[str] = []
+  _run_tables.add_commits([_run_tables.run_config(w) for w in workdirs], commits)
+  return commits
 
 
 def report(workdirs: list[str], out: str, step: int | None = None) -> str:

@@ -12,6 +12,8 @@ from jaxrepr.metrics import read_metric, train_seconds
 
 # The directory of one seed of a multi-seed run or sweep point: W/s<seed>, W/<point>/s<seed>.
 REPLICA = re.compile(r"s(\d+)")
+# The directory of one stage of a multi-stage run (configs/distill.py): W/stage_<k>.
+STAGE = re.compile(r"stage_(\d+)")
 
 
 class IncompleteRun(DataError):
@@ -226,7 +228,7 @@ def _check_labels(labels: dict, groups) -> None:
     raise ConfigError(f"--label names no group: {unknown}; the groups are {list(groups)}")
 
 
-def _add_commits(configs: list[dict], commits: list[str]) -> list[str]:
+def add_commits(configs: list[dict], commits: list[str]) -> list[str]:
   """The commits the runs' config.json recorded (one per run); new ones are appended to
   `commits`, the table's list in order without repeats."""
   recorded = [str(c["commit"]) for c in configs if c.get("commit")]
@@ -282,7 +284,7 @@ def table(
     cells.append(_distinct(budget(c) for c in configs))
     if train_time:
       cells.append(_minutes(runs, per_seed, configs))
-    recorded = _add_commits(configs, commits)
+    recorded = add_commits(configs, commits)
     cells.append(_distinct(f"`{c}`" for c in recorded))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines), skipped, commits
@@ -348,7 +350,7 @@ def curve_table(
       some = f" ({len(values)} of {len(per_seed)})" if len(values) < len(per_seed) else ""
       row.append(mean_std_cell(values, digits) + some)
     row += [str(len(per_seed)), _distinct(budget(c) for c in configs)]
-    row.append(_distinct(f"`{c}`" for c in _add_commits(configs, commits)))
+    row.append(_distinct(f"`{c}`" for c in add_commits(configs, commits)))
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines), skipped, commits
 
@@ -381,7 +383,7 @@ def table_by_metric(
       cells.append(text)
     label = labels.get(name, name)
     columns.append((label, cells))
-    recorded = _add_commits(configs, commits)
+    recorded = add_commits(configs, commits)
     notes.append(
       f"{label}: seeds {', '.join(per_seed)}; budget {_distinct(budget(c) for c in configs)}; "
       f"commit {_distinct(f'`{c}`' for c in recorded)}."

@@ -24,7 +24,6 @@ name) unless `--replace`; either error stops the command before anything is copi
 import filecmp
 import glob
 import os
-import re
 import shutil
 import sys
 
@@ -51,10 +50,6 @@ _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out unfinished runs (
 _REPLACE = flags.DEFINE_bool("replace", False, "Overwrite a kept record that differs.")
 
 
-# A stage of a multi-stage run (configs/distill.py): W/stage_k, one trainer run per stage.
-_STAGE = re.compile(r"stage_\d+")
-
-
 def _outermost(match: str) -> str:
   """The workdir a matched directory belongs to: itself, or for a seed, sweep-point or stage
   directory (W/s0, W/<point>, W/stage_1) the W above it, so that its kept path keeps W's name."""
@@ -62,7 +57,7 @@ def _outermost(match: str) -> str:
   while (
     _run_tables.REPLICA.fullmatch(os.path.basename(top))
     or "=" in os.path.basename(top)
-    or _STAGE.fullmatch(os.path.basename(top))
+    or _run_tables.STAGE.fullmatch(os.path.basename(top))
   ):
     top = os.path.dirname(top)
   return top
