@@ -11,6 +11,10 @@ Grad 0 against Grad 1 training) are compared fairly at equal compute, not at equ
             (jaxrepr/replicas.py) the budget is each replica's
   seconds   floor(value / the median time of a few steps) steps, measured on this machine when
             the run starts (the one budget that depends on the machine and its load)
+  steps_of  the FLOPs of `value` steps of another config, `train.budget.reference` (a --config
+            spec with that file's defaults, e.g. 'configs/noprop.py:backprop,fashion_mnist'):
+            floor(value x its FLOPs per step / this step's FLOPs) steps, so that a method is
+            trained at the compute of another method's run without a hand-computed FLOP count
 The config fields and their check are in jaxrepr/config.py. The trainer resolves the budget once,
 before the run is built, and keeps the result in
 `<workdir>/budget.json`: a resumed run reuses it (a budget in seconds is not re-measured), and the
@@ -30,7 +34,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxrepr import replicas as replicas_lib, step_cost
+from jaxrepr import config as config_lib, replicas as replicas_lib, step_cost
 from jaxrepr.errors import ConfigError
 
 FILE = "budget.json"
@@ -50,6 +54,8 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
   if b is None or (b.kind == "steps" and not b.value):
     return config, {}
   spec = {"kind": b.kind, "value": float(b.value), "batch_size": config.train.batch_size}
+  if b.kind == "steps_of":
+    spec["reference"] = b.reference
   path = os.path.join(workdir, FILE)
   saved = None
   if os.path.exists(path):
@@ -76,6 +82,17 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
           "step on this backend; give the budget in steps, examples or seconds"
         )
       info["steps"] = math.floor(b.value / info["flops_per_step"])
+    elif b.kind == "steps_of":
+      reference = config_lib.load_spec(b.reference)
+      info["reference_flops_per_step"] = step_cost.step_flops(_single(reference))
+      info["flops_per_step"] = step_cost.step_flops(_single(config))
+      if min(info["reference_flops_per_step"], info["flops_per_step"]) <= 0:
+        raise ConfigError(
+          "config.train.budget.kind='steps_of': XLA's cost analysis reports no FLOPs for this "
+          f"step or for {b.reference}'s on this backend; give the budget in steps or examples"
+        )
+      paid = b.value * info["reference_flops_per_step"]
+      info["steps"] = math.floor(paid / info["flops_per_step"])
     else:
       info["seconds_per_step"] = step_cost.step_seconds(config)
       info["steps"] = math.floor(b.value / info["seconds_per_step"])
@@ -97,4 +114,5 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
 
 def written_fields(info: dict) -> dict[str, float]:
   """What config.json's `train` section records of a resolved budget (not config fields)."""
-  return {k: info[k] for k in ("flops_per_step", "total_flops", "seconds_per_step") if k in info}
+  fields = ("flops_per_step", "total_flops", "seconds_per_step", "reference_flops_per_step")
+  return {k: info[k] for k in fields if k in info}

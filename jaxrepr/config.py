@@ -60,9 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
     )
   )
-  # A compute budget that sets train.steps: kind 'steps' | 'examples' | 'flops' | 'seconds'
-  # (jaxrepr/budget.py); the default (steps, 0) trains train.steps.
-  c.train.budget = ml_collections.ConfigDict(dict(kind="steps", value=0.0))
+  # A compute budget that sets train.steps: kind 'steps' | 'examples' | 'flops' | 'seconds' |
+  # 'steps_of' (value steps of the config `reference`, a --config spec such as
+  # 'configs/noprop.py:backprop', in FLOPs) (jaxrepr/budget.py); the default (steps, 0) trains
+  # train.steps.
+  c.train.budget = ml_collections.ConfigDict(dict(kind="steps", value=0.0, reference=""))
   c.optim = optim.default_config()
   c.evals = ml_collections.ConfigDict()
   c.num_devices = config_dict.placeholder(int)
@@ -111,7 +113,7 @@ def _require(ok: bool, field: str, value, rule: str) -> None:
     raise ConfigError(f"config.{field}={value!r}: {rule}")
 
 
-BUDGET_KINDS = ("steps", "examples", "flops", "seconds")  # jaxrepr/budget.py resolves them
+BUDGET_KINDS = ("steps", "examples", "flops", "seconds", "steps_of")  # jaxrepr/budget.py resolves them
 
 
 def _check_budget(config: ml_collections.ConfigDict) -> None:
@@ -124,6 +126,14 @@ def _check_budget(config: ml_collections.ConfigDict) -> None:
     "train.budget.value",
     b.value,
     f"must be > 0 for a budget in {b.kind} (steps: 0 trains train.steps)",
+  )
+  reference = b.get("reference", "")
+  _require(
+    bool(reference) == (b.kind == "steps_of"),
+    "train.budget.reference",
+    reference,
+    "names the config whose steps a 'steps_of' budget counts (e.g. 'configs/noprop.py:backprop'), "
+    "and is only read by that kind",
   )
 
 
@@ -228,3 +238,9 @@ def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def load_spec(spec: str) -> ml_collections.ConfigDict:
+  """The config a `--config=path:arg` flag loads, from the string 'path:arg' (or 'path')."""
+  path, _, arg = spec.partition(":")
+  return load_file(path, arg or None)

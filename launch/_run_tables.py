@@ -191,7 +191,10 @@ def budget(config: dict) -> str:
   if isinstance(spec, dict) and spec.get("kind") and spec["kind"] != "steps":
     value = spec.get("value")
     parts.append(f"budget: {value:g}" if isinstance(value, int | float) else f"budget: {value}")
-    parts[-1] += f" {spec['kind']}"
+    if spec["kind"] == "steps_of":  # the steps of another config, counted in FLOPs
+      parts[-1] += f" steps of `{spec.get('reference')}`"
+    else:
+      parts[-1] += f" {spec['kind']}"
   if train.get("total_flops") is not None:
     parts.append(f"{train['total_flops']:.3g} FLOPs")
   return ", ".join(parts) or "-"

@@ -2,13 +2,14 @@
 for resumes, and written where summaries read it."""
 
 import json
+import os
 
 import jax
 import pytest
 
 from jaxrepr import step_cost, train
 from jaxrepr.errors import ConfigError
-from tests.core.helpers import load_config
+from tests.core.helpers import REPO, load_config
 
 
 def small(kind, value):
@@ -65,11 +66,33 @@ def test_a_seconds_budget_is_measured_once_and_kept_for_the_resume(tmp_path, mon
   assert summary["step"] == 7
 
 
+def test_a_steps_of_budget_pays_for_the_flops_of_another_configs_steps(tmp_path, monkeypatch):
+  # the reference is the classifier's MLP at its file's defaults (batch 128), this run at batch
+  # 64: a fixed cost per example makes 3 reference steps buy 6 steps of this one
+  monkeypatch.setattr(step_cost, "step_flops", lambda config: 1e6 * config.train.batch_size)
+  config = small("steps_of", 3.0)
+  config.train.budget.reference = os.path.join(REPO, "configs", "classifier.py") + ":mlp"
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 6
+  saved = json.load(open(tmp_path / "config.json"))["train"]
+  assert saved["reference_flops_per_step"] == 128e6 and saved["flops_per_step"] == 64e6
+  assert saved["total_flops"] == 6 * 64e6 and saved["budget"]["reference"].endswith(":mlp")
+  config.train.budget.reference = os.path.join(REPO, "configs", "classifier.py")  # another one
+  with pytest.raises(ConfigError, match="--overwrite"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_budget_errors_name_the_field(tmp_path):
   with pytest.raises(ConfigError, match="config.train.budget.kind"):
     train.build(small("hours", 1.0))
   with pytest.raises(ConfigError, match="must be > 0"):
     train.build(small("flops", 0.0))
+  with pytest.raises(ConfigError, match="config.train.budget.reference"):
+    train.build(small("steps_of", 10.0))  # no reference
+  with_reference = small("flops", 10.0)
+  with_reference.train.budget.reference = "configs/classifier.py"
+  with pytest.raises(ConfigError, match="config.train.budget.reference"):
+    train.build(with_reference)
   with pytest.raises(ConfigError, match="does not pay for one step"):
     train.train_and_evaluate(small("flops", 10.0), str(tmp_path / "a"))
   train.train_and_evaluate(small("examples", 128.0), str(tmp_path / "b"))

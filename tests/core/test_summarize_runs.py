@@ -123,6 +123,12 @@ def test_the_table_states_the_budget_and_the_commit_the_runs_recorded(tmp_path):
   assert rows["matched"][4:] == ["412 steps x 32, budget: 2e+12 flops, 1.99e+12 FLOPs", "`abc1234`"]
   assert rows["plain"][4:] == ["160 steps x 32", "-"]
   assert commits == ["abc1234"]
+  steps_of = {"kind": "steps_of", "value": 2400.0, "reference": "configs/noprop.py:backprop"}
+  _run(tmp_path / "of_s0", 0.5, steps=23412, train={"budget": steps_of, "total_flops": 3.5e14})
+  rows = _rows(_summary([str(tmp_path / "of_s0")])[0])
+  assert rows["of"][4] == (
+    "23412 steps x 32, budget: 2400 steps of `configs/noprop.py:backprop`, 3.5e+14 FLOPs"
+  )
   block = _doc_tables.results_block(
     text, "python launch/summarize_runs.py --runs=x", "fedcba9", commits, []
   )
