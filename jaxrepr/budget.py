@@ -1,4 +1,5 @@
-"""Compute budgets: `config.train.budget` sets the step count from examples, FLOPs or seconds.
+"""Compute budgets: `config.train.budget` sets the step count from examples, FLOPs, seconds or
+the steps of another config.
 
     --config.train.budget.kind=flops --config.train.budget.value=2e12
 
@@ -14,13 +15,16 @@ Grad 0 against Grad 1 training) are compared fairly at equal compute, not at equ
   steps_of  the FLOPs of `value` steps of another config, `train.budget.reference` (a --config
             spec with that file's defaults, e.g. 'configs/noprop.py:backprop,fashion_mnist'):
             floor(value x its FLOPs per step / this step's FLOPs) steps, so that a method is
-            trained at the compute of another method's run without a hand-computed FLOP count
+            trained at the compute of another method's run without a hand-computed FLOP count;
+            the reference is costed on this run's devices and mesh (its path is read from the
+            current directory, as --config's is)
 The config fields and their check are in jaxrepr/config.py. The trainer resolves the budget once,
 before the run is built, and keeps the result in
 `<workdir>/budget.json`: a resumed run reuses it (a budget in seconds is not re-measured), and the
 chosen steps and FLOPs are written into config.json (`train.steps`, `train.flops_per_step`,
-`train.total_flops`) and the run's summary. Resolving a FLOPs or seconds budget compiles the step
-once more than a plain run.
+`train.total_flops`, and `train.reference_flops_per_step` for steps_of) and the run's summary.
+Resolving a FLOPs or seconds budget compiles the step once more than a plain run; steps_of also
+compiles the reference's step (and loads its data).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import jax
 import ml_collections
 
 from jaxrepr import config as config_lib, replicas as replicas_lib, step_cost
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, UserError
 
 FILE = "budget.json"
 
@@ -45,6 +49,35 @@ def _single(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not replicas_lib.is_replicated(config):
     return config
   return replicas_lib.replicas(config)[0].config
+
+
+# Fields that say on what a run executes and where its files are, not what it trains: the reference
+# of a 'steps_of' budget is costed on this run's devices and mesh and reads this run's data
+# directory, so that the two step costs compare like for like.
+_MACHINE_FIELDS = ("num_devices", "mesh", "sharding")
+
+
+def _reference_flops(config: ml_collections.ConfigDict) -> float:
+  """FLOPs of one step of `train.budget.reference` (its file's defaults, this run's machine
+  fields); its errors name the budget field, not fields the user never set."""
+  spec = config.train.budget.reference
+  try:
+    reference = config_lib.load_spec(spec)
+    if reference.get("stages") or reference.get("sweep"):
+      raise ConfigError(
+        "a multi-stage or swept config has no single step to count: name one stage's or one "
+        "point's config"
+      )
+    with reference.unlocked():
+      for field in _MACHINE_FIELDS:
+        if field in config:
+          reference[field] = copy.deepcopy(config[field])
+      data_dir = config.get("data", {}).get("data_dir")
+      if data_dir and "data_dir" in reference.get("data", {}):
+        reference.data.data_dir = data_dir
+    return step_cost.step_flops(_single(reference))
+  except UserError as e:
+    raise type(e)(f"config.train.budget.reference={spec!r}: {e}") from e
 
 
 def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]:
@@ -83,8 +116,7 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
         )
       info["steps"] = math.floor(b.value / info["flops_per_step"])
     elif b.kind == "steps_of":
-      reference = config_lib.load_spec(b.reference)
-      info["reference_flops_per_step"] = step_cost.step_flops(_single(reference))
+      info["reference_flops_per_step"] = _reference_flops(config)
       info["flops_per_step"] = step_cost.step_flops(_single(config))
       if min(info["reference_flops_per_step"], info["flops_per_step"]) <= 0:
         raise ConfigError(
@@ -92,7 +124,8 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
           f"step or for {b.reference}'s on this backend; give the budget in steps or examples"
         )
       paid = b.value * info["reference_flops_per_step"]
-      info["steps"] = math.floor(paid / info["flops_per_step"])
+      # (1 + 1e-12): N steps of a step that costs the same buy N steps, not N - 1 by rounding
+      info["steps"] = math.floor(paid / info["flops_per_step"] * (1 + 1e-12))
     else:
       info["seconds_per_step"] = step_cost.step_seconds(config)
       info["steps"] = math.floor(b.value / info["seconds_per_step"])

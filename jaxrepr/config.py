@@ -113,7 +113,8 @@ def _require(ok: bool, field: str, value, rule: str) -> None:
     raise ConfigError(f"config.{field}={value!r}: {rule}")
 
 
-BUDGET_KINDS = ("steps", "examples", "flops", "seconds", "steps_of")  # jaxrepr/budget.py resolves them
+# jaxrepr/budget.py resolves them
+BUDGET_KINDS = ("steps", "examples", "flops", "seconds", "steps_of")
 
 
 def _check_budget(config: ml_collections.ConfigDict) -> None:
@@ -128,13 +129,21 @@ def _check_budget(config: ml_collections.ConfigDict) -> None:
     f"must be > 0 for a budget in {b.kind} (steps: 0 trains train.steps)",
   )
   reference = b.get("reference", "")
-  _require(
-    bool(reference) == (b.kind == "steps_of"),
-    "train.budget.reference",
-    reference,
-    "names the config whose steps a 'steps_of' budget counts (e.g. 'configs/noprop.py:backprop'), "
-    "and is only read by that kind",
-  )
+  if b.kind == "steps_of":
+    _require(
+      bool(reference),
+      "train.budget.reference",
+      reference,
+      "must name the config whose steps a 'steps_of' budget counts, as --config names it "
+      "(e.g. 'configs/noprop.py:backprop')",
+    )
+  else:
+    _require(
+      not reference,
+      "train.budget.reference",
+      reference,
+      f"is read only by train.budget.kind='steps_of' (the kind is {b.kind!r})",
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -131,7 +131,13 @@ def train_seconds(workdir: str, log_every: int) -> float:
 # Keys of config.json that are not config fields: the commit of the code that wrote it
 # (launch/summarize_runs.py puts it beside a results table), and what a compute budget measured
 # (jaxrepr/budget.py).
-NOT_CONFIG = ("commit", "train.flops_per_step", "train.total_flops", "train.seconds_per_step")
+NOT_CONFIG = (
+  "commit",
+  "train.flops_per_step",
+  "train.total_flops",
+  "train.seconds_per_step",
+  "train.reference_flops_per_step",
+)
 # Fields that say where this host keeps things, not what is trained: a resume that changes them
 # (another machine's cache directory) trains the same run.
 HOST_ONLY = ("compilation_cache_dir",)

@@ -182,7 +182,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if spent and main:
     b = config.train.budget
     cost = ", ".join(f"{k}={v:.4g}" for k, v in budget_lib.written_fields(spent).items())
-    print(f"budget {b.kind}={b.value:g}: {config.train.steps} steps ({cost})", flush=True)
+    of = f" of {b.reference}" if b.kind == "steps_of" else ""
+    print(f"budget {b.kind}={b.value:g}{of}: {config.train.steps} steps ({cost})", flush=True)
   t = config.train
   run = build(config)
   outs = outputs(run, workdir)
@@ -375,7 +376,8 @@ def _print_summary(summary: dict) -> None:
   if spent:
     b = spent["budget"]
     total = f", {spent['total_flops']:.4g} FLOPs" if "total_flops" in spent else ""
-    lines.append(f"  budget {b['kind']}={b['value']:g}: {spent['steps']} steps{total}")
+    of = f" of {b['reference']}" if b.get("reference") else ""
+    lines.append(f"  budget {b['kind']}={b['value']:g}{of}: {spent['steps']} steps{total}")
   hidden = lambda k: k.endswith("norm") or k == "lr"  # noqa: E731
   replicas = summary.get("replicas")
   if replicas:

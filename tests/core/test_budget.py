@@ -1,14 +1,13 @@
-"""Compute budgets (jaxrepr/budget.py): the step count set from examples, FLOPs or seconds, kept
-for resumes, and written where summaries read it."""
+"""Compute budgets (jaxrepr/budget.py): the step count set from examples, FLOPs, seconds or another
+config's steps, kept for resumes, and written where summaries read it."""
 
 import json
-import os
 
 import jax
 import pytest
 
 from jaxrepr import step_cost, train
-from jaxrepr.errors import ConfigError
+from jaxrepr.errors import ConfigError, MissingFileError
 from tests.core.helpers import REPO, load_config
 
 
@@ -69,17 +68,40 @@ def test_a_seconds_budget_is_measured_once_and_kept_for_the_resume(tmp_path, mon
 def test_a_steps_of_budget_pays_for_the_flops_of_another_configs_steps(tmp_path, monkeypatch):
   # the reference is the classifier's MLP at its file's defaults (batch 128), this run at batch
   # 64: a fixed cost per example makes 3 reference steps buy 6 steps of this one
-  monkeypatch.setattr(step_cost, "step_flops", lambda config: 1e6 * config.train.batch_size)
+  costed = []
+
+  def flops(config):
+    costed.append(config)
+    return 1e6 * config.train.batch_size
+
+  monkeypatch.setattr(step_cost, "step_flops", flops)
+  monkeypatch.chdir(REPO)  # the reference is read from the current directory, as --config's is
   config = small("steps_of", 3.0)
-  config.train.budget.reference = os.path.join(REPO, "configs", "classifier.py") + ":mlp"
+  config.train.checkpoint_every = 2
+  config.train.budget.reference = "configs/classifier.py:mlp"
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["step"] == 6
+  assert costed[0].train.batch_size == 128 and costed[0].num_devices == 1  # this run's devices
   saved = json.load(open(tmp_path / "config.json"))["train"]
   assert saved["reference_flops_per_step"] == 128e6 and saved["flops_per_step"] == 64e6
-  assert saved["total_flops"] == 6 * 64e6 and saved["budget"]["reference"].endswith(":mlp")
-  config.train.budget.reference = os.path.join(REPO, "configs", "classifier.py")  # another one
+  assert saved["total_flops"] == 6 * 64e6
+  assert saved["budget"]["reference"] == "configs/classifier.py:mlp"
+  train.train_and_evaluate(config, str(tmp_path))  # the resume: same config, nothing measured
+  assert len(costed) == 2 and not list(tmp_path.glob("config.until_step*.json"))
+  config.train.budget.reference = "configs/classifier.py"  # another reference in a used workdir
   with pytest.raises(ConfigError, match="--overwrite"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_a_bad_steps_of_reference_is_named_in_the_error(tmp_path, monkeypatch):
+  monkeypatch.chdir(REPO)
+  config = small("steps_of", 3.0)
+  config.train.budget.reference = "configs/nope.py"
+  with pytest.raises(MissingFileError, match=r"config.train.budget.reference='configs/nope.py'"):
+    train.train_and_evaluate(config, str(tmp_path / "a"))
+  config.train.budget.reference = "configs/classifier.py:typo"
+  with pytest.raises(ConfigError, match=r"reference='configs/classifier.py:typo'.*typo"):
+    train.train_and_evaluate(config, str(tmp_path / "b"))
 
 
 def test_budget_errors_name_the_field(tmp_path):

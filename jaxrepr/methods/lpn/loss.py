@@ -26,8 +26,9 @@ then Grad 1 for the last 5k (Appendix E, Table 16; Table 10 compares it with Gra
 `train_latent.final_phase` for that last share of the run's steps, inside the one compiled step,
 chosen by the train state's step counter (so a resumed run switches at the same step, as long as
 it keeps `train.steps`: the switch step is train.steps minus the final share, so a run extended to
-more steps switches later, back to the first phase until then). Under a flops or seconds budget
-(jaxrepr/budget.py) every step is costed as the dearer phase (flops) or as the first (seconds).
+more steps switches later, back to the first phase until then). Under a flops, steps_of or seconds
+budget (jaxrepr/budget.py) every step is costed as the dearer phase (FLOPs) or as the first
+(seconds).
 
 Pair mask: a batch may carry 'pair_mask' bool (B, N), False for the empty rows of a task with fewer
 than N pairs (ARC tasks of 3 pairs; data/grids.py `pad_task`). A masked pair is in no context (its
