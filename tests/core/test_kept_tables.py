@@ -19,7 +19,6 @@ NOT_KEPT = {
   ("docs/contrastive.md", "xor_missing"),
   ("docs/contrastive.md", "strips"),
   ("docs/set_tasks.md", "set-max"),
-  ("docs/noprop.md", "noprop-plateau-fashion"),
   ("docs/lpn.md", "lpn-main"),
   ("docs/lpn.md", "lpn-table1"),
 }
