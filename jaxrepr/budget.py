@@ -145,6 +145,12 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict]
   return resolved, info
 
 
+def describe(spec: dict) -> str:
+  """A resolved budget's spec as the run prints it: 'flops=2e+12', 'steps_of=2400 of <config>'."""
+  of = f" of {spec['reference']}" if spec.get("reference") else ""
+  return f"{spec['kind']}={spec['value']:g}{of}"
+
+
 def written_fields(info: dict) -> dict[str, float]:
   """What config.json's `train` section records of a resolved budget (not config fields)."""
   fields = ("flops_per_step", "total_flops", "seconds_per_step", "reference_flops_per_step")

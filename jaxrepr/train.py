@@ -180,10 +180,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     _refuse_fresh_start(workdir, [], run_dirs)  # before anything is built: stop at once
   config, spent = budget_lib.resolve(config, workdir)
   if spent and main:
-    b = config.train.budget
     cost = ", ".join(f"{k}={v:.4g}" for k, v in budget_lib.written_fields(spent).items())
-    of = f" of {b.reference}" if b.kind == "steps_of" else ""
-    print(f"budget {b.kind}={b.value:g}{of}: {config.train.steps} steps ({cost})", flush=True)
+    described = budget_lib.describe(spent["budget"])
+    print(f"budget {described}: {config.train.steps} steps ({cost})", flush=True)
   t = config.train
   run = build(config)
   outs = outputs(run, workdir)
@@ -374,10 +373,9 @@ def _print_summary(summary: dict) -> None:
   lines = [f"done: {summary['step']} steps in {summary['seconds']:.1f}s"]
   spent = summary.get("budget") or {}
   if spent:
-    b = spent["budget"]
     total = f", {spent['total_flops']:.4g} FLOPs" if "total_flops" in spent else ""
-    of = f" of {b['reference']}" if b.get("reference") else ""
-    lines.append(f"  budget {b['kind']}={b['value']:g}{of}: {spent['steps']} steps{total}")
+    described = budget_lib.describe(spent["budget"])
+    lines.append(f"  budget {described}: {spent['steps']} steps{total}")
   hidden = lambda k: k.endswith("norm") or k == "lr"  # noqa: E731
   replicas = summary.get("replicas")
   if replicas:
