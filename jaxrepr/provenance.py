@@ -7,11 +7,16 @@ import subprocess
 
 # The checkout this package lives in (an editable install); elsewhere git finds no repository.
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the project's own writers change (bench tables, kept run records, generated docs blocks):
+# edits there do not change a result, so they do not mark the code as changed. Without this, a
+# bench suite on a clean checkout labelled every row after its first '+', the first row's write
+# having changed bench/results.json.
+RECORD_PATHS = ("bench", "results", "docs", "README.md")
 
 
 def commit(repo: str = CHECKOUT) -> str:
-  """The short commit hash of `repo`'s HEAD ('+' when tracked files have changes since), or '?'
-  outside a git checkout."""
+  """The short commit hash of `repo`'s HEAD ('+' when tracked files outside RECORD_PATHS have
+  changes since), or '?' outside a git checkout."""
   try:
     head = subprocess.run(
       ["git", "-C", repo, "rev-parse", "--short", "HEAD"],
@@ -20,7 +25,8 @@ def commit(repo: str = CHECKOUT) -> str:
       check=True,
     ).stdout.strip()
     dirty = subprocess.run(
-      ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+      ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no", "--", ":(top)"]
+      + [f":(top,exclude){p}" for p in RECORD_PATHS],
       capture_output=True,
       text=True,
       check=True,

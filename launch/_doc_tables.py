@@ -26,8 +26,8 @@ _BLOCK = re.compile(r"<!-- ([\w.-]+):(start|end) -->")
 
 
 def commit(repo: str = CHECKOUT) -> str:
-  """The short commit hash of `repo`'s HEAD ('+' when tracked files have changes since), or '?'
-  outside a git checkout."""
+  """The short commit hash of `repo`'s HEAD ('+' when its code has changes since: see
+  jaxrepr/provenance.py), or '?' outside a git checkout."""
   return provenance.commit(repo)
 
 
