@@ -43,12 +43,9 @@ What a run shows: for each evaluation, accuracy on 2,048 episodes per source (AU
 SetTransformer (known iff logit > 0) and of the four baselines, and accuracy/F1 at each known
 fraction, in the metrics and in enroll_<tag>_step<N>.{png,json}; launch/enroll_report.py tabulates
 and plots them for several runs. Rerunning a finished run's command evaluates its last checkpoint
-again with the current evaluators. 3,000 steps of a 81,217-parameter model run at 12-15 steps/s on a
-2-core CPU shared with other jobs once compiled; `:real` took 8.4 minutes including a ~40 s start
-and three ~15 s evaluations (the default runs (a) and (b) only). Measured results and the paper
-comparison: docs/enroll.md. The default features are log-ratios of distances (`scale='ratio'`);
-with absolute distances (`absolute`) the model transfers worse (1,000 steps: (b) 0.733, (c) 0.496,
-i.e. "known" for everything on (c)).
+again with the current evaluators. Measured results (evaluation (c) and the `absolute` ablation
+included) and the paper comparison: docs/enroll.md. The default features are log-ratios of
+distances (`scale='ratio'`); `absolute` uses absolute distances, which transfer worse.
 
 Variants (comma-separated; absolute and scaled exclude each other):
   reverse  train on the source of evaluation (b) (vMF d = 32, seed 1) and evaluate on the default
