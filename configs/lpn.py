@@ -286,6 +286,7 @@ def _overfit(config):
     batch_size=8,
     render=1,
     searches={"mean": {"mode": "mean"}},
+    tag="arc",  # files beside the metrics' name (arc/), though the split is the training one
   )
 
 

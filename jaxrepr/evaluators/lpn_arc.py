@@ -13,9 +13,11 @@ Over all tasks of the split, skipped ones counting as failures (the figure compa
 systems, which see every task): top2_all and top1_all = (the sum of the credits of the tasks that
 fit) / tasks_all, where tasks_all = tasks + tasks_skipped. Only tasks with a known test output are
 counted, on both sides.
-Files written into the workdir (process 0): `arc/<search>_step<N>_submission.json` in the Kaggle
-format ({task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}), `arc/<search>_step<N>.json` with
-per-task results, and PNG renderings of the first `render` tasks. A progress line (test inputs
+Files written into the workdir (process 0), in the directory `<tag>/` (default `arc/` for the
+evaluation split, `arc_train/` for the training split, so that the two sets of a run do not
+overwrite each other's files): `<search>_step<N>_submission.json` in the Kaggle format
+({task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}), `<search>_step<N>.json` with per-task
+results, and PNG renderings of the first `render` tasks. A progress line (test inputs
 done, elapsed, ETA) is printed every 30 s of a search and at its end.
 
 Fields:
@@ -31,6 +33,7 @@ Fields:
   max_spec    spec pairs are padded to this many (tasks with more keep their first max_spec).
   batch_size  test inputs per jitted call (global; must divide by the device count).
   render      number of tasks to render as PNG.
+  tag         the files' directory under the workdir (placeholder: by split, see above).
 """
 
 from __future__ import annotations
@@ -136,6 +139,12 @@ def summarize(name: str, per_task: dict[str, dict[str, float]], skipped: int) ->
   }
 
 
+def output_dir(workdir: str, split: str, tag: str | None = None) -> str:
+  """Where an evaluator of `split` writes its files: `<workdir>/<tag>`, by default `arc` for the
+  evaluation split and `arc_train` for the training split."""
+  return os.path.join(workdir, tag or ("arc" if split == "eval" else "arc_train"))
+
+
 class Evaluator:
   def __init__(
     self,
@@ -151,6 +160,7 @@ class Evaluator:
     max_spec: int = 10,
     batch_size: int = 8,
     render: int = 4,
+    tag: str | None = None,
   ):
     del method
     if config.method != "lpn":
@@ -160,7 +170,8 @@ class Evaluator:
     self._tasks = tasks
     r, c = config.model.max_rows, config.model.max_cols
     self._items = _items(tasks, r, c, max_spec)
-    self._mesh, self._batch_size, self._workdir, self._render = mesh, batch_size, workdir, render
+    self._mesh, self._batch_size, self._render = mesh, batch_size, render
+    self._out_dir = output_dir(workdir, split, tag)
     searches = searches if searches is not None else {"mean": {"mode": "mean"}}
     lpn = registry.method_module(config)
     encoder, decoder = lpn.model.modules_from_config(config.model, config.precision)
@@ -245,9 +256,8 @@ class Evaluator:
     return summary
 
   def _write(self, name, step, submission, per_task, per_item, summary) -> None:
-    out_dir = os.path.join(self._workdir, "arc")
-    os.makedirs(out_dir, exist_ok=True)
-    prefix = os.path.join(out_dir, f"{name}_step{step}")
+    os.makedirs(self._out_dir, exist_ok=True)
+    prefix = os.path.join(self._out_dir, f"{name}_step{step}")
     with open(prefix + "_submission.json", "w") as f:
       json.dump(submission, f)
     with open(prefix + ".json", "w") as f:
