@@ -25,7 +25,6 @@ SETTINGS_TABLES = {
 # Measured results typed or pasted by hand before the docs tables were generated; each is to be
 # regenerated from kept runs (launch/keep_runs.py) with the command beside it.
 TYPED_RESULTS = {
-  ("docs/lpn.md", "| search | top-2 | top-1 |"),
   ("docs/noprop.md", "| MNIST-5k, 160 steps x 128 |"),
   ("docs/noprop.md", "| Fashion-MNIST, 160 steps x 128 |"),
   ("docs/set_tasks.md", "| task (command) | steps x batch | here | paper |"),
