@@ -30,6 +30,8 @@ def commit(repo: str = CHECKOUT) -> str:
       capture_output=True,
       text=True,
       check=True,
+      # with literal pathspecs (a user's environment) the magic above would match nothing
+      env={**os.environ, "GIT_LITERAL_PATHSPECS": "0"},
     ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "?"

@@ -227,7 +227,8 @@ def bench(config, steps: int, warmup: int, matmul_n: int, num_batches: int = 1) 
 
 
 def _commit() -> str:
-  """The measured code's short commit hash ('+' when the working tree has changes), or '?'."""
+  """The measured code's short commit hash ('+' when its code has changes since, not counting the
+  bench's own outputs: jaxrepr/provenance.py), or '?'."""
   from launch import _doc_tables
 
   return _doc_tables.commit()

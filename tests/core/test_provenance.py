@@ -21,7 +21,18 @@ def _repo(tmp_path):
     (tmp_path / path).write_text("0\n")
   _git(tmp_path, "init", "-q")
   _git(tmp_path, "add", "-A")
-  _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+  _git(
+    tmp_path,
+    "-c",
+    "user.name=t",
+    "-c",
+    "user.email=t@t",
+    "-c",
+    "commit.gpgsign=false",
+    "commit",
+    "-qm",
+    "c",
+  )
   return tmp_path
 
 
@@ -40,6 +51,21 @@ def test_changed_code_marks_the_commit(tmp_path):
   (repo / "jaxrepr/model.py").write_text("1\n")
   assert provenance.commit(str(repo)) == clean + "+"
   (repo / "docs/page.md").write_text("1\n")
+  assert provenance.commit(str(repo)) == clean + "+"
+
+
+def test_staged_deleted_and_literal_pathspec_changes_mark_it_too(tmp_path, monkeypatch):
+  repo = _repo(tmp_path)
+  clean = provenance.commit(str(repo))
+  (repo / "results/t/s0/metrics.jsonl").unlink()
+  assert provenance.commit(str(repo / "jaxrepr")) == clean  # asked from a subdirectory
+  (repo / "jaxrepr/model.py").write_text("1\n")
+  _git(repo, "add", "jaxrepr/model.py")
+  assert provenance.commit(str(repo / "jaxrepr")) == clean + "+"
+  monkeypatch.setenv("GIT_LITERAL_PATHSPECS", "1")  # ':(top)' would then be a file name
+  assert provenance.commit(str(repo)) == clean + "+"
+  _git(repo, "reset", "-q", "--hard")
+  (repo / "jaxrepr/model.py").unlink()
   assert provenance.commit(str(repo)) == clean + "+"
 
 

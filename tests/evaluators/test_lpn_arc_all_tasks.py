@@ -93,24 +93,51 @@ def test_the_training_split_of_a_re_arc_run_is_arcs_own_training_set(tmp_path):
   assert all(t.test and t.test[0][1] is not None for t in tasks)
 
 
+def _copy_input(encoder, decoder, params, sg, ss, sm, test_grids, test_shapes, rng, eval_cfg):
+  """A stand-in for lpn.solve_task whose attempts copy the test input."""
+  k = test_grids.shape[0]
+  zeros = jnp.zeros((k,), jnp.int32)
+  return dict(
+    grids=test_grids,
+    grids_2=test_grids,
+    shapes=test_shapes,
+    shapes_2=test_shapes,
+    score=zeros.astype(jnp.float32),
+    score_2=zeros.astype(jnp.float32),
+    latent_evals=zeros,
+    decoder_calls=zeros,
+  )
+
+
+def test_evaluators_of_the_two_splits_write_into_directories_of_their_own(tmp_path, monkeypatch):
+  """The evaluation and the training set of one run (`arc`, `arc_train` of configs/lpn.py:arc):
+  each submission lands in its own directory, the later one overwriting nothing."""
+  monkeypatch.setattr(lpn, "solve_task", _copy_input)
+  config = tiny_config(size=4)
+  config.data = _data_cfg(_write(tmp_path))
+  train_dir = tmp_path / "train_tasks"
+  train_dir.mkdir()
+  (train_dir / "t_fit.json").write_text((tmp_path / "tasks" / "a_fit.json").read_text())
+  config.data.train_path = str(train_dir)
+  work = tmp_path / "work"
+  for split in ("eval", "train"):
+    ev = lpn_arc.Evaluator(
+      config=config,
+      method=None,
+      mesh=parallel.make_mesh(1),
+      workdir=str(work),
+      split=split,
+      batch_size=1,
+      render=0,
+    )
+    ev.run({}, jax.random.key(0), step=0)
+  assert set(json.load(open(work / "arc" / "mean_step0_submission.json"))) == {"a_fit", "c_fit"}
+  assert set(json.load(open(work / "arc_train" / "mean_step0_submission.json"))) == {"t_fit"}
+
+
 def test_evaluator_reports_both_figures(tmp_path, monkeypatch):
   """Through Evaluator.run: a prediction that copies the test input solves a_fit only."""
-
-  def copy_input(encoder, decoder, params, sg, ss, sm, test_grids, test_shapes, rng, eval_cfg):
-    k = test_grids.shape[0]
-    zeros = jnp.zeros((k,), jnp.int32)
-    return dict(
-      grids=test_grids,
-      grids_2=test_grids,
-      shapes=test_shapes,
-      shapes_2=test_shapes,
-      score=zeros.astype(jnp.float32),
-      score_2=zeros.astype(jnp.float32),
-      latent_evals=zeros,
-      decoder_calls=zeros,
-    )
-
-  monkeypatch.setattr(lpn, "solve_task", copy_input)
+  monkeypatch.setattr(lpn, "solve_task", _copy_input)
   config = tiny_config(size=4)
   config.data = _data_cfg(_write(tmp_path))
   ev = lpn_arc.Evaluator(
